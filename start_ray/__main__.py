@@ -1,0 +1,8 @@
+"""`python -m start_ray ...`"""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

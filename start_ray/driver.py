@@ -1,0 +1,108 @@
+"""The driver: the user's program, run by rank 0 once the cluster is ready.
+
+It runs as a child in a process group of its own (so a forwarded signal
+reaches everything it started), dies with rank 0 even if rank 0 is killed,
+and finds the cluster through RAY_ADDRESS, so an unmodified `ray.init()`
+attaches to this job's cluster and never to someone else's on the host.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence
+
+from . import logs, proctree
+from .options import UsageError
+
+# Written in the driver's arguments, replaced by the cluster's address: for
+# drivers that want it as a flag, e.g. `train_ppo.py --ray-address {ray_address}`.
+ADDRESS_PLACEHOLDER = "{ray_address}"
+
+
+def command(driver: str, args: Sequence[str]) -> List[str]:
+    """`python DRIVER ARGS` for a .py file (same interpreter), else the
+    command itself; raise UsageError if it does not exist."""
+    if driver.endswith(".py"):
+        if not os.path.isfile(driver):
+            raise UsageError(f"driver not found: {driver} (looked in {os.getcwd()})")
+        return [sys.executable, driver, *args]
+    found = shutil.which(driver)
+    if not found:
+        raise UsageError(f"driver not found: {driver!r} is neither a .py file nor "
+                         "a command on PATH")
+    return [found, *args]
+
+
+def fill_in(cmd: Sequence[str], address: str) -> List[str]:
+    return [arg.replace(ADDRESS_PLACEHOLDER, address) for arg in cmd]
+
+
+def exit_status(returncode: int) -> int:
+    """The shell's convention: killed by signal N -> 128 + N."""
+    return 128 - returncode if returncode < 0 else returncode
+
+
+class Driver:
+    """The running driver process."""
+
+    def __init__(self, cmd: List[str], env: Dict[str, str]) -> None:
+        self._log = logs.get()
+        self.process = subprocess.Popen(cmd, env=env, start_new_session=True,
+                                        preexec_fn=proctree.die_with_parent())
+        self.pid = self.process.pid
+
+    def signal(self, signum: int) -> None:
+        """Send `signum` to the driver's whole process group."""
+        try:
+            os.killpg(self.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    def wait(self, interval: float, on_tick: Callable[[], None],
+             pending_signal: Callable[[], Optional[int]], grace: float) -> int:
+        """Wait for the driver's exit, calling `on_tick` between polls.
+
+        A signal the job receives is forwarded to the driver, which then has
+        `grace` seconds to finish (e.g. write a checkpoint) before SIGKILL.
+        """
+        kill_at: Optional[float] = None
+        while True:
+            try:
+                returncode = self.process.wait(timeout=interval)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            signum = pending_signal()
+            if signum is not None:
+                self._log.info("received %s: forwarding it to the driver (pid %d), "
+                               "which has %gs to finish", signal.Signals(signum).name,
+                               self.pid, grace)
+                self.signal(signum)
+                kill_at = kill_at or time.monotonic() + grace
+            if kill_at is not None and time.monotonic() >= kill_at:
+                self._log.error("the driver did not exit within the %gs grace period: "
+                                "killing it", grace)
+                self.signal(signal.SIGKILL)
+                kill_at = float("inf")
+            on_tick()
+        return exit_status(returncode)
+
+
+def payload(cmd: List[str], grace: float, interval: float) -> Callable[..., int]:
+    """The lifecycle's payload for the command line: run `cmd` as the driver."""
+    def run_driver(info, inbox, on_tick: Callable[[], None]) -> int:
+        log = logs.get()
+        filled = fill_in(cmd, info.address)
+        log.info("running the driver: %s", " ".join(filled))
+        began = time.monotonic()
+        driver = Driver(filled, info.env)
+        status = driver.wait(interval, on_tick, inbox.pop, grace)
+        log.info("the driver exited with status %d after %.1fs", status,
+                 time.monotonic() - began)
+        return status
+    return run_driver

@@ -1,0 +1,444 @@
+"""The life of one job, on every rank: start Ray, run the payload on rank 0,
+stop exactly what was started. The command line and the Python API are thin
+layers over `run`.
+
+    rank 0                                   rank 1..N-1
+    ------                                   -----------
+    plan (run id, token) -- share ---------> plan
+    start head (ray start --head --block)
+    head record (address | error) -- share -> head record
+    wait until N nodes alive (GCS)  <-- join (ray start --address --block),
+                                        retried with backoff until the deadline
+    payload (the driver) runs               wait quietly for STOP
+    STOP ----------------------------------> stop own process tree
+    stop own process tree
+    collect DONE  <------------------------- DONE (what was stopped, what is left)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import secrets
+import socket
+import sys
+import time
+from typing import Any, Callable, Dict, List, Optional
+
+from . import handshake, launcher, logs, proctree, raynode, tempdirs
+from .cluster_state import ClusterState, NodeInfo, summarize
+from .handshake import REPORT, STOP, Channel, Message, share, wait_until
+from .options import Options, UsageError
+from .raynode import NodeError, RayNode
+from .signals import Interrupted, SignalInbox
+
+EXIT_USAGE = 2
+EXIT_FAILURE = 1
+# In the environment of every process a rank starts: finds any that escaped.
+JOB_MARKER = "START_RAY_JOB"
+
+
+class StartupError(RuntimeError):
+    """The cluster could not be brought up; the message says which rank and why."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Made by rank 0 before anything starts; the same on every rank."""
+
+    run_id: str
+    job_tag: str
+    auth_token: str = dataclasses.field(repr=False)
+    error: Optional[str] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterInfo:
+    """What the payload (the driver, or an API user's code) gets to know."""
+
+    address: str
+    nodes: List[NodeInfo]
+    run_dir: str
+    env: Dict[str, str] = dataclasses.field(repr=False)
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def resources(self) -> Dict[str, float]:
+        return total_resources(self.nodes)
+
+
+Payload = Callable[[ClusterInfo, SignalInbox, Callable[[], None]], int]
+
+
+def run(options: Options, payload: Payload, comm: Any = None,
+        check: Callable[[], None] = lambda: None) -> int:
+    """Run one job on this rank and return this rank's exit status.
+
+    `check` runs on rank 0 before anything starts and raises UsageError for
+    bad input; the error then reaches every rank, which all exit with 2.
+    """
+    job = Job(options, comm if comm is not None else handshake.world())
+    status = EXIT_FAILURE
+    with SignalInbox() as inbox:
+        try:
+            job.begin(check)
+            status = job.lead(payload, inbox) if job.rank == 0 else job.follow(inbox)
+        except UsageError as err:
+            job.say_usage_error(err)
+            return EXIT_USAGE
+        except (StartupError, NodeError) as err:
+            job.log.error("%s", err)
+        except Interrupted as err:
+            job.log.error("%s during start-up: stopping the job", err)
+            status = 128 + err.signum
+        except BaseException:
+            job.log.exception("start_ray failed on this rank; stopping its Ray processes")
+            job.end(EXIT_FAILURE)
+            job.abort()
+            raise
+        job.end(status)
+    return status
+
+
+class Job:
+    """One rank's part of the job, and everything it started."""
+
+    def __init__(self, options: Options, comm: Any) -> None:
+        self.options = options
+        self.comm = comm
+        self.rank: int = comm.Get_rank()
+        self.size: int = comm.Get_size()
+        self.host = socket.gethostname()
+        self.hosts: List[str] = [self.host]
+        self.channel = Channel(comm)
+        self.log = logs.get()
+        self.plan: Optional[Plan] = None
+        self.run_dir = ""
+        self.temp_dir: Optional[str] = None
+        self.node: Optional[RayNode] = None
+        self.started = time.monotonic()
+        self.deadline = self.started + options.join_timeout
+        self._stop: Optional[dict] = None  # rank 0's STOP message, once received
+        self._ended = False
+
+    # ----------------------------------------------------------------- begin
+    def begin(self, check: Callable[[], None]) -> None:
+        """Agree on the plan, then set up logs and the temp dir. Nothing runs yet."""
+        plan = None
+        if self.rank == 0:
+            error = None
+            try:
+                check()
+                if self.options.temp_dir:
+                    tempdirs.check_explicit_root(self.options.temp_dir, "0" * 8, self.size - 1)
+            except UsageError as err:
+                error = str(err)
+            plan = Plan(run_id=logs.new_run_id(), job_tag=secrets.token_hex(4),
+                        auth_token=secrets.token_hex(32), error=error)
+        self.plan = share(self.comm, plan, self.options.poll_interval)
+        if self.plan.error:
+            raise UsageError(self.plan.error)
+        if self.size > 1:
+            self.hosts = self.comm.gather(self.host, root=0) or []
+        self.run_dir = logs.run_dir(self.options.log_dir, self.plan.run_id)
+        self.log = logs.setup(self.run_dir, self.rank, self.size)
+        proctree.become_subreaper()
+        root, why = tempdirs.choose_root(self.options.temp_dir, self.plan.job_tag, self.rank)
+        self.temp_dir = tempdirs.rank_dir(root, self.plan.job_tag, self.rank)
+        tempdirs.create(self.temp_dir)
+        self.log.debug("start_ray %s, python %s, pid %d, temp dir %s (%s)",
+                       _version(), sys.executable, os.getpid(), self.temp_dir, why)
+        if self.rank == 0:
+            self.log.info("run %s: %d rank(s) on %d host(s); logs in %s", self.plan.run_id,
+                          self.size, len(set(self.hosts)), self.run_dir)
+
+    def ray_env(self) -> Dict[str, str]:
+        """Environment of every Ray process: no MPI variables, no inherited
+        RAY_ADDRESS, and the same auth settings everywhere (a leftover
+        ~/.ray/auth_token otherwise turns auth on for the head alone)."""
+        assert self.plan is not None
+        env = launcher.child_environment({"RAY_AUTH_MODE": "token",
+                                          "RAY_AUTH_TOKEN": self.plan.auth_token,
+                                          JOB_MARKER: self.marker})
+        env.pop("RAY_ADDRESS", None)
+        return env
+
+    def start_node(self, role_args: List[str]) -> RayNode:
+        assert self.temp_dir is not None
+        args = raynode.common_args(self.temp_dir, self.rank, self.options.num_cpus,
+                                   self.options.num_gpus, self.options.ray_args)
+        self.node = RayNode(role_args + args, self.ray_env(), self.temp_dir)
+        return self.node
+
+    @property
+    def marker(self) -> str:
+        """`<job tag>/<rank>`: per rank, since ranks on one host stop concurrently."""
+        assert self.plan is not None
+        return f"{self.plan.job_tag}/{self.rank}"
+
+    def node_pids(self) -> List[int]:
+        return [self.node.process.pid] if self.node is not None else []
+
+    # ------------------------------------------------------------------ rank 0
+    def lead(self, payload: Payload, inbox: SignalInbox) -> int:
+        """Head, readiness, payload."""
+        try:
+            self.log.info("starting the Ray head on %s", self.host)
+            head = self.start_node(raynode.head_args(raynode.free_port()))
+            head.wait_started(self.deadline, self.options.poll_interval, _stopping(inbox),
+                              need_address=True)
+            address = head.address()
+        except BaseException as err:
+            share(self.comm, {"error": f"{type(err).__name__}: {err}"}, self.options.poll_interval)
+            raise
+        share(self.comm, {"address": address}, self.options.poll_interval)
+        self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
+                      address, time.monotonic() - self.started, head.session_dir())
+        os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.plan.auth_token})
+        nodes = self.wait_for_nodes(address, inbox)
+        info = ClusterInfo(address=address, nodes=nodes, run_dir=self.run_dir,
+                           env=self.driver_env(address, len(nodes)))
+        return payload(info, inbox, self.read_news)
+
+    def wait_for_nodes(self, address: str, inbox: SignalInbox) -> List[NodeInfo]:
+        """Until every rank's node is alive in the GCS, or the deadline."""
+        if self.size > 1:
+            self.log.info("waiting for %d worker node(s) to join (deadline %gs)",
+                          self.size - 1, self.options.join_timeout)
+        state = ClusterState(address)
+        expected = set(range(self.size))
+        alive: Dict[int, NodeInfo] = {}
+
+        def all_alive() -> bool:
+            nonlocal alive
+            self.read_news()
+            inbox.raise_if_stopping()
+            alive = state.alive_ranks()
+            return expected <= alive.keys()
+
+        if not wait_until(all_alive, self.options.poll_interval, self.deadline):
+            missing = sorted(expected - alive.keys())
+            raise StartupError(
+                f"timed out after {self.options.join_timeout:g}s: {len(missing)} of "
+                f"{self.size} Ray node(s) did not join: " + self.name_ranks(missing))
+        nodes = [alive[rank] for rank in sorted(expected)]
+        elapsed = time.monotonic() - self.started
+        self.log.info("Workers are all running! %d node(s) alive after %.1fs: %s",
+                      len(nodes), elapsed, summarize(total_resources(nodes)))
+        for node in nodes:
+            self.log.log(20 if len(nodes) <= 16 else 10, "  node of rank %d on %s (%s): %s",
+                         node.rank, node.hostname, node.ip, summarize(node.resources))
+        return nodes
+
+    def read_news(self) -> None:
+        """Handle what the other ranks reported since the last look."""
+        while True:
+            news = self.channel.receive(REPORT)
+            if news is None:
+                return
+            source, message = news
+            kind = message.get("kind")
+            where = self.name_ranks([source])
+            if kind == "joined":
+                self.log.debug("%s joined after %.1fs (attempt %d)", where,
+                               message["elapsed"], message["attempt"])
+            elif kind == "failed":
+                raise StartupError(f"{where} could not start its Ray node: {message['error']}")
+            elif kind == "lost":
+                self.log.error("%s lost its Ray node: %s", where, message["error"])
+
+    def driver_env(self, address: str, num_nodes: int) -> Dict[str, str]:
+        env = self.ray_env()
+        env.update({"RAY_ADDRESS": address, "START_RAY_RUN_DIR": self.run_dir,
+                    "START_RAY_NUM_NODES": str(num_nodes)})
+        return env
+
+    def name_ranks(self, ranks: List[int]) -> str:
+        return ", ".join(f"rank {r} ({self.hosts[r] if r < len(self.hosts) else '?'})"
+                         for r in ranks)
+
+    # --------------------------------------------------------------- rank > 0
+    def follow(self, inbox: SignalInbox) -> int:
+        """Join the head, then stay out of the way until rank 0 says stop."""
+        record = share(self.comm, None, self.options.poll_interval)
+        if "error" in record:
+            self.log.error("the Ray head could not start on rank 0 (%s): %s",
+                           self.hosts[0] if self.hosts else "?", record["error"])
+            return EXIT_FAILURE
+        try:
+            node = self.join(record["address"], inbox)
+        except NodeError as err:
+            self.channel.send(0, REPORT, {"kind": "failed", "error": str(err)})
+            self.log.error("could not join the cluster at %s: %s", record["address"], err)
+            self.wait_for_stop(inbox)
+            return EXIT_FAILURE
+        self.wait_for_stop(inbox, node)
+        return 0
+
+    def join(self, address: str, inbox: SignalInbox) -> RayNode:
+        """Start a worker node; retry with backoff until the deadline.
+
+        On a loaded machine a join can fail with Ray's "timed out during
+        startup"; a second try then usually succeeds.
+        """
+        attempt, pause = 0, 1.0
+        while True:
+            attempt += 1
+            node = self.start_node(raynode.worker_args(address))
+            try:
+                node.wait_started(self.deadline, self.options.poll_interval, self.told_to_stop)
+                self.channel.send(0, REPORT, {"kind": "joined", "attempt": attempt,
+                                              "elapsed": time.monotonic() - self.started})
+                self.log.info("joined the cluster at %s (attempt %d)", address, attempt)
+                return node
+            except NodeError as err:
+                left = proctree.stop_descendants(self.options.stop_timeout,
+                                                 leaders=self.node_pids())
+                retry_at = time.monotonic() + pause * random.uniform(0.5, 1.0)
+                if retry_at >= self.deadline or self._stop is not None or left:
+                    raise NodeError(f"attempt {attempt}: {err}") from None
+                self.log.warning("attempt %d to join failed (%s); retrying", attempt, err)
+                wait_until(lambda: self.told_to_stop() or time.monotonic() >= retry_at,
+                           self.options.poll_interval)
+                inbox.raise_if_stopping()
+                pause = min(pause * 2, 30.0)
+
+    def told_to_stop(self) -> bool:
+        if self._stop is None:
+            news = self.channel.receive(STOP, source=0)
+            if news is not None:
+                self._stop = news[1]
+        return self._stop is not None
+
+    def wait_for_stop(self, inbox: SignalInbox, node: Optional[RayNode] = None) -> None:
+        """Wait quietly for rank 0's STOP. Report a lost node once. A signal
+        here (scancel hits every rank) does not stop us early: rank 0 forwards
+        it to the driver and needs the cluster until the driver is done; we
+        wait at most for the driver's grace and the teardown after it."""
+        stop_by: Optional[float] = None
+        reported = False
+
+        def check() -> bool:
+            nonlocal stop_by, reported
+            if inbox.pop() is not None and stop_by is None:
+                stop_by = time.monotonic() + self.options.grace + self.options.stop_timeout + 15
+                self.log.info("received a signal: waiting for rank 0 to stop the job")
+            if node is not None and not node.alive() and not reported:
+                reported = True
+                error = f"`ray start` exited with status {node.process.poll()}: {node.last_words()}"
+                self.channel.send(0, REPORT, {"kind": "lost", "error": error})
+                self.log.error("the Ray node of this rank ended: %s", error)
+            if stop_by is not None and time.monotonic() >= stop_by:
+                self.log.error("no word from rank 0 after the signal: stopping on my own")
+                return True
+            return self.told_to_stop()
+
+        wait_until(check, self.options.poll_interval)
+
+    # ------------------------------------------------------------------- end
+    def end(self, status: int) -> None:
+        """Stop everything this rank started, confirm it, and tidy up.
+
+        Worker nodes stop first, while the head is still up: a raylet whose
+        GCS is already gone spends its whole stop timeout retrying to
+        unregister. Idempotent."""
+        if self._ended or self.plan is None or self.plan.error:
+            return
+        self._ended = True
+        began = time.monotonic()
+        report_by = began + self.options.stop_timeout + 15
+        if self.rank == 0 and self.size > 1:
+            self.log.info("stopping Ray on all %d ranks", self.size)
+            for rank in range(1, self.size):
+                self.channel.send(rank, STOP, {"status": status})
+            reports = self.collect_done(report_by)
+        stopped = len(proctree.descendants())
+        left = proctree.stop_descendants(self.options.stop_timeout, leaders=self.node_pids())
+        left += [p for p in proctree.marked(JOB_MARKER, self.marker) if p not in left]
+        if left:
+            self.log.error("%d process(es) would not stop: %s", len(left), proctree.describe(left))
+        else:
+            self.log.debug("stopped %d process(es); none left", stopped)
+        if self.rank == 0:
+            if self.size > 1:
+                self.summarize_teardown(reports, stopped, left, began)
+        else:
+            self.channel.send(0, REPORT, {"kind": "done", "stopped": stopped,
+                                          "left": proctree.describe(left)})
+        self.channel.flush(report_by, self.options.poll_interval)
+        self.tidy(status == 0 and not left)
+        if self.rank == 0:
+            self.log.info("exit status %d", status)
+
+    def collect_done(self, deadline: float) -> Dict[int, Message]:
+        """Rank 0: hear from every rank that its processes are gone."""
+        reports: Dict[int, Message] = {}
+
+        def heard_all() -> bool:
+            while True:
+                news = self.channel.receive(REPORT)
+                if news is None:
+                    return len(reports) == self.size - 1
+                source, message = news
+                if message.get("kind") == "done":
+                    reports[source] = message
+
+        wait_until(heard_all, self.options.poll_interval, deadline)
+        return reports
+
+    def summarize_teardown(self, reports: Dict[int, Message], stopped: int,
+                           left: list, began: float) -> None:
+        silent = sorted(set(range(1, self.size)) - reports.keys())
+        dirty = [f"rank {rank}: {report['left']}" for rank, report in sorted(reports.items())
+                 if report["left"]] + (["rank 0"] if left else [])
+        if silent:
+            self.log.error("no teardown report from %s", self.name_ranks(silent))
+        if dirty:
+            self.log.error("processes left after teardown: %s", "; ".join(dirty))
+        if not silent and not dirty:
+            total = stopped + sum(report["stopped"] for report in reports.values())
+            self.log.info("all Ray processes stopped (%d process(es) on %d rank(s), none "
+                          "left) in %.1fs", total, self.size, time.monotonic() - began)
+
+    def tidy(self, clean: bool) -> None:
+        if self.temp_dir is None:
+            return
+        if clean and not self.options.keep_temp_dir:
+            tempdirs.remove(self.temp_dir)
+        else:
+            self.log.info("Ray's temp dir and session logs are kept in %s", self.temp_dir)
+
+    # ----------------------------------------------------------------- errors
+    def say_usage_error(self, err: UsageError) -> None:
+        if self.rank == 0:
+            print(f"start_ray: error: {err}", file=sys.stderr, flush=True)
+
+    def abort(self) -> None:
+        """After a local failure nothing may wait for this rank forever."""
+        logs.close()
+        if self.size > 1:
+            self.comm.Abort(EXIT_FAILURE)
+
+
+def _stopping(inbox: SignalInbox) -> Callable[[], bool]:
+    def check() -> bool:
+        inbox.raise_if_stopping()
+        return False
+    return check
+
+
+def total_resources(nodes: List[NodeInfo]) -> Dict[str, float]:
+    total: Dict[str, float] = {}
+    for node in nodes:
+        for key, value in node.resources.items():
+            total[key] = total.get(key, 0.0) + value
+    return total
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__

@@ -1,0 +1,165 @@
+"""The settings of one start_ray job: one table serves the command line, the
+environment variables batch scripts prefer, and the Python API."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shlex
+from typing import Any, Callable, Dict, List, Mapping, Optional
+
+
+class UsageError(ValueError):
+    """Bad input from the user: one message, exit status 2, nothing started."""
+
+
+# Arguments start_ray sets itself on every `ray start`; letting users pass them
+# would break the handshake, the teardown or the port policy.
+RESERVED_RAY_ARGS = (
+    "--head", "--address", "--port", "--block", "--temp-dir",
+    "--labels", "--ray-client-server-port", "--node-ip-address",
+)
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError("must be greater than 0")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def _flag(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be one of 1/0, true/false, yes/no, on/off")
+
+
+def _ray_args(text: str) -> List[str]:
+    args = shlex.split(text)
+    for arg in args:
+        if arg.split("=", 1)[0] in RESERVED_RAY_ARGS:
+            raise ValueError(
+                f"{arg.split('=', 1)[0]} is set by start_ray itself and cannot be "
+                "passed through")
+    return args
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """One setting: its option, its environment variable, how to parse it."""
+
+    name: str
+    parse: Callable[[str], Any]
+    default: Any
+    metavar: Optional[str]
+    help: str
+
+    @property
+    def option(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "START_RAY_" + self.name.upper()
+
+
+SPECS: List[Spec] = [
+    Spec("num_cpus", _positive_float, None, "N",
+         "CPUs each Ray node offers (default: what Ray detects on the host)"),
+    Spec("num_gpus", _non_negative_int, None, "N",
+         "GPUs each Ray node offers (default: what Ray detects)"),
+    Spec("join_timeout", _positive_float, 300.0, "SECONDS",
+         "deadline for the head to start and every node to join; failed joins "
+         "are retried with backoff until then (default: %(default)s)"),
+    Spec("stop_timeout", _positive_float, 10.0, "SECONDS",
+         "how long Ray processes get to exit after SIGTERM at teardown before "
+         "SIGKILL (default: %(default)s)"),
+    Spec("grace", _non_negative_float, 30.0, "SECONDS",
+         "when the job gets SIGTERM/SIGINT/SIGUSR1 the driver gets the signal and "
+         "this long to finish (e.g. checkpoint) before it is killed "
+         "(default: %(default)s)"),
+    Spec("log_dir", str, "logs", "DIR",
+         "where each run gets its folder LOG_DIR/<run-id>/ with one log file per "
+         "rank (default: %(default)s)"),
+    Spec("temp_dir", str, None, "DIR",
+         "node-local folder under which each rank's Ray temp dir is made and "
+         "removed; must be short: Ray's unix sockets must fit in 107 bytes "
+         "(default: $TMPDIR when short enough, else /tmp)"),
+    Spec("ray_args", _ray_args, [], "'ARGS'",
+         "extra arguments for every `ray start`, as one quoted string, e.g. "
+         "'--object-store-memory 2000000000'"),
+    Spec("keep_temp_dir", _flag, False, None,
+         "keep the Ray temp dirs (Ray's own session logs) after the job; they "
+         "are always kept when the job fails"),
+    Spec("poll_interval", _positive_float, 0.2, "SECONDS",
+         "how often waiting ranks look for news; waiting costs almost no CPU "
+         "(default: %(default)s)"),
+]
+
+SPECS_BY_NAME: Dict[str, Spec] = {spec.name: spec for spec in SPECS}
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Everything a job needs to know; identical on every rank."""
+
+    num_cpus: Optional[float] = None
+    num_gpus: Optional[int] = None
+    join_timeout: float = 300.0
+    stop_timeout: float = 10.0
+    grace: float = 30.0
+    log_dir: str = "logs"
+    temp_dir: Optional[str] = None
+    ray_args: List[str] = dataclasses.field(default_factory=list)
+    keep_temp_dir: bool = False
+    poll_interval: float = 0.2
+
+
+def parse_value(spec: Spec, text: str, source: str) -> Any:
+    """Parse one setting's text, naming where it came from when it is bad."""
+    try:
+        return spec.parse(text)
+    except ValueError as err:
+        raise UsageError(f"{source}={text!r}: {err}") from None
+
+
+def env_defaults(environ: Mapping[str, str]) -> Dict[str, Any]:
+    """The settings given through START_RAY_* environment variables."""
+    values: Dict[str, Any] = {}
+    for spec in SPECS:
+        if spec.env in environ:
+            values[spec.name] = parse_value(spec, environ[spec.env], spec.env)
+    return values
+
+
+def make_options(environ: Optional[Mapping[str, str]] = None, **given: Any) -> Options:
+    """Options from keyword arguments, falling back to the environment, then
+    to the defaults: explicit beats environment beats default."""
+    unknown = sorted(set(given) - set(SPECS_BY_NAME))
+    if unknown:
+        raise UsageError(f"unknown option(s): {', '.join(unknown)}")
+    values = env_defaults(os.environ if environ is None else environ)
+    for name, value in given.items():
+        if value is None:
+            continue
+        spec = SPECS_BY_NAME[name]
+        text = shlex.join(value) if isinstance(value, (list, tuple)) else str(value)
+        values[name] = parse_value(spec, text, spec.option)
+    return Options(**values)

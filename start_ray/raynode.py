@@ -1,0 +1,162 @@
+"""One Ray node: a `ray start --block` child that this rank owns.
+
+`--block` keeps `ray start` in the foreground as our child, so the node lives
+exactly as long as we let it; its output goes to the rank's log, and the
+moment it prints that the runtime started is the moment we act on, no sleeps.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Deque, Dict, List, Optional
+
+from . import logs, proctree
+
+READY_MARKER = "Ray runtime started"
+RANK_LABEL = "start_ray.rank"
+_ADDRESS_IN_OUTPUT = re.compile(r"ray start --address='([^']+)'")
+
+
+class NodeError(RuntimeError):
+    """A Ray node did not start; the message carries Ray's own words."""
+
+
+def ray_executable() -> str:
+    """The `ray` beside this interpreter (the venv's), else the one on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "ray")
+    if os.access(beside, os.X_OK):
+        return beside
+    found = shutil.which("ray")
+    if not found:
+        raise NodeError("the `ray` command was not found beside "
+                        f"{sys.executable} nor on PATH; install ray[rllib]")
+    return found
+
+
+def free_port() -> int:
+    """A port the OS says is free now (for the Ray client server, which
+    cannot be given port 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
+
+
+def common_args(temp_dir: str, rank: int, num_cpus: Optional[float],
+                num_gpus: Optional[int], extra: List[str]) -> List[str]:
+    """Arguments every node gets: its own temp dir, no fixed port anywhere
+    (GCS, workers, agents), and a label naming the rank that started it."""
+    args = [
+        "--temp-dir", temp_dir,
+        "--disable-usage-stats",
+        "--log-style", "record", "--log-color", "false",
+        "--min-worker-port", "0", "--max-worker-port", "0",
+        "--dashboard-agent-listen-port", "0",
+        "--labels", f"{RANK_LABEL}={rank}",
+    ]
+    if num_cpus is not None:
+        args += ["--num-cpus", _number(num_cpus)]
+    if num_gpus is not None:
+        args += ["--num-gpus", str(num_gpus)]
+    return args + list(extra)
+
+
+def head_args(client_port: int) -> List[str]:
+    return ["--head", "--port", "0", "--include-dashboard", "false",
+            "--ray-client-server-port", str(client_port)]
+
+
+def worker_args(address: str) -> List[str]:
+    return ["--address", address]
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+class RayNode:
+    """A running `ray start --block` and what it printed."""
+
+    def __init__(self, args: List[str], env: Dict[str, str], temp_dir: str) -> None:
+        self.command = [ray_executable(), "start", *args, "--block"]
+        self.temp_dir = temp_dir
+        self._log = logs.get()
+        self._tail: Deque[str] = collections.deque(maxlen=25)
+        self._news = threading.Condition()
+        self._started = False
+        self._ended = False
+        self._address: Optional[str] = None
+        self._log.debug("running: %s", " ".join(self.command))
+        self.process = subprocess.Popen(
+            self.command, env=env, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            start_new_session=True, preexec_fn=proctree.die_with_parent())
+        self._reader = threading.Thread(target=self._read, daemon=True,
+                                        name=f"ray-start-{self.process.pid}")
+        self._reader.start()
+
+    def _read(self) -> None:
+        """Log every line `ray start` prints and notice the ones we wait for."""
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
+            line = line.rstrip()
+            self._log.debug("ray | %s", line)
+            found = _ADDRESS_IN_OUTPUT.search(line)
+            with self._news:
+                self._tail.append(line)
+                self._started = self._started or READY_MARKER in line
+                self._address = found.group(1) if found else self._address
+                self._news.notify_all()
+        with self._news:
+            self._ended = True
+            self._news.notify_all()
+
+    def wait_started(self, deadline: float, interval: float,
+                     interrupted: Callable[[], bool] = lambda: False,
+                     need_address: bool = False) -> None:
+        """Return once the node is up (and, for a head, has printed its
+        address); raise NodeError if `ray start` ends first, the deadline
+        passes, or `interrupted()` says to give up."""
+        def ready() -> bool:
+            return self._started and (self._address is not None or not need_address)
+
+        while True:
+            with self._news:
+                self._news.wait_for(lambda: ready() or self._ended, timeout=interval)
+                if ready():
+                    return
+                ended = self._ended
+            if ended:
+                raise NodeError(f"`ray start` exited with status {self.process.wait()}: "
+                                f"{self.last_words()}")
+            if time.monotonic() >= deadline:
+                raise NodeError("`ray start` did not report the node as started "
+                                f"before the deadline; last output: {self.last_words()}")
+            if interrupted():
+                raise NodeError("start abandoned: the job is stopping")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def last_words(self, lines: int = 6) -> str:
+        """Ray's last lines, for error messages (the full text is in the log)."""
+        with self._news:
+            useful = [line for line in self._tail if line.strip()]
+        return " / ".join(useful[-lines:]) or "(no output)"
+
+    def address(self) -> str:
+        """The GCS address a head printed for workers to join."""
+        if self._address is None:
+            raise NodeError(f"the head printed no address: {self.last_words()}")
+        return self._address
+
+    def session_dir(self) -> str:
+        """Where Ray keeps this node's own logs."""
+        return os.path.realpath(os.path.join(self.temp_dir, "session_latest"))
