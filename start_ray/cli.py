@@ -84,10 +84,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         with contextlib.redirect_stdout(sys.stdout if first_rank else io.StringIO()):
             options, (program, *program_args) = parse(argv)
     except UsageError as err:
-        if first_rank:
-            print(f"start_ray: error: {err}\n(see python -m start_ray --help)",
-                  file=sys.stderr)
-        return lifecycle.EXIT_USAGE
+        return refuse(err)
     except SystemExit as done:  # --help, --version
         return int(done.code or 0)
     cmd: List[str] = []
@@ -97,3 +94,16 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     run_driver = driver.payload(cmd, options.grace, options.poll_interval)
     return lifecycle.run(options, run_driver, check=check)
+
+
+def refuse(err: UsageError) -> int:
+    """Bad input: one message, exit status 2 on every rank. Under a launcher
+    the ranks agree over MPI first, so that rank 0 has printed the message
+    before any rank exits (mpirun ends the job at the first non-zero exit)."""
+    if not launcher.under_launcher():
+        print(f"start_ray: error: {err}", file=sys.stderr)
+        return lifecycle.EXIT_USAGE
+
+    def fail() -> None:
+        raise err
+    return lifecycle.run(Options(), lambda *_: 0, check=fail)

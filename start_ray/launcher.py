@@ -31,6 +31,12 @@ def rank_from_environment(environ: Optional[Mapping[str, str]] = None) -> int:
     return 0
 
 
+def under_launcher(environ: Optional[Mapping[str, str]] = None) -> bool:
+    """True when an MPI launcher or srun/aprun started this process."""
+    env = os.environ if environ is None else environ
+    return any(name in env for name in _RANK_VARIABLES)
+
+
 def job_id(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
     """The batch scheduler's job id, when there is one."""
     env = os.environ if environ is None else environ

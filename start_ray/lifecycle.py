@@ -143,7 +143,7 @@ class Job:
         if self.plan.error:
             raise UsageError(self.plan.error)
         if self.size > 1:
-            self.hosts = self.comm.gather(self.host, root=0) or []
+            self.hosts = self.comm.allgather(self.host)
         self.run_dir = logs.run_dir(self.options.log_dir, self.plan.run_id)
         self.log = logs.setup(self.run_dir, self.rank, self.size)
         proctree.become_subreaper()
@@ -171,7 +171,8 @@ class Job:
         assert self.temp_dir is not None
         args = raynode.common_args(self.temp_dir, self.rank, self.options.num_cpus,
                                    self.options.num_gpus, self.options.ray_args)
-        self.node = RayNode(role_args + args, self.ray_env(), self.temp_dir)
+        self.node = RayNode(role_args + args, self.ray_env(), self.temp_dir,
+                            self.options.ray_command)
         return self.node
 
     @property
@@ -188,7 +189,7 @@ class Job:
         """Head, readiness, payload."""
         try:
             self.log.info("starting the Ray head on %s", self.host)
-            head = self.start_node(raynode.head_args(raynode.free_port()))
+            head = self.start_node(raynode.head_args())
             head.wait_started(self.deadline, self.options.poll_interval, _stopping(inbox),
                               need_address=True)
             address = head.address()
@@ -265,8 +266,8 @@ class Job:
     def follow(self, inbox: SignalInbox) -> int:
         """Join the head, then stay out of the way until rank 0 says stop."""
         record = share(self.comm, None, self.options.poll_interval)
-        if "error" in record:
-            self.log.error("the Ray head could not start on rank 0 (%s): %s",
+        if "error" in record:  # rank 0 says why on the console; no N copies
+            self.log.info("exiting: the Ray head could not start on rank 0 (%s): %s",
                            self.hosts[0] if self.hosts else "?", record["error"])
             return EXIT_FAILURE
         try:
@@ -351,6 +352,7 @@ class Job:
         self._ended = True
         began = time.monotonic()
         report_by = began + self.options.stop_timeout + 15
+        reports: Dict[int, Message] = {}
         if self.rank == 0 and self.size > 1:
             self.log.info("stopping Ray on all %d ranks", self.size)
             for rank in range(1, self.size):
@@ -364,8 +366,7 @@ class Job:
         else:
             self.log.debug("stopped %d process(es); none left", stopped)
         if self.rank == 0:
-            if self.size > 1:
-                self.summarize_teardown(reports, stopped, left, began)
+            self.summarize_teardown(reports, stopped, left, began)
         else:
             self.channel.send(0, REPORT, {"kind": "done", "stopped": stopped,
                                           "left": proctree.describe(left)})

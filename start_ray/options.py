@@ -105,6 +105,10 @@ SPECS: List[Spec] = [
     Spec("ray_args", _ray_args, [], "'ARGS'",
          "extra arguments for every `ray start`, as one quoted string, e.g. "
          "'--object-store-memory 2000000000'"),
+    Spec("ray_command", shlex.split, None, "'COMMAND'",
+         "the command that runs Ray, for Ray in a container, e.g. "
+         "'apptainer exec ray.sif ray' (default: the `ray` beside this Python, "
+         "else the one on PATH)"),
     Spec("keep_temp_dir", _flag, False, None,
          "keep the Ray temp dirs (Ray's own session logs) after the job; they "
          "are always kept when the job fails"),
@@ -128,6 +132,7 @@ class Options:
     log_dir: str = "logs"
     temp_dir: Optional[str] = None
     ray_args: List[str] = dataclasses.field(default_factory=list)
+    ray_command: Optional[List[str]] = None
     keep_temp_dir: bool = False
     poll_interval: float = 0.2
 

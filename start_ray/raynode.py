@@ -8,6 +8,7 @@ moment it prints that the runtime started is the moment we act on, no sleeps.
 from __future__ import annotations
 
 import collections
+import importlib.util
 import os
 import re
 import shutil
@@ -23,6 +24,7 @@ from . import logs, proctree
 READY_MARKER = "Ray runtime started"
 RANK_LABEL = "start_ray.rank"
 _ADDRESS_IN_OUTPUT = re.compile(r"ray start --address='([^']+)'")
+_ERROR_LINE = re.compile(r"^([\w.]*(Error|Exception)|Error|ERROR)\b.*:")
 
 
 class NodeError(RuntimeError):
@@ -68,9 +70,14 @@ def common_args(temp_dir: str, rank: int, num_cpus: Optional[float],
     return args + list(extra)
 
 
-def head_args(client_port: int) -> List[str]:
-    return ["--head", "--port", "0", "--include-dashboard", "false",
-            "--ray-client-server-port", str(client_port)]
+def head_args() -> List[str]:
+    """The head: GCS on a port the OS picks, no dashboard. Ray's client server
+    (installed with ray[client]) defaults to the fixed port 10001 and cannot
+    be given port 0, so it gets a port that is free now."""
+    args = ["--head", "--port", "0", "--include-dashboard", "false"]
+    if importlib.util.find_spec("grpc") is not None:
+        args += ["--ray-client-server-port", str(free_port())]
+    return args
 
 
 def worker_args(address: str) -> List[str]:
@@ -84,8 +91,9 @@ def _number(value: float) -> str:
 class RayNode:
     """A running `ray start --block` and what it printed."""
 
-    def __init__(self, args: List[str], env: Dict[str, str], temp_dir: str) -> None:
-        self.command = [ray_executable(), "start", *args, "--block"]
+    def __init__(self, args: List[str], env: Dict[str, str], temp_dir: str,
+                 ray_command: Optional[List[str]] = None) -> None:
+        self.command = [*(ray_command or [ray_executable()]), "start", *args, "--block"]
         self.temp_dir = temp_dir
         self._log = logs.get()
         self._tail: Deque[str] = collections.deque(maxlen=25)
@@ -94,10 +102,13 @@ class RayNode:
         self._ended = False
         self._address: Optional[str] = None
         self._log.debug("running: %s", " ".join(self.command))
-        self.process = subprocess.Popen(
-            self.command, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-            start_new_session=True, preexec_fn=proctree.die_with_parent())
+        try:
+            self.process = subprocess.Popen(
+                self.command, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                start_new_session=True, preexec_fn=proctree.die_with_parent())
+        except OSError as err:
+            raise NodeError(f"could not run {self.command[0]}: {err}") from None
         self._reader = threading.Thread(target=self._read, daemon=True,
                                         name=f"ray-start-{self.process.pid}")
         self._reader.start()
@@ -145,10 +156,14 @@ class RayNode:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def last_words(self, lines: int = 6) -> str:
-        """Ray's last lines, for error messages (the full text is in the log)."""
+    def last_words(self, lines: int = 4) -> str:
+        """What Ray said last, for error messages (all of it is in the log):
+        the last exception line if there is one, else the last lines."""
         with self._news:
-            useful = [line for line in self._tail if line.strip()]
+            useful = [line.strip() for line in self._tail if line.strip()]
+        errors = [line for line in useful if _ERROR_LINE.match(line)]
+        if errors:
+            return errors[-1]
         return " / ".join(useful[-lines:]) or "(no output)"
 
     def address(self) -> str:

@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    create .venv, install, start a 4-rank Ray cluster over MPI and run a short driver
+#   make test   create .venv, install, run the tests (real MPI, real Ray)
+PYTHON   ?= python3
+VENV     ?= .venv
+NP       ?= 4
+EXTRAS   ?= mpi,test
+BIN      := $(VENV)/bin
+# Open MPI refuses to run as root without these, and this project's smoke runs
+# put 4 ranks on small machines, hence --oversubscribe.
+export OMPI_ALLOW_RUN_AS_ROOT := 1
+export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
+MPIRUN   ?= $(BIN)/mpirun --oversubscribe
+
+.PHONY: venv run test bench clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+run: venv
+	$(MPIRUN) -np $(NP) $(BIN)/python -m start_ray --num-cpus 1 drivers/cluster_info.py
+
+test: venv
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python benchmarks/lifecycle.py
+
+clean:
+	rm -rf $(VENV) *.egg-info

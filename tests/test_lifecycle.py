@@ -1,0 +1,142 @@
+"""The whole lifecycle with real MPI and real Ray: pytest starts
+`mpirun -np K python -m start_ray ...` and checks exit statuses, what the
+driver saw, the logs, and that nothing the job started is left running.
+
+Clusters are sized for a 2-core machine (1 CPU per Ray node). N=4 is the
+case stack-facts.md measured failing without retries.
+"""
+
+import os
+import re
+import subprocess
+
+import pytest
+
+from jobs import DRIVER, MPIRUN, PYTHON, assert_nothing_left, leftovers
+
+LOG_LINE = re.compile(r"^\d\d/\d\d/\d{4} \d\d:\d\d:\d\d [AP]M \| rank \d+ \| \S+ \| \w+ \| ")
+
+
+@pytest.mark.parametrize("np", [None, 2, 4], ids=["no-mpirun", "np2", "np4"])
+def test_cluster_of_n_nodes_runs_the_driver_and_leaves_nothing(jobs, np):
+    result = jobs.run(np, ["--num-cpus", "1", DRIVER])
+    assert result.returncode == 0, result.output
+    nodes = np or 1
+    info = result.cluster_info()
+    assert info["alive_nodes"] == nodes
+    assert info["ranks"] == list(range(nodes))
+    assert len(set(info["tasks_ran_on"])) == nodes, "a task ran on every node"
+    assert info["cpus"] == nodes
+    assert info["env_ray_address"] == info["address"]
+    assert info["driver_mpi_vars"] == [] and info["worker_mpi_vars"] == []
+    # Rank 0 tells the short story once; not one copy per rank.
+    assert result.stdout.count("Workers are all running!") == 1
+    assert "Ray head is up at " + info["address"] in result.stdout
+    assert "Ray's own logs: " in result.stdout
+    assert "the driver exited with status 0" in result.stdout
+    assert "none left" in result.stdout
+    # One log per rank, every line dated and naming its rank and host.
+    logs = result.rank_logs()
+    assert sorted(logs) == [f"rank-{r}.log" for r in range(nodes)]
+    for name, text in logs.items():
+        lines = [line for line in text.splitlines() if line]
+        assert lines and all(LOG_LINE.match(line) for line in lines), name
+        assert "none left" in text, name
+    assert_nothing_left(result)
+    assert os.listdir(jobs.temp_root) == [], "the Ray temp dirs are removed"
+
+
+def test_driver_exit_status_is_the_jobs(jobs):
+    result = jobs.run(2, ["--num-cpus", "1", DRIVER, "--exit-code", "3"])
+    assert result.returncode == 3, result.output
+    assert "the driver exited with status 3" in result.stdout
+    assert_nothing_left(result)
+
+
+def test_address_placeholder_reaches_the_driver(jobs):
+    result = jobs.run(None, [DRIVER, "--ray-address", "{ray_address}"])
+    assert result.returncode == 0, result.output
+    info = result.cluster_info()
+    assert info["argv"] == ["--ray-address", info["address"]]
+    assert_nothing_left(result)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["drivers/no_such_driver.py"], "driver not found: drivers/no_such_driver.py"),
+    (["--join-timeout", "soon", DRIVER], "--join-timeout='soon'"),
+    (["--ray-args=--port 6379", DRIVER], "--port is set by start_ray itself"),
+    (["--temp-dir", "/tmp/" + "x" * 60, DRIVER], "too long"),
+])
+def test_bad_input_one_message_exit_2_nothing_started(jobs, args, message):
+    result = jobs.run(3, args, timeout=60)
+    assert result.returncode == 2, result.output
+    assert result.stderr.count("start_ray: error:") == 1, result.output
+    assert message in result.stderr
+    assert "Ray head" not in result.stdout
+    assert not os.path.exists(result.log_root), "no run folder for a job that never ran"
+    assert_nothing_left(result)
+
+
+def test_head_that_cannot_start_stops_every_rank_quickly(jobs):
+    result = jobs.run(3, ["--ray-args=--object-store-memory 10", DRIVER], timeout=90)
+    assert result.returncode == 1, result.output
+    assert "minimum allowed is" in result.stdout, "Ray's own reason is shown"
+    assert result.seconds < 45
+    logs = result.rank_logs()
+    for rank in (1, 2):
+        assert "the Ray head could not start on rank 0" in logs[f"rank-{rank}.log"]
+    assert_nothing_left(result)
+
+
+def test_join_timeout_names_the_missing_rank(jobs, tmp_path):
+    # Rank 1 (an MPMD second app context) runs Ray through a command that
+    # never finishes starting: a hung join, as on an overloaded node.
+    hang = tmp_path / "hang.sh"
+    hang.write_text("#!/bin/sh\necho 'pretending to start'\nexec sleep 1000\n")
+    hang.chmod(0o755)
+    start_ray = [PYTHON, "-m", "start_ray", "--num-cpus", "1", "--join-timeout", "25", DRIVER]
+    cmd = [MPIRUN, "--oversubscribe", "-np", "1", *start_ray, ":",
+           "-np", "1", "env", f"START_RAY_RAY_COMMAND={hang}", *start_ray]
+    result = jobs.launch(cmd).wait(150)
+    assert result.returncode == 1, result.output
+    assert re.search(r"timed out after 25s: 1 of 2 Ray node\(s\) did not join: rank 1 \(",
+                     result.stdout), result.output
+    assert "running the driver" not in result.stdout
+    assert result.seconds < 25 + 45
+    assert_nothing_left(result)  # the hung `ray start` was stopped too
+
+
+def test_two_jobs_at_once_on_one_host(jobs):
+    first = jobs.start(2, ["--num-cpus", "1", DRIVER])
+    second = jobs.start(2, ["--num-cpus", "1", DRIVER])
+    results = [first.wait(300), second.wait(300)]
+    for result in results:
+        assert result.returncode == 0, result.output
+        assert result.cluster_info()["alive_nodes"] == 2
+        assert_nothing_left(result)
+    assert results[0].cluster_info()["address"] != results[1].cluster_info()["address"]
+
+
+def test_foreign_ray_cluster_survives_and_is_not_used(jobs, tmp_path):
+    """Someone else's Ray on the host: our driver's plain ray.init() must not
+    attach to it, and our teardown must not touch it."""
+    foreign_tmp = jobs.temp_root + "/foreign"
+    os.makedirs(foreign_tmp)
+    ray = os.path.join(os.path.dirname(PYTHON), "ray")
+    env = jobs.env("foreign-" + os.urandom(4).hex(), {"RAY_AUTH_MODE": "disabled"})
+    jobs.marks.append(env["START_RAY_TEST_MARK"])
+    subprocess.run([ray, "start", "--head", "--port", "0", "--temp-dir", foreign_tmp,
+                    "--num-cpus", "1", "--include-dashboard", "false",
+                    "--disable-usage-stats"], env=env, check=True, capture_output=True,
+                   timeout=120)
+    foreign_address = open(os.path.join(foreign_tmp, "ray_current_cluster")).read().strip()
+    foreign = leftovers(env["START_RAY_TEST_MARK"])
+    assert any(p.name() == "gcs_server" for p in foreign)
+
+    result = jobs.run(2, ["--num-cpus", "1", DRIVER])
+    assert result.returncode == 0, result.output
+    info = result.cluster_info()
+    assert info["address"] != foreign_address
+    assert info["alive_nodes"] == 2
+    assert_nothing_left(result)
+    assert all(p.is_running() for p in foreign), "the foreign cluster is untouched"

@@ -1,0 +1,95 @@
+"""Pure functions: option parsing, temp dir lengths, environments, commands."""
+
+import os
+import signal
+import sys
+
+import pytest
+
+from start_ray import cli, driver, launcher, tempdirs
+from start_ray.options import Options, UsageError, make_options
+
+
+def test_options_precedence_explicit_over_environment_over_default():
+    env = {"START_RAY_JOIN_TIMEOUT": "42", "START_RAY_NUM_CPUS": "3"}
+    options = make_options(environ=env, num_cpus=1)
+    assert options.join_timeout == 42.0
+    assert options.num_cpus == 1.0
+    assert options.stop_timeout == Options().stop_timeout
+
+
+@pytest.mark.parametrize("env,needle", [
+    ({"START_RAY_JOIN_TIMEOUT": "abc"}, "START_RAY_JOIN_TIMEOUT='abc'"),
+    ({"START_RAY_JOIN_TIMEOUT": "-1"}, "greater than 0"),
+    ({"START_RAY_KEEP_TEMP_DIR": "maybe"}, "START_RAY_KEEP_TEMP_DIR"),
+    ({"START_RAY_RAY_ARGS": "--port 6379"}, "--port is set by start_ray"),
+])
+def test_bad_environment_values_name_the_variable(env, needle):
+    with pytest.raises(UsageError, match=needle):
+        make_options(environ=env)
+
+
+def test_cli_parse_keeps_driver_arguments_for_the_driver():
+    options, cmd = cli.parse(["--num-cpus", "2", "train.py", "--num-cpus", "7", "--lr=1"])
+    assert options.num_cpus == 2.0
+    assert cmd == ["train.py", "--num-cpus", "7", "--lr=1"]
+    _, cmd = cli.parse(["--", "train.py", "-x"])
+    assert cmd == ["train.py", "-x"]
+
+
+def test_cli_rejects_reserved_ray_arguments():
+    with pytest.raises(UsageError, match="--head is set by start_ray"):
+        cli.parse(["--ray-args=--head --num-cpus 1", "x.py"])
+    options, _ = cli.parse(["--ray-args=--object-store-memory 100000000", "x.py"])
+    assert options.ray_args == ["--object-store-memory", "100000000"]
+
+
+def test_socket_path_limit_is_checked_up_front():
+    tempdirs.check_explicit_root("/tmp", "abcd1234", 9999)
+    long_root = "/scratch/" + "x" * 40
+    with pytest.raises(UsageError, match="too long"):
+        tempdirs.check_explicit_root(long_root, "abcd1234", 0)
+    # Every path we accept leaves room for Ray's longest socket path.
+    for rank in (0, 9, 99999):
+        path = tempdirs.rank_dir("/tmp", "abcd1234", rank)
+        assert len(path) + tempdirs.RAY_SOCKET_TAIL <= tempdirs.UNIX_PATH_MAX
+
+
+def test_long_tmpdir_falls_back_to_tmp(tmp_path):
+    deep = tmp_path / ("d" * 60)
+    deep.mkdir()
+    root, why = tempdirs.choose_root(None, "abcd1234", 0, {"TMPDIR": str(deep)})
+    assert root == tempdirs.FALLBACK_ROOT and "too long" in why
+    root, why = tempdirs.choose_root(None, "abcd1234", 0, {"TMPDIR": "/tmp"})
+    assert (root, why) == ("/tmp", "from $TMPDIR")
+
+
+def test_child_environment_drops_launcher_variables():
+    env = {"OMPI_COMM_WORLD_RANK": "1", "PMIX_RANK": "1", "PRTE_X": "1", "PMI_RANK": "1",
+           "HOME": "/root", "SLURM_JOB_ID": "7"}
+    clean = launcher.child_environment({"RAY_ADDRESS": "a:1"}, env)
+    assert clean == {"HOME": "/root", "SLURM_JOB_ID": "7", "RAY_ADDRESS": "a:1"}
+
+
+def test_rank_and_job_id_from_environment():
+    assert launcher.rank_from_environment({"OMPI_COMM_WORLD_RANK": "3"}) == 3
+    assert launcher.rank_from_environment({"SLURM_PROCID": "5"}) == 5
+    assert launcher.rank_from_environment({}) == 0
+    assert not launcher.under_launcher({})
+    assert launcher.job_id({"PBS_JOBID": "123.pbs01"}) == "123"
+
+
+def test_driver_command_and_placeholder(tmp_path):
+    script = tmp_path / "d.py"
+    script.write_text("")
+    assert driver.command(str(script), ["-a"]) == [sys.executable, str(script), "-a"]
+    with pytest.raises(UsageError, match="driver not found"):
+        driver.command(str(tmp_path / "missing.py"), [])
+    with pytest.raises(UsageError, match="neither a .py file nor a command"):
+        driver.command("no-such-command-xyz", [])
+    assert driver.fill_in(["--ray-address", "{ray_address}"], "h:1") == ["--ray-address", "h:1"]
+
+
+def test_exit_status_follows_the_shell_convention():
+    assert driver.exit_status(3) == 3
+    assert driver.exit_status(-signal.SIGKILL) == 128 + 9
