@@ -9,6 +9,7 @@ attaches to this job's cluster and never to someone else's on the host.
 from __future__ import annotations
 
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -55,6 +56,20 @@ class Driver:
         self.process = subprocess.Popen(cmd, env=env, start_new_session=True,
                                         preexec_fn=proctree.die_with_parent())
         self.pid = self.process.pid
+        try:  # wakes us the moment the driver exits, and otherwise not at all
+            self._pidfd: Optional[int] = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
+
+    def _ended(self, interval: float) -> Optional[int]:
+        """The driver's return code if it ended within `interval`, else None."""
+        if self._pidfd is not None:
+            select.select([self._pidfd], [], [], interval)
+            return self.process.poll()
+        try:
+            return self.process.wait(timeout=interval)
+        except subprocess.TimeoutExpired:
+            return None
 
     def signal(self, signum: int) -> None:
         """Send `signum` to the driver's whole process group."""
@@ -72,11 +87,9 @@ class Driver:
         """
         kill_at: Optional[float] = None
         while True:
-            try:
-                returncode = self.process.wait(timeout=interval)
+            returncode = self._ended(interval)
+            if returncode is not None:
                 break
-            except subprocess.TimeoutExpired:
-                pass
             signum = pending_signal()
             if signum is not None:
                 self._log.info("received %s: forwarding it to the driver (pid %d), "
@@ -90,6 +103,8 @@ class Driver:
                 self.signal(signal.SIGKILL)
                 kill_at = float("inf")
             on_tick()
+        if self._pidfd is not None:
+            os.close(self._pidfd)
         return exit_status(returncode)
 
 

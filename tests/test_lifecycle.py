@@ -106,6 +106,31 @@ def test_join_timeout_names_the_missing_rank(jobs, tmp_path):
     assert_nothing_left(result)  # the hung `ray start` was stopped too
 
 
+def test_failed_join_is_retried(jobs, tmp_path):
+    # Rank 1's first `ray start` fails the way an overloaded node does; the
+    # retry runs the real Ray and the job goes on with every node.
+    flag = tmp_path / "failed-once"
+    flaky = tmp_path / "flaky.sh"
+    ray = os.path.join(os.path.dirname(PYTHON), "ray")
+    flaky.write_text(
+        "#!/bin/sh\n"
+        f"if [ ! -e {flag} ]; then touch {flag}\n"
+        "  echo 'Exception: The current node timed out during startup.'; exit 1; fi\n"
+        f"exec {ray} \"$@\"\n")
+    flaky.chmod(0o755)
+    start_ray = [PYTHON, "-m", "start_ray", "--num-cpus", "1", DRIVER]
+    cmd = [MPIRUN, "--oversubscribe", "-np", "1", *start_ray, ":",
+           "-np", "1", "env", f"START_RAY_RAY_COMMAND={flaky}", *start_ray]
+    result = jobs.launch(cmd).wait(180)
+    assert result.returncode == 0, result.output
+    assert result.cluster_info()["alive_nodes"] == 2
+    logs = result.rank_logs()
+    assert "attempt 1 to join failed (`ray start` exited with status 1: Exception: The " \
+           "current node timed out during startup.); retrying" in logs["rank-1.log"]
+    assert re.search(r"rank 1 \(\S+\) joined after [\d.]+s \(attempt 2\)", logs["rank-0.log"])
+    assert_nothing_left(result)
+
+
 def test_two_jobs_at_once_on_one_host(jobs):
     first = jobs.start(2, ["--num-cpus", "1", DRIVER])
     second = jobs.start(2, ["--num-cpus", "1", DRIVER])
