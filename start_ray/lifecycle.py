@@ -199,7 +199,9 @@ class Job:
         share(self.comm, {"address": address}, self.options.poll_interval)
         self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
                       address, time.monotonic() - self.started, head.session_dir())
-        os.environ.update({"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.plan.auth_token})
+        # The GCS client below (in this process) must authenticate too.
+        os.environ.update({key: env for key, env in self.ray_env().items()
+                           if key.startswith("RAY_AUTH_")})
         nodes = self.wait_for_nodes(address, inbox)
         info = ClusterInfo(address=address, nodes=nodes, run_dir=self.run_dir,
                            env=self.driver_env(address, len(nodes)))
@@ -303,10 +305,14 @@ class Job:
                 if retry_at >= self.deadline or self._stop is not None or left:
                     raise NodeError(f"attempt {attempt}: {err}") from None
                 self.log.warning("attempt %d to join failed (%s); retrying", attempt, err)
-                wait_until(lambda: self.told_to_stop() or time.monotonic() >= retry_at,
-                           self.options.poll_interval)
+                self.pause_until(retry_at)
                 inbox.raise_if_stopping()
                 pause = min(pause * 2, 30.0)
+
+    def pause_until(self, when: float) -> None:
+        """Back off before a retry, but not past a STOP from rank 0."""
+        wait_until(lambda: self.told_to_stop() or time.monotonic() >= when,
+                   self.options.poll_interval)
 
     def told_to_stop(self) -> bool:
         if self._stop is None:

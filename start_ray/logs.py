@@ -49,7 +49,7 @@ def setup(directory: str, rank: int, size: int) -> logging.Logger:
     logger.addHandler(to_file)
     console = logging.StreamHandler(sys.stdout if rank == 0 else sys.stderr)
     console.setLevel(logging.INFO if rank == 0 else logging.ERROR)
-    console.setFormatter(logging.Formatter(f"%(asctime)s | start_ray | %(message)s"
+    console.setFormatter(logging.Formatter("%(asctime)s | start_ray | %(message)s"
                                            if rank == 0 else
                                            f"%(asctime)s | start_ray rank {rank} | {host} | %(message)s",
                                            DATE_FORMAT))

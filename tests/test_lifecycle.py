@@ -131,6 +131,19 @@ def test_failed_join_is_retried(jobs, tmp_path):
     assert_nothing_left(result)
 
 
+def test_leftover_auth_token_in_home_does_not_split_the_cluster(jobs, tmp_path):
+    # With ~/.ray/auth_token present, a bare `ray start --head` turns token
+    # auth on but a bare `ray start --address` does not, and workers loop
+    # forever. start_ray sets the mode and token explicitly everywhere.
+    (tmp_path / "home" / ".ray").mkdir(parents=True)
+    (tmp_path / "home" / ".ray" / "auth_token").write_text("stale-token-of-an-old-session\n")
+    result = jobs.run(2, ["--num-cpus", "1", "--join-timeout", "90", DRIVER],
+                      env={"HOME": str(tmp_path / "home")})
+    assert result.returncode == 0, result.output
+    assert result.cluster_info()["alive_nodes"] == 2
+    assert_nothing_left(result)
+
+
 def test_two_jobs_at_once_on_one_host(jobs):
     first = jobs.start(2, ["--num-cpus", "1", DRIVER])
     second = jobs.start(2, ["--num-cpus", "1", DRIVER])

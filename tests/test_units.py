@@ -1,6 +1,5 @@
 """Pure functions: option parsing, temp dir lengths, environments, commands."""
 
-import os
 import signal
 import sys
 
