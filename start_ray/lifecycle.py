@@ -18,6 +18,7 @@ layers over `run`.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import os
 import random
 import secrets
@@ -26,7 +27,7 @@ import sys
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-from . import handshake, launcher, logs, proctree, raynode, tempdirs
+from . import auth, handshake, launcher, logs, proctree, raynode, tempdirs
 from .cluster_state import ClusterState, NodeInfo, summarize
 from .handshake import REPORT, STOP, Channel, Message, share, wait_until
 from .options import Options, UsageError
@@ -49,7 +50,7 @@ class Plan:
 
     run_id: str
     job_tag: str
-    auth_token: str = dataclasses.field(repr=False)
+    auth_token: Optional[str] = dataclasses.field(repr=False)  # None: auth off
     error: Optional[str] = None
 
 
@@ -133,12 +134,12 @@ class Job:
             error = None
             try:
                 check()
-                if self.options.temp_dir:
-                    tempdirs.check_explicit_root(self.options.temp_dir, "0" * 8, self.size - 1)
+                self.preflight()
             except UsageError as err:
                 error = str(err)
             plan = Plan(run_id=logs.new_run_id(), job_tag=secrets.token_hex(4),
-                        auth_token=secrets.token_hex(32), error=error)
+                        auth_token=None if self.options.no_auth else auth.new_token(),
+                        error=error)
         self.plan = share(self.comm, plan, self.options.poll_interval)
         if self.plan.error:
             raise UsageError(self.plan.error)
@@ -156,16 +157,23 @@ class Job:
             self.log.info("run %s: %d rank(s) on %d host(s); logs in %s", self.plan.run_id,
                           self.size, len(set(self.hosts)), self.run_dir)
 
+    def preflight(self) -> None:
+        """Rank 0's checks of the whole job's settings, before anything starts."""
+        if self.options.temp_dir:
+            tempdirs.check_explicit_root(self.options.temp_dir, "0" * 8, self.size - 1)
+        auth.check(self.options.no_auth)
+        if self.options.dashboard and importlib.util.find_spec("aiohttp") is None:
+            raise UsageError("--dashboard needs Ray's dashboard, which this Python does "
+                             "not have: pip install 'ray[default]'")
+
     def ray_env(self) -> Dict[str, str]:
         """Environment of every Ray process: no MPI variables, no inherited
         RAY_ADDRESS, and the same auth settings everywhere (a leftover
         ~/.ray/auth_token otherwise turns auth on for the head alone)."""
         assert self.plan is not None
-        env = launcher.child_environment({"RAY_AUTH_MODE": "token",
-                                          "RAY_AUTH_TOKEN": self.plan.auth_token,
-                                          JOB_MARKER: self.marker})
+        env = launcher.child_environment({JOB_MARKER: self.marker})
         env.pop("RAY_ADDRESS", None)
-        return env
+        return auth.apply(env, self.plan.auth_token)
 
     def start_node(self, role_args: List[str]) -> RayNode:
         assert self.temp_dir is not None
@@ -189,7 +197,10 @@ class Job:
         """Head, readiness, payload."""
         try:
             self.log.info("starting the Ray head on %s", self.host)
-            head = self.start_node(raynode.head_args())
+            if self.options.no_auth:
+                self.log.warning("authentication is OFF (--no-auth): anyone who can reach "
+                                 "this job's ports can run code as you")
+            head = self.start_node(raynode.head_args(self.options.dashboard))
             head.wait_started(self.deadline, self.options.poll_interval, _stopping(inbox),
                               need_address=True)
             address = head.address()
@@ -199,13 +210,25 @@ class Job:
         share(self.comm, {"address": address}, self.options.poll_interval)
         self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
                       address, time.monotonic() - self.started, head.session_dir())
+        if self.options.dashboard:
+            self.log_dashboard(head)
         # The GCS client below (in this process) must authenticate too.
-        os.environ.update({key: env for key, env in self.ray_env().items()
-                           if key.startswith("RAY_AUTH_")})
+        assert self.plan is not None
+        for name in auth.VARIABLES:
+            os.environ.pop(name, None)
+        os.environ.update(auth.environment(self.plan.auth_token))
         nodes = self.wait_for_nodes(address, inbox)
         info = ClusterInfo(address=address, nodes=nodes, run_dir=self.run_dir,
                            env=self.driver_env(address, len(nodes)))
         return payload(info, inbox, self.read_news)
+
+    def log_dashboard(self, head: RayNode) -> None:
+        port = raynode.option_value(head.command, "--dashboard-port")
+        self.log.info("Ray dashboard: http://127.0.0.1:%s on %s (bound to that host's "
+                      "loopback only). From your own machine: ssh -N -L 8265:127.0.0.1:%s "
+                      "%s, then open http://localhost:8265%s", port, self.host, port,
+                      self.host, "; it asks for the job's token, which the driver finds "
+                      "in $RAY_AUTH_TOKEN" if self.plan and self.plan.auth_token else "")
 
     def wait_for_nodes(self, address: str, inbox: SignalInbox) -> List[NodeInfo]:
         """Until every rank's node is alive in the GCS, or the deadline."""

@@ -109,6 +109,14 @@ SPECS: List[Spec] = [
          "the command that runs Ray, for Ray in a container, e.g. "
          "'apptainer exec ray.sif ray' (default: the `ray` beside this Python, "
          "else the one on PATH)"),
+    Spec("no_auth", _flag, False, None,
+         "turn Ray's token authentication off. By default every job gets a fresh "
+         "random token (sent over MPI, passed only in the environment), and Ray "
+         "refuses any process without it; without it, anyone who can reach the "
+         "nodes' ports can run code as you"),
+    Spec("dashboard", _flag, False, None,
+         "start Ray's dashboard (needs ray[default]), bound to 127.0.0.1 on the "
+         "head's host; the log prints the ssh tunnel command to reach it"),
     Spec("keep_temp_dir", _flag, False, None,
          "keep the Ray temp dirs (Ray's own session logs) after the job; they "
          "are always kept when the job fails"),
@@ -133,6 +141,8 @@ class Options:
     temp_dir: Optional[str] = None
     ray_args: List[str] = dataclasses.field(default_factory=list)
     ray_command: Optional[List[str]] = None
+    no_auth: bool = False
+    dashboard: bool = False
     keep_temp_dir: bool = False
     poll_interval: float = 0.2
 

@@ -70,14 +70,28 @@ def common_args(temp_dir: str, rank: int, num_cpus: Optional[float],
     return args + list(extra)
 
 
-def head_args() -> List[str]:
-    """The head: GCS on a port the OS picks, no dashboard. Ray's client server
-    (installed with ray[client]) defaults to the fixed port 10001 and cannot
-    be given port 0, so it gets a port that is free now."""
-    args = ["--head", "--port", "0", "--include-dashboard", "false"]
+def head_args(dashboard: bool = False) -> List[str]:
+    """The head: GCS on a port the OS picks; the dashboard off, or on the
+    loopback interface only. Ray's client server (installed with ray[client])
+    defaults to the fixed port 10001 and cannot be given port 0, so it gets a
+    port that is free now."""
+    args = ["--head", "--port", "0"]
+    if dashboard:
+        args += ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                 "--dashboard-port", str(free_port())]
+    else:
+        args += ["--include-dashboard", "false"]
     if importlib.util.find_spec("grpc") is not None:
         args += ["--ray-client-server-port", str(free_port())]
     return args
+
+
+def option_value(command: List[str], option: str) -> Optional[str]:
+    """The value given to `option` in a command line."""
+    for flag, value in zip(command, command[1:]):
+        if flag == option:
+            return value
+    return None
 
 
 def worker_args(address: str) -> List[str]:

@@ -29,6 +29,7 @@ PYTHON = sys.executable
 MPIRUN = os.path.join(os.path.dirname(PYTHON), "mpirun")
 MARKER = "START_RAY_TEST_MARK"
 DRIVER = os.path.join(ROOT, "drivers", "cluster_info.py")
+HOLD_DRIVER = os.path.join(ROOT, "tests", "drivers", "hold.py")
 
 
 def leftovers(mark: str) -> List[psutil.Process]:
@@ -154,6 +155,23 @@ class Running:
         self.mark = mark
         self.log_root = log_root
         self.began = time.monotonic()
+
+    def wait_for_file(self, path: str, timeout: float) -> str:
+        """The content of `path` once a driver has written it; fail if the job
+        ends first or the time runs out."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and self.proc.poll() is None:
+            if os.path.exists(path):
+                with open(path) as handle:
+                    text = handle.read()
+                if text.endswith("\n"):
+                    return text.strip()
+            time.sleep(0.2)
+        out, err = self.proc.communicate() if self.proc.poll() is not None else ("", "")
+        raise AssertionError(f"{path} never appeared:\n{out}\n{err}")
+
+    def processes(self) -> List[psutil.Process]:
+        return leftovers(self.mark)
 
     def wait(self, timeout: float) -> Result:
         try:

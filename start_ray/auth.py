@@ -1,0 +1,57 @@
+"""Who may use a job's cluster: only the processes that hold its token.
+
+A Ray cluster without authentication runs code for anyone who can reach its
+ports, as the job's owner; on a shared HPC node that is every other user.
+Rank 0 makes a fresh token per job and shares it over MPI (private to the
+job); every process the job starts gets it through its environment, never
+on a command line (visible to all in `ps`), never in a file or a log.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import secrets
+from typing import Dict, Optional
+
+from .options import UsageError
+
+# Every variable through which Ray can be told an auth mode or token. All
+# are set or removed explicitly: an inherited one, or ~/.ray/auth_token, must
+# not give the head one setting and the workers another.
+VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+
+def new_token() -> str:
+    return secrets.token_hex(32)
+
+
+def environment(token: Optional[str]) -> Dict[str, str]:
+    """The auth variables for every process of the job (None: auth off)."""
+    if token:
+        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+    return {"RAY_AUTH_MODE": "disabled"}
+
+
+def apply(env: Dict[str, str], token: Optional[str]) -> Dict[str, str]:
+    """`env` with the job's auth settings in place of any inherited ones."""
+    clean = {key: value for key, value in env.items() if key not in VARIABLES}
+    clean.update(environment(token))
+    return clean
+
+
+def ray_supports_tokens() -> bool:
+    """Whether the installed Ray has token authentication (found without
+    importing Ray, which takes a second)."""
+    spec = importlib.util.find_spec("ray")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return any(os.path.isdir(os.path.join(location, "_private", "authentication"))
+               for location in locations)
+
+
+def check(no_auth: bool) -> None:
+    if not no_auth and not ray_supports_tokens():
+        raise UsageError(
+            "the installed Ray has no token authentication, so the cluster would "
+            "accept anyone who can reach its ports; install a Ray that has it "
+            "(this project is tested with 2.60), or pass --no-auth to run without")

@@ -1,0 +1,206 @@
+"""A start_ray cluster accepts only the job's own processes.
+
+While a job holds its cluster (tests/drivers/hold.py), outsiders try to use
+it with the public API (`ray.init(address=...)`), the way another user on
+the node would, and the token is looked for everywhere others could see it.
+"""
+
+import glob
+import importlib.util
+import os
+import stat
+import subprocess
+
+import pytest
+
+from jobs import DRIVER, HOLD_DRIVER, PYTHON, assert_nothing_left
+
+PROBE = """
+import sys, ray
+try:
+    ray.init(address=sys.argv[1], log_to_driver=False)
+    print("CONNECTED", len(ray.nodes()))
+except Exception as err:
+    print("REFUSED", type(err).__name__, err)
+"""
+
+
+def start_probe(address, token=None, mode=None):
+    """Another process trying to use the cluster, with or without a token."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("RAY_", "START_RAY_"))}
+    env["HOME"] = "/nonexistent"  # no ~/.ray/auth_token to fall back on
+    if mode:
+        env["RAY_AUTH_MODE"] = mode
+    if token:
+        env["RAY_AUTH_TOKEN"] = token
+    return subprocess.Popen([PYTHON, "-c", PROBE, address], env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def probe_result(proc):
+    out, _ = proc.communicate(timeout=120)
+    lines = [line for line in out.splitlines() if line.startswith(("CONNECTED", "REFUSED"))]
+    assert lines, out
+    return lines[-1]
+
+
+def hold(jobs, tmp_path, np, *args, name="job"):
+    """Start a job whose driver keeps the cluster until release(); returns
+    (running job, address, release function)."""
+    ready, until = tmp_path / f"{name}.ready", tmp_path / f"{name}.until"
+    running = jobs.start(np, ["--num-cpus", "1", *args, HOLD_DRIVER,
+                              "--ready", str(ready), "--until", str(until)])
+    address, nodes = running.wait_for_file(str(ready), timeout=180).split()
+    assert int(nodes) == (np or 1)
+    return running, address, until.touch
+
+
+def job_tokens(running):
+    """The auth settings of every Ray process of the job, read from the
+    process environment (as only the job's owner or root can)."""
+    settings = set()
+    for proc in running.processes():
+        env = proc.environ()
+        if "START_RAY_JOB" in env:
+            settings.add((env.get("RAY_AUTH_MODE"), env.get("RAY_AUTH_TOKEN")))
+    return settings
+
+
+def files_under(*roots):
+    for root in roots:
+        for path in glob.glob(os.path.join(root, "**"), recursive=True):
+            if os.path.isfile(path) and not os.path.islink(path):
+                yield path
+
+
+def test_outsiders_are_refused_and_the_token_is_nowhere_to_be_seen(jobs, tmp_path):
+    running, address, release = hold(jobs, tmp_path, 2)
+    settings = job_tokens(running)
+    assert len(settings) == 1, "head, workers and driver share one token"
+    mode, token = settings.pop()
+    assert mode == "token" and len(token) >= 32
+
+    outsiders = [start_probe(address), start_probe(address, "0" * 64, "token")]
+    insider = start_probe(address, token, "token")
+    assert probe_result(insider).startswith("CONNECTED 2")
+    for proc in outsiders:
+        assert probe_result(proc).startswith("REFUSED"), "no token, no cluster"
+
+    # Not on any command line (world-readable through ps / /proc).
+    for path in glob.glob("/proc/[0-9]*/cmdline"):
+        try:
+            with open(path, "rb") as handle:
+                assert token.encode() not in handle.read(), path
+        except OSError:
+            pass
+    # Not in any file the job wrote: logs, Ray's temp dirs, ~/.ray.
+    for path in files_under(running.log_root, jobs.temp_root, os.path.expanduser("~/.ray")):
+        try:
+            with open(path, "rb") as handle:
+                assert token.encode() not in handle.read(), path
+        except OSError:
+            pass
+    # Ray's temp dirs are private to the job's user.
+    for job_dir in glob.glob(os.path.join(jobs.temp_root, "sr-*")):
+        assert stat.S_IMODE(os.stat(job_dir).st_mode) == 0o700
+
+    release()
+    result = running.wait(120)
+    assert result.returncode == 0, result.output
+    assert "STILL WORKS 1" in result.stdout, "the job went on after the refusals"
+    assert token not in result.output
+    assert_nothing_left(result)
+
+
+def test_two_jobs_have_different_tokens_and_cannot_use_each_other(jobs, tmp_path):
+    first, first_address, release_first = hold(jobs, tmp_path, None, name="first")
+    second, second_address, release_second = hold(jobs, tmp_path, None, name="second")
+    (_, first_token), = job_tokens(first)
+    (_, second_token), = job_tokens(second)
+    assert first_token != second_token
+    assert probe_result(start_probe(second_address, first_token, "token")).startswith("REFUSED")
+    release_first()
+    release_second()
+    for running in (first, second):
+        result = running.wait(120)
+        assert result.returncode == 0, result.output
+        assert_nothing_left(result)
+
+
+def test_no_auth_opts_out_with_a_warning(jobs, tmp_path):
+    running, address, release = hold(jobs, tmp_path, None, "--no-auth")
+    assert job_tokens(running) == {("disabled", None)}
+    assert probe_result(start_probe(address)).startswith("CONNECTED 1")
+    release()
+    result = running.wait(120)
+    assert result.returncode == 0, result.output
+    assert "authentication is OFF (--no-auth)" in result.stdout
+    assert_nothing_left(result)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("aiohttp") is not None,
+                    reason="ray[default] is installed: the dashboard can start")
+def test_dashboard_without_ray_default_is_refused_up_front(jobs):
+    result = jobs.run(None, ["--dashboard", DRIVER], timeout=60)
+    assert result.returncode == 2, result.output
+    assert "--dashboard needs Ray's dashboard" in result.stderr
+    assert_nothing_left(result)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("aiohttp") is None,
+                    reason="needs ray[default] (pip install 'ray[default]')")
+def test_dashboard_listens_on_loopback_only(jobs, tmp_path):
+    running, _, release = hold(jobs, tmp_path, None, "--dashboard")
+    procs = running.processes()
+    port = None
+    for proc in procs:
+        cmdline = proc.cmdline()
+        if "--dashboard-port" in cmdline:
+            port = int(cmdline[cmdline.index("--dashboard-port") + 1])
+    listening = set()
+    for proc in procs:
+        try:
+            listening |= {conn.laddr.ip for conn in proc.net_connections(kind="inet")
+                          if conn.status == "LISTEN" and conn.laddr.port == port}
+        except Exception:
+            pass
+    release()
+    result = running.wait(120)
+    assert result.returncode == 0, result.output
+    assert port and port != 8265, "not the fixed default port"
+    assert listening == {"127.0.0.1"}, listening
+    assert f"ssh -N -L 8265:127.0.0.1:{port} " in result.stdout
+    assert_nothing_left(result)
+
+
+CLIENT_PROBE = """
+import sys, ray
+try:
+    ray.init(sys.argv[1], log_to_driver=False)
+    print("CONNECTED", len(ray.nodes()))
+except Exception as err:
+    print("REFUSED", type(err).__name__, err)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("grpc") is None,
+                    reason="needs ray[client] (grpcio): without it no client server runs")
+def test_ray_client_server_refuses_outsiders(jobs, tmp_path):
+    running, address, release = hold(jobs, tmp_path, None)
+    port = None
+    for proc in running.processes():
+        cmdline = proc.cmdline()
+        if "--ray-client-server-port" in cmdline:
+            port = cmdline[cmdline.index("--ray-client-server-port") + 1]
+    assert port and port != "10001", "the client server is not on the fixed default port"
+    url = f"ray://{address.split(':')[0]}:{port}"
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
+    env["HOME"] = "/nonexistent"
+    out = subprocess.run([PYTHON, "-c", CLIENT_PROBE, url], env=env, text=True,
+                         capture_output=True, timeout=180).stdout
+    release()
+    result = running.wait(120)
+    assert "REFUSED" in out and "CONNECTED" not in out, out
+    assert result.returncode == 0, result.output
+    assert_nothing_left(result)
