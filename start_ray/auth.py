@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import secrets
+import sys
 from typing import Dict, Optional
 
 from .options import UsageError
@@ -55,3 +56,20 @@ def check(no_auth: bool) -> None:
             "the installed Ray has no token authentication, so the cluster would "
             "accept anyone who can reach its ports; install a Ray that has it "
             "(this project is tested with 2.60), or pass --no-auth to run without")
+
+
+def use_in_this_process(token: Optional[str]) -> None:
+    """Make Ray in this process (rank 0's GCS client, an API user's
+    ray.init()) authenticate with the job's token.
+
+    Ray reads the auth mode when it is imported and caches the token when it
+    first loads it; a program that imported ray before start_ray made the
+    token would otherwise keep talking without it. So re-read both.
+    """
+    for name in VARIABLES:
+        os.environ.pop(name, None)
+    os.environ.update(environment(token))
+    raylet = sys.modules.get("ray._raylet")
+    if raylet is not None:
+        raylet.Config.initialize("")
+        raylet.AuthenticationTokenLoader.instance().reset_cache()

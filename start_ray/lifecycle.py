@@ -17,6 +17,7 @@ layers over `run`.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib.util
 import os
@@ -25,7 +26,7 @@ import secrets
 import socket
 import sys
 import time
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from . import auth, handshake, launcher, logs, proctree, raynode, tempdirs
 from .cluster_state import ClusterState, NodeInfo, summarize
@@ -75,34 +76,37 @@ class ClusterInfo:
 Payload = Callable[[ClusterInfo, SignalInbox, Callable[[], None]], int]
 
 
+class JobFailed(RuntimeError):
+    """The job could not start, or was stopped while starting; every rank
+    has already stopped what it started. `status` is the exit status."""
+
+    def __init__(self, message: str, status: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def run(options: Options, payload: Payload, comm: Any = None,
         check: Callable[[], None] = lambda: None) -> int:
-    """Run one job on this rank and return this rank's exit status.
+    """Run one job on this rank and return this rank's exit status: the
+    cluster comes up, rank 0 runs `payload`, everything is stopped.
 
     `check` runs on rank 0 before anything starts and raises UsageError for
     bad input; the error then reaches every rank, which all exit with 2.
     """
     job = Job(options, comm if comm is not None else handshake.world())
-    status = EXIT_FAILURE
     with SignalInbox() as inbox:
         try:
-            job.begin(check)
-            status = job.lead(payload, inbox) if job.rank == 0 else job.follow(inbox)
+            info = job.start(inbox, check)
         except UsageError as err:
             job.say_usage_error(err)
             return EXIT_USAGE
-        except (StartupError, NodeError) as err:
-            job.log.error("%s", err)
-        except Interrupted as err:
-            job.log.error("%s during start-up: stopping the job", err)
-            status = 128 + err.signum
-        except BaseException:
-            job.log.exception("start_ray failed on this rank; stopping its Ray processes")
-            job.end(EXIT_FAILURE)
-            job.abort()
-            raise
-        job.end(status)
-    return status
+        except JobFailed as failed:
+            return failed.status
+        if info is None:  # a worker rank: its whole part is done
+            return job.status
+        with job.guard():
+            job.end(payload(info, inbox, job.read_news))
+    return job.status
 
 
 class Job:
@@ -125,6 +129,8 @@ class Job:
         self.deadline = self.started + options.join_timeout
         self._stop: Optional[dict] = None  # rank 0's STOP message, once received
         self._ended = False
+        self.status = EXIT_FAILURE  # this rank's exit status, once ended
+        self.failure: Optional[str] = None
 
     # ----------------------------------------------------------------- begin
     def begin(self, check: Callable[[], None]) -> None:
@@ -193,8 +199,45 @@ class Job:
         return [self.node.process.pid] if self.node is not None else []
 
     # ------------------------------------------------------------------ rank 0
-    def lead(self, payload: Payload, inbox: SignalInbox) -> int:
-        """Head, readiness, payload."""
+    def start(self, inbox: SignalInbox,
+              check: Callable[[], None] = lambda: None) -> Optional[ClusterInfo]:
+        """Bring the cluster up. Rank 0 gets the cluster's description back;
+        the other ranks do their whole part (join, wait for STOP, stop) and
+        get None. Raises UsageError (nothing started) or JobFailed (whatever
+        started is stopped again)."""
+        with self.guard():
+            self.begin(check)
+            if self.rank == 0:
+                return self.bring_up(inbox)
+            self.end(self.follow(inbox))
+            return None
+        raise JobFailed(self.failure or "start-up failed", self.status)
+
+    @contextlib.contextmanager
+    def guard(self) -> Iterator[None]:
+        """Failures inside end the job on this rank: expected ones (start-up
+        errors, signals) are logged and stop what was started; anything else
+        also aborts the MPI job, so that no rank waits for this one forever."""
+        try:
+            yield
+        except UsageError:
+            raise
+        except (StartupError, NodeError) as err:
+            self.log.error("%s", err)
+            self.failure = str(err)
+            self.end(EXIT_FAILURE)
+        except Interrupted as err:
+            self.log.error("%s during start-up: stopping the job", err)
+            self.failure = str(err)
+            self.end(128 + err.signum)
+        except BaseException:
+            self.log.exception("start_ray failed on this rank; stopping its Ray processes")
+            self.end(EXIT_FAILURE)
+            self.abort()
+            raise
+
+    def bring_up(self, inbox: SignalInbox) -> ClusterInfo:
+        """Rank 0: the head, then every node, with a deadline."""
         try:
             self.log.info("starting the Ray head on %s", self.host)
             if self.options.no_auth:
@@ -214,13 +257,10 @@ class Job:
             self.log_dashboard(head)
         # The GCS client below (in this process) must authenticate too.
         assert self.plan is not None
-        for name in auth.VARIABLES:
-            os.environ.pop(name, None)
-        os.environ.update(auth.environment(self.plan.auth_token))
+        auth.use_in_this_process(self.plan.auth_token)
         nodes = self.wait_for_nodes(address, inbox)
-        info = ClusterInfo(address=address, nodes=nodes, run_dir=self.run_dir,
+        return ClusterInfo(address=address, nodes=nodes, run_dir=self.run_dir,
                            env=self.driver_env(address, len(nodes)))
-        return payload(info, inbox, self.read_news)
 
     def log_dashboard(self, head: RayNode) -> None:
         port = raynode.option_value(head.command, "--dashboard-port")
@@ -337,6 +377,11 @@ class Job:
         wait_until(lambda: self.told_to_stop() or time.monotonic() >= when,
                    self.options.poll_interval)
 
+    @property
+    def stop_message(self) -> Optional[dict]:
+        """Rank 0's STOP message (with the job's status), once received."""
+        return self._stop
+
     def told_to_stop(self) -> bool:
         if self._stop is None:
             news = self.channel.receive(STOP, source=0)
@@ -379,6 +424,7 @@ class Job:
         if self._ended or self.plan is None or self.plan.error:
             return
         self._ended = True
+        self.status = status
         began = time.monotonic()
         report_by = began + self.options.stop_timeout + 15
         reports: Dict[int, Message] = {}
