@@ -57,7 +57,7 @@ class cluster:
         self.job = Job(self.options, self.comm if self.comm is not None
                        else handshake.world())
         try:
-            with SignalInbox() as inbox:
+            with SignalInbox([self.options.walltime_signal]) as inbox:
                 self.info = self.job.start(inbox)
         except JobFailed as failed:
             raise ClusterError(str(failed)) from None

@@ -19,6 +19,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from . import logs, proctree
 from .options import UsageError
+from .signals import is_stopping
 
 # Written in the driver's arguments, replaced by the cluster's address: for
 # drivers that want it as a flag, e.g. `train_ppo.py --ray-address {ray_address}`.
@@ -91,7 +92,11 @@ class Driver:
             if returncode is not None:
                 break
             signum = pending_signal()
-            if signum is not None:
+            if signum is not None and not is_stopping(signum):
+                self._log.info("received %s: forwarding it to the driver (pid %d)",
+                               signal.Signals(signum).name, self.pid)
+                self.signal(signum)
+            elif signum is not None:
                 self._log.info("received %s: forwarding it to the driver (pid %d), "
                                "which has %gs to finish", signal.Signals(signum).name,
                                self.pid, grace)

@@ -24,16 +24,18 @@ import os
 import random
 import secrets
 import socket
+import subprocess
 import sys
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from . import auth, handshake, launcher, logs, proctree, raynode, tempdirs
+from . import (auth, handshake, launcher, logs, proctree, raynode, resources, tempdirs,
+               watchdog)
 from .cluster_state import ClusterState, NodeInfo, summarize
 from .handshake import REPORT, STOP, Channel, Message, share, wait_until
 from .options import Options, UsageError
 from .raynode import NodeError, RayNode
-from .signals import Interrupted, SignalInbox
+from .signals import Interrupted, SignalInbox, is_stopping
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
@@ -41,8 +43,9 @@ EXIT_FAILURE = 1
 JOB_MARKER = "START_RAY_JOB"
 
 
-class StartupError(RuntimeError):
-    """The cluster could not be brought up; the message says which rank and why."""
+class JobError(RuntimeError):
+    """The job cannot go on (the cluster did not come up, or a node was lost
+    under --fail-fast); the message says which rank and why."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,7 +97,7 @@ def run(options: Options, payload: Payload, comm: Any = None,
     bad input; the error then reaches every rank, which all exit with 2.
     """
     job = Job(options, comm if comm is not None else handshake.world())
-    with SignalInbox() as inbox:
+    with SignalInbox([options.walltime_signal]) as inbox:
         try:
             info = job.start(inbox, check)
         except UsageError as err:
@@ -130,6 +133,7 @@ class Job:
         self._stop: Optional[dict] = None  # rank 0's STOP message, once received
         self._ended = False
         self.status = EXIT_FAILURE  # this rank's exit status, once ended
+        self.watchdog: Optional[subprocess.Popen] = None
         self.failure: Optional[str] = None
 
     # ----------------------------------------------------------------- begin
@@ -154,6 +158,7 @@ class Job:
         self.run_dir = logs.run_dir(self.options.log_dir, self.plan.run_id)
         self.log = logs.setup(self.run_dir, self.rank, self.size)
         proctree.become_subreaper()
+        self.watchdog = watchdog.start(JOB_MARKER, self.marker)
         root, why = tempdirs.choose_root(self.options.temp_dir, self.plan.job_tag, self.rank)
         self.temp_dir = tempdirs.rank_dir(root, self.plan.job_tag, self.rank)
         tempdirs.create(self.temp_dir)
@@ -183,8 +188,11 @@ class Job:
 
     def start_node(self, role_args: List[str]) -> RayNode:
         assert self.temp_dir is not None
+        store, why = resources.object_store_args(self.options.ray_args,
+                                                 self.hosts.count(self.host))
+        self.log.debug("object store: %s", why)
         args = raynode.common_args(self.temp_dir, self.rank, self.options.num_cpus,
-                                   self.options.num_gpus, self.options.ray_args)
+                                   self.options.num_gpus, self.options.ray_args + store)
         self.node = RayNode(role_args + args, self.ray_env(), self.temp_dir,
                             self.options.ray_command)
         return self.node
@@ -194,6 +202,15 @@ class Job:
         """`<job tag>/<rank>`: per rank, since ranks on one host stop concurrently."""
         assert self.plan is not None
         return f"{self.plan.job_tag}/{self.rank}"
+
+    def stop_own_processes(self) -> list:
+        """Stop every process this rank started (all but the watchdog, which
+        outlives them) and return those still running: in our tree, or
+        anywhere with our marker."""
+        keep = {self.watchdog.pid} if self.watchdog else set()
+        left = proctree.stop_descendants(self.options.stop_timeout, exclude=keep,
+                                         leaders=self.node_pids())
+        return left + [p for p in proctree.marked(JOB_MARKER, self.marker) if p not in left]
 
     def node_pids(self) -> List[int]:
         return [self.node.process.pid] if self.node is not None else []
@@ -222,7 +239,7 @@ class Job:
             yield
         except UsageError:
             raise
-        except (StartupError, NodeError) as err:
+        except (JobError, NodeError) as err:
             self.log.error("%s", err)
             self.failure = str(err)
             self.end(EXIT_FAILURE)
@@ -288,7 +305,7 @@ class Job:
 
         if not wait_until(all_alive, self.options.poll_interval, self.deadline):
             missing = sorted(expected - alive.keys())
-            raise StartupError(
+            raise JobError(
                 f"timed out after {self.options.join_timeout:g}s: {len(missing)} of "
                 f"{self.size} Ray node(s) did not join: " + self.name_ranks(missing))
         nodes = [alive[rank] for rank in sorted(expected)]
@@ -313,9 +330,14 @@ class Job:
                 self.log.debug("%s joined after %.1fs (attempt %d)", where,
                                message["elapsed"], message["attempt"])
             elif kind == "failed":
-                raise StartupError(f"{where} could not start its Ray node: {message['error']}")
+                raise JobError(f"{where} could not start its Ray node: {message['error']}")
             elif kind == "lost":
                 self.log.error("%s lost its Ray node: %s", where, message["error"])
+                if self.options.fail_fast:
+                    raise JobError(f"stopping the job (--fail-fast): {where} lost its "
+                                   "Ray node")
+                self.log.info("the job goes on with the remaining nodes (--fail-fast "
+                              "would stop it)")
 
     def driver_env(self, address: str, num_nodes: int) -> Dict[str, str]:
         env = self.ray_env()
@@ -362,8 +384,7 @@ class Job:
                 self.log.info("joined the cluster at %s (attempt %d)", address, attempt)
                 return node
             except NodeError as err:
-                left = proctree.stop_descendants(self.options.stop_timeout,
-                                                 leaders=self.node_pids())
+                left = self.stop_own_processes()
                 retry_at = time.monotonic() + pause * random.uniform(0.5, 1.0)
                 if retry_at >= self.deadline or self._stop is not None or left:
                     raise NodeError(f"attempt {attempt}: {err}") from None
@@ -399,7 +420,8 @@ class Job:
 
         def check() -> bool:
             nonlocal stop_by, reported
-            if inbox.pop() is not None and stop_by is None:
+            signum = inbox.pop()
+            if signum is not None and is_stopping(signum) and stop_by is None:
                 stop_by = time.monotonic() + self.options.grace + self.options.stop_timeout + 15
                 self.log.info("received a signal: waiting for rank 0 to stop the job")
             if node is not None and not node.alive() and not reported:
@@ -433,9 +455,8 @@ class Job:
             for rank in range(1, self.size):
                 self.channel.send(rank, STOP, {"status": status})
             reports = self.collect_done(report_by)
-        stopped = len(proctree.descendants())
-        left = proctree.stop_descendants(self.options.stop_timeout, leaders=self.node_pids())
-        left += [p for p in proctree.marked(JOB_MARKER, self.marker) if p not in left]
+        stopped = len(proctree.descendants()) - (1 if self.watchdog else 0)
+        left = self.stop_own_processes()
         if left:
             self.log.error("%d process(es) would not stop: %s", len(left), proctree.describe(left))
         else:
@@ -446,6 +467,9 @@ class Job:
             self.channel.send(0, REPORT, {"kind": "done", "stopped": stopped,
                                           "left": proctree.describe(left)})
         self.channel.flush(report_by, self.options.poll_interval)
+        if self.watchdog is not None:  # nothing left for it to clean up
+            self.watchdog.kill()
+            self.watchdog.wait()
         self.tidy(status == 0 and not left)
         if self.rank == 0:
             self.log.info("exit status %d", status)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shlex
+import signal
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 
@@ -49,6 +50,16 @@ def _flag(text: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("must be one of 1/0, true/false, yes/no, on/off")
+
+
+def _signal_number(text: str) -> int:
+    name = text.strip().upper()
+    if name.isdigit():
+        return signal.Signals(int(name)).value
+    try:
+        return signal.Signals[name if name.startswith("SIG") else "SIG" + name].value
+    except KeyError:
+        raise ValueError("not a signal name or number, e.g. USR1") from None
 
 
 def _ray_args(text: str) -> List[str]:
@@ -95,6 +106,14 @@ SPECS: List[Spec] = [
          "when the job gets SIGTERM/SIGINT/SIGUSR1 the driver gets the signal and "
          "this long to finish (e.g. checkpoint) before it is killed "
          "(default: %(default)s)"),
+    Spec("walltime_signal", _signal_number, signal.SIGUSR1.value, "SIGNAL",
+         "the scheduler's walltime warning (Slurm: #SBATCH --signal=B:USR1@120): "
+         "forwarded to the driver, which should checkpoint and exit; unlike SIGTERM "
+         "it starts no kill timer (default: USR1)"),
+    Spec("fail_fast", _flag, False, None,
+         "stop the job (exit status 1) when a Ray node is lost; by default the "
+         "loss is logged and the job goes on with the remaining nodes (RLlib "
+         "restarts lost env runners)"),
     Spec("log_dir", str, "logs", "DIR",
          "where each run gets its folder LOG_DIR/<run-id>/ with one log file per "
          "rank (default: %(default)s)"),
@@ -137,6 +156,8 @@ class Options:
     join_timeout: float = 300.0
     stop_timeout: float = 10.0
     grace: float = 30.0
+    walltime_signal: int = signal.SIGUSR1.value
+    fail_fast: bool = False
     log_dir: str = "logs"
     temp_dir: Optional[str] = None
     ray_args: List[str] = dataclasses.field(default_factory=list)

@@ -41,11 +41,16 @@ def become_subreaper() -> bool:
     return _prctl(_PR_SET_CHILD_SUBREAPER, 1)
 
 
+def set_parent_death_signal(signum: int) -> bool:
+    """Have the kernel send `signum` to this process when its parent dies."""
+    return _prctl(_PR_SET_PDEATHSIG, signum)
+
+
 def die_with_parent() -> Callable[[], None]:
     """A preexec_fn: the child gets SIGKILL when the rank that started it dies,
     even by SIGKILL. Ray's own processes die with `ray start` in turn."""
     def preexec() -> None:
-        _prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        set_parent_death_signal(signal.SIGKILL)
     return preexec
 
 

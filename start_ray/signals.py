@@ -5,9 +5,14 @@ would leave Ray processes behind."""
 from __future__ import annotations
 
 import signal
-from typing import Dict, List, Optional
+from typing import Dict, Iterable, List, Optional
 
-HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGUSR1)
+# Signals that mean "the job must end" (scancel, Ctrl-C, a closed terminal).
+STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def is_stopping(signum: int) -> bool:
+    return signum in STOPPING
 
 
 class Interrupted(Exception):
@@ -21,13 +26,16 @@ class Interrupted(Exception):
 class SignalInbox:
     """Records signals as they arrive; hands each one out once."""
 
-    def __init__(self) -> None:
+    def __init__(self, forwarded: Iterable[int] = (signal.SIGUSR1,)) -> None:
+        """`forwarded`: signals (besides the stopping ones) that are news for
+        the driver, such as a walltime warning."""
+        self.handled = tuple(dict.fromkeys([*STOPPING, *forwarded]))
         self._pending: List[int] = []
         self.received: List[int] = []
         self._previous: Dict[int, object] = {}
 
     def __enter__(self) -> "SignalInbox":
-        for signum in HANDLED:
+        for signum in self.handled:
             self._previous[signum] = signal.signal(signum, self._record)
         return self
 
@@ -43,8 +51,8 @@ class SignalInbox:
         return self._pending.pop(0) if self._pending else None
 
     def raise_if_stopping(self) -> None:
-        """During start-up there is no driver to forward to: stop the job."""
+        """During start-up there is no driver to forward to: a stopping signal
+        stops the job; others stay pending for the driver."""
         for signum in self._pending:
-            if signum != signal.SIGUSR1:
+            if is_stopping(signum):
                 raise Interrupted(signum)
-        self._pending = [s for s in self._pending if s == signal.SIGUSR1]

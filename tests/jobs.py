@@ -30,15 +30,20 @@ MPIRUN = os.path.join(os.path.dirname(PYTHON), "mpirun")
 MARKER = "START_RAY_TEST_MARK"
 DRIVER = os.path.join(ROOT, "drivers", "cluster_info.py")
 HOLD_DRIVER = os.path.join(ROOT, "tests", "drivers", "hold.py")
+SIGNALS_DRIVER = os.path.join(ROOT, "tests", "drivers", "signals.py")
 
 
-def leftovers(mark: str) -> List[psutil.Process]:
-    """Running processes that carry this job's marker (zombies excluded)."""
+def leftovers(mark: str, temp_root: Optional[str] = None) -> List[psutil.Process]:
+    """Running processes (zombies excluded) that carry this job's marker in
+    their environment (every descendant of every rank inherits it), or whose
+    command line points into the job's temp dir."""
     found = []
     for proc in psutil.process_iter():
         try:
-            if proc.pid != os.getpid() and proc.environ().get(MARKER) == mark \
-                    and proc.status() != psutil.STATUS_ZOMBIE:
+            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            if proc.environ().get(MARKER) == mark or (
+                    temp_root and any(temp_root in arg for arg in proc.cmdline())):
                 found.append(proc)
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             pass
@@ -74,6 +79,7 @@ class Result:
     seconds: float
     mark: str
     log_root: str
+    temp_root: Optional[str] = None
 
     @property
     def output(self) -> str:
@@ -137,7 +143,8 @@ class Jobs:
         proc = subprocess.Popen(list(cmd), cwd=self.workdir, env=self.env(mark, env),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
-        return Running(proc, mark, os.path.join(self.workdir, "logs"))
+        return Running(proc, mark, os.path.join(self.workdir, "logs"),
+                       os.path.join(self.temp_root, "sr-"))
 
     def run(self, np: Optional[int], args: Sequence[str], timeout: float = 240,
             env: Optional[Dict[str, str]] = None, mpirun_args: Sequence[str] = ()) -> Result:
@@ -150,10 +157,12 @@ class Jobs:
 
 
 class Running:
-    def __init__(self, proc: subprocess.Popen, mark: str, log_root: str) -> None:
+    def __init__(self, proc: subprocess.Popen, mark: str, log_root: str,
+                 temp_prefix: Optional[str] = None) -> None:
         self.proc = proc
         self.mark = mark
         self.log_root = log_root
+        self.temp_prefix = temp_prefix
         self.began = time.monotonic()
 
     def wait_for_file(self, path: str, timeout: float) -> str:
@@ -178,19 +187,19 @@ class Running:
             out, err = self.proc.communicate(timeout=timeout)
         except subprocess.TimeoutExpired:
             os.killpg(self.proc.pid, signal.SIGKILL)
-            out, err = self.proc.communicate()
-            kill_marked(self.mark)
-            raise AssertionError(f"job did not end within {timeout}s:\n{out}\n{err}")
+            kill_marked(self.mark)  # orphans may hold the output pipes open
+            out, err = self.proc.communicate(timeout=30)
+            raise AssertionError(f"job did not end within {timeout}s:\n{out}\n{err}") from None
         return Result(self.proc.returncode, out, err, time.monotonic() - self.began,
-                      self.mark, self.log_root)
+                      self.mark, self.log_root, self.temp_prefix)
 
 
 def assert_nothing_left(result: Result, within: float = 5.0) -> None:
     """No process the job started is running. Processes that mpirun was
     still reaping when it returned get a few seconds to disappear."""
     deadline = time.monotonic() + within
-    left = leftovers(result.mark)
+    left = leftovers(result.mark, result.temp_root)
     while left and time.monotonic() < deadline:
         time.sleep(0.2)
-        left = leftovers(result.mark)
+        left = leftovers(result.mark, result.temp_root)
     assert not left, f"processes left by the job:\n{describe(left)}\n{result.output}"

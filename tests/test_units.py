@@ -92,3 +92,20 @@ def test_driver_command_and_placeholder(tmp_path):
 def test_exit_status_follows_the_shell_convention():
     assert driver.exit_status(3) == 3
     assert driver.exit_status(-signal.SIGKILL) == 128 + 9
+
+
+def test_object_store_is_sized_from_free_memory_and_shm():
+    from start_ray import resources
+    gib = 2**30
+    # Plenty of /dev/shm: Ray's 30% of memory, shared by the host's nodes.
+    size, why = resources.object_store_bytes(4, 40 * gib, 100 * gib)
+    assert size == int(0.3 * 40 * gib / 4) and "available memory" in why
+    # A small /dev/shm caps it.
+    size, why = resources.object_store_bytes(2, 40 * gib, 2 * gib)
+    assert size == int(0.8 * 2 * gib / 2) and "/dev/shm" in why
+    # Below Ray's minimum: left to Ray rather than refused.
+    size, why = resources.object_store_bytes(8, 40 * gib, 100 * 2**20)
+    assert size is None and "minimum" in why
+    # The user's own setting wins.
+    args, why = resources.object_store_args(["--object-store-memory", "123456789"], 1)
+    assert args == [] and why == "set by the user"

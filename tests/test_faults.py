@@ -1,0 +1,230 @@
+"""Batch jobs end badly all the time. Each test causes one ending for real and
+checks the exit status, that the job ends within a bound, the message, and
+that no process the job started is left on the machine."""
+
+import os
+import re
+import signal
+import socket
+import time
+
+import psutil
+import pytest
+
+from jobs import (DRIVER, HOLD_DRIVER, MPIRUN, PYTHON, SIGNALS_DRIVER,
+                  assert_nothing_left)
+
+
+def start_signals_job(jobs, tmp_path, np, *args, driver_args=()):
+    ready, events = tmp_path / "ready", tmp_path / "events"
+    running = jobs.start(np, ["--num-cpus", "1", *args, SIGNALS_DRIVER, "--ready", str(ready),
+                              "--events", str(events), *driver_args])
+    assert int(running.wait_for_file(str(ready), timeout=180)) == (np or 1)
+    return running, events
+
+
+def ranks(running):
+    """The job's start_ray rank processes."""
+    return [p for p in running.processes()
+            if "start_ray" in p.cmdline() and os.path.basename(p.cmdline()[0]).startswith("py")]
+
+
+def ray_process(running, name, rank):
+    for proc in running.processes():
+        if proc.name() == name and proc.environ().get("START_RAY_JOB", "").endswith(f"/{rank}"):
+            return proc
+    raise AssertionError(f"no {name} of rank {rank}")
+
+
+def read(path):
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_sigterm_to_every_rank_gives_the_driver_its_grace(jobs, tmp_path):
+    """scancel: SIGTERM reaches every rank at once. The driver gets it, and
+    the worker nodes stay up while it finishes (here: runs a task on every
+    node, then 'checkpoints' for 2 s)."""
+    running, events = start_signals_job(jobs, tmp_path, 2,
+                                        driver_args=["--checkpoint-seconds", "2"])
+    for proc in ranks(running):
+        proc.send_signal(signal.SIGTERM)
+    result = running.wait(60)
+    assert result.returncode == 0, result.output
+    assert read(events) == ["signal SIGTERM", "tasks ran on 2 nodes after the signal",
+                            "checkpointed"]
+    assert "received SIGTERM: forwarding it to the driver" in result.stdout
+    assert result.seconds < 60
+    assert_nothing_left(result)
+
+
+def test_driver_that_ignores_sigterm_is_killed_after_the_grace(jobs, tmp_path):
+    running, events = start_signals_job(jobs, tmp_path, None, "--grace", "3",
+                                        driver_args=["--ignore-term"])
+    began = time.monotonic()
+    ranks(running)[0].send_signal(signal.SIGTERM)
+    result = running.wait(60)
+    assert result.returncode == 128 + signal.SIGKILL, result.output
+    assert "did not exit within the 3s grace period" in result.stdout
+    assert 3 <= time.monotonic() - began < 30
+    assert_nothing_left(result)
+
+
+def test_walltime_signal_reaches_the_driver_through_mpirun(jobs, tmp_path):
+    """Slurm's --signal=B:USR1@120, or `kill -USR1` to mpirun: forwarded to the
+    driver, which checkpoints and exits; the Ray nodes were not harmed."""
+    running, events = start_signals_job(jobs, tmp_path, 2, driver_args=["--exit-code", "0"])
+    running.proc.send_signal(signal.SIGUSR1)  # to mpirun
+    result = running.wait(60)
+    assert result.returncode == 0, result.output
+    assert read(events) == ["signal SIGUSR1", "tasks ran on 2 nodes after the signal",
+                            "checkpointed"]
+    assert "received SIGUSR1: forwarding it to the driver" in result.stdout
+    assert_nothing_left(result)
+
+
+def test_custom_walltime_signal(jobs, tmp_path):
+    running, events = start_signals_job(jobs, tmp_path, None, "--walltime-signal", "USR2")
+    ranks(running)[0].send_signal(signal.SIGUSR2)
+    result = running.wait(60)
+    assert result.returncode == 0, result.output
+    assert read(events)[0] == "signal SIGUSR2"
+    assert_nothing_left(result)
+
+
+def test_sigterm_to_mpirun_ends_the_job_in_seconds_leaving_nothing(jobs, tmp_path):
+    """mpirun SIGKILLs the ranks ~0.25 s after forwarding SIGTERM (Open MPI 5),
+    too soon for any teardown: the watchdogs must clean up."""
+    running, _ = start_signals_job(jobs, tmp_path, 2)
+    running.proc.send_signal(signal.SIGTERM)
+    result = running.wait(30)
+    assert result.returncode != 0
+    assert result.seconds < 120
+    assert_nothing_left(result, within=20)
+
+
+@pytest.mark.parametrize("rank", [1, 0], ids=["worker-rank", "head-rank"])
+def test_rank_killed_with_sigkill_leaves_nothing(jobs, tmp_path, rank):
+    running, _ = start_signals_job(jobs, tmp_path, 2)
+    victim = [p for p in ranks(running)
+              if p.environ().get("OMPI_COMM_WORLD_RANK") == str(rank)][0]
+    victim.kill()
+    began = time.monotonic()
+    result = running.wait(60)
+    assert result.returncode != 0
+    assert time.monotonic() - began < 30, "the other ranks noticed within seconds"
+    assert_nothing_left(result, within=20)
+
+
+def test_rank_killed_leaves_not_even_the_drivers_own_children(jobs, tmp_path):
+    """No launcher to clean up (python -m start_ray alone), and a driver that
+    started a program of its own: when the rank is SIGKILLed, the driver dies
+    with it (PR_SET_PDEATHSIG), and its child only through the watchdog."""
+    ready = tmp_path / "ready"
+    driver = tmp_path / "spawner.py"
+    driver.write_text(
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen(['sleep', '300'])\n"
+        f"open({str(ready)!r}, 'w').write(str(child.pid) + '\\n')\n"
+        "time.sleep(300)\n")
+    running = jobs.start(None, ["--num-cpus", "1", str(driver)])
+    child = psutil.Process(int(running.wait_for_file(str(ready), timeout=120)))
+    ranks(running)[0].kill()
+    result = running.wait(30)
+    assert result.returncode == -signal.SIGKILL
+    assert_nothing_left(result, within=10)
+    assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+
+
+def test_lost_worker_node_is_logged_and_the_job_goes_on(jobs, tmp_path):
+    ready, until = tmp_path / "ready", tmp_path / "until"
+    running = jobs.start(2, ["--num-cpus", "1", HOLD_DRIVER, "--ready", str(ready),
+                             "--until", str(until)])
+    running.wait_for_file(str(ready), timeout=180)
+    ray_process(running, "raylet", 1).kill()
+    logs = os.path.join(running.log_root)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        text = "".join(open(os.path.join(root, name)).read()
+                       for root, _, names in os.walk(logs) for name in names
+                       if name == "rank-0.log")
+        if "lost its Ray node" in text:
+            break
+        time.sleep(0.5)
+    assert re.search(r"rank 1 \(\S+\) lost its Ray node", text)
+    assert "the job goes on with the remaining nodes" in text
+    until.touch()
+    result = running.wait(120)
+    assert result.returncode == 0, result.output
+    assert "STILL WORKS 1" in result.stdout
+    assert_nothing_left(result)
+
+
+def test_lost_worker_node_with_fail_fast_stops_the_job(jobs, tmp_path):
+    ready, until = tmp_path / "ready", tmp_path / "until"
+    running = jobs.start(2, ["--num-cpus", "1", "--fail-fast", HOLD_DRIVER,
+                             "--ready", str(ready), "--until", str(until)])
+    running.wait_for_file(str(ready), timeout=180)
+    ray_process(running, "raylet", 1).kill()
+    result = running.wait(90)
+    assert result.returncode == 1, result.output
+    assert re.search(r"stopping the job \(--fail-fast\): rank 1 \(\S+\) lost its Ray node",
+                     result.stdout)
+    assert_nothing_left(result)
+
+
+@pytest.mark.parametrize("code,status", [
+    ("raise RuntimeError('driver bug')", 1),
+    ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", 128 + 9),
+    ("import sys; sys.exit(7)", 7),
+], ids=["exception", "killed-by-signal", "exit-7"])
+def test_driver_crash_status_is_the_jobs(jobs, tmp_path, code, status):
+    crash = tmp_path / "crash.py"
+    crash.write_text(code + "\n")
+    result = jobs.run(2, ["--num-cpus", "1", str(crash)])
+    assert result.returncode == status, result.output
+    assert f"the driver exited with status {status}" in result.stdout
+    assert_nothing_left(result)
+
+
+def test_uncaught_exception_on_one_rank_aborts_without_a_hang(jobs, tmp_path):
+    """Rank 1 cannot write its log (an unexpected error inside start_ray): it
+    stops what it started and aborts the MPI job; rank 0 must not hang."""
+    start_ray = [PYTHON, "-m", "start_ray", "--num-cpus", "1", DRIVER]
+    cmd = [MPIRUN, "--oversubscribe", "-np", "1", *start_ray, ":",
+           "-np", "1", "env", "START_RAY_LOG_DIR=/proc/no-such-dir", *start_ray]
+    result = jobs.launch(cmd).wait(90)
+    assert result.returncode != 0
+    assert "start_ray failed on this rank" in result.output
+    assert "MPI_ABORT" in result.output
+    assert_nothing_left(result, within=20)
+
+
+def test_default_ports_taken_by_others_do_not_matter(jobs):
+    taken = []
+    for port in (6379, 8265, 10001, 52365):
+        sock = socket.socket()
+        try:
+            sock.bind(("0.0.0.0", port))
+            sock.listen()
+            taken.append(sock)
+        except OSError:
+            sock.close()  # already taken by someone else: just as good
+    try:
+        result = jobs.run(2, ["--num-cpus", "1", DRIVER])
+    finally:
+        for sock in taken:
+            sock.close()
+    assert result.returncode == 0, result.output
+    assert result.cluster_info()["alive_nodes"] == 2
+    assert_nothing_left(result)
+
+
+def test_long_tmpdir_falls_back_to_a_short_one(jobs, tmp_path):
+    long_tmp = tmp_path / ("t" * 80)
+    long_tmp.mkdir()
+    result = jobs.run(None, ["--num-cpus", "1", DRIVER],
+                      env={"TMPDIR": str(long_tmp), "START_RAY_TEMP_DIR": ""})
+    assert result.returncode == 0, result.output
+    log = result.rank_logs()["rank-0.log"]
+    assert "is too long for Ray's unix sockets, using /tmp" in log
+    assert_nothing_left(result)
