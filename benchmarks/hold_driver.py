@@ -38,7 +38,10 @@ def main() -> None:
     started = time.time()
     parser = argparse.ArgumentParser()
     parser.add_argument("--hold", type=float, default=30.0)
+    parser.add_argument("--ready", default=None, help="touch this file once started")
     args = parser.parse_args()
+    if args.ready:
+        open(args.ready, "w").close()
     mark = os.environ.get("BENCH_MARK", "")
     ranks = rank_processes(mark)
     before = cpu_seconds(ranks)

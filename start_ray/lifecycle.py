@@ -39,6 +39,8 @@ from .signals import Interrupted, SignalInbox, is_stopping
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+# How often rank 0 asks the GCS about the nodes while the driver runs (~30 ms).
+NODE_WATCH_INTERVAL = 2.0
 # In the environment of every process a rank starts: finds any that escaped.
 JOB_MARKER = "START_RAY_JOB"
 
@@ -108,7 +110,7 @@ def run(options: Options, payload: Payload, comm: Any = None,
         if info is None:  # a worker rank: its whole part is done
             return job.status
         with job.guard():
-            job.end(payload(info, inbox, job.read_news))
+            job.end(payload(info, inbox, job.keep_watch))
     return job.status
 
 
@@ -134,6 +136,9 @@ class Job:
         self._ended = False
         self.status = EXIT_FAILURE  # this rank's exit status, once ended
         self.watchdog: Optional[subprocess.Popen] = None
+        self.state: Optional[ClusterState] = None  # rank 0: the GCS, once up
+        self.lost: set = set()  # ranks whose Ray node was lost
+        self._next_look = 0.0
         self.failure: Optional[str] = None
 
     # ----------------------------------------------------------------- begin
@@ -292,7 +297,7 @@ class Job:
         if self.size > 1:
             self.log.info("waiting for %d worker node(s) to join (deadline %gs)",
                           self.size - 1, self.options.join_timeout)
-        state = ClusterState(address)
+        state = self.state = ClusterState(address)
         expected = set(range(self.size))
         alive: Dict[int, NodeInfo] = {}
 
@@ -332,12 +337,35 @@ class Job:
             elif kind == "failed":
                 raise JobError(f"{where} could not start its Ray node: {message['error']}")
             elif kind == "lost":
-                self.log.error("%s lost its Ray node: %s", where, message["error"])
-                if self.options.fail_fast:
-                    raise JobError(f"stopping the job (--fail-fast): {where} lost its "
-                                   "Ray node")
-                self.log.info("the job goes on with the remaining nodes (--fail-fast "
-                              "would stop it)")
+                self.node_lost(source, message["error"])
+
+    def keep_watch(self) -> None:
+        """While the payload runs: news from the ranks, and every few seconds
+        the GCS's word on the nodes (a rank that died, e.g. under `mpirun
+        --enable-recovery`, reports nothing itself)."""
+        self.read_news()
+        if self.state is None or time.monotonic() < self._next_look:
+            return
+        self._next_look = time.monotonic() + NODE_WATCH_INTERVAL
+        try:
+            alive = self.state.alive_ranks()
+        except Exception as err:  # the GCS busy or going: look again later
+            self.log.debug("could not read the node table: %s", err)
+            return
+        for rank in sorted(set(range(self.size)) - alive.keys() - self.lost):
+            self.node_lost(rank, "the GCS reports its node dead")
+
+    def node_lost(self, rank: int, why: str) -> None:
+        """Log a lost node once; stop the job if --fail-fast says so."""
+        if rank in self.lost:
+            return
+        self.lost.add(rank)
+        where = self.name_ranks([rank])
+        self.log.error("%s lost its Ray node: %s", where, why)
+        if self.options.fail_fast:
+            raise JobError(f"stopping the job (--fail-fast): {where} lost its Ray node")
+        self.log.info("the job goes on with the remaining %d node(s) (--fail-fast would "
+                      "stop it)", self.size - len(self.lost))
 
     def driver_env(self, address: str, num_nodes: int) -> Dict[str, str]:
         env = self.ray_env()
@@ -475,14 +503,19 @@ class Job:
             self.log.info("exit status %d", status)
 
     def collect_done(self, deadline: float) -> Dict[int, Message]:
-        """Rank 0: hear from every rank that its processes are gone."""
+        """Rank 0: hear from every rank that its processes are gone. Ranks
+        whose node was lost may be dead themselves: they get a few seconds."""
         reports: Dict[int, Message] = {}
+        lost_by = time.monotonic() + 3.0
 
         def heard_all() -> bool:
             while True:
                 news = self.channel.receive(REPORT)
                 if news is None:
-                    return len(reports) == self.size - 1
+                    waiting = set(range(1, self.size)) - reports.keys()
+                    if time.monotonic() >= lost_by:
+                        waiting -= self.lost
+                    return not waiting
                 source, message = news
                 if message.get("kind") == "done":
                     reports[source] = message
@@ -492,7 +525,7 @@ class Job:
 
     def summarize_teardown(self, reports: Dict[int, Message], stopped: int,
                            left: list, began: float) -> None:
-        silent = sorted(set(range(1, self.size)) - reports.keys())
+        silent = sorted(set(range(1, self.size)) - reports.keys() - self.lost)
         dirty = [f"rank {rank}: {report['left']}" for rank, report in sorted(reports.items())
                  if report["left"]] + (["rank 0"] if left else [])
         if silent:

@@ -36,6 +36,18 @@ def ray_process(running, name, rank):
     raise AssertionError(f"no {name} of rank {rank}")
 
 
+def wait_for_rank0_log(running, needle, timeout):
+    """Rank 0's log once it contains `needle` (or whatever it has by then)."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline and needle not in text:
+        time.sleep(0.5)
+        text = "".join(open(os.path.join(root, name)).read()
+                       for root, _, names in os.walk(running.log_root) for name in names
+                       if name == "rank-0.log")
+    return text
+
+
 def read(path):
     return path.read_text().splitlines() if path.exists() else []
 
@@ -141,17 +153,26 @@ def test_lost_worker_node_is_logged_and_the_job_goes_on(jobs, tmp_path):
                              "--until", str(until)])
     running.wait_for_file(str(ready), timeout=180)
     ray_process(running, "raylet", 1).kill()
-    logs = os.path.join(running.log_root)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        text = "".join(open(os.path.join(root, name)).read()
-                       for root, _, names in os.walk(logs) for name in names
-                       if name == "rank-0.log")
-        if "lost its Ray node" in text:
-            break
-        time.sleep(0.5)
+    text = wait_for_rank0_log(running, "lost its Ray node", 60)
     assert re.search(r"rank 1 \(\S+\) lost its Ray node", text)
-    assert "the job goes on with the remaining nodes" in text
+    assert "the job goes on with the remaining 1 node(s)" in text
+    until.touch()
+    result = running.wait(120)
+    assert result.returncode == 0, result.output
+    assert "STILL WORKS 1" in result.stdout
+    assert_nothing_left(result)
+
+
+def test_dead_worker_rank_under_enable_recovery_the_job_goes_on(jobs, tmp_path):
+    """With `mpirun --enable-recovery` a dead rank does not end the job; it
+    reports nothing itself, so rank 0 learns it from the GCS."""
+    ready, until = tmp_path / "ready", tmp_path / "until"
+    running = jobs.start(2, ["--num-cpus", "1", HOLD_DRIVER, "--ready", str(ready),
+                             "--until", str(until)], mpirun_args=["--enable-recovery"])
+    running.wait_for_file(str(ready), timeout=180)
+    [p for p in ranks(running) if p.environ().get("OMPI_COMM_WORLD_RANK") == "1"][0].kill()
+    text = wait_for_rank0_log(running, "lost its Ray node", 90)
+    assert re.search(r"rank 1 \(\S+\) lost its Ray node: the GCS reports its node dead", text)
     until.touch()
     result = running.wait(120)
     assert result.returncode == 0, result.output
