@@ -4,7 +4,10 @@
 PYTHON   ?= python3
 VENV     ?= .venv
 NP       ?= 4
-EXTRAS   ?= mpi,test
+EXTRAS   ?= mpi,test,torch
+# PyTorch is an extra; installed first, pinned, so that pip does not pick the
+# newest build with several GB of CUDA packages (override for a GPU machine).
+TORCH    ?= torch==2.13.0
 BIN      := $(VENV)/bin
 # Open MPI refuses to run as root without these, and this project's smoke runs
 # put 4 ranks on small machines, hence --oversubscribe.
@@ -19,6 +22,7 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet '$(TORCH)'
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
 	touch $@
 

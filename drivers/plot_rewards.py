@@ -1,0 +1,83 @@
+"""Plot mean episode return against environment steps for one or more runs
+of drivers/train_ppo.py (e.g. 1 node against 4 nodes), into one PNG.
+
+    python drivers/plot_rewards.py logs/<run-a> logs/<run-b> -o rewards.png
+    python drivers/plot_rewards.py logs/<run> --label "4 nodes" -o rewards.png
+
+Each RUN is a folder searched for Tune's progress.csv files (one line per
+file); --label names the lines in order (default: the experiment names).
+"""
+
+import argparse
+import csv
+import glob
+import os
+import sys
+from typing import List, Optional, Tuple
+
+RETURN_COLUMNS = ("env_runners/episode_return_mean", "env_runners/episode_reward_mean",
+                  "episode_return_mean", "episode_reward_mean")
+STEP_COLUMNS = ("num_env_steps_sampled_lifetime", "env_runners/num_env_steps_sampled_lifetime",
+                "timesteps_total", "num_env_steps_sampled")
+
+
+def read_curve(path: str) -> Tuple[List[float], List[float]]:
+    """(env steps, mean return) from one progress.csv."""
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return [], []
+    step_col = next((c for c in STEP_COLUMNS if rows[0].get(c) not in (None, "")), None)
+    ret_col = next((c for c in RETURN_COLUMNS if c in rows[0]), None)
+    if step_col is None or ret_col is None:
+        raise SystemExit(f"plot_rewards.py: error: {path} has no step or return column")
+    steps, returns = [], []
+    for row in rows:
+        if row.get(ret_col) not in (None, "", "nan"):
+            steps.append(float(row[step_col]))
+            returns.append(float(row[ret_col]))
+    return steps, returns
+
+
+def find_progress(run: str) -> List[str]:
+    found = sorted(glob.glob(os.path.join(run, "**", "progress.csv"), recursive=True))
+    if os.path.isfile(run):
+        found = [run]
+    if not found:
+        raise SystemExit(f"plot_rewards.py: error: no progress.csv under {run}")
+    return found
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", metavar="RUN")
+    parser.add_argument("-o", "--output", default="rewards.png")
+    parser.add_argument("--label", action="append", default=[])
+    parser.add_argument("--title", default="Mean episode return")
+    args = parser.parse_args(argv)
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    files = [path for run in args.runs for path in find_progress(run)]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for index, path in enumerate(files):
+        steps, returns = read_curve(path)
+        label = (args.label[index] if index < len(args.label)
+                 else os.path.basename(os.path.dirname(os.path.dirname(path))))
+        ax.plot(steps, returns, marker=".", label=label)
+    ax.set_xlabel("environment steps")
+    ax.set_ylabel("mean episode return")
+    ax.set_title(args.title)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(args.output, dpi=120)
+    print(f"plot_rewards.py: wrote {args.output} ({len(files)} run(s))")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Train an RLlib policy (PPO by default) on the cluster start_ray brought up.
+
+    mpirun -np 4 python -m start_ray drivers/train_ppo.py --framework tf2 --stop-iters 20
+    python drivers/train_ppo.py --stop-reward 450          # alone: a local Ray
+
+It attaches to the cluster in RAY_ADDRESS (or --ray-address); run alone, it
+starts a local Ray. By default it uses every CPU of the cluster: one for the
+learner, the rest for env runners. Results (Tune's progress.csv, result.json,
+TensorBoard events) and checkpoints go to --results-dir, by default the run's
+folder that start_ray made under logs/ (else logs/<time>-<algo>). SIGTERM,
+SIGINT and SIGUSR1 (a walltime warning) make it save a checkpoint after the
+current iteration and exit cleanly; resume with --restore CHECKPOINT.
+
+tf2 runs on RLlib's old API stack (the new one is PyTorch only) with
+tf_keras and TF_USE_LEGACY_KERAS=1, set here for this process and for every
+Ray worker of the job; torch runs on the new API stack.
+"""
+
+import os
+
+# Before anything imports TensorFlow, here and (through the runtime env below)
+# in every Ray worker: RLlib's TF code needs Keras 2.
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+# Our own handlers decide what SIGINT means (checkpoint, then exit).
+os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+
+import argparse  # noqa: E402
+import importlib.util  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from typing import Any, Dict, List, Optional  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rl_envs  # noqa: E402
+
+RETURN_KEYS = ("env_runners/episode_return_mean", "env_runners/episode_reward_mean",
+               "episode_return_mean", "episode_reward_mean")
+STEP_KEYS = ("num_env_steps_sampled_lifetime", "env_runners/num_env_steps_sampled_lifetime",
+             "timesteps_total", "num_env_steps_sampled")
+FRAMEWORK_PACKAGES = {"tf2": ("tensorflow", "tf_keras"), "torch": ("torch",)}
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add = parser.add_argument
+    add("--run", default="PPO", help="RLlib algorithm (default: %(default)s)")
+    add("--env", default="CartPole-v1",
+        help="a gymnasium id, or one of drivers/rl_envs: "
+             + ", ".join(rl_envs.ENVIRONMENTS) + " (default: %(default)s)")
+    add("--framework", choices=sorted(FRAMEWORK_PACKAGES), default="tf2",
+        help="tf2 (old API stack) or torch (new API stack) (default: %(default)s)")
+    add("--num-env-runners", type=int, default=None,
+        help="default: the cluster's CPUs minus one (one for the learner)")
+    add("--num-gpus", type=float, default=0, help="GPUs for the learner (default: 0)")
+    add("--lr", type=float, default=3e-4, help="learning rate (default: %(default)s)")
+    add("--train-batch-size", type=int, default=4000,
+        help="environment steps per training iteration (default: %(default)s)")
+    add("--minibatch-size", type=int, default=128, help="(default: %(default)s)")
+    add("--num-epochs", type=int, default=10,
+        help="SGD passes over each batch (default: %(default)s)")
+    add("--hidden", default="256,256",
+        help="hidden layer sizes of the policy and value networks (default: %(default)s)")
+    add("--stop-iters", type=int, default=None, help="stop after this many iterations")
+    add("--stop-timesteps", type=int, default=None, help="stop after this many env steps")
+    add("--stop-reward", type=float, default=None,
+        help="stop once the mean episode return reaches this")
+    add("--checkpoint-frequency", type=int, default=5,
+        help="checkpoint every N iterations, and always at the end (default: %(default)s)")
+    add("--checkpoint-to-keep", type=int, default=3,
+        help="keep the N best checkpoints by mean episode return (default: %(default)s)")
+    add("--results-dir", default=None,
+        help="default: $START_RAY_RUN_DIR (the start_ray run folder), else logs/")
+    add("--restore", default=None, metavar="CHECKPOINT",
+        help="continue from this checkpoint (its iteration count goes on)")
+    add("--seed", type=int, default=None, help="random seed")
+    add("--ray-address", default=None,
+        help="cluster address (default: RAY_ADDRESS, as start_ray sets it)")
+    add("--name", default=None, help="experiment name (default: <algo>_<env>_<framework>)")
+    args = parser.parse_args(argv)
+    if not any((args.stop_iters, args.stop_timesteps, args.stop_reward)):
+        parser.error("give at least one of --stop-iters, --stop-timesteps, --stop-reward")
+    try:
+        args.hidden = [int(size) for size in args.hidden.split(",")]
+    except ValueError:
+        parser.error(f"--hidden {args.hidden!r}: expected sizes like 256,256")
+    return args
+
+
+def fail(message: str) -> None:
+    """Bad input: one line, exit status 2, before anything starts."""
+    print(f"train_ppo.py: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def check_framework(framework: str) -> None:
+    missing = [p for p in FRAMEWORK_PACKAGES[framework] if importlib.util.find_spec(p) is None]
+    if missing:
+        install = "tensorflow tf_keras" if framework == "tf2" else "'start_ray[torch]'"
+        fail(f"--framework {framework} needs {', '.join(missing)}, which this Python "
+             f"does not have: pip install {install}")
+
+
+def check_env(name: str) -> None:
+    import gymnasium as gym
+
+    if name not in rl_envs.ENVIRONMENTS and name not in gym.registry:
+        fail(f"unknown environment {name!r}: use a gymnasium id (e.g. CartPole-v1) "
+             f"or one of {', '.join(rl_envs.ENVIRONMENTS)}")
+
+
+def first(result: Dict[str, Any], keys) -> Optional[float]:
+    """The first of `keys` present in a (possibly nested) Tune result."""
+    for key in keys:
+        value: Any = result
+        for part in key.split("/"):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is not None:
+            return float(value)
+    return None
+
+
+def make_stopper(iters: Optional[int], timesteps: Optional[int], reward: Optional[float]):
+    """A Tune stopper for the stop criteria, which also stops the trial
+    (checkpointed at the end) once SIGTERM, SIGINT or SIGUSR1 arrived, and the
+    Tune callback that installs its signal handlers. The handlers go in from
+    the callback's setup because tune.run() installs its own SIGUSR1 handler
+    (which would end the run without a trial checkpoint) just before that."""
+    from ray import tune
+
+    class Stopper(tune.Stopper):
+        def __init__(self) -> None:
+            self.signal: Optional[int] = None
+
+        def __call__(self, trial_id: str, result: Dict[str, Any]) -> bool:
+            steps, ret = first(result, STEP_KEYS), first(result, RETURN_KEYS)
+            return bool(
+                self.signal is not None
+                or (iters and result.get("training_iteration", 0) >= iters)
+                or (timesteps and steps is not None and steps >= timesteps)
+                or (reward is not None and ret is not None and ret >= reward))
+
+        def stop_all(self) -> bool:
+            return False
+
+        def on_signal(self, signum: int, frame: Any) -> None:
+            if self.signal is None:
+                print(f"train_ppo.py: got {signal.Signals(signum).name}: saving a checkpoint "
+                      "after this iteration, then exiting", flush=True)
+            self.signal = signum
+
+    stopper = Stopper()
+
+    class CatchSignals(tune.Callback):
+        def setup(self, **info: Any) -> None:
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+                signal.signal(signum, stopper.on_signal)
+
+    return stopper, CatchSignals()
+
+
+def placement_callbacks(path: str):
+    """RLlib callbacks recording where each env runner's environment lives."""
+    from ray.rllib.callbacks.callbacks import RLlibCallback
+
+    def record(env_runner: Any) -> None:
+        import ray
+        node = ray.get_runtime_context().get_node_id()
+        with open(path, "a") as handle:
+            handle.write(f"{node} {socket.gethostname()} {os.getpid()}\n")
+
+    class RecordPlacement(RLlibCallback):
+        def on_environment_created(self, *, env_runner, **kwargs):  # new stack
+            record(env_runner)
+
+        def on_sub_environment_created(self, *, worker, **kwargs):  # old stack
+            record(worker)
+
+    return RecordPlacement
+
+
+def build_config(args: argparse.Namespace, runners: int, placement_file: str):
+    from ray.tune.registry import get_trainable_cls
+
+    config = get_trainable_cls(args.run).get_default_config()
+    if args.framework == "tf2":
+        config = config.api_stack(enable_rl_module_and_learner=False,
+                                  enable_env_runner_and_connector_v2=False)
+        config = config.training(model={"fcnet_hiddens": args.hidden})
+    else:
+        from ray.rllib.core.rl_module.default_model_config import DefaultModelConfig
+        config = config.rl_module(model_config=DefaultModelConfig(fcnet_hiddens=args.hidden))
+    config = (config.framework(args.framework)
+              .environment(args.env)
+              .env_runners(num_env_runners=runners)
+              .training(lr=args.lr, train_batch_size=args.train_batch_size,
+                        minibatch_size=args.minibatch_size, num_epochs=args.num_epochs)
+              .callbacks(placement_callbacks(placement_file))
+              .debugging(seed=args.seed))
+    if args.num_gpus:
+        if args.framework == "tf2":
+            config = config.resources(num_gpus=args.num_gpus)
+        else:
+            config = config.learners(num_gpus_per_learner=args.num_gpus)
+    return config
+
+
+def results_dir(args: argparse.Namespace) -> str:
+    if args.results_dir:
+        return os.path.abspath(args.results_dir)
+    if os.environ.get("START_RAY_RUN_DIR"):
+        return os.path.join(os.environ["START_RAY_RUN_DIR"], "results")
+    return os.path.abspath(os.path.join("logs", time.strftime("%Y%m%d-%H%M%S-") + args.run))
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    check_framework(args.framework)
+    check_env(args.env)
+    import ray
+    from ray import tune
+
+    ray.init(address=args.ray_address, runtime_env={
+        "py_modules": [rl_envs],
+        "env_vars": {"TF_USE_LEGACY_KERAS": "1"},
+    })
+    rl_envs.register_all()
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    runners = args.num_env_runners if args.num_env_runners is not None else max(0, cpus - 1)
+    where = results_dir(args)
+    name = args.name or f"{args.run}_{args.env}_{args.framework}"
+    os.makedirs(where, exist_ok=True)
+    placement_file = os.path.join(where, f"{name}.placement.txt")
+    print(f"train_ppo.py: {args.run} on {args.env} with {args.framework}, "
+          f"{runners} env runner(s) on a cluster of {len(ray.nodes())} node(s) / {cpus} CPU(s); "
+          f"results in {os.path.join(where, name)}", flush=True)
+
+    stopper, catch_signals = make_stopper(args.stop_iters, args.stop_timesteps,
+                                          args.stop_reward)
+    analysis = tune.run(
+        args.run, config=build_config(args, runners, placement_file), stop=stopper,
+        callbacks=[catch_signals],
+        storage_path=where, name=name, restore=args.restore, verbose=1,
+        checkpoint_config=tune.CheckpointConfig(
+            checkpoint_frequency=args.checkpoint_frequency, checkpoint_at_end=True,
+            num_to_keep=args.checkpoint_to_keep,
+            checkpoint_score_attribute=RETURN_KEYS[0],
+            checkpoint_score_order="max"),
+        raise_on_failed_trial=False)
+    trial = analysis.trials[0]
+    last = trial.last_result or {}
+    checkpoint = trial.checkpoint.path if trial.checkpoint else None
+    print(f"train_ppo.py: {trial.status} after {last.get('training_iteration')} iteration(s), "
+          f"{first(last, STEP_KEYS)} env steps, mean return {first(last, RETURN_KEYS)}",
+          flush=True)
+    print(f"train_ppo.py: results: {trial.path}", flush=True)
+    print(f"train_ppo.py: last checkpoint: {checkpoint}", flush=True)
+    if stopper.signal is not None:
+        print(f"train_ppo.py: resume with --restore {checkpoint}", flush=True)
+    return 0 if trial.status == "TERMINATED" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""drivers/train_ppo.py under `mpirun -np 2 python -m start_ray`, both
+frameworks, short runs (the quality bar lives in benchmarks/train_ppo.py).
+
+Each Ray node offers 2 CPUs, so 2 env runners plus the learner fit and the
+runners land on both nodes."""
+
+import csv
+import glob
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from jobs import PYTHON, ROOT, assert_nothing_left
+
+TRAIN = os.path.join(ROOT, "drivers", "train_ppo.py")
+PLOT = os.path.join(ROOT, "drivers", "plot_rewards.py")
+SHORT = ["--stop-iters", "2", "--train-batch-size", "400", "--minibatch-size", "64",
+         "--num-epochs", "2", "--num-env-runners", "2", "--checkpoint-frequency", "1"]
+
+
+def train(jobs, results, *args, timeout=420):
+    result = jobs.run(2, ["--num-cpus", "2", TRAIN, "--results-dir", str(results), *args],
+                      timeout=timeout)
+    assert result.returncode == 0, result.output
+    assert_nothing_left(result)
+    return result
+
+
+def progress(results, name):
+    (path,) = glob.glob(os.path.join(results, name, "*", "progress.csv"))
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def checkpoints(results, name):
+    return sorted(glob.glob(os.path.join(results, name, "*", "checkpoint_*")))
+
+
+def iterations_done(results, name):
+    found = glob.glob(os.path.join(results, name, "*", "progress.csv"))
+    return bool(found) and len(open(found[0]).readlines()) >= 2
+
+
+def placement_nodes(results, name):
+    with open(os.path.join(results, f"{name}.placement.txt")) as handle:
+        return {line.split()[0] for line in handle if line.strip()}
+
+
+@pytest.mark.parametrize("framework,env", [("tf2", "CartPole-v1"), ("torch", "SimpleCorridor")])
+def test_trains_checkpoints_restores_and_plots(jobs, tmp_path, framework, env):
+    name = f"PPO_{env}_{framework}"
+    first = tmp_path / "first"
+    result = train(jobs, first, "--framework", framework, "--env", env, *SHORT)
+    rows = progress(first, name)
+    assert [int(row["training_iteration"]) for row in rows] == [1, 2]
+    assert all(row["env_runners/episode_return_mean"] not in ("", "nan") for row in rows)
+    assert glob.glob(os.path.join(first, name, "*", "result.json"))
+    assert glob.glob(os.path.join(first, name, "*", "events.out.tfevents.*"))
+    saved = checkpoints(first, name)
+    assert saved, "a checkpoint was written"
+    assert len(placement_nodes(first, name)) == 2, "env runners ran on both Ray nodes"
+    assert f"results: {first}" in result.stdout
+
+    # Restoring goes on from the checkpoint's iteration.
+    second = tmp_path / "second"
+    train(jobs, second, "--framework", framework, "--env", env, *SHORT[2:],
+          "--stop-iters", "3", "--restore", saved[-1])
+    assert [int(row["training_iteration"]) for row in progress(second, name)] == [3]
+
+    png = tmp_path / "rewards.png"
+    plot = subprocess.run([PYTHON, PLOT, str(first), str(second), "-o", str(png)],
+                          capture_output=True, text=True, timeout=120)
+    assert plot.returncode == 0, plot.stderr
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--env", "NoSuchEnv-v9"], "unknown environment 'NoSuchEnv-v9'"),
+    (["--framework", "jax"], "argument --framework: invalid choice: 'jax'"),
+    ([], "give at least one of --stop-iters"),
+])
+def test_bad_input_is_one_clear_error(args, message):
+    stop = [] if not args else ["--stop-iters", "1"]
+    run = subprocess.run([PYTHON, TRAIN, *args, *stop], capture_output=True, text=True,
+                         timeout=120)
+    assert run.returncode == 2, run.stderr
+    assert message in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_walltime_signal_saves_a_checkpoint_and_exits(jobs, tmp_path):
+    name = "PPO_CartPole-v1_tf2"
+    running = jobs.start(2, ["--num-cpus", "2", TRAIN, "--results-dir", str(tmp_path),
+                             *SHORT[2:], "--stop-iters", "1000", "--checkpoint-frequency", "0"])
+    # Once one iteration is done, the scheduler warns: walltime is near.
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and not iterations_done(tmp_path, name):
+        time.sleep(1)
+    assert iterations_done(tmp_path, name), "training never finished an iteration"
+    running.proc.send_signal(signal.SIGUSR1)  # to mpirun, which forwards it
+    result = running.wait(300)
+    assert result.returncode == 0, result.output
+    assert "got SIGUSR1: saving a checkpoint" in result.stdout
+    assert "resume with --restore" in result.stdout
+    assert checkpoints(tmp_path, name)
+    assert_nothing_left(result)
