@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    create .venv, install, start a 4-rank Ray cluster over MPI and run a short driver
+#   make run    create .venv, install, start a 4-rank Ray cluster over MPI, train PPO for 3 iterations
 #   make test   create .venv, install, run the tests (real MPI, real Ray)
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -27,13 +27,15 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	touch $@
 
 run: venv
-	$(MPIRUN) -np $(NP) $(BIN)/python -m start_ray --num-cpus 1 drivers/cluster_info.py
+	$(MPIRUN) -np $(NP) $(BIN)/python -m start_ray --num-cpus 1 drivers/train_ppo.py \
+		--framework tf2 --stop-iters 3 --train-batch-size 1000
 
 test: venv
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/lifecycle.py
+	$(BIN)/python benchmarks/train_ppo.py
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -150,6 +150,18 @@ class Jobs:
             env: Optional[Dict[str, str]] = None, mpirun_args: Sequence[str] = ()) -> Result:
         return self.start(np, args, env, mpirun_args).wait(timeout)
 
+    def hold(self, np: Optional[int], *args: str, name: str = "job",
+             mpirun_args: Sequence[str] = ()):
+        """Start a job whose driver (tests/drivers/hold.py) keeps the cluster
+        until release() is called; returns (running job, address, release)."""
+        ready = os.path.join(self.workdir, f"{name}.ready")
+        until = os.path.join(self.workdir, f"{name}.until")
+        running = self.start(np, ["--num-cpus", "1", *args, HOLD_DRIVER, "--ready", ready,
+                                  "--until", until], mpirun_args=mpirun_args)
+        address, nodes = running.wait_for_file(ready, timeout=180).split()
+        assert int(nodes) == (np or 1)
+        return running, address, lambda: open(until, "w").close()
+
     def cleanup(self) -> None:
         for mark in self.marks:
             kill_marked(mark)
@@ -192,6 +204,16 @@ class Running:
             raise AssertionError(f"job did not end within {timeout}s:\n{out}\n{err}") from None
         return Result(self.proc.returncode, out, err, time.monotonic() - self.began,
                       self.mark, self.log_root, self.temp_prefix)
+
+
+def finish_held(running: "Running", release) -> Result:
+    """Release a held job; it must then end well, its cluster still working."""
+    release()
+    result = running.wait(120)
+    assert result.returncode == 0, result.output
+    assert "STILL WORKS 1" in result.stdout, "the cluster still worked at the end"
+    assert_nothing_left(result)
+    return result
 
 
 def assert_nothing_left(result: Result, within: float = 5.0) -> None:

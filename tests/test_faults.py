@@ -11,8 +11,8 @@ import time
 import psutil
 import pytest
 
-from jobs import (DRIVER, HOLD_DRIVER, MPIRUN, PYTHON, SIGNALS_DRIVER,
-                  assert_nothing_left)
+from jobs import (DRIVER, MPIRUN, PYTHON, SIGNALS_DRIVER, assert_nothing_left,
+                  finish_held)
 
 
 def start_signals_job(jobs, tmp_path, np, *args, driver_args=()):
@@ -147,44 +147,27 @@ def test_rank_killed_leaves_not_even_the_drivers_own_children(jobs, tmp_path):
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
 
 
-def test_lost_worker_node_is_logged_and_the_job_goes_on(jobs, tmp_path):
-    ready, until = tmp_path / "ready", tmp_path / "until"
-    running = jobs.start(2, ["--num-cpus", "1", HOLD_DRIVER, "--ready", str(ready),
-                             "--until", str(until)])
-    running.wait_for_file(str(ready), timeout=180)
+def test_lost_worker_node_is_logged_and_the_job_goes_on(jobs):
+    running, _, release = jobs.hold(2)
     ray_process(running, "raylet", 1).kill()
     text = wait_for_rank0_log(running, "lost its Ray node", 60)
     assert re.search(r"rank 1 \(\S+\) lost its Ray node", text)
     assert "the job goes on with the remaining 1 node(s)" in text
-    until.touch()
-    result = running.wait(120)
-    assert result.returncode == 0, result.output
-    assert "STILL WORKS 1" in result.stdout
-    assert_nothing_left(result)
+    finish_held(running, release)
 
 
-def test_dead_worker_rank_under_enable_recovery_the_job_goes_on(jobs, tmp_path):
+def test_dead_worker_rank_under_enable_recovery_the_job_goes_on(jobs):
     """With `mpirun --enable-recovery` a dead rank does not end the job; it
     reports nothing itself, so rank 0 learns it from the GCS."""
-    ready, until = tmp_path / "ready", tmp_path / "until"
-    running = jobs.start(2, ["--num-cpus", "1", HOLD_DRIVER, "--ready", str(ready),
-                             "--until", str(until)], mpirun_args=["--enable-recovery"])
-    running.wait_for_file(str(ready), timeout=180)
+    running, _, release = jobs.hold(2, mpirun_args=["--enable-recovery"])
     [p for p in ranks(running) if p.environ().get("OMPI_COMM_WORLD_RANK") == "1"][0].kill()
     text = wait_for_rank0_log(running, "lost its Ray node", 90)
     assert re.search(r"rank 1 \(\S+\) lost its Ray node: the GCS reports its node dead", text)
-    until.touch()
-    result = running.wait(120)
-    assert result.returncode == 0, result.output
-    assert "STILL WORKS 1" in result.stdout
-    assert_nothing_left(result)
+    finish_held(running, release)
 
 
-def test_lost_worker_node_with_fail_fast_stops_the_job(jobs, tmp_path):
-    ready, until = tmp_path / "ready", tmp_path / "until"
-    running = jobs.start(2, ["--num-cpus", "1", "--fail-fast", HOLD_DRIVER,
-                             "--ready", str(ready), "--until", str(until)])
-    running.wait_for_file(str(ready), timeout=180)
+def test_lost_worker_node_with_fail_fast_stops_the_job(jobs):
+    running, _, _ = jobs.hold(2, "--fail-fast")
     ray_process(running, "raylet", 1).kill()
     result = running.wait(90)
     assert result.returncode == 1, result.output

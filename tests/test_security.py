@@ -13,7 +13,7 @@ import subprocess
 
 import pytest
 
-from jobs import DRIVER, HOLD_DRIVER, PYTHON, assert_nothing_left
+from jobs import DRIVER, PYTHON, assert_nothing_left, finish_held
 
 PROBE = """
 import sys, ray
@@ -45,17 +45,6 @@ def probe_result(proc):
     return lines[-1]
 
 
-def hold(jobs, tmp_path, np, *args, name="job"):
-    """Start a job whose driver keeps the cluster until release(); returns
-    (running job, address, release function)."""
-    ready, until = tmp_path / f"{name}.ready", tmp_path / f"{name}.until"
-    running = jobs.start(np, ["--num-cpus", "1", *args, HOLD_DRIVER,
-                              "--ready", str(ready), "--until", str(until)])
-    address, nodes = running.wait_for_file(str(ready), timeout=180).split()
-    assert int(nodes) == (np or 1)
-    return running, address, until.touch
-
-
 def job_tokens(running):
     """The auth settings of every Ray process of the job, read from the
     process environment (as only the job's owner or root can)."""
@@ -67,6 +56,15 @@ def job_tokens(running):
     return settings
 
 
+def option_of(running, option):
+    """The value of `option` on the command line of one of the job's processes."""
+    for proc in running.processes():
+        cmdline = proc.cmdline()
+        if option in cmdline:
+            return cmdline[cmdline.index(option) + 1]
+    raise AssertionError(f"no process of the job was given {option}")
+
+
 def files_under(*roots):
     for root in roots:
         for path in glob.glob(os.path.join(root, "**"), recursive=True):
@@ -74,8 +72,8 @@ def files_under(*roots):
                 yield path
 
 
-def test_outsiders_are_refused_and_the_token_is_nowhere_to_be_seen(jobs, tmp_path):
-    running, address, release = hold(jobs, tmp_path, 2)
+def test_outsiders_are_refused_and_the_token_is_nowhere_to_be_seen(jobs):
+    running, address, release = jobs.hold(2)
     settings = job_tokens(running)
     assert len(settings) == 1, "head, workers and driver share one token"
     mode, token = settings.pop()
@@ -105,38 +103,27 @@ def test_outsiders_are_refused_and_the_token_is_nowhere_to_be_seen(jobs, tmp_pat
     for job_dir in glob.glob(os.path.join(jobs.temp_root, "sr-*")):
         assert stat.S_IMODE(os.stat(job_dir).st_mode) == 0o700
 
-    release()
-    result = running.wait(120)
-    assert result.returncode == 0, result.output
-    assert "STILL WORKS 1" in result.stdout, "the job went on after the refusals"
+    result = finish_held(running, release)  # the job went on after the refusals
     assert token not in result.output
-    assert_nothing_left(result)
 
 
-def test_two_jobs_have_different_tokens_and_cannot_use_each_other(jobs, tmp_path):
-    first, first_address, release_first = hold(jobs, tmp_path, None, name="first")
-    second, second_address, release_second = hold(jobs, tmp_path, None, name="second")
+def test_two_jobs_have_different_tokens_and_cannot_use_each_other(jobs):
+    first, first_address, release_first = jobs.hold(None, name="first")
+    second, second_address, release_second = jobs.hold(None, name="second")
     (_, first_token), = job_tokens(first)
     (_, second_token), = job_tokens(second)
     assert first_token != second_token
     assert probe_result(start_probe(second_address, first_token, "token")).startswith("REFUSED")
-    release_first()
-    release_second()
-    for running in (first, second):
-        result = running.wait(120)
-        assert result.returncode == 0, result.output
-        assert_nothing_left(result)
+    finish_held(first, release_first)
+    finish_held(second, release_second)
 
 
-def test_no_auth_opts_out_with_a_warning(jobs, tmp_path):
-    running, address, release = hold(jobs, tmp_path, None, "--no-auth")
+def test_no_auth_opts_out_with_a_warning(jobs):
+    running, address, release = jobs.hold(None, "--no-auth")
     assert job_tokens(running) == {("disabled", None)}
     assert probe_result(start_probe(address)).startswith("CONNECTED 1")
-    release()
-    result = running.wait(120)
-    assert result.returncode == 0, result.output
+    result = finish_held(running, release)
     assert "authentication is OFF (--no-auth)" in result.stdout
-    assert_nothing_left(result)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("aiohttp") is not None,
@@ -150,28 +137,20 @@ def test_dashboard_without_ray_default_is_refused_up_front(jobs):
 
 @pytest.mark.skipif(importlib.util.find_spec("aiohttp") is None,
                     reason="needs ray[default] (pip install 'ray[default]')")
-def test_dashboard_listens_on_loopback_only(jobs, tmp_path):
-    running, _, release = hold(jobs, tmp_path, None, "--dashboard")
-    procs = running.processes()
-    port = None
-    for proc in procs:
-        cmdline = proc.cmdline()
-        if "--dashboard-port" in cmdline:
-            port = int(cmdline[cmdline.index("--dashboard-port") + 1])
+def test_dashboard_listens_on_loopback_only(jobs):
+    running, _, release = jobs.hold(None, "--dashboard")
+    port = int(option_of(running, "--dashboard-port"))
     listening = set()
-    for proc in procs:
+    for proc in running.processes():
         try:
             listening |= {conn.laddr.ip for conn in proc.net_connections(kind="inet")
                           if conn.status == "LISTEN" and conn.laddr.port == port}
         except Exception:
             pass
-    release()
-    result = running.wait(120)
-    assert result.returncode == 0, result.output
-    assert port and port != 8265, "not the fixed default port"
+    result = finish_held(running, release)
+    assert port != 8265, "not the fixed default port"
     assert listening == {"127.0.0.1"}, listening
     assert f"ssh -N -L 8265:127.0.0.1:{port} " in result.stdout
-    assert_nothing_left(result)
 
 
 CLIENT_PROBE = """
@@ -186,21 +165,14 @@ except Exception as err:
 
 @pytest.mark.skipif(importlib.util.find_spec("grpc") is None,
                     reason="needs ray[client] (grpcio): without it no client server runs")
-def test_ray_client_server_refuses_outsiders(jobs, tmp_path):
-    running, address, release = hold(jobs, tmp_path, None)
-    port = None
-    for proc in running.processes():
-        cmdline = proc.cmdline()
-        if "--ray-client-server-port" in cmdline:
-            port = cmdline[cmdline.index("--ray-client-server-port") + 1]
-    assert port and port != "10001", "the client server is not on the fixed default port"
+def test_ray_client_server_refuses_outsiders(jobs):
+    running, address, release = jobs.hold(None)
+    port = option_of(running, "--ray-client-server-port")
+    assert port != "10001", "the client server is not on the fixed default port"
     url = f"ray://{address.split(':')[0]}:{port}"
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}
     env["HOME"] = "/nonexistent"
     out = subprocess.run([PYTHON, "-c", CLIENT_PROBE, url], env=env, text=True,
                          capture_output=True, timeout=180).stdout
-    release()
-    result = running.wait(120)
+    finish_held(running, release)
     assert "REFUSED" in out and "CONNECTED" not in out, out
-    assert result.returncode == 0, result.output
-    assert_nothing_left(result)
