@@ -5,10 +5,19 @@ Command line: `mpirun -np N python -m start_ray DRIVER [ARGS]`.
 Python API:   `with start_ray.cluster() as info: ...` (see start_ray.api).
 """
 
+from typing import Any
+
 __version__ = "0.1.0"
-
-from .api import ClusterError, cluster  # noqa: E402
-from .lifecycle import ClusterInfo  # noqa: E402
-from .options import UsageError  # noqa: E402
-
 __all__ = ["cluster", "ClusterError", "ClusterInfo", "UsageError", "__version__"]
+
+# Imported on first use: `python -m start_ray --help` and the watchdog
+# (`python -m start_ray.watchdog`) need none of the lifecycle.
+_EXPORTS = {"cluster": "api", "ClusterError": "api", "ClusterInfo": "lifecycle",
+            "UsageError": "options"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        import importlib
+        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

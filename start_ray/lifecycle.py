@@ -392,14 +392,18 @@ class Job:
             self.log.error("could not join the cluster at %s: %s", record["address"], err)
             self.wait_for_stop(inbox)
             return EXIT_FAILURE
-        self.wait_for_stop(inbox, node)
+        if node is not None:
+            self.wait_for_stop(inbox, node)
         return 0
 
-    def join(self, address: str, inbox: SignalInbox) -> RayNode:
+    def join(self, address: str, inbox: SignalInbox) -> Optional[RayNode]:
         """Start a worker node; retry with backoff until the deadline.
 
         On a loaded machine a join can fail with Ray's "timed out during
-        startup"; a second try then usually succeeds.
+        startup"; a second try then usually succeeds. None: rank 0 ended the
+        job meanwhile (e.g. the driver was done before this node had said it
+        was up, though the GCS already counted it); that is no failure, and
+        exiting non-zero here would give mpirun the wrong exit status.
         """
         attempt, pause = 0, 1.0
         while True:
@@ -412,12 +416,17 @@ class Job:
                 self.log.info("joined the cluster at %s (attempt %d)", address, attempt)
                 return node
             except NodeError as err:
+                if self._stop is not None:
+                    self.log.info("rank 0 ended the job while this rank was joining")
+                    return None
                 left = self.stop_own_processes()
                 retry_at = time.monotonic() + pause * random.uniform(0.5, 1.0)
-                if retry_at >= self.deadline or self._stop is not None or left:
+                if retry_at >= self.deadline or left:
                     raise NodeError(f"attempt {attempt}: {err}") from None
                 self.log.warning("attempt %d to join failed (%s); retrying", attempt, err)
                 self.pause_until(retry_at)
+                if self._stop is not None:
+                    return None
                 inbox.raise_if_stopping()
                 pause = min(pause * 2, 30.0)
 

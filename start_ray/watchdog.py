@@ -56,6 +56,9 @@ def clean(variable: str, value: str, timeout: float = 15.0) -> List[int]:
 
 
 def main(argv: List[str]) -> int:
+    if len(argv) != 3:
+        print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
+        return 2
     rank_pid, variable, value = argv
     orphaned = []
     # Launchers forward signals such as SIGUSR1 to a rank's descendants too;

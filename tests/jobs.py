@@ -110,7 +110,9 @@ class Jobs:
     def __init__(self, workdir: str) -> None:
         self.workdir = workdir
         self.marks: List[str] = []
-        # Short, so Ray's socket paths fit; removed at the end.
+        # Short, so Ray's socket paths fit; removed at the end. Each job gets
+        # a folder of its own in it (START_RAY_TEMP_DIR), so that what is
+        # found there belongs to that job alone.
         self.temp_root = tempfile.mkdtemp(prefix="srt-", dir="/tmp")
 
     def command(self, np: Optional[int], args: Sequence[str],
@@ -126,7 +128,6 @@ class Jobs:
         env.update({MARKER: mark, "OMPI_ALLOW_RUN_AS_ROOT": "1",
                     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "PYTHONUNBUFFERED": "1",
                     "START_RAY_LOG_DIR": os.path.join(self.workdir, "logs"),
-                    "START_RAY_TEMP_DIR": self.temp_root,
                     "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
         env.update(extra or {})
         return env
@@ -137,14 +138,16 @@ class Jobs:
         return self.launch(self.command(np, args, mpirun_args), env)
 
     def launch(self, cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> "Running":
-        """Start any command line as a marked job."""
+        """Start any command line as a marked job with a temp dir of its own."""
         mark = uuid.uuid4().hex
         self.marks.append(mark)
-        proc = subprocess.Popen(list(cmd), cwd=self.workdir, env=self.env(mark, env),
+        temp_dir = os.path.join(self.temp_root, str(len(self.marks)))
+        os.mkdir(temp_dir)
+        proc = subprocess.Popen(list(cmd), cwd=self.workdir,
+                                env=self.env(mark, {"START_RAY_TEMP_DIR": temp_dir, **(env or {})}),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
-        return Running(proc, mark, os.path.join(self.workdir, "logs"),
-                       os.path.join(self.temp_root, "sr-"))
+        return Running(proc, mark, os.path.join(self.workdir, "logs"), temp_dir)
 
     def run(self, np: Optional[int], args: Sequence[str], timeout: float = 240,
             env: Optional[Dict[str, str]] = None, mpirun_args: Sequence[str] = ()) -> Result:
@@ -170,11 +173,11 @@ class Jobs:
 
 class Running:
     def __init__(self, proc: subprocess.Popen, mark: str, log_root: str,
-                 temp_prefix: Optional[str] = None) -> None:
+                 temp_root: Optional[str] = None) -> None:
         self.proc = proc
         self.mark = mark
         self.log_root = log_root
-        self.temp_prefix = temp_prefix
+        self.temp_root = temp_root  # the job's own START_RAY_TEMP_DIR
         self.began = time.monotonic()
 
     def wait_for_file(self, path: str, timeout: float) -> str:
@@ -203,7 +206,7 @@ class Running:
             out, err = self.proc.communicate(timeout=30)
             raise AssertionError(f"job did not end within {timeout}s:\n{out}\n{err}") from None
         return Result(self.proc.returncode, out, err, time.monotonic() - self.began,
-                      self.mark, self.log_root, self.temp_prefix)
+                      self.mark, self.log_root, self.temp_root)
 
 
 def finish_held(running: "Running", release) -> Result:

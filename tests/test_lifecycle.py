@@ -43,7 +43,7 @@ def test_cluster_of_n_nodes_runs_the_driver_and_leaves_nothing(jobs, np):
         assert lines and all(LOG_LINE.match(line) for line in lines), name
         assert "none left" in text, name
     assert_nothing_left(result)
-    assert os.listdir(jobs.temp_root) == [], "the Ray temp dirs are removed"
+    assert os.listdir(result.temp_root) == [], "the Ray temp dirs are removed"
 
 
 def test_driver_exit_status_is_the_jobs(jobs):

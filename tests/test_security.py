@@ -93,14 +93,16 @@ def test_outsiders_are_refused_and_the_token_is_nowhere_to_be_seen(jobs):
         except OSError:
             pass
     # Not in any file the job wrote: logs, Ray's temp dirs, ~/.ray.
-    for path in files_under(running.log_root, jobs.temp_root, os.path.expanduser("~/.ray")):
+    for path in files_under(running.log_root, running.temp_root, os.path.expanduser("~/.ray")):
         try:
             with open(path, "rb") as handle:
                 assert token.encode() not in handle.read(), path
         except OSError:
             pass
     # Ray's temp dirs are private to the job's user.
-    for job_dir in glob.glob(os.path.join(jobs.temp_root, "sr-*")):
+    job_dirs = glob.glob(os.path.join(running.temp_root, "sr-*"))
+    assert job_dirs
+    for job_dir in job_dirs:
         assert stat.S_IMODE(os.stat(job_dir).st_mode) == 0o700
 
     result = finish_held(running, release)  # the job went on after the refusals
