@@ -31,7 +31,6 @@ class SignalInbox:
         the driver, such as a walltime warning."""
         self.handled = tuple(dict.fromkeys([*STOPPING, *forwarded]))
         self._pending: List[int] = []
-        self.received: List[int] = []
         self._previous: Dict[int, object] = {}
 
     def __enter__(self) -> "SignalInbox":
@@ -45,7 +44,6 @@ class SignalInbox:
 
     def _record(self, signum: int, frame: object) -> None:
         self._pending.append(signum)
-        self.received.append(signum)
 
     def pop(self) -> Optional[int]:
         return self._pending.pop(0) if self._pending else None
