@@ -15,10 +15,8 @@ import os
 import sys
 from typing import List, Optional, Tuple
 
-RETURN_COLUMNS = ("env_runners/episode_return_mean", "env_runners/episode_reward_mean",
-                  "episode_return_mean", "episode_reward_mean")
-STEP_COLUMNS = ("num_env_steps_sampled_lifetime", "env_runners/num_env_steps_sampled_lifetime",
-                "timesteps_total", "num_env_steps_sampled")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rl_metrics import RETURN_KEYS, STEP_KEYS  # noqa: E402
 
 
 def read_curve(path: str) -> Tuple[List[float], List[float]]:
@@ -27,8 +25,8 @@ def read_curve(path: str) -> Tuple[List[float], List[float]]:
         rows = list(csv.DictReader(handle))
     if not rows:
         return [], []
-    step_col = next((c for c in STEP_COLUMNS if rows[0].get(c) not in (None, "")), None)
-    ret_col = next((c for c in RETURN_COLUMNS if c in rows[0]), None)
+    step_col = next((c for c in STEP_KEYS if rows[0].get(c) not in (None, "")), None)
+    ret_col = next((c for c in RETURN_KEYS if c in rows[0]), None)
     if step_col is None or ret_col is None:
         raise SystemExit(f"plot_rewards.py: error: {path} has no step or return column")
     steps, returns = [], []

@@ -34,11 +34,8 @@ from typing import Any, Dict, List, Optional  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rl_envs  # noqa: E402
+from rl_metrics import RETURN_KEYS, STEP_KEYS  # noqa: E402
 
-RETURN_KEYS = ("env_runners/episode_return_mean", "env_runners/episode_reward_mean",
-               "episode_return_mean", "episode_reward_mean")
-STEP_KEYS = ("num_env_steps_sampled_lifetime", "env_runners/num_env_steps_sampled_lifetime",
-             "timesteps_total", "num_env_steps_sampled")
 FRAMEWORK_PACKAGES = {"tf2": ("tensorflow", "tf_keras"), "torch": ("torch",)}
 
 
