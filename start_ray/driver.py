@@ -92,16 +92,14 @@ class Driver:
             if returncode is not None:
                 break
             signum = pending_signal()
-            if signum is not None and not is_stopping(signum):
-                self._log.info("received %s: forwarding it to the driver (pid %d)",
-                               signal.Signals(signum).name, self.pid)
+            if signum is not None:
+                stopping = is_stopping(signum)  # a walltime warning starts no timer
+                self._log.info("received %s: forwarding it to the driver (pid %d)%s",
+                               signal.Signals(signum).name, self.pid,
+                               f", which has {grace:g}s to finish" if stopping else "")
                 self.signal(signum)
-            elif signum is not None:
-                self._log.info("received %s: forwarding it to the driver (pid %d), "
-                               "which has %gs to finish", signal.Signals(signum).name,
-                               self.pid, grace)
-                self.signal(signum)
-                kill_at = kill_at or time.monotonic() + grace
+                if stopping:
+                    kill_at = kill_at or time.monotonic() + grace
             if kill_at is not None and time.monotonic() >= kill_at:
                 self._log.error("the driver did not exit within the %gs grace period: "
                                 "killing it", grace)
