@@ -65,7 +65,11 @@ class cluster:
             self._skip_body(sys._getframe(1))
             return None
         import ray
-        ray.init(address=self.info.address)
+        try:
+            ray.init(address=self.info.address)
+        except BaseException as err:  # __exit__ will not run: stop the cluster here
+            self.job.end(1)
+            raise ClusterError(f"ray.init() could not attach to the cluster: {err}") from err
         self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self.info
 
