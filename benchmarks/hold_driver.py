@@ -1,5 +1,6 @@
 """Benchmark driver: note when it starts, hold the cluster for --hold seconds,
-and measure the CPU time start_ray's own rank processes use meanwhile."""
+and measure what start_ray's own processes (the ranks and their watchdogs,
+not Ray's) use meanwhile: CPU seconds and resident memory."""
 
 import argparse
 import json
@@ -9,26 +10,31 @@ import time
 import psutil
 
 
-def rank_processes(mark: str) -> dict:
-    """start_ray's rank processes of this job (not Ray's, not ours)."""
+def own_processes(mark: str) -> dict:
+    """start_ray's processes of this job: `python -m start_ray` (the ranks)
+    and `python -m start_ray.watchdog`, found by the job's BENCH_MARK."""
     found = {}
     for proc in psutil.process_iter():
         try:
             cmdline = proc.cmdline()
-            if (cmdline and os.path.basename(cmdline[0]).startswith("python")
-                    and "start_ray" in cmdline and proc.environ().get("BENCH_MARK") == mark):
-                found[proc.pid] = proc
+            if not cmdline or not os.path.basename(cmdline[0]).startswith("python"):
+                continue  # mpirun's own command line names start_ray too
+            kind = ("rank" if "start_ray" in cmdline else
+                    "watchdog" if "start_ray.watchdog" in cmdline else None)
+            if kind and proc.environ().get("BENCH_MARK") == mark:
+                found[proc.pid] = (kind, proc)
         except (psutil.Error, OSError):
             pass
     return found
 
 
-def cpu_seconds(procs: dict) -> dict:
+def sample(procs: dict) -> dict:
     out = {}
-    for pid, proc in procs.items():
+    for pid, (kind, proc) in procs.items():
         try:
             times = proc.cpu_times()
-            out[pid] = times.user + times.system
+            out[pid] = {"kind": kind, "ppid": proc.ppid(), "cpu": times.user + times.system,
+                        "rss": proc.memory_info().rss}
         except psutil.Error:
             pass
     return out
@@ -39,18 +45,27 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hold", type=float, default=30.0)
     parser.add_argument("--ready", default=None, help="touch this file once started")
+    parser.add_argument("--report", default=None, help="also write the report here")
     args = parser.parse_args()
     if args.ready:
         open(args.ready, "w").close()
-    mark = os.environ.get("BENCH_MARK", "")
-    ranks = rank_processes(mark)
-    before = cpu_seconds(ranks)
+    procs = own_processes(os.environ.get("BENCH_MARK", ""))
+    before = sample(procs)
     time.sleep(args.hold)
-    after = cpu_seconds(ranks)
-    used = {pid: after[pid] - before[pid] for pid in before if pid in after}
-    report = {"driver_started": started, "ranks_seen": len(ranks),
-              "rank_cpu_seconds": sorted(used.values()), "driver_exiting": time.time()}
-    print("BENCH " + json.dumps(report), flush=True)
+    after = sample(procs)
+    ranks = []  # per rank: CPU seconds used while holding, and RSS with its watchdog
+    for pid, now in after.items():
+        if now["kind"] == "rank" and pid in before:
+            watchdog = sum(p["rss"] for p in after.values()
+                           if p["kind"] == "watchdog" and p["ppid"] == pid)
+            ranks.append({"cpu": now["cpu"] - before[pid]["cpu"],
+                          "rss": now["rss"] + watchdog, "rank0": pid == os.getppid()})
+    report = {"driver_started": started, "ranks": ranks, "driver_exiting": time.time()}
+    text = json.dumps(report)
+    print("BENCH " + text, flush=True)
+    if args.report:
+        with open(args.report, "w") as handle:
+            handle.write(text)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,24 @@ import os
 import subprocess
 import sys
 import time
+from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.dirname(sys.executable)
 OUT = os.path.join(ROOT, "logs", "benchmarks")
 RETURN = "env_runners/episode_return_mean"
+
+
+def train(cmd: List[str], env: Dict[str, str], results: str, what: str) -> List[dict]:
+    """Run one training command; the rows of its progress.csv."""
+    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True,
+                          timeout=3600)
+    if proc.returncode != 0:
+        raise SystemExit(f"{what}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n"
+                         f"{proc.stderr[-3000:]}")
+    (progress,) = glob.glob(os.path.join(results, "*", "*", "progress.csv"))
+    with open(progress, newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def run(framework: str, ranks: int, cpus: int, target: float, budget: int) -> dict:
@@ -34,14 +47,8 @@ def run(framework: str, ranks: int, cpus: int, target: float, budget: int) -> di
            "--stop-reward", str(target), "--stop-timesteps", str(budget),
            "--results-dir", results, "--checkpoint-frequency", "0"]
     began = time.time()
-    proc = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True)
+    rows = train(cmd, env, results, framework)
     wall = time.time() - began
-    if proc.returncode != 0:
-        raise SystemExit(f"{framework}: exit {proc.returncode}\n{proc.stdout[-3000:]}\n"
-                         f"{proc.stderr[-3000:]}")
-    (progress,) = glob.glob(os.path.join(results, "*", "*", "progress.csv"))
-    with open(progress, newline="") as handle:
-        rows = list(csv.DictReader(handle))
     reached = next((row for row in rows if row.get(RETURN) not in ("", "nan")
                     and float(row[RETURN]) >= target), None)
     last = rows[-1]

@@ -7,6 +7,7 @@ one task on every node, print what it saw (as JSON, for tests and smoke runs).
 import argparse
 import json
 import os
+import resource
 import socket
 import sys
 
@@ -29,6 +30,7 @@ def main() -> int:
     def where() -> dict:
         return {"host": socket.gethostname(), "ip": ray.util.get_node_ip_address(),
                 "node_id": ray.get_runtime_context().get_node_id(),
+                "open_files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
                 "mpi_vars": sorted(k for k in os.environ if k.startswith(("OMPI_", "PMIX_")))}
 
     strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy
@@ -41,6 +43,9 @@ def main() -> int:
         "ranks": sorted(int(n["Labels"].get("start_ray.rank", -1)) for n in nodes),
         "cpus": ray.cluster_resources().get("CPU", 0),
         "tasks_ran_on": sorted(s["node_id"] for s in seen),
+        "task_ips": sorted(s["ip"] for s in seen),
+        "task_hosts": sorted(s["host"] for s in seen),
+        "task_open_files": sorted(s["open_files"] for s in seen),
         "driver_mpi_vars": sorted(k for k in os.environ if k.startswith(("OMPI_", "PMIX_", "PRTE_", "PMI_"))),
         "worker_mpi_vars": sorted({v for s in seen for v in s["mpi_vars"]}),
         "argv": sys.argv[1:],

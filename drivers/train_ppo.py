@@ -119,6 +119,19 @@ def first(result: Dict[str, Any], keys) -> Optional[float]:
     return None
 
 
+# Stop requests (signal numbers), from the first line of main() on: a signal
+# that arrives while Ray and Tune start (a walltime warning, scancel) must
+# not kill the driver before it can save anything.
+STOP_REQUESTS: List[int] = []
+
+
+def catch_early_signals() -> None:
+    """Until Tune is up, only remember a stop request; the first iteration's
+    result then stops the trial with a checkpoint."""
+    for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+        signal.signal(signum, lambda signum, frame: STOP_REQUESTS.append(signum))
+
+
 def make_stopper(iters: Optional[int], timesteps: Optional[int], reward: Optional[float]):
     """A Tune stopper for the stop criteria, which also stops the trial
     (checkpointed at the end) once SIGTERM, SIGINT or SIGUSR1 arrived, and the
@@ -128,8 +141,9 @@ def make_stopper(iters: Optional[int], timesteps: Optional[int], reward: Optiona
     from ray import tune
 
     class Stopper(tune.Stopper):
-        def __init__(self) -> None:
-            self.signal: Optional[int] = None
+        @property
+        def signal(self) -> Optional[int]:
+            return STOP_REQUESTS[0] if STOP_REQUESTS else None
 
         def __call__(self, trial_id: str, result: Dict[str, Any]) -> bool:
             steps, ret = first(result, STEP_KEYS), first(result, RETURN_KEYS)
@@ -146,12 +160,16 @@ def make_stopper(iters: Optional[int], timesteps: Optional[int], reward: Optiona
             if self.signal is None:
                 print(f"train_ppo.py: got {signal.Signals(signum).name}: saving a checkpoint "
                       "after this iteration, then exiting", flush=True)
-            self.signal = signum
+            STOP_REQUESTS.append(signum)
 
     stopper = Stopper()
 
     class CatchSignals(tune.Callback):
         def setup(self, **info: Any) -> None:
+            if STOP_REQUESTS:
+                print(f"train_ppo.py: got {signal.Signals(STOP_REQUESTS[0]).name} while "
+                      "starting: stopping after the first iteration, with a checkpoint",
+                      flush=True)
             for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
                 signal.signal(signum, stopper.on_signal)
 
@@ -213,6 +231,7 @@ def results_dir(args: argparse.Namespace) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    catch_early_signals()
     args = parse_args(argv)
     check_framework(args.framework)
     check_env(args.env)

@@ -17,9 +17,11 @@ from .options import SPECS, Options, UsageError, make_options
 
 DESCRIPTION = """\
 Turn an MPI allocation into a Ray cluster, run DRIVER on it, and leave the
-nodes clean. Rank 0 starts the Ray head, the other ranks join it as worker
-nodes, rank 0 runs DRIVER once every node is alive, and when DRIVER ends every
-Ray process the job started is stopped. The exit status is DRIVER's.
+nodes clean. One Ray node per host (the ranks of a host share it, with the
+CPUs/GPUs/memory the job was given there): rank 0 starts the Ray head, the
+first rank on every other host joins it, rank 0 runs DRIVER once every node
+is alive, and when DRIVER ends every Ray process the job started is stopped.
+The exit status is DRIVER's.
 
 DRIVER is a .py file (run with this Python) or a command. It finds the cluster
 through RAY_ADDRESS, so a plain `ray.init()` attaches to it; a driver that
@@ -29,7 +31,8 @@ wants the address as an argument can be given the placeholder {ray_address}.
 EPILOG = """\
 examples:
   mpirun -np 4 python -m start_ray drivers/train_ppo.py --stop-iters 10
-  srun python -m start_ray --num-cpus $SLURM_CPUS_PER_TASK drivers/train_ppo.py
+  srun --ntasks-per-node=4 python -m start_ray --interface ib0 drivers/train_ppo.py
+  mpirun -np 4 python -m start_ray --node-per-rank drivers/cluster_info.py  # 4 nodes on a laptop
   mpirun -np 2 python -m start_ray my_driver.py --ray-address {ray_address}
   python -m start_ray drivers/cluster_info.py        # one process: a one-node cluster
   START_RAY_JOIN_TIMEOUT=600 mpirun -np 64 python -m start_ray drivers/train_ppo.py
@@ -92,7 +95,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     def check() -> None:
         cmd.extend(driver.command(program, program_args))
 
-    run_driver = driver.payload(cmd, options.grace, options.poll_interval)
+    run_driver = driver.payload(cmd, options.poll_interval)
     return lifecycle.run(options, run_driver, check=check)
 
 

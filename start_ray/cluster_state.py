@@ -8,7 +8,8 @@ cluster. Ray is imported here only, lazily: other ranks never pay for it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Dict, List
+import threading
+from typing import Any, Callable, Dict, List, Optional
 
 from .raynode import RANK_LABEL
 
@@ -21,6 +22,13 @@ class NodeInfo:
     alive: bool
     rank: int  # the start_ray rank that started it; -1 for a foreign node
     resources: Dict[str, float]
+
+
+def preload() -> None:
+    """Import what ClusterState needs (Ray: about a second), to be run in a
+    thread while the head starts, off the critical path."""
+    import ray._private.services  # noqa: F401
+    import ray._private.state  # noqa: F401
 
 
 class ClusterState:
@@ -39,6 +47,33 @@ class ClusterState:
 
     def alive_ranks(self) -> Dict[int, NodeInfo]:
         return {node.rank: node for node in self.nodes() if node.alive}
+
+
+class Watcher:
+    """Reads the node table every `interval` seconds in a thread of its own:
+    a GCS that hangs or is dying (scancel signals every process of the job)
+    must never block rank 0, which has a driver to stop."""
+
+    def __init__(self, state: ClusterState, interval: float,
+                 gcs_alive: Callable[[], bool]) -> None:
+        self.state = state
+        self.interval = interval
+        self.gcs_alive = gcs_alive  # asking a dead GCS blocks for a minute
+        self.latest: Optional[Dict[int, NodeInfo]] = None  # None: no answer yet
+        self.error: Optional[Exception] = None
+        self._stop = threading.Event()
+        threading.Thread(target=self._run, daemon=True, name="gcs-watch").start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() and self.gcs_alive():
+            try:
+                self.latest, self.error = self.state.alive_ranks(), None
+            except Exception as err:  # the GCS busy or going: look again later
+                self.error = err
+            self._stop.wait(self.interval)
+
+    def close(self) -> None:
+        self._stop.set()
 
 
 def _node_info(raw: Dict[str, Any]) -> NodeInfo:

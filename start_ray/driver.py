@@ -111,15 +111,16 @@ class Driver:
         return exit_status(returncode)
 
 
-def payload(cmd: List[str], grace: float, interval: float) -> Callable[..., int]:
-    """The lifecycle's payload for the command line: run `cmd` as the driver."""
+def payload(cmd: List[str], interval: float) -> Callable[..., int]:
+    """The lifecycle's payload for the command line: run `cmd` as the driver
+    (with the grace the job settled on: --grace, within Slurm's KillWait)."""
     def run_driver(info, inbox, on_tick: Callable[[], None]) -> int:
         log = logs.get()
         filled = fill_in(cmd, info.address)
         log.info("running the driver: %s", " ".join(filled))
         began = time.monotonic()
         driver = Driver(filled, info.env)
-        status = driver.wait(interval, on_tick, inbox.pop, grace)
+        status = driver.wait(interval, on_tick, inbox.pop, info.grace)
         log.info("the driver exited with status %d after %.1fs", status,
                  time.monotonic() - began)
         return status

@@ -5,6 +5,8 @@ instant), and the environment that the processes start_ray starts get."""
 from __future__ import annotations
 
 import os
+import re
+import subprocess
 from typing import Dict, Mapping, Optional
 
 # Rank variables set by the launchers users have: Open MPI, PMIx, MPICH/Hydra
@@ -44,6 +46,89 @@ def job_id(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
         if env.get(name):
             return env[name].split(".")[0]
     return None
+
+
+_SCHEDULERS = (("SLURM_JOB_ID", "Slurm"), ("PBS_JOBID", "PBS"), ("COBALT_JOBID", "Cobalt"),
+               ("LSB_JOBID", "LSF"))
+
+
+def scheduler(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
+    """`Slurm job 123` (the batch system around us), or None."""
+    env = os.environ if environ is None else environ
+    for variable, name in _SCHEDULERS:
+        if env.get(variable):
+            return f"{name} job {env[variable].split('.')[0]}"
+    return None
+
+
+def launcher_name(environ: Optional[Mapping[str, str]] = None) -> str:
+    """Which program started this process, from the variables it set."""
+    env = os.environ if environ is None else environ
+    if "PRTE_LAUNCHED" in env or env.get("OMPI_TOOL_NAME") in ("mpirun", "mpiexec"):
+        return "mpirun (Open MPI)"
+    if "ALPS_APP_PE" in env:
+        return "aprun (Cray ALPS)"
+    if "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
+        return "srun"
+    if "PALS_RANKID" in env:
+        return "mpiexec (Cray PALS)"
+    if "PMI_RANK" in env:
+        return "mpiexec (PMI)"
+    if "PMIX_RANK" in env:
+        return "a PMIx launcher"
+    return "no launcher (a single process)"
+
+
+def launched_tasks(environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
+    """How many tasks the launcher says it started, when it says."""
+    env = os.environ if environ is None else environ
+    names = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PALS_SIZE"]
+    if "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
+        names[:0] = ["SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"]
+    for name in names:
+        if env.get(name, "").isdigit():
+            return int(env[name])
+    return None
+
+
+def launcher_rank(environ: Optional[Mapping[str, str]] = None) -> int:
+    """The launcher's own number for this task (MPI may disagree, see below)."""
+    env = os.environ if environ is None else environ
+    for name in ("SLURM_PROCID", "PMI_RANK", "ALPS_APP_PE", "PALS_RANKID"):
+        if env.get(name, "").isdigit():
+            return int(env[name])
+    return rank_from_environment(env)
+
+
+def check_world(mpi_size: int, environ: Optional[Mapping[str, str]] = None) -> None:
+    """Refuse a launcher that started N tasks whose MPI each sees a world of
+    one (Open MPI under `srun --mpi=pmi2`): each would start its own one-node
+    Ray cluster and train alone, and the job would 'succeed' N times."""
+    tasks = launched_tasks(environ)
+    if mpi_size == 1 and tasks is not None and tasks > 1:
+        from .options import UsageError  # here: launcher stays import-light
+        raise UsageError(
+            f"{launcher_name(environ)} started {tasks} tasks, but MPI sees a world of 1 "
+            "process in each: this MPI library does not speak the launcher's process "
+            "management interface (e.g. Open MPI under `srun --mpi=pmi2`), so every "
+            "task would make its own one-node cluster. Use the PMI your MPI was built "
+            "for (Open MPI: `srun --mpi=pmix`; `srun --mpi=list` shows what Slurm "
+            "has), or start the tasks with this MPI's own mpirun/mpiexec")
+
+
+def slurm_kill_wait(environ: Optional[Mapping[str, str]] = None) -> Optional[float]:
+    """Slurm's KillWait: how long after SIGTERM Slurm SIGKILLs every process
+    of the job (scancel, walltime). None outside Slurm or if unknown."""
+    env = os.environ if environ is None else environ
+    if not env.get("SLURM_JOB_ID"):
+        return None
+    try:
+        shown = subprocess.run(["scontrol", "show", "config"], capture_output=True,
+                               text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    found = re.search(r"^KillWait\s*=\s*(\d+)", shown, re.M)
+    return float(found.group(1)) if found else None
 
 
 def is_mpi_variable(name: str) -> bool:

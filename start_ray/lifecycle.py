@@ -4,12 +4,15 @@ layers over `run`.
 
     rank 0                                   rank 1..N-1
     ------                                   -----------
-    plan (run id, token) -- share ---------> plan
+    plan (run id, token, head IP) -- share -> plan
+    probes (host, CPUs, IP) <-- allgather --> probes; the same placement on
+                                             every rank: one node per host
     start head (ray start --head --block)
     head record (address | error) -- share -> head record
-    wait until N nodes alive (GCS)  <-- join (ray start --address --block),
-                                        retried with backoff until the deadline
-    payload (the driver) runs               wait quietly for STOP
+    wait until every node alive (GCS) <-- host leaders join (ray start
+                                        --address --block), retried with
+                                        backoff until the deadline
+    payload (the driver) runs               wait quietly for STOP (all ranks)
     STOP ----------------------------------> stop own process tree
     stop own process tree
     collect DONE  <------------------------- DONE (what was stopped, what is left)
@@ -26,14 +29,16 @@ import secrets
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from . import (auth, handshake, launcher, logs, proctree, raynode, resources, tempdirs,
-               watchdog)
+from . import (auth, cluster_state, handshake, launcher, logs, network, placement,
+               proctree, raynode, resources, tempdirs, watchdog)
 from .cluster_state import ClusterState, NodeInfo, summarize
 from .handshake import REPORT, STOP, Channel, Message, share, wait_until
 from .options import Options, UsageError
+from .placement import NodePlan
 from .raynode import NodeError, RayNode
 from .signals import Interrupted, SignalInbox, is_stopping
 
@@ -57,6 +62,8 @@ class Plan:
     run_id: str
     job_tag: str
     auth_token: Optional[str] = dataclasses.field(repr=False)  # None: auth off
+    head_ip: str = ""
+    grace: float = 30.0  # the driver's grace after SIGTERM, within Slurm's KillWait
     error: Optional[str] = None
 
 
@@ -68,6 +75,7 @@ class ClusterInfo:
     nodes: List[NodeInfo]
     run_dir: str
     env: Dict[str, str] = dataclasses.field(repr=False)
+    grace: float = 30.0  # seconds the driver gets after a stopping signal
 
     @property
     def num_nodes(self) -> int:
@@ -124,6 +132,8 @@ class Job:
         self.size: int = comm.Get_size()
         self.host = socket.gethostname()
         self.hosts: List[str] = [self.host]
+        self.nodes: List[NodePlan] = []  # the placement: the same on every rank
+        self.my_node: Optional[NodePlan] = None  # the node this rank starts
         self.channel = Channel(comm)
         self.log = logs.get()
         self.plan: Optional[Plan] = None
@@ -138,43 +148,84 @@ class Job:
         self.watchdog: Optional[subprocess.Popen] = None
         self.state: Optional[ClusterState] = None  # rank 0: the GCS, once up
         self.lost: set = set()  # ranks whose Ray node was lost
+        self.head_core: list = []  # rank 0: the head's gcs_server and raylet
+        self.watcher: Optional[cluster_state.Watcher] = None  # rank 0, once the payload runs
         self._next_look = 0.0
         self.failure: Optional[str] = None
+        self.grace_note = ""
 
     # ----------------------------------------------------------------- begin
     def begin(self, check: Callable[[], None]) -> None:
         """Agree on the plan, then set up logs and the temp dir. Nothing runs yet."""
         plan = None
         if self.rank == 0:
-            error = None
+            error, head_ip = None, ""
             try:
                 check()
                 self.preflight()
-            except UsageError as err:
+                head_ip, _ = network.choose_address(self.options.interface, None)
+            except (UsageError, network.AddressError) as err:
                 error = str(err)
             plan = Plan(run_id=logs.new_run_id(), job_tag=secrets.token_hex(4),
                         auth_token=None if self.options.no_auth else auth.new_token(),
-                        error=error)
+                        head_ip=head_ip, grace=self.grace_within_kill_wait(), error=error)
         self.plan = share(self.comm, plan, self.options.poll_interval)
         if self.plan.error:
             raise UsageError(self.plan.error)
-        if self.size > 1:
-            self.hosts = self.comm.allgather(self.host)
+        self.place()
         self.run_dir = logs.run_dir(self.options.log_dir, self.plan.run_id)
         self.log = logs.setup(self.run_dir, self.rank, self.size)
+        if self.rank == 0:
+            self.log.info("run %s: %d rank(s) on %d host(s); logs in %s", self.plan.run_id,
+                          self.size, len(set(self.hosts)), self.run_dir)
+            self.log.info("started by %s%s", launcher.launcher_name(),
+                          f" in {launcher.scheduler()}" if launcher.scheduler() else "")
+            self.log_placement()
+            if self.grace_note:
+                self.log.info("%s", self.grace_note)
+        if self.my_node is None:  # this rank starts nothing
+            return
         proctree.become_subreaper()
         self.watchdog = watchdog.start(JOB_MARKER, self.marker)
         root, why = tempdirs.choose_root(self.options.temp_dir, self.plan.job_tag, self.rank)
         self.temp_dir = tempdirs.rank_dir(root, self.plan.job_tag, self.rank)
         tempdirs.create(self.temp_dir)
-        self.log.debug("start_ray %s, python %s, pid %d, temp dir %s (%s)",
-                       _version(), sys.executable, os.getpid(), self.temp_dir, why)
-        if self.rank == 0:
-            self.log.info("run %s: %d rank(s) on %d host(s); logs in %s", self.plan.run_id,
-                          self.size, len(set(self.hosts)), self.run_dir)
+        self.log.debug("start_ray %s, python %s, pid %d, temp dir %s (%s); %s",
+                       _version(), sys.executable, os.getpid(), self.temp_dir, why,
+                       resources.raise_open_files_limit())
+
+    def grace_within_kill_wait(self) -> float:
+        """Slurm SIGKILLs every process KillWait seconds after its SIGTERM
+        (scancel): the driver's grace and the teardown must fit in it."""
+        kill_wait = launcher.slurm_kill_wait()
+        grace = self.options.grace
+        if kill_wait is not None and grace + self.options.stop_timeout + 5 > kill_wait:
+            grace = max(0.0, kill_wait - self.options.stop_timeout - 5)
+            self.grace_note = (f"the driver's grace is {grace:g}s, not {self.options.grace:g}s: "
+                               f"Slurm kills the job {kill_wait:g}s (KillWait) after SIGTERM")
+        return grace
+
+    def place(self) -> None:
+        """Gather what every rank sees of its host; decide (identically on
+        every rank) which ranks start Ray nodes and with what. A host without
+        a usable address is a UsageError on every rank, before anything runs."""
+        assert self.plan is not None
+        mine = placement.probe(self.rank, self.options.interface,
+                               self.plan.head_ip if self.rank else None)
+        probes = self.comm.allgather(mine) if self.size > 1 else [mine]
+        self.hosts = [p.host for p in probes]
+        self.nodes = placement.place(probes, self.options)
+        self.my_node = placement.node_of(self.rank, self.nodes)
+
+    def log_placement(self) -> None:
+        how = "one per rank (--node-per-rank)" if self.options.node_per_rank else "one per host"
+        self.log.info("placement: %d Ray node(s), %s", len(self.nodes), how)
+        for node in self.nodes:
+            self.log.log(20 if len(self.nodes) <= 16 else 10, "  %s", node.describe())
 
     def preflight(self) -> None:
         """Rank 0's checks of the whole job's settings, before anything starts."""
+        launcher.check_world(self.size)
         if self.options.temp_dir:
             tempdirs.check_explicit_root(self.options.temp_dir, "0" * 8, self.size - 1)
         auth.check(self.options.no_auth)
@@ -192,15 +243,22 @@ class Job:
         return auth.apply(env, self.plan.auth_token)
 
     def start_node(self, role_args: List[str]) -> RayNode:
-        assert self.temp_dir is not None
-        store, why = resources.object_store_args(self.options.ray_args,
-                                                 self.hosts.count(self.host))
-        self.log.debug("object store: %s", why)
-        args = raynode.common_args(self.temp_dir, self.rank, self.options.num_cpus,
-                                   self.options.num_gpus, self.options.ray_args + store)
-        self.node = RayNode(role_args + args, self.ray_env(), self.temp_dir,
-                            self.options.ray_command)
+        assert self.temp_dir is not None and self.my_node is not None
+        args = raynode.common_args(self.temp_dir, self.rank,
+                                   self.my_node.ray_args() + self.options.ray_args)
+        env = self.ray_env()
+        if self.my_node.cuda_visible is not None:  # the GPUs of all its ranks
+            env["CUDA_VISIBLE_DEVICES"] = self.my_node.cuda_visible
+        # Ray's processes ignore the walltime signal: it is for the driver,
+        # but Slurm hands it to every process of the job.
+        self.node = RayNode(role_args + args, env, self.temp_dir, self.options.ray_command,
+                            ignored_signals=[self.options.walltime_signal])
         return self.node
+
+    @property
+    def node_ranks(self) -> List[int]:
+        """The ranks that start a Ray node (rank 0 first)."""
+        return [node.rank for node in self.nodes]
 
     @property
     def marker(self) -> str:
@@ -266,6 +324,7 @@ class Job:
                 self.log.warning("authentication is OFF (--no-auth): anyone who can reach "
                                  "this job's ports can run code as you")
             head = self.start_node(raynode.head_args(self.options.dashboard))
+            threading.Thread(target=cluster_state.preload, daemon=True).start()
             head.wait_started(self.deadline, self.options.poll_interval, _stopping(inbox),
                               need_address=True)
             address = head.address()
@@ -281,8 +340,9 @@ class Job:
         assert self.plan is not None
         auth.use_in_this_process(self.plan.auth_token)
         nodes = self.wait_for_nodes(address, inbox)
+        self.head_core = head.core_processes()
         return ClusterInfo(address=address, nodes=nodes, run_dir=self.run_dir,
-                           env=self.driver_env(address, len(nodes)))
+                           env=self.driver_env(address, len(nodes)), grace=self.plan.grace)
 
     def log_dashboard(self, head: RayNode) -> None:
         port = raynode.option_value(head.command, "--dashboard-port")
@@ -294,17 +354,17 @@ class Job:
 
     def wait_for_nodes(self, address: str, inbox: SignalInbox) -> List[NodeInfo]:
         """Until every rank's node is alive in the GCS, or the deadline."""
-        if self.size > 1:
+        if len(self.nodes) > 1:
             self.log.info("waiting for %d worker node(s) to join (deadline %gs)",
-                          self.size - 1, self.options.join_timeout)
+                          len(self.nodes) - 1, self.options.join_timeout)
         state = self.state = ClusterState(address)
-        expected = set(range(self.size))
+        expected = set(self.node_ranks)
         alive: Dict[int, NodeInfo] = {}
 
         def all_alive() -> bool:
             nonlocal alive
             self.read_news()
-            inbox.raise_if_stopping()
+            inbox.raise_if_stopping(walltime_too=True)
             alive = state.alive_ranks()
             return expected <= alive.keys()
 
@@ -312,8 +372,9 @@ class Job:
             missing = sorted(expected - alive.keys())
             raise JobError(
                 f"timed out after {self.options.join_timeout:g}s: {len(missing)} of "
-                f"{self.size} Ray node(s) did not join: " + self.name_ranks(missing))
+                f"{len(expected)} Ray node(s) did not join: " + self.name_ranks(missing))
         nodes = [alive[rank] for rank in sorted(expected)]
+        self.check_addresses(nodes)
         elapsed = time.monotonic() - self.started
         self.log.info("Workers are all running! %d node(s) alive after %.1fs: %s",
                       len(nodes), elapsed, summarize(total_resources(nodes)))
@@ -321,6 +382,16 @@ class Job:
             self.log.log(20 if len(nodes) <= 16 else 10, "  node of rank %d on %s (%s): %s",
                          node.rank, node.hostname, node.ip, summarize(node.resources))
         return nodes
+
+    def check_addresses(self, nodes: List[NodeInfo]) -> None:
+        """Every node registered with the address it was given: a node that
+        Ray knows under another address strands its tasks."""
+        wrong = [f"rank {node.rank} on {node.hostname}: {node.ip}, expected {plan.ip}"
+                 for node, plan in zip(nodes, self.nodes)
+                 if plan.ip_given and node.ip != plan.ip]
+        if wrong:
+            raise JobError("Ray node(s) registered with an unexpected address: " +
+                           "; ".join(wrong))
 
     def read_news(self) -> None:
         """Handle what the other ranks reported since the last look."""
@@ -344,16 +415,24 @@ class Job:
         the GCS's word on the nodes (a rank that died, e.g. under `mpirun
         --enable-recovery`, reports nothing itself)."""
         self.read_news()
+        if not self.head_alive():
+            raise JobError("the Ray head's GCS server or raylet ended: the cluster is "
+                           "gone, so the driver is stopped now")
         if self.state is None or time.monotonic() < self._next_look:
             return
         self._next_look = time.monotonic() + NODE_WATCH_INTERVAL
-        try:
-            alive = self.state.alive_ranks()
-        except Exception as err:  # the GCS busy or going: look again later
-            self.log.debug("could not read the node table: %s", err)
+        if self.watcher is None:
+            self.watcher = cluster_state.Watcher(self.state, NODE_WATCH_INTERVAL,
+                                                 self.head_alive)
+        alive = self.watcher.latest
+        if alive is None:
             return
-        for rank in sorted(set(range(self.size)) - alive.keys() - self.lost):
+        for rank in sorted(set(self.node_ranks) - alive.keys() - self.lost):
             self.node_lost(rank, "the GCS reports its node dead")
+
+    def head_alive(self) -> bool:
+        """Whether the head's GCS server and raylet still run (cheap: /proc)."""
+        return all(process.is_running() for process in self.head_core)
 
     def node_lost(self, rank: int, why: str) -> None:
         """Log a lost node once; stop the job if --fail-fast says so."""
@@ -365,7 +444,7 @@ class Job:
         if self.options.fail_fast:
             raise JobError(f"stopping the job (--fail-fast): {where} lost its Ray node")
         self.log.info("the job goes on with the remaining %d node(s) (--fail-fast would "
-                      "stop it)", self.size - len(self.lost))
+                      "stop it)", len(self.nodes) - len(self.lost))
 
     def driver_env(self, address: str, num_nodes: int) -> Dict[str, str]:
         env = self.ray_env()
@@ -385,7 +464,14 @@ class Job:
             self.log.info("exiting: the Ray head could not start on rank 0 (%s): %s",
                            self.hosts[0] if self.hosts else "?", record["error"])
             return EXIT_FAILURE
+        if self.my_node is None:
+            leader = next(node for node in self.nodes if self.rank in node.ranks)
+            self.log.info("the Ray node of rank %d serves this rank too; waiting for the "
+                          "end of the job", leader.rank)
+            self.wait_for_stop(inbox)
+            return 0
         try:
+            self.check_reach(record["address"])
             node = self.join(record["address"], inbox)
         except NodeError as err:
             self.channel.send(0, REPORT, {"kind": "failed", "error": str(err)})
@@ -395,6 +481,18 @@ class Job:
         if node is not None:
             self.wait_for_stop(inbox, node)
         return 0
+
+    def check_reach(self, address: str) -> None:
+        """A worker that cannot open a connection to the head fails at once,
+        naming both ends: retrying would only hide a network mistake."""
+        assert self.my_node is not None
+        ip, _, port = address.rpartition(":")
+        why = network.reach(ip, int(port), timeout=10.0)
+        if why is not None:
+            raise NodeError(
+                f"cannot reach the Ray head at {address} (rank 0 on {self.hosts[0]}) "
+                f"from {self.host} ({self.my_node.ip}, {self.my_node.ip_source}): {why}; "
+                "choose the network with --interface")
 
     def join(self, address: str, inbox: SignalInbox) -> Optional[RayNode]:
         """Start a worker node; retry with backoff until the deadline.
@@ -459,7 +557,8 @@ class Job:
             nonlocal stop_by, reported
             signum = inbox.pop()
             if signum is not None and is_stopping(signum) and stop_by is None:
-                stop_by = time.monotonic() + self.options.grace + self.options.stop_timeout + 15
+                grace = self.plan.grace if self.plan else self.options.grace
+                stop_by = time.monotonic() + grace + self.options.stop_timeout + 15
                 self.log.info("received a signal: waiting for rank 0 to stop the job")
             if node is not None and not node.alive() and not reported:
                 reported = True
@@ -484,6 +583,8 @@ class Job:
             return
         self._ended = True
         self.status = status
+        if self.watcher is not None:
+            self.watcher.close()
         began = time.monotonic()
         report_by = began + self.options.stop_timeout + 15
         reports: Dict[int, Message] = {}
@@ -523,7 +624,7 @@ class Job:
                 if news is None:
                     waiting = set(range(1, self.size)) - reports.keys()
                     if time.monotonic() >= lost_by:
-                        waiting -= self.lost
+                        waiting -= self.lost_ranks()
                     return not waiting
                 source, message = news
                 if message.get("kind") == "done":
@@ -532,9 +633,13 @@ class Job:
         wait_until(heard_all, self.options.poll_interval, deadline)
         return reports
 
+    def lost_ranks(self) -> set:
+        """The ranks served by lost nodes (a lost host takes all its ranks)."""
+        return {rank for node in self.nodes if node.rank in self.lost for rank in node.ranks}
+
     def summarize_teardown(self, reports: Dict[int, Message], stopped: int,
                            left: list, began: float) -> None:
-        silent = sorted(set(range(1, self.size)) - reports.keys() - self.lost)
+        silent = sorted(set(range(1, self.size)) - reports.keys() - self.lost_ranks())
         dirty = [f"rank {rank}: {report['left']}" for rank, report in sorted(reports.items())
                  if report["left"]] + (["rank 0"] if left else [])
         if silent:
@@ -556,7 +661,9 @@ class Job:
 
     # ----------------------------------------------------------------- errors
     def say_usage_error(self, err: UsageError) -> None:
-        if self.rank == 0:
+        """Once per job: by MPI rank 0, and, where MPI saw singletons, only
+        by the launcher's task 0."""
+        if self.rank == 0 and (self.size > 1 or launcher.launcher_rank() == 0):
             print(f"start_ray: error: {err}", file=sys.stderr, flush=True)
 
     def abort(self) -> None:
@@ -568,7 +675,7 @@ class Job:
 
 def _stopping(inbox: SignalInbox) -> Callable[[], bool]:
     def check() -> bool:
-        inbox.raise_if_stopping()
+        inbox.raise_if_stopping(walltime_too=True)
         return False
     return check
 

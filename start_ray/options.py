@@ -19,6 +19,7 @@ class UsageError(ValueError):
 RESERVED_RAY_ARGS = (
     "--head", "--address", "--port", "--block", "--temp-dir",
     "--labels", "--ray-client-server-port", "--node-ip-address",
+    "--num-cpus", "--num-gpus",  # start_ray's own options of the same names
 )
 
 
@@ -33,6 +34,13 @@ def _non_negative_float(text: str) -> float:
     value = float(text)
     if value < 0:
         raise ValueError("must be 0 or more")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError("must be 1 or more")
     return value
 
 
@@ -92,10 +100,20 @@ class Spec:
 
 
 SPECS: List[Spec] = [
-    Spec("num_cpus", _positive_float, None, "N",
-         "CPUs each Ray node offers (default: what Ray detects on the host)"),
+    Spec("num_cpus", _positive_int, None, "N",
+         "CPUs each Ray node offers (default: what the job was given on the host: "
+         "Slurm/PBS/ALPS variables, else the ranks' CPU affinity and cgroup quota)"),
     Spec("num_gpus", _non_negative_int, None, "N",
-         "GPUs each Ray node offers (default: what Ray detects)"),
+         "GPUs each Ray node offers (default: Slurm's GPU variables, else "
+         "CUDA_VISIBLE_DEVICES, else what Ray detects)"),
+    Spec("node_per_rank", _flag, False, None,
+         "one Ray node per MPI rank instead of one per host (the ranks of a host "
+         "otherwise share one node with all their resources); handy to try the "
+         "multi-node path on a laptop"),
+    Spec("interface", str, None, "NAME",
+         "network interface whose address every Ray node uses, e.g. ib0, hsn0, "
+         "ipogif0 (default: the address a worker uses to reach the head; the "
+         "head's host name's address)"),
     Spec("join_timeout", _positive_float, 300.0, "SECONDS",
          "deadline for the head to start and every node to join; failed joins "
          "are retried with backoff until then (default: %(default)s)"),
@@ -151,8 +169,10 @@ SPECS_BY_NAME: Dict[str, Spec] = {spec.name: spec for spec in SPECS}
 class Options:
     """Everything a job needs to know; identical on every rank."""
 
-    num_cpus: Optional[float] = None
+    num_cpus: Optional[int] = None
     num_gpus: Optional[int] = None
+    node_per_rank: bool = False
+    interface: Optional[str] = None
     join_timeout: float = 300.0
     stop_timeout: float = 10.0
     grace: float = 30.0

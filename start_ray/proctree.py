@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from typing import Callable, Iterable, List, Optional
+from typing import Callable, Iterable, List, Optional, Sequence
 
 import psutil
 
@@ -46,11 +46,18 @@ def set_parent_death_signal(signum: int) -> bool:
     return _prctl(_PR_SET_PDEATHSIG, signum)
 
 
-def die_with_parent() -> Callable[[], None]:
+def die_with_parent(ignored: Sequence[int] = ()) -> Callable[[], None]:
     """A preexec_fn: the child gets SIGKILL when the rank that started it dies,
-    even by SIGKILL. Ray's own processes die with `ray start` in turn."""
+    even by SIGKILL. Ray's own processes die with `ray start` in turn.
+
+    `ignored` signals are ignored by the child and (the disposition survives
+    exec and fork) by what it starts, unless they set handlers of their own:
+    Slurm delivers a signal sent to srun (or `--signal=USR1@T`) to every
+    process of the job, and Ray's GCS and raylet die of SIGUSR1."""
     def preexec() -> None:
         set_parent_death_signal(signal.SIGKILL)
+        for signum in ignored:
+            signal.signal(signum, signal.SIG_IGN)
     return preexec
 
 

@@ -17,11 +17,15 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Deque, Dict, List, Optional
+from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Sequence
+
+if TYPE_CHECKING:
+    import psutil
 
 from . import logs, proctree
 
 READY_MARKER = "Ray runtime started"
+CORE_PROCESSES = ("gcs_server", "raylet")
 RANK_LABEL = "start_ray.rank"
 _ADDRESS_IN_OUTPUT = re.compile(r"ray start --address='([^']+)'")
 _ERROR_LINE = re.compile(r"^([\w.]*(Error|Exception)|Error|ERROR)\b.*:")
@@ -51,8 +55,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def common_args(temp_dir: str, rank: int, num_cpus: Optional[float],
-                num_gpus: Optional[int], extra: List[str]) -> List[str]:
+def common_args(temp_dir: str, rank: int, extra: List[str]) -> List[str]:
     """Arguments every node gets: its own temp dir, no fixed port anywhere
     (GCS, workers, agents), and a label naming the rank that started it."""
     args = [
@@ -63,10 +66,6 @@ def common_args(temp_dir: str, rank: int, num_cpus: Optional[float],
         "--dashboard-agent-listen-port", "0",
         "--labels", f"{RANK_LABEL}={rank}",
     ]
-    if num_cpus is not None:
-        args += ["--num-cpus", _number(num_cpus)]
-    if num_gpus is not None:
-        args += ["--num-gpus", str(num_gpus)]
     return args + list(extra)
 
 
@@ -98,15 +97,12 @@ def worker_args(address: str) -> List[str]:
     return ["--address", address]
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
-
-
 class RayNode:
     """A running `ray start --block` and what it printed."""
 
     def __init__(self, args: List[str], env: Dict[str, str], temp_dir: str,
-                 ray_command: Optional[List[str]] = None) -> None:
+                 ray_command: Optional[List[str]] = None,
+                 ignored_signals: Sequence[int] = ()) -> None:
         self.command = [*(ray_command or [ray_executable()]), "start", *args, "--block"]
         self.temp_dir = temp_dir
         self._log = logs.get()
@@ -120,7 +116,8 @@ class RayNode:
             self.process = subprocess.Popen(
                 self.command, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                start_new_session=True, preexec_fn=proctree.die_with_parent())
+                start_new_session=True,
+                preexec_fn=proctree.die_with_parent(ignored_signals))
         except OSError as err:
             raise NodeError(f"could not run {self.command[0]}: {err}") from None
         self._reader = threading.Thread(target=self._read, daemon=True,
@@ -169,6 +166,24 @@ class RayNode:
 
     def alive(self) -> bool:
         return self.process.poll() is None
+
+    def core_processes(self) -> List["psutil.Process"]:
+        """The node's GCS server and raylet. `ray start` itself outlives them
+        by up to 30 s when it gets SIGTERM (it 'drains'), so whether the node
+        still works is told by these."""
+        import psutil
+        try:
+            children = psutil.Process(self.process.pid).children(recursive=True)
+        except psutil.Error:
+            return []
+        found = []
+        for child in children:
+            try:
+                if child.name() in CORE_PROCESSES:
+                    found.append(child)
+            except psutil.Error:
+                pass
+        return found
 
     def last_words(self, lines: int = 4) -> str:
         """What Ray said last, for error messages (all of it is in the log):

@@ -1,52 +1,292 @@
-"""What each Ray node may use of its host.
+"""What the batch job was given on one host, and where each number came from.
 
-Ray sizes each node's object store at 30% of the host's memory, whatever
-else runs there: several nodes on one host oversubscribe /dev/shm, and a
-store larger than what /dev/shm has free makes Ray fall back to slow disk
-(or die with SIGBUS). So start_ray sizes it from what is free, shared among
-the job's nodes on the host, unless the user set --object-store-memory.
+Ray looks at the whole host: a job given 8 of 128 cores offers 128 CPUs, and
+every Ray node sizes its object store at 30% of the host's memory whatever
+else runs there. start_ray gives each Ray node its job's share instead:
+explicit option > scheduler variables > CPU affinity and cgroup limits >
+Ray's own default. Every function here is pure (the caller passes the
+environment and what was measured), so each source is unit-tested.
+
+`tasks` is how many ranks a Ray node stands for; `host_tasks` how many of
+the job's ranks share its host. Numbers the scheduler gives per host are
+split by `tasks / host_tasks` (that is 1 with one Ray node per host).
 """
 
 from __future__ import annotations
 
-import shutil
-from typing import List, Optional, Tuple
-
-import psutil
+import dataclasses
+import math
+import os
+import re
+import resource
+from typing import Dict, List, Mapping, Optional, Sequence
 
 SHM = "/dev/shm"
 RAY_DEFAULT_FRACTION = 0.3        # Ray's own default share of memory
 SHM_FRACTION = 0.8                # leave the rest of /dev/shm to others
 RAY_MINIMUM = 75 * 1024 * 1024    # Ray refuses a smaller store
+MIB = 2**20
+
+# The variables that the detection reads: gathered from every rank, so that
+# rank 0 can log (and every rank compute) the whole placement.
+SCHEDULER_VARIABLES = (
+    "SLURM_JOB_ID", "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "SLURM_GPUS_ON_NODE",
+    "SLURM_TRES_PER_TASK", "SLURM_GPUS_PER_TASK", "SLURM_MEM_PER_NODE", "SLURM_MEM_PER_CPU",
+    "PBS_JOBID", "NCPUS", "OMP_NUM_THREADS", "ALPS_APP_DEPTH", "CUDA_VISIBLE_DEVICES",
+)
 
 
-def object_store_bytes(nodes_on_host: int, available_memory: int,
-                       shm_free: Optional[int]) -> Tuple[Optional[int], str]:
-    """The store size for one of `nodes_on_host` nodes, and why; None leaves
-    it to Ray (when even our share would be under Ray's minimum)."""
-    share = int(RAY_DEFAULT_FRACTION * available_memory / nodes_on_host)
-    why = f"30% of available memory shared by {nodes_on_host} node(s) on this host"
+@dataclasses.dataclass(frozen=True)
+class Found:
+    """One detected number (None: leave it to Ray) and where it came from."""
+
+    value: Optional[float]
+    source: str
+
+    def text(self, unit: str = "") -> str:
+        if self.value is None:
+            return f"left to Ray ({self.source})"
+        if unit == "GiB":
+            return f"{self.value / 2**30:.2f} GiB ({self.source})"
+        return f"{self.value:g}{unit} ({self.source})"
+
+
+def _number(env: Mapping[str, str], name: str) -> Optional[float]:
+    """A positive number from a scheduler variable (Slurm writes `2(x3)` for
+    repeated per-node counts: the first number is this node's)."""
+    match = re.match(r"\s*(\d+(\.\d+)?)", env.get(name, ""))
+    return float(match.group(1)) if match and float(match.group(1)) > 0 else None
+
+
+def _share(value: float, tasks: int, host_tasks: int) -> float:
+    return value * tasks / host_tasks
+
+
+def _tasks(tasks: int) -> str:
+    return f"{tasks} task{'s' if tasks != 1 else ''}"
+
+
+def cpus(env: Mapping[str, str], tasks: int, host_tasks: int, affinity: int,
+         quota: Optional[float], explicit: Optional[float] = None) -> Found:
+    """CPUs for a Ray node. `affinity` counts the CPUs that the host's ranks
+    may run on together; `quota` is a cgroup CPU limit (in CPUs), if any."""
+    if explicit is not None:
+        return Found(explicit, "--num-cpus")
+    per_task = _number(env, "SLURM_CPUS_PER_TASK")
+    found: Optional[Found] = None
+    if per_task:
+        found = Found(per_task * tasks, f"SLURM_CPUS_PER_TASK={per_task:g} x {_tasks(tasks)}")
+    elif _number(env, "SLURM_CPUS_ON_NODE"):
+        found = _host_share(env, "SLURM_CPUS_ON_NODE", tasks, host_tasks)
+    elif _number(env, "ALPS_APP_DEPTH"):  # aprun -d: per PE, so before PBS's per host
+        depth = _number(env, "ALPS_APP_DEPTH") or 1
+        found = Found(depth * tasks, f"ALPS_APP_DEPTH={depth:g} (aprun -d) x {_tasks(tasks)}")
+    elif env.get("PBS_JOBID") and _number(env, "NCPUS"):
+        found = _pbs_cpus(env, tasks, host_tasks)
+    if found is not None:
+        if found.value is not None and found.value * host_tasks / tasks > affinity:
+            found = Found(found.value, found.source + f"; note: this host's ranks may run "
+                          f"on only {affinity} CPU(s)")
+        return found
+    usable = float(affinity)
+    source = f"CPU affinity of this host's ranks: {affinity}"
+    if quota is not None and quota < usable:
+        usable, source = quota, f"cgroup CPU quota {quota:g} (affinity {affinity})"
+    value = max(1, math.floor(_share(usable, tasks, host_tasks)))
+    if tasks != host_tasks:
+        source += f", shared by {host_tasks} ranks"
+    return Found(value, source)
+
+
+def _host_share(env: Mapping[str, str], name: str, tasks: int, host_tasks: int) -> Found:
+    total = _number(env, name) or 0
+    value = max(1, math.floor(_share(total, tasks, host_tasks)))
+    shared = f" shared by {host_tasks} ranks" if tasks != host_tasks else ""
+    return Found(value, f"{name}={total:g}{shared}")
+
+
+def _pbs_cpus(env: Mapping[str, str], tasks: int, host_tasks: int) -> Found:
+    """PBS gives the host's chunk (NCPUS); with several ranks per host the
+    convention is OMP_NUM_THREADS (mpiexec --depth) CPUs per rank."""
+    ncpus = _number(env, "NCPUS") or 0
+    threads = _number(env, "OMP_NUM_THREADS")
+    if threads and host_tasks > 1 and threads * host_tasks <= ncpus:
+        return Found(threads * tasks, f"OMP_NUM_THREADS={threads:g} x {_tasks(tasks)} "
+                                      f"(PBS NCPUS={ncpus:g})")
+    return _host_share(env, "NCPUS", tasks, host_tasks)
+
+
+_TRES_GPU = re.compile(r"gres/gpu(?::[\w.-]+)?[=:](\d+)")
+
+
+def gpus(env: Mapping[str, str], tasks: int, host_tasks: int,
+         visible: Optional[Sequence[str]], explicit: Optional[int] = None) -> Found:
+    """GPUs for a Ray node. `visible`: the union of the node's ranks'
+    CUDA_VISIBLE_DEVICES (None when no rank has it set)."""
+    if explicit is not None:
+        return Found(explicit, "--num-gpus")
+    if _number(env, "SLURM_GPUS_ON_NODE"):
+        return _host_share(env, "SLURM_GPUS_ON_NODE", tasks, host_tasks)
+    tres = _TRES_GPU.search(env.get("SLURM_TRES_PER_TASK", ""))
+    if tres and int(tres.group(1)) > 0:
+        return Found(int(tres.group(1)) * tasks,
+                     f"SLURM_TRES_PER_TASK={env['SLURM_TRES_PER_TASK']} x {_tasks(tasks)}")
+    per_task = _number(env, "SLURM_GPUS_PER_TASK")
+    if per_task:
+        return Found(per_task * tasks, f"SLURM_GPUS_PER_TASK={per_task:g} x {_tasks(tasks)}")
+    if visible is not None:
+        return Found(len(visible), "CUDA_VISIBLE_DEVICES=" + (",".join(visible) or "''"))
+    return Found(None, "no scheduler GPU variables, no CUDA_VISIBLE_DEVICES")
+
+
+def visible_devices(values: Sequence[Optional[str]]) -> Optional[List[str]]:
+    """The union, in order, of the ranks' CUDA_VISIBLE_DEVICES (Slurm may
+    bind each task to its own GPU; the Ray node serves them all)."""
+    if not values or any(value is None for value in values):
+        return None
+    union: List[str] = []
+    for value in values:
+        for device in (value or "").split(","):
+            device = device.strip()
+            if device and device != "NoDevFiles" and device not in union:
+                union.append(device)
+    return union
+
+
+def job_memory(env: Mapping[str, str], num_cpus: Optional[float], tasks: int,
+               host_tasks: int, cgroup_limit: Optional[int], available: int) -> Found:
+    """The memory (bytes) this Ray node's ranks were given: Slurm's --mem or
+    --mem-per-cpu, else a cgroup limit, else the share of what is available.
+    The value is None (Ray sizes `memory` itself) in the last case."""
+    per_node = _number(env, "SLURM_MEM_PER_NODE")
+    if per_node:
+        return Found(int(_share(per_node * MIB, tasks, host_tasks)),
+                     f"SLURM_MEM_PER_NODE={per_node:g}M" +
+                     (f" shared by {host_tasks} ranks" if tasks != host_tasks else ""))
+    per_cpu = _number(env, "SLURM_MEM_PER_CPU")
+    if per_cpu and num_cpus:
+        return Found(int(per_cpu * MIB * num_cpus),
+                     f"SLURM_MEM_PER_CPU={per_cpu:g}M x {num_cpus:g} CPUs")
+    if cgroup_limit is not None and cgroup_limit < available:
+        return Found(int(_share(cgroup_limit, tasks, host_tasks)),
+                     f"cgroup memory limit {cgroup_limit / 2**30:.1f} GiB")
+    return Found(None, f"{_share(available, tasks, host_tasks) / 2**30:.1f} GiB available")
+
+
+def object_store_bytes(memory: int, nodes_on_host: int, shm_free: Optional[int]) -> Found:
+    """The store size for a node given `memory`, with `nodes_on_host` of the
+    job's nodes sharing /dev/shm; None leaves it to Ray (when even our share
+    would be under Ray's minimum)."""
+    share = int(RAY_DEFAULT_FRACTION * memory)
+    why = "30% of the node's memory"
     if shm_free is not None:
         shm_share = int(SHM_FRACTION * shm_free / nodes_on_host)
         if shm_share < share:
             share = shm_share
-            why = f"80% of free {SHM} ({shm_free / 2**30:.1f} GiB) shared by " \
-                  f"{nodes_on_host} node(s) on this host"
+            why = f"80% of free {SHM} ({shm_free / 2**30:.1f} GiB)" + (
+                f" shared by {nodes_on_host} nodes" if nodes_on_host > 1 else "")
     if share < RAY_MINIMUM:
-        return None, f"left to Ray: our share ({share} bytes) is below Ray's minimum"
-    return share, why
+        return Found(None, f"our share ({share} bytes) is below Ray's minimum")
+    return Found(share, why)
 
 
-def object_store_args(ray_args: List[str], nodes_on_host: int) -> Tuple[List[str], str]:
-    """`--object-store-memory` for `ray start`, unless the user chose one."""
-    if any(arg.split("=", 1)[0] == "--object-store-memory" for arg in ray_args):
-        return [], "set by the user"
+def memory_args(ray_args: List[str], memory: Found, nodes_on_host: int,
+                available: int, shm_free: Optional[int]) -> Dict[str, Found]:
+    """`--memory` and `--object-store-memory` for `ray start`, unless the
+    user passed them in --ray-args."""
+    given = {arg.split("=", 1)[0] for arg in ray_args}
+    out: Dict[str, Found] = {}
+    base = memory.value if memory.value is not None else available / nodes_on_host
+    store = (Found(None, "set by the user in --ray-args")
+             if "--object-store-memory" in given
+             else object_store_bytes(int(base), nodes_on_host, shm_free))
+    out["--object-store-memory"] = store
+    if "--memory" in given:
+        out["--memory"] = Found(None, "set by the user in --ray-args")
+    elif memory.value is not None:
+        out["--memory"] = Found(int(memory.value - (store.value or 0)),
+                                memory.source + ", less the object store")
+    else:
+        out["--memory"] = memory
+    return out
+
+
+# ------------------------------------------------------------ measurements
+def affinity() -> List[int]:
     try:
-        shm_free: Optional[int] = shutil.disk_usage(SHM).free
+        return sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return list(range(os.cpu_count() or 1))
+
+
+def _cgroup_paths(controller: str) -> List[str]:
+    """Folders of this process's cgroup for `controller`, leaf first, up to
+    the mount point (v2 unified or v1 per-controller)."""
+    try:
+        with open("/proc/self/cgroup") as handle:
+            lines = handle.read().splitlines()
     except OSError:
-        shm_free = None
-    size, why = object_store_bytes(nodes_on_host, psutil.virtual_memory().available,
-                                   shm_free)
-    if size is None:
-        return [], why
-    return ["--object-store-memory", str(size)], f"{size / 2**30:.2f} GiB: {why}"
+        return []
+    roots = []
+    for line in lines:
+        _, names, path = line.split(":", 2)
+        if names == "" and os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            roots.append(("/sys/fs/cgroup", path))
+        elif controller in names.split(","):
+            roots.append((f"/sys/fs/cgroup/{names}", path))
+    folders = []
+    for mount, path in roots:
+        parts = [part for part in path.split("/") if part]
+        for depth in range(len(parts), -1, -1):
+            folder = os.path.join(mount, *parts[:depth])
+            if os.path.isdir(folder):
+                folders.append(folder)
+    return folders
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path) as handle:
+            return handle.read().strip()
+    except OSError:
+        return None
+
+
+def cgroup_cpu_quota() -> Optional[float]:
+    """The tightest CPU quota (in CPUs) on this process's cgroups, if any."""
+    quotas = []
+    for folder in _cgroup_paths("cpu"):
+        v2 = _read(os.path.join(folder, "cpu.max"))
+        if v2 and not v2.startswith("max"):
+            limit, period = v2.split()[:2]
+            quotas.append(int(limit) / int(period))
+        quota = _read(os.path.join(folder, "cpu.cfs_quota_us"))
+        period_v1 = _read(os.path.join(folder, "cpu.cfs_period_us"))
+        if quota and period_v1 and int(quota) > 0:
+            quotas.append(int(quota) / int(period_v1))
+    return min(quotas) if quotas else None
+
+
+def cgroup_memory_limit() -> Optional[int]:
+    """The tightest memory limit (bytes) on this process's cgroups, if any."""
+    limits = []
+    for folder in _cgroup_paths("memory"):
+        for name in ("memory.max", "memory.limit_in_bytes"):
+            text = _read(os.path.join(folder, name))
+            if text and text.isdigit() and int(text) < 2**60:
+                limits.append(int(text))
+    return min(limits) if limits else None
+
+
+def raise_open_files_limit() -> str:
+    """Ray opens many sockets and files per worker ("Too many open files"):
+    raise the soft limit to the hard one for this rank and what it starts."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            return f"open files: soft limit raised from {soft} to {target}"
+        except (ValueError, OSError) as err:
+            return f"open files: soft limit stays {soft} ({err})"
+    return f"open files: soft limit {soft} (already the hard limit)"

@@ -48,9 +48,11 @@ class SignalInbox:
     def pop(self) -> Optional[int]:
         return self._pending.pop(0) if self._pending else None
 
-    def raise_if_stopping(self) -> None:
+    def raise_if_stopping(self, walltime_too: bool = False) -> None:
         """During start-up there is no driver to forward to: a stopping signal
-        stops the job; others stay pending for the driver."""
+        stops the job. So does a walltime warning on rank 0 (`walltime_too`):
+        the time is nearly up, and a driver started now would get the warning
+        before it could handle it. Other ranks leave the warning to rank 0."""
         for signum in self._pending:
-            if is_stopping(signum):
+            if walltime_too or is_stopping(signum):
                 raise Interrupted(signum)

@@ -59,17 +59,17 @@ def main(argv: List[str]) -> int:
     if len(argv) != 3:
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
-    rank_pid, variable, value = argv
-    orphaned = []
-    # Launchers forward signals such as SIGUSR1 to a rank's descendants too;
-    # only the rank's death (SIGTERM) means anything here.
+    rank_pid = int(argv[0])
+    variable, value = argv[1:]
+    # Launchers forward signals such as SIGUSR1 to a rank's descendants too,
+    # and Slurm's scancel sends SIGTERM to every process of the job: only the
+    # rank's death means anything here. It comes as SIGTERM (PDEATHSIG), by
+    # which time this process has a new parent.
     for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
         signal.signal(signum, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, lambda *_: orphaned.append(True))
-    if os.getppid() != int(rank_pid):  # the rank died before this was armed
-        orphaned.append(True)
-    while not orphaned:
-        signal.pause()
+    signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])
+    while os.getppid() == rank_pid:  # false at once if the rank died before this
+        signal.sigtimedwait([signal.SIGTERM], 60)
     killed = clean(variable, value)
     if killed:
         print(f"start_ray watchdog: the rank died without its teardown; killed "

@@ -128,6 +128,9 @@ class Jobs:
         env.update({MARKER: mark, "OMPI_ALLOW_RUN_AS_ROOT": "1",
                     "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1", "PYTHONUNBUFFERED": "1",
                     "START_RAY_LOG_DIR": os.path.join(self.workdir, "logs"),
+                    # Most tests need several Ray nodes on this one machine
+                    # (one per rank); tests of the per-host default unset it.
+                    "START_RAY_NODE_PER_RANK": "1",
                     "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
         env.update(extra or {})
         return env
@@ -137,14 +140,18 @@ class Jobs:
               mpirun_args: Sequence[str] = ()) -> "Running":
         return self.launch(self.command(np, args, mpirun_args), env)
 
-    def launch(self, cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> "Running":
-        """Start any command line as a marked job with a temp dir of its own."""
+    def new_job(self, env: Optional[Dict[str, str]] = None):
+        """(marker, environment, temp dir) for one job; cleaned up at the end."""
         mark = uuid.uuid4().hex
         self.marks.append(mark)
         temp_dir = os.path.join(self.temp_root, str(len(self.marks)))
         os.mkdir(temp_dir)
-        proc = subprocess.Popen(list(cmd), cwd=self.workdir,
-                                env=self.env(mark, {"START_RAY_TEMP_DIR": temp_dir, **(env or {})}),
+        return mark, self.env(mark, {"START_RAY_TEMP_DIR": temp_dir, **(env or {})}), temp_dir
+
+    def launch(self, cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> "Running":
+        """Start any command line as a marked job with a temp dir of its own."""
+        mark, full_env, temp_dir = self.new_job(env)
+        proc = subprocess.Popen(list(cmd), cwd=self.workdir, env=full_env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
         return Running(proc, mark, os.path.join(self.workdir, "logs"), temp_dir)

@@ -94,18 +94,25 @@ def test_exit_status_follows_the_shell_convention():
     assert driver.exit_status(-signal.SIGKILL) == 128 + 9
 
 
-def test_object_store_is_sized_from_free_memory_and_shm():
-    from start_ray import resources
-    gib = 2**30
-    # Plenty of /dev/shm: Ray's 30% of memory, shared by the host's nodes.
-    size, why = resources.object_store_bytes(4, 40 * gib, 100 * gib)
-    assert size == int(0.3 * 40 * gib / 4) and "available memory" in why
-    # A small /dev/shm caps it.
-    size, why = resources.object_store_bytes(2, 40 * gib, 2 * gib)
-    assert size == int(0.8 * 2 * gib / 2) and "/dev/shm" in why
-    # Below Ray's minimum: left to Ray rather than refused.
-    size, why = resources.object_store_bytes(8, 40 * gib, 100 * 2**20)
-    assert size is None and "minimum" in why
-    # The user's own setting wins.
-    args, why = resources.object_store_args(["--object-store-memory", "123456789"], 1)
-    assert args == [] and why == "set by the user"
+@pytest.mark.parametrize("env, launcher_name, scheduler", [
+    ({"PRTE_LAUNCHED": "1", "OMPI_COMM_WORLD_RANK": "0"}, "mpirun (Open MPI)", None),
+    ({"SLURM_JOB_ID": "77", "SLURM_STEP_ID": "0", "SLURM_PROCID": "3"}, "srun",
+     "Slurm job 77"),
+    ({"PBS_JOBID": "12.pbs01", "ALPS_APP_PE": "0"}, "aprun (Cray ALPS)", "PBS job 12"),
+    ({"PBS_JOBID": "12.polaris", "PALS_RANKID": "0"}, "mpiexec (Cray PALS)", "PBS job 12"),
+    ({}, "no launcher (a single process)", None),
+])
+def test_launcher_and_scheduler_are_named(env, launcher_name, scheduler):
+    assert launcher.launcher_name(env) == launcher_name
+    assert launcher.scheduler(env) == scheduler
+
+
+def test_tasks_that_each_see_a_world_of_one_are_refused():
+    srun = {"SLURM_JOB_ID": "5", "SLURM_STEP_ID": "0", "SLURM_PROCID": "2",
+            "SLURM_STEP_NUM_TASKS": "4"}
+    with pytest.raises(UsageError, match=r"srun started 4 tasks.*--mpi=pmix"):
+        launcher.check_world(1, srun)
+    launcher.check_world(4, srun)  # MPI sees them all: fine
+    launcher.check_world(1, {**srun, "SLURM_STEP_NUM_TASKS": "1"})
+    launcher.check_world(1, {})  # no launcher: one process is the whole job
+    assert launcher.launcher_rank(srun) == 2

@@ -1,0 +1,96 @@
+"""Which address each Ray node uses, and whether a worker can reach the head.
+
+Ray guesses a node's IP by routing toward 8.8.8.8: on HPC that picks the
+management network or, with no default route, 127.0.0.1, and tasks then run
+only on the head. start_ray picks the address itself and passes it as
+`--node-ip-address` on every node: the named interface (`--interface ib0`),
+else the address a worker uses to reach the head, else the host name's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import List, Optional, Tuple
+
+import psutil
+
+
+class AddressError(ValueError):
+    """No usable address on this host (e.g. no such interface)."""
+
+
+def ipv4_addresses() -> List[Tuple[str, str]]:
+    """(interface, address) for every IPv4 address of an interface that is up."""
+    stats = psutil.net_if_stats()
+    found = []
+    for name, addresses in psutil.net_if_addrs().items():
+        if name in stats and not stats[name].isup:
+            continue
+        found += [(name, a.address) for a in addresses if a.family == socket.AF_INET]
+    return found
+
+
+def is_loopback(ip: str) -> bool:
+    return ipaddress.ip_address(ip).is_loopback
+
+
+def interface_address(name: str) -> str:
+    """The IPv4 address of interface `name` on this host."""
+    addresses = ipv4_addresses()
+    for interface, address in addresses:
+        if interface == name:
+            return address
+    names = ", ".join(sorted({f"{i} ({a})" for i, a in addresses})) or "none"
+    raise AddressError(f"--interface {name}: no such interface with an IPv4 address "
+                       f"on {socket.gethostname()}; interfaces there: {names}")
+
+
+def route_source(toward: str) -> Optional[str]:
+    """The local address the kernel would use to reach `toward` (a UDP
+    connect sends nothing)."""
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+            sock.connect((toward, 9))
+            return sock.getsockname()[0]
+    except OSError:
+        return None
+
+
+def hostname_address() -> Optional[str]:
+    """The host name's address, when it is a non-loopback address of this host."""
+    local = {address for _, address in ipv4_addresses()}
+    try:
+        _, _, addresses = socket.gethostbyname_ex(socket.gethostname())
+    except OSError:
+        return None
+    return next((a for a in addresses if a in local and not is_loopback(a)), None)
+
+
+def choose_address(interface: Optional[str], head_ip: Optional[str]) -> Tuple[str, str]:
+    """This host's node address and why. `head_ip` is None on the head."""
+    if interface:
+        return interface_address(interface), f"interface {interface}"
+    if head_ip and not is_loopback(head_ip):
+        source = route_source(head_ip)
+        if source and not is_loopback(source):
+            return source, f"the route to the head ({head_ip})"
+    by_name = hostname_address()
+    if by_name:
+        return by_name, f"the address of host name {socket.gethostname()}"
+    source = route_source("8.8.8.8")  # Ray's own guess: the default route
+    if source and not is_loopback(source):
+        return source, "the default route"
+    others = [(i, a) for i, a in ipv4_addresses() if not is_loopback(a)]
+    if others:
+        return others[0][1], f"the first interface with an address ({others[0][0]})"
+    return "127.0.0.1", "loopback: this host has no other address"
+
+
+def reach(ip: str, port: int, timeout: float) -> Optional[str]:
+    """None when a TCP connection to ip:port opens, else why not."""
+    try:
+        with socket.create_connection((ip, port), timeout=timeout):
+            return None
+    except OSError as err:
+        return str(err) or type(err).__name__

@@ -1,0 +1,164 @@
+"""Where the Ray nodes go: by default one per host, started by the host's
+lowest rank with the resources of all the host's ranks; the other ranks wait.
+
+Every rank measures what it sees (`probe`), the measurements are gathered
+everywhere, and `place` turns them into the same list of nodes on every rank:
+a pure function, so the whole decision is unit-tested and rank 0 can log it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import socket
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import psutil
+
+from . import network, resources
+from .options import Options, UsageError
+from .resources import Found
+
+
+@dataclasses.dataclass(frozen=True)
+class Probe:
+    """What one rank sees of its host."""
+
+    rank: int
+    host: str
+    ip: Optional[str]
+    ip_source: str  # why this address; the error when there is none
+    affinity: Tuple[int, ...]
+    cpu_quota: Optional[float]
+    memory_limit: Optional[int]
+    available_memory: int
+    shm_free: Optional[int]
+    env: Dict[str, str]
+
+
+def probe(rank: int, interface: Optional[str], head_ip: Optional[str],
+          environ: Optional[Mapping[str, str]] = None) -> Probe:
+    env = os.environ if environ is None else environ
+    try:
+        ip, why = network.choose_address(interface, head_ip)
+    except network.AddressError as err:
+        ip, why = None, str(err)
+    try:
+        shm_free: Optional[int] = shutil.disk_usage(resources.SHM).free
+    except OSError:
+        shm_free = None
+    return Probe(rank=rank, host=socket.gethostname(), ip=ip, ip_source=why,
+                 affinity=tuple(resources.affinity()),
+                 cpu_quota=resources.cgroup_cpu_quota(),
+                 memory_limit=resources.cgroup_memory_limit(),
+                 available_memory=psutil.virtual_memory().available, shm_free=shm_free,
+                 env={k: env[k] for k in resources.SCHEDULER_VARIABLES if k in env})
+
+
+@dataclasses.dataclass(frozen=True)
+class NodePlan:
+    """One Ray node: the rank that starts it and what it offers."""
+
+    rank: int
+    host: str
+    ranks: Tuple[int, ...]  # the ranks it stands for (itself included)
+    ip: str
+    ip_source: str
+    cpus: Found
+    gpus: Found
+    memory: Dict[str, Found]  # --memory and --object-store-memory
+    cuda_visible: Optional[str]  # for the node's environment, when it must change
+    nodes_on_host: int
+
+    @property
+    def ip_given(self) -> bool:
+        """Ray replaces a loopback --node-ip-address by its own guess; such a
+        node (a one-host job on a machine without a network) is left to Ray."""
+        return not network.is_loopback(self.ip)
+
+    def ray_args(self) -> List[str]:
+        args = ["--node-ip-address", self.ip] if self.ip_given else []
+        if self.cpus.value is not None:
+            args += ["--num-cpus", str(int(self.cpus.value))]
+        if self.gpus.value is not None:
+            args += ["--num-gpus", str(int(self.gpus.value))]
+        for option, found in sorted(self.memory.items()):
+            if found.value is not None:
+                args += [option, str(int(found.value))]
+        return args
+
+    def describe(self) -> str:
+        ranks = _ranges(self.ranks)
+        return (f"node of rank {self.rank} on {self.host} for rank(s) {ranks}: "
+                f"IP {self.ip} ({self.ip_source}); CPUs {self.cpus.text()}; "
+                f"GPUs {self.gpus.text()}; memory {self.memory['--memory'].text('GiB')}; "
+                f"object store {self.memory['--object-store-memory'].text('GiB')}")
+
+
+def place(probes: List[Probe], options: Options) -> List[NodePlan]:
+    """The job's Ray nodes, ordered by rank; rank 0 always starts the head.
+    Raises UsageError when a node has no usable address."""
+    by_host: Dict[str, List[Probe]] = {}
+    for p in sorted(probes, key=lambda p: p.rank):
+        by_host.setdefault(p.host, []).append(p)
+    groups = ([[p] for p in sorted(probes, key=lambda p: p.rank)] if options.node_per_rank
+              else list(by_host.values()))
+    nodes = [_node(group, by_host[group[0].host], options) for group in groups]
+    _check_addresses(nodes, multi_host=len(by_host) > 1)
+    return sorted(nodes, key=lambda node: node.rank)
+
+
+def _node(group: List[Probe], host_group: List[Probe], options: Options) -> NodePlan:
+    leader = group[0]
+    tasks, host_tasks = len(group), len(host_group)
+    union = set().union(*(p.affinity for p in host_group))
+    cpus = resources.cpus(leader.env, tasks, host_tasks, len(union), leader.cpu_quota,
+                          options.num_cpus)
+    visible = resources.visible_devices([p.env.get("CUDA_VISIBLE_DEVICES") for p in group])
+    gpus = resources.gpus(leader.env, tasks, host_tasks, visible, options.num_gpus)
+    memory = resources.job_memory(leader.env, cpus.value, tasks, host_tasks,
+                                  leader.memory_limit, leader.available_memory)
+    nodes_on_host = host_tasks // tasks if options.node_per_rank else 1
+    joined = ",".join(visible) if visible is not None else None
+    return NodePlan(
+        rank=leader.rank, host=leader.host, ranks=tuple(p.rank for p in group),
+        ip=leader.ip or "", ip_source=leader.ip_source, cpus=cpus, gpus=gpus,
+        memory=resources.memory_args(options.ray_args, memory, nodes_on_host,
+                                     leader.available_memory, leader.shm_free),
+        cuda_visible=joined if joined != leader.env.get("CUDA_VISIBLE_DEVICES") else None,
+        nodes_on_host=nodes_on_host)
+
+
+def _check_addresses(nodes: List[NodePlan], multi_host: bool) -> None:
+    for node in nodes:
+        if not node.ip:
+            raise UsageError(f"rank {node.rank} on {node.host}: {node.ip_source}")
+        if multi_host and network.is_loopback(node.ip):
+            raise UsageError(
+                f"rank {node.rank} on {node.host} found only a loopback address "
+                f"({node.ip}: {node.ip_source}), which other hosts cannot reach; "
+                "name the interface with --interface (e.g. ib0, hsn0)")
+    seen: Dict[str, str] = {}
+    for node in nodes:
+        other = seen.setdefault(node.ip, node.host)
+        if other != node.host:
+            raise UsageError(f"hosts {other} and {node.host} both chose address {node.ip} "
+                             f"({node.ip_source}); name the interface with --interface")
+
+
+def _ranges(ranks: Tuple[int, ...]) -> str:
+    """`0-3,8` for (0, 1, 2, 3, 8)."""
+    parts, start = [], None
+    for i, rank in enumerate(ranks):
+        if start is None:
+            start = rank
+        if i + 1 == len(ranks) or ranks[i + 1] != rank + 1:
+            parts.append(str(start) if start == rank else f"{start}-{rank}")
+            start = None
+    return ",".join(parts)
+
+
+def node_of(rank: int, nodes: List[NodePlan]) -> Optional[NodePlan]:
+    """The node this rank starts, if it starts one."""
+    return next((node for node in nodes if node.rank == rank), None)

@@ -1,0 +1,108 @@
+"""Host-aware placement with real MPI and real Ray: one Ray node per host by
+default, and, across emulated hosts (network namespaces, see
+emulated_hosts.py), the right address on every node."""
+
+import os
+
+import pytest
+
+from conftest import skip_or_fail
+from emulated_hosts import EmulatedHosts, unavailable
+from jobs import DRIVER, MPIRUN, PYTHON, assert_nothing_left
+
+PER_HOST = {"START_RAY_NODE_PER_RANK": "0"}  # the default placement
+
+
+def test_ranks_of_one_host_share_one_ray_node(jobs):
+    """Three ranks on this host: one Ray node offering what all three were
+    given (here SLURM_CPUS_PER_TASK=1 each), started with the open-file
+    limit raised; the two other ranks start nothing and wait."""
+    cmd = ["prlimit", "--nofile=1024:8192", "--",
+           *jobs.command(3, [DRIVER])]
+    result = jobs.launch(cmd, {**PER_HOST, "SLURM_CPUS_PER_TASK": "1"}).wait(180)
+    assert result.returncode == 0, result.output
+    info = result.cluster_info()
+    assert info["alive_nodes"] == 1 and info["ranks"] == [0]
+    assert info["cpus"] == 3
+    assert info["task_open_files"] == [8192], "Ray's workers get the hard limit"
+    assert "placement: 1 Ray node(s), one per host" in result.stdout
+    assert "for rank(s) 0-2" in result.stdout
+    assert "CPUs 3 (SLURM_CPUS_PER_TASK=1 x 3 tasks" in result.stdout
+    logs = result.rank_logs()
+    assert sorted(logs) == ["rank-0.log", "rank-1.log", "rank-2.log"]
+    for name in ("rank-1.log", "rank-2.log"):
+        assert "the Ray node of rank 0 serves this rank too" in logs[name]
+    assert "open files: soft limit raised from 1024 to 8192" in logs["rank-0.log"]
+    assert "none left" in result.stdout
+    assert_nothing_left(result)
+    assert os.listdir(result.temp_root) == []
+
+
+# ------------------------------------------------------------- multi-host
+@pytest.fixture(scope="module")
+def hosts():
+    why = unavailable()
+    if why:
+        skip_or_fail("netns", f"no emulated hosts on this machine: {why}")
+    with EmulatedHosts(3) as made:
+        yield made
+
+
+def run_on_hosts(jobs, hosts, per_host, args, timeout=240):
+    """mpirun started on h0, `per_host` ranks on each of h0, h1, h2."""
+    names = ",".join(f"{name}:{per_host}" for name in hosts.names)
+    mpirun = [MPIRUN, "--oversubscribe", "--map-by", f"ppr:{per_host}:node",
+              "--host", names, "-np", str(per_host * len(hosts.names)),
+              PYTHON, "-m", "start_ray", *args]
+    return jobs.launch(hosts.command_on("h0", mpirun),
+                       {**PER_HOST, **hosts.mpirun_env()}).wait(timeout)
+
+
+def test_three_hosts_two_ranks_each_make_three_nodes(jobs, hosts):
+    result = run_on_hosts(jobs, hosts, 2, [DRIVER])
+    assert result.returncode == 0, result.output
+    info = result.cluster_info()
+    assert info["alive_nodes"] == 3 and info["ranks"] == [0, 2, 4]
+    # The driver's tasks ran on every host, each node on its host's address
+    # (the host names resolve to the eth0 network).
+    assert info["task_hosts"] == ["h0", "h1", "h2"]
+    assert info["task_ips"] == [hosts.address(i) for i in range(3)]
+    assert info["address"].startswith(hosts.address(0) + ":")
+    assert "6 rank(s) on 3 host(s)" in result.stdout
+    assert "placement: 3 Ray node(s), one per host" in result.stdout
+    assert f"IP {hosts.address(1)} (the route to the head ({hosts.address(0)}))" \
+        in result.stdout
+    assert "all Ray processes stopped" in result.stdout and "none left" in result.stdout
+    assert_nothing_left(result)
+    assert os.listdir(result.temp_root) == []
+
+
+def test_interface_option_picks_that_network(jobs, hosts):
+    result = run_on_hosts(jobs, hosts, 1, ["--interface", "hsn0", DRIVER])
+    assert result.returncode == 0, result.output
+    info = result.cluster_info()
+    assert info["task_ips"] == [hosts.address(i, "hsn0") for i in range(3)]
+    assert info["address"].startswith(hosts.address(0, "hsn0") + ":")
+    assert "(interface hsn0)" in result.stdout
+    assert_nothing_left(result)
+
+
+def test_worker_that_cannot_reach_the_head_names_both_ends(jobs, hosts):
+    """On ib0 the last host is cut off: the job fails at once with both
+    hosts and addresses named, instead of retrying until the deadline."""
+    result = run_on_hosts(jobs, hosts, 1, ["--interface", "ib0", DRIVER])
+    assert result.returncode == 1, result.output
+    assert f"cannot reach the Ray head at {hosts.address(0, 'ib0')}:" in result.stdout
+    assert "(rank 0 on h0) from h2 (10.202.0.12, interface ib0)" in result.stdout
+    assert result.seconds < 120
+    assert "CLUSTER_INFO" not in result.stdout
+    assert_nothing_left(result)
+
+
+def test_unknown_interface_is_one_message_before_anything_starts(jobs, hosts):
+    result = run_on_hosts(jobs, hosts, 1, ["--interface", "ib9", DRIVER], timeout=120)
+    assert result.returncode == 2, result.output
+    assert result.stderr.count("start_ray: error: --interface ib9: no such interface") == 1
+    assert "eth0 (10.200.0.10)" in result.stderr
+    assert "Ray head" not in result.stdout
+    assert_nothing_left(result)

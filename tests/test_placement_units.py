@@ -1,0 +1,168 @@
+"""Resource detection and placement from synthetic environments: every
+source the detection reads, and the placement every rank computes."""
+
+import pytest
+
+from start_ray import network, placement, resources
+from start_ray.options import UsageError, make_options
+from start_ray.placement import Probe
+
+GIB = 2**30
+
+
+# ------------------------------------------------------------------ CPUs
+@pytest.mark.parametrize("env, tasks, host_tasks, expected, source", [
+    # Slurm: --cpus-per-task times the ranks the node stands for.
+    ({"SLURM_CPUS_PER_TASK": "4"}, 4, 4, 16, "SLURM_CPUS_PER_TASK=4 x 4 tasks"),
+    # Slurm without --cpus-per-task: the job's CPUs on this node.
+    ({"SLURM_CPUS_ON_NODE": "12"}, 3, 3, 12, "SLURM_CPUS_ON_NODE=12"),
+    # ... split when each rank has its own node (--node-per-rank).
+    ({"SLURM_CPUS_ON_NODE": "12"}, 1, 3, 4, "shared by 3 ranks"),
+    # PBS: the host's chunk...
+    ({"PBS_JOBID": "1.pbs", "NCPUS": "64"}, 1, 1, 64, "NCPUS=64"),
+    # ... or OMP_NUM_THREADS per rank when several ranks share the chunk.
+    ({"PBS_JOBID": "1.pbs", "NCPUS": "64", "OMP_NUM_THREADS": "8"}, 4, 4, 32,
+     "OMP_NUM_THREADS=8 x 4 tasks"),
+    # NCPUS outside PBS means nothing.
+    ({"NCPUS": "64"}, 1, 1, 16, "affinity"),
+    # Cray ALPS: aprun -d.
+    ({"ALPS_APP_DEPTH": "8"}, 2, 2, 16, "ALPS_APP_DEPTH=8 (aprun -d) x 2 tasks"),
+])
+def test_cpus_from_the_scheduler(env, tasks, host_tasks, expected, source):
+    found = resources.cpus(env, tasks, host_tasks, affinity=16, quota=None)
+    assert found.value == expected
+    assert source in found.source
+
+
+def test_cpus_explicit_beats_scheduler_beats_affinity_and_quota():
+    env = {"SLURM_CPUS_PER_TASK": "4"}
+    assert resources.cpus(env, 2, 2, 64, None, explicit=3).value == 3
+    assert resources.cpus(env, 2, 2, 64, None).value == 8
+    # No scheduler: the ranks' affinity, never the host's total...
+    found = resources.cpus({}, 2, 2, affinity=6, quota=None)
+    assert found.value == 6 and "affinity" in found.source
+    # ... capped by a cgroup quota (docker --cpus, Slurm cgroups)...
+    found = resources.cpus({}, 1, 1, affinity=128, quota=2.5)
+    assert found.value == 2 and "quota" in found.source
+    # ... and shared between the nodes of --node-per-rank, at least 1 each.
+    assert resources.cpus({}, 1, 4, affinity=2, quota=None).value == 1
+
+
+def test_scheduler_cpus_beyond_affinity_are_kept_but_noted():
+    found = resources.cpus({"SLURM_CPUS_PER_TASK": "8"}, 1, 1, affinity=2, quota=None)
+    assert found.value == 8 and "only 2 CPU(s)" in found.source
+
+
+# ------------------------------------------------------------------ GPUs
+@pytest.mark.parametrize("env, visible, expected, source", [
+    ({"SLURM_GPUS_ON_NODE": "4"}, None, 4, "SLURM_GPUS_ON_NODE=4"),
+    ({"SLURM_TRES_PER_TASK": "cpu=8,gres/gpu:a100=1"}, None, 2, "SLURM_TRES_PER_TASK"),
+    ({"SLURM_TRES_PER_TASK": "gres/gpu=2"}, None, 4, "x 2 tasks"),
+    ({"SLURM_GPUS_PER_TASK": "1"}, None, 2, "SLURM_GPUS_PER_TASK=1"),
+    ({}, ["0", "1", "3"], 3, "CUDA_VISIBLE_DEVICES=0,1,3"),
+    ({}, [], 0, "CUDA_VISIBLE_DEVICES=''"),
+    ({}, None, None, "no scheduler GPU variables"),
+])
+def test_gpus(env, visible, expected, source):
+    found = resources.gpus(env, 2, 2, visible)
+    assert found.value == expected and source in found.source
+    assert resources.gpus(env, 2, 2, visible, explicit=1).value == 1
+
+
+def test_visible_devices_are_the_union_of_the_ranks():
+    assert resources.visible_devices(["0", "1", "1,2"]) == ["0", "1", "2"]
+    assert resources.visible_devices(["", "NoDevFiles"]) == []
+    assert resources.visible_devices(["0", None]) is None
+
+
+# ---------------------------------------------------------------- memory
+def test_memory_from_slurm_cgroup_or_left_to_ray():
+    found = resources.job_memory({"SLURM_MEM_PER_NODE": "8192"}, 4, 1, 1, None, 100 * GIB)
+    assert found.value == 8 * GIB and "SLURM_MEM_PER_NODE" in found.source
+    found = resources.job_memory({"SLURM_MEM_PER_CPU": "1024"}, 4, 1, 1, None, 100 * GIB)
+    assert found.value == 4 * GIB
+    found = resources.job_memory({}, 4, 1, 1, 16 * GIB, 100 * GIB)
+    assert found.value == 16 * GIB and "cgroup" in found.source
+    assert resources.job_memory({}, 4, 1, 1, None, 100 * GIB).value is None
+
+
+def test_object_store_from_memory_and_shm():
+    store = resources.object_store_bytes(40 * GIB, 1, 100 * GIB)
+    assert store.value == int(0.3 * 40 * GIB) and "30%" in store.source
+    store = resources.object_store_bytes(40 * GIB, 2, 2 * GIB)  # small /dev/shm caps it
+    assert store.value == int(0.8 * 2 * GIB / 2) and "/dev/shm" in store.source
+    assert resources.object_store_bytes(40 * GIB, 8, 100 * 2**20).value is None
+
+
+def test_memory_args_respect_the_users_ray_args():
+    memory = resources.Found(10 * GIB, "SLURM_MEM_PER_NODE=10240M")
+    args = resources.memory_args([], memory, 1, 50 * GIB, 100 * GIB)
+    assert args["--object-store-memory"].value == 3 * GIB
+    assert args["--memory"].value == 7 * GIB
+    args = resources.memory_args(["--object-store-memory=5"], memory, 1, 50 * GIB, None)
+    assert args["--object-store-memory"].value is None
+
+
+# ------------------------------------------------------------- placement
+def probe(rank, host, ip, affinity=(0, 1), env=None, ip_source="test"):
+    return Probe(rank=rank, host=host, ip=ip, ip_source=ip_source, affinity=tuple(affinity),
+                 cpu_quota=None, memory_limit=None, available_memory=64 * GIB,
+                 shm_free=32 * GIB, env=env or {})
+
+
+def test_one_node_per_host_with_all_its_ranks():
+    probes = [probe(0, "a", "10.0.0.1", (0,)), probe(1, "a", "10.0.0.1", (1,)),
+              probe(2, "b", "10.0.0.2", (0,)), probe(3, "b", "10.0.0.2", (1,)),
+              probe(4, "c", "10.0.0.3", (0, 1, 2, 3))]
+    nodes = placement.place(probes, make_options({}))
+    assert [(n.rank, n.host, n.ranks) for n in nodes] == [
+        (0, "a", (0, 1)), (2, "b", (2, 3)), (4, "c", (4,))]
+    assert [n.cpus.value for n in nodes] == [2, 2, 4]  # union of the ranks' affinity
+    assert nodes[1].ray_args()[:4] == ["--node-ip-address", "10.0.0.2", "--num-cpus", "2"]
+    assert placement.node_of(1, nodes) is None and placement.node_of(2, nodes) is nodes[1]
+
+
+def test_node_per_rank_and_ranks_in_any_order():
+    probes = [probe(1, "b", "10.0.0.2"), probe(0, "a", "10.0.0.1"), probe(2, "a", "10.0.0.1")]
+    nodes = placement.place(probes, make_options({}, node_per_rank=True))
+    assert [(n.rank, n.ranks, n.nodes_on_host) for n in nodes] == [
+        (0, (0,), 2), (1, (1,), 1), (2, (2,), 2)]
+    assert nodes[0].cpus.value == 1  # 2 CPUs shared by the host's 2 nodes
+
+
+def test_slurm_gpu_binding_gives_the_node_every_ranks_gpu():
+    probes = [probe(i, "a", "10.0.0.1", env={"CUDA_VISIBLE_DEVICES": str(i)}) for i in range(4)]
+    node, = placement.place(probes, make_options({}))
+    assert node.gpus.value == 4 and node.cuda_visible == "0,1,2,3"
+
+
+def test_addresses_other_hosts_cannot_use_are_refused_before_anything_starts():
+    with pytest.raises(UsageError, match="loopback.*--interface"):
+        placement.place([probe(0, "a", "10.0.0.1"), probe(1, "b", "127.0.0.1")],
+                        make_options({}))
+    with pytest.raises(UsageError, match="both chose address 10.0.0.1"):
+        placement.place([probe(0, "a", "10.0.0.1"), probe(1, "b", "10.0.0.1")],
+                        make_options({}))
+    with pytest.raises(UsageError, match="no such interface"):
+        placement.place([probe(0, "a", None, ip_source="--interface ib0: no such interface")],
+                        make_options({}))
+    # One host alone may be on loopback; Ray is then left to pick.
+    node, = placement.place([probe(0, "a", "127.0.0.1")], make_options({}))
+    assert "--node-ip-address" not in node.ray_args()
+
+
+def test_interface_address_and_error_lists_interfaces():
+    assert network.interface_address("lo") == "127.0.0.1"
+    with pytest.raises(network.AddressError, match="interfaces there: .*lo \\(127.0.0.1\\)"):
+        network.interface_address("nonexistent0")
+    assert network.reach("127.0.0.1", 1, timeout=2)  # nothing listens on port 1
+
+
+def test_probe_sees_this_process():
+    mine = placement.probe(0, None, None, environ={"SLURM_CPUS_PER_TASK": "2", "HOME": "/"})
+    assert mine.env == {"SLURM_CPUS_PER_TASK": "2"} and mine.affinity and mine.ip
+
+
+def test_aprun_depth_beats_the_pbs_chunk():
+    env = {"PBS_JOBID": "1", "NCPUS": "64", "ALPS_APP_DEPTH": "4"}
+    assert resources.cpus(env, 2, 2, affinity=64, quota=None).value == 8

@@ -1,0 +1,152 @@
+"""jobs/slurm_cpu.sbatch and `srun python -m start_ray` on a real Slurm
+(tests/local_slurm.py: slurmctld + slurmd on this machine, one node).
+
+Jobs run in the test's marked environment (sbatch and srun pass it on), so
+`leftovers` finds anything they leave."""
+
+import glob
+import os
+import re
+import time
+
+import pytest
+
+from conftest import skip_or_fail
+from jobs import DRIVER, PYTHON, ROOT, assert_nothing_left, leftovers
+from local_slurm import LocalSlurm, unavailable
+
+SCRIPT = os.path.join(ROOT, "jobs", "slurm_cpu.sbatch")
+VENV = os.path.dirname(os.path.dirname(PYTHON))
+# 2 tasks x 1 CPU on the one node: one Ray node with 2 CPUs (1 env runner).
+SIZE = ["-N", "1", "--ntasks-per-node=2", "--cpus-per-task=1"]
+SHORT = "--minibatch-size 64 --num-epochs 2 --checkpoint-frequency 1"
+
+
+@pytest.fixture(scope="module")
+def slurm():
+    why = unavailable()
+    if why:
+        skip_or_fail("slurm", why)
+    with LocalSlurm() as made:
+        yield made
+
+
+def submit(jobs, slurm, tmp_path, stop_iters, extra=SHORT):
+    mark, env, _ = jobs.new_job({"START_RAY_NODE_PER_RANK": "0", "VENV": VENV,
+                                 "FRAMEWORK": "tf2", "STOP_ITERS": str(stop_iters),
+                                 "TRAIN_BATCH_SIZE": "500", "EXTRA_ARGS": extra})
+    job_id = slurm.sbatch(SCRIPT, [*SIZE, f"--output={tmp_path}/slurm-%j.out"], env, ROOT)
+    return job_id, mark, os.path.join(tmp_path, f"slurm-{job_id}.out")
+
+
+def read(path):
+    with open(path) as handle:
+        return handle.read()
+
+
+def run_dir(output):
+    found = re.search(r"logs in (\S+)", output)
+    assert found, output
+    return found.group(1)
+
+
+def iterations(output_path):
+    """Training iterations written so far by the job's driver."""
+    if not os.path.exists(output_path) or "logs in " not in read(output_path):
+        return 0
+    found = glob.glob(os.path.join(run_dir(read(output_path)), "results", "*", "*",
+                                   "progress.csv"))
+    return len(read(found[0]).splitlines()) - 1 if found else 0
+
+
+def wait_for_training(slurm, job_id, output_path, timeout=300):
+    deadline = time.monotonic() + timeout
+    while iterations(output_path) < 1:
+        assert slurm.running(job_id), f"job ended before training:\n{read(output_path)}"
+        assert time.monotonic() < deadline, f"no iteration in {timeout}s"
+        time.sleep(1)
+
+
+def assert_job_left_nothing(mark):
+    deadline = time.monotonic() + 10
+    while leftovers(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not leftovers(mark)
+
+
+def test_sbatch_script_trains_and_leaves_nothing(jobs, slurm, tmp_path):
+    job_id, mark, out = submit(jobs, slurm, tmp_path, stop_iters=2)
+    record = slurm.wait(job_id, timeout=420)
+    output = read(out)
+    assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", output
+    assert "start_ray exited with status 0" in output
+    assert f"started by srun in Slurm job {job_id}" in output
+    assert run_dir(output).endswith(f"-{job_id}"), "the run id names the Slurm job"
+    assert "2 rank(s) on 1 host(s)" in output and "placement: 1 Ray node(s)" in output
+    assert "CPUs 2 (SLURM_CPUS_PER_TASK=1 x 2 tasks" in output
+    assert "train_ppo.py: TERMINATED after 2 iteration(s)" in output
+    assert "none left" in output
+    assert_job_left_nothing(mark)
+
+
+def test_srun_starts_one_cluster_over_all_tasks(jobs, slurm):
+    result = jobs.launch(["srun", "-n", "4", PYTHON, "-m", "start_ray", DRIVER],
+                         {"START_RAY_NODE_PER_RANK": "0", **slurm.env}).wait(240)
+    assert result.returncode == 0, result.output
+    info = result.cluster_info()
+    assert info["alive_nodes"] == 1 and info["cpus"] == 4  # SLURM_CPUS_ON_NODE
+    assert re.search(r"started by srun in Slurm job \d+", result.stdout)
+    assert "4 rank(s) on 1 host(s)" in result.stdout
+    assert_nothing_left(result)
+
+
+def test_srun_with_a_pmi_this_mpi_does_not_speak_is_refused(jobs, slurm):
+    """Open MPI under --mpi=pmi2: four singletons. One message, exit 2."""
+    result = jobs.launch(["srun", "--mpi=pmi2", "-n", "4", PYTHON, "-m", "start_ray", DRIVER],
+                         slurm.env).wait(120)
+    assert result.returncode == 2, result.output
+    assert result.output.count("srun started 4 tasks, but MPI sees a world of 1") == 1
+    assert "--mpi=pmix" in result.output
+    assert "Ray head" not in result.output
+    assert_nothing_left(result)
+
+
+def test_scancel_during_training_ends_within_kill_wait(jobs, slurm, tmp_path):
+    """scancel sends SIGTERM to every process of the job (Ray's own too) and
+    SIGKILL KillWait (here 30 s) later. start_ray fits the driver's grace
+    into KillWait, so its own teardown, not Slurm's SIGKILL, ends the job."""
+    job_id, mark, out = submit(jobs, slurm, tmp_path, stop_iters=1000)
+    wait_for_training(slurm, job_id, out)
+    cancelled = time.monotonic()
+    slurm.scancel(job_id)
+    record = slurm.wait(job_id, timeout=120)
+    took = time.monotonic() - cancelled
+    output = read(out)
+    assert record["JobState"] == "CANCELLED", output
+    rank0 = read(os.path.join(run_dir(output), "rank-0.log"))
+    assert "the driver's grace is 15s, not 30s: Slurm kills the job 30s (KillWait)" in rank0
+    assert "received SIGTERM: forwarding it to the driver" in rank0
+    assert "which has 15s to finish" in rank0
+    # start_ray's own teardown ran to its end: Slurm's SIGKILL came too late
+    # to matter (the driver itself cannot finish: its Ray workers got SIGTERM too).
+    assert "none left" in rank0 and "exit status" in rank0, rank0[-3000:]
+    assert took < 60
+    assert glob.glob(os.path.join(run_dir(output), "results", "*", "*", "checkpoint_*"))
+    assert_job_left_nothing(mark)
+
+
+def test_walltime_warning_reaches_the_driver(jobs, slurm, tmp_path):
+    """What `#SBATCH --signal=B:USR1@300` does at the warning time, now:
+    USR1 to the batch shell, which passes it to srun, then to every task."""
+    assert "#SBATCH --signal=B:USR1@" in read(SCRIPT)
+    job_id, mark, out = submit(jobs, slurm, tmp_path, stop_iters=1000)
+    wait_for_training(slurm, job_id, out)
+    slurm.scancel(job_id, "--batch", "--signal=USR1")
+    record = slurm.wait(job_id, timeout=180)
+    output = read(out)
+    assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", output
+    assert "walltime warning (USR1)" in output
+    assert "train_ppo.py: got SIGUSR1: saving a checkpoint" in output
+    assert "resume with --restore" in output
+    assert glob.glob(os.path.join(run_dir(output), "results", "*", "*", "checkpoint_*"))
+    assert_job_left_nothing(mark)
