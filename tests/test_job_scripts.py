@@ -19,7 +19,8 @@ SHORT = "--train-batch-size 400 --minibatch-size 64 --num-epochs 1"
 # ranks with Open MPI, each with the variables the real launcher would set.
 APRUN = """#!/bin/bash
 echo "$0 $*" >> "$STUB_LOG"
-unset PBS_NODEFILE  # else Open MPI would read the fake node list
+# Open MPI must not read the (fake) PBS allocation: the real launcher places ranks.
+unset PBS_NODEFILE; export PRTE_MCA_ras=^pbs
 while [ $# -gt 0 ]; do case "$1" in
   -n) n=$2; shift 2 ;; -N) per=$2; shift 2 ;; -d) depth=$2; shift 2 ;;
   -cc) shift 2 ;; -b) shift ;; *) break ;; esac; done
@@ -28,7 +29,7 @@ exec {mpirun} --oversubscribe -np "$n" -x ALPS_APP_DEPTH="$depth" \\
 """
 MPIEXEC = """#!/bin/bash
 echo "$0 $*" >> "$STUB_LOG"
-unset PBS_NODEFILE
+unset PBS_NODEFILE; export PRTE_MCA_ras=^pbs
 while [ $# -gt 0 ]; do case "$1" in
   -n) n=$2; shift 2 ;; --ppn|--depth|--cpu-bind) shift 2 ;; *) break ;; esac; done
 exec {mpirun} --oversubscribe -np "$n" "$@"
