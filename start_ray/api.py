@@ -19,7 +19,7 @@ import sys
 import types
 from typing import Any, Optional, Type
 
-from . import handshake
+from . import auth, handshake
 from .lifecycle import ClusterInfo, Job, JobFailed
 from .options import make_options
 from .signals import SignalInbox
@@ -66,6 +66,9 @@ class cluster:
             return None
         import ray
         try:
+            # Ray may have been imported (and read its auth settings) before.
+            assert self.job.plan is not None
+            auth.use_in_this_process(self.job.plan.auth_token)
             ray.init(address=self.info.address)
         except BaseException as err:  # __exit__ will not run: stop the cluster here
             self.job.end(1)

@@ -1,15 +1,25 @@
 """What the head's GCS says about the cluster (rank 0 only).
 
-Reading the node table straight from the GCS costs ~30 ms and, unlike
-`ray.init()` + `ray.nodes()`, does not register a driver in the user's
-cluster. Ray is imported here only, lazily: other ranks never pay for it.
+Rank 0 never talks to the GCS itself: Ray's GCS client can block for a
+minute, holding the interpreter, and then abort the whole process when the
+GCS dies ("Failed to connect to GCS within 60 seconds"), and rank 0 must
+stay free to stop the driver and tear down. So a small helper process
+(`python -m start_ray.cluster_state`, started next to the head) reads the
+node table from the GCS (~30 ms a look; unlike `ray.init()` + `ray.nodes()`
+it registers no driver in the user's cluster) and prints it as JSON lines;
+rank 0 only reads the latest line. The helper imports Ray while the head
+starts, off the critical path.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import select
+import subprocess
+import sys
 import threading
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 from .raynode import RANK_LABEL
 
@@ -24,69 +34,58 @@ class NodeInfo:
     resources: Dict[str, float]
 
 
-def preload() -> None:
-    """Import what ClusterState needs (Ray: about a second), to be run in a
-    thread while the head starts, off the critical path."""
-    import ray._private.services  # noqa: F401
-    import ray._private.state  # noqa: F401
+class NodeTable:
+    """Rank 0's view of the GCS node table, kept fresh by the helper."""
 
+    def __init__(self, env: Dict[str, str], preexec: Any = None) -> None:
+        self.nodes: Optional[List[NodeInfo]] = None  # None: no answer yet
+        self.error: Optional[str] = None
+        self._news = threading.Condition()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "start_ray.cluster_state"], env=env, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+            start_new_session=True, preexec_fn=preexec)
+        threading.Thread(target=self._read, daemon=True, name="node-table").start()
 
-class ClusterState:
-    """A connection to one cluster's GCS."""
+    def watch(self, address: str, interval: float) -> None:
+        """Look at `address` every `interval` seconds (a new interval
+        applies from the next look)."""
+        self._say(f"{address} {interval}")
 
-    def __init__(self, address: str) -> None:
-        from ray._private.services import _get_gcs_client_options
-        from ray._private.state import GlobalState
+    def _say(self, line: str) -> None:
+        try:
+            assert self.process.stdin is not None
+            self.process.stdin.write(line + "\n")
+            self.process.stdin.flush()
+        except (OSError, ValueError):
+            pass  # the helper is gone; `alive_ranks` stays as it was
 
-        self.address = address
-        self._state = GlobalState()
-        self._state._initialize_global_state(_get_gcs_client_options(address))
-
-    def nodes(self) -> List[NodeInfo]:
-        return [_node_info(raw) for raw in self._state.node_table()]
-
-    def alive_ranks(self) -> Dict[int, NodeInfo]:
-        return {node.rank: node for node in self.nodes() if node.alive}
-
-
-class Watcher:
-    """Reads the node table every `interval` seconds in a thread of its own:
-    a GCS that hangs or is dying (scancel signals every process of the job)
-    must never block rank 0, which has a driver to stop."""
-
-    def __init__(self, state: ClusterState, interval: float,
-                 gcs_alive: Callable[[], bool]) -> None:
-        self.state = state
-        self.interval = interval
-        self.gcs_alive = gcs_alive  # asking a dead GCS blocks for a minute
-        self.latest: Optional[Dict[int, NodeInfo]] = None  # None: no answer yet
-        self.error: Optional[Exception] = None
-        self._stop = threading.Event()
-        threading.Thread(target=self._run, daemon=True, name="gcs-watch").start()
-
-    def _run(self) -> None:
-        while not self._stop.is_set() and self.gcs_alive():
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        for line in self.process.stdout:
             try:
-                self.latest, self.error = self.state.alive_ranks(), None
-            except Exception as err:  # the GCS busy or going: look again later
-                self.error = err
-            self._stop.wait(self.interval)
+                message = json.loads(line)
+            except ValueError:
+                continue
+            with self._news:
+                if "nodes" in message:
+                    self.nodes = [NodeInfo(**node) for node in message["nodes"]]
+                    self.error = None
+                else:
+                    self.error = message.get("error")
+                self._news.notify_all()
+
+    def alive_ranks(self) -> Optional[Dict[int, NodeInfo]]:
+        """The alive nodes by rank, as of the helper's latest look."""
+        with self._news:
+            if self.nodes is None:
+                return None
+            return {node.rank: node for node in self.nodes if node.alive}
 
     def close(self) -> None:
-        self._stop.set()
-
-
-def _node_info(raw: Dict[str, Any]) -> NodeInfo:
-    label = (raw.get("Labels") or {}).get(RANK_LABEL, "")
-    return NodeInfo(
-        node_id=raw.get("NodeID", ""),
-        ip=raw.get("NodeManagerAddress", ""),
-        hostname=raw.get("NodeManagerHostname", ""),
-        alive=bool(raw.get("Alive")),
-        rank=int(label) if label.isdigit() else -1,
-        resources={key: value for key, value in (raw.get("Resources") or {}).items()
-                   if not key.startswith("node:")},
-    )
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
 
 
 def summarize(resources: Dict[str, float]) -> str:
@@ -99,3 +98,48 @@ def summarize(resources: Dict[str, float]) -> str:
         else:
             parts.append(f"{key} {value:g}")
     return ", ".join(parts)
+
+
+# ------------------------------------------------------------------ helper
+def _node_info(raw: Dict[str, Any]) -> Dict[str, Any]:
+    label = (raw.get("Labels") or {}).get(RANK_LABEL, "")
+    return dataclasses.asdict(NodeInfo(
+        node_id=raw.get("NodeID", ""),
+        ip=raw.get("NodeManagerAddress", ""),
+        hostname=raw.get("NodeManagerHostname", ""),
+        alive=bool(raw.get("Alive")),
+        rank=int(label) if label.isdigit() else -1,
+        resources={key: value for key, value in (raw.get("Resources") or {}).items()
+                   if not key.startswith("node:")},
+    ))
+
+
+def main() -> int:
+    """The helper: read `ADDRESS INTERVAL` lines on stdin; print the node
+    table every INTERVAL seconds; exit when stdin closes (rank 0 is gone)."""
+    from ray._private.services import _get_gcs_client_options
+    from ray._private.state import GlobalState
+
+    state, interval = None, None
+    while True:
+        ready, _, _ = select.select([sys.stdin], [], [], interval)
+        if ready:
+            line = sys.stdin.readline()
+            if not line:
+                return 0
+            address, text = line.split()
+            interval = float(text)
+            if state is None:
+                state = GlobalState()
+                state._initialize_global_state(_get_gcs_client_options(address))
+        if state is None:
+            continue
+        try:
+            message: Dict[str, Any] = {"nodes": [_node_info(raw) for raw in state.node_table()]}
+        except Exception as err:  # the GCS busy or going: say so, look again
+            message = {"error": f"{type(err).__name__}: {err}"}
+        print(json.dumps(message), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -29,13 +29,12 @@ import secrets
 import socket
 import subprocess
 import sys
-import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
-from . import (auth, cluster_state, handshake, launcher, logs, network, placement,
-               proctree, raynode, resources, tempdirs, watchdog)
-from .cluster_state import ClusterState, NodeInfo, summarize
+from . import (auth, handshake, launcher, logs, network, placement, proctree, raynode,
+               resources, tempdirs, watchdog)
+from .cluster_state import NodeInfo, NodeTable, summarize
 from .handshake import REPORT, STOP, Channel, Message, share, wait_until
 from .options import Options, UsageError
 from .placement import NodePlan
@@ -146,10 +145,9 @@ class Job:
         self._ended = False
         self.status = EXIT_FAILURE  # this rank's exit status, once ended
         self.watchdog: Optional[subprocess.Popen] = None
-        self.state: Optional[ClusterState] = None  # rank 0: the GCS, once up
+        self.table: Optional[NodeTable] = None  # rank 0: the GCS's node table
         self.lost: set = set()  # ranks whose Ray node was lost
         self.head_core: list = []  # rank 0: the head's gcs_server and raylet
-        self.watcher: Optional[cluster_state.Watcher] = None  # rank 0, once the payload runs
         self._next_look = 0.0
         self.failure: Optional[str] = None
         self.grace_note = ""
@@ -324,7 +322,7 @@ class Job:
                 self.log.warning("authentication is OFF (--no-auth): anyone who can reach "
                                  "this job's ports can run code as you")
             head = self.start_node(raynode.head_args(self.options.dashboard))
-            threading.Thread(target=cluster_state.preload, daemon=True).start()
+            self.table = NodeTable(self.ray_env(), proctree.die_with_parent())
             head.wait_started(self.deadline, self.options.poll_interval, _stopping(inbox),
                               need_address=True)
             address = head.address()
@@ -336,9 +334,7 @@ class Job:
                       address, time.monotonic() - self.started, head.session_dir())
         if self.options.dashboard:
             self.log_dashboard(head)
-        # The GCS client below (in this process) must authenticate too.
         assert self.plan is not None
-        auth.use_in_this_process(self.plan.auth_token)
         nodes = self.wait_for_nodes(address, inbox)
         self.head_core = head.core_processes()
         return ClusterInfo(address=address, nodes=nodes, run_dir=self.run_dir,
@@ -357,7 +353,9 @@ class Job:
         if len(self.nodes) > 1:
             self.log.info("waiting for %d worker node(s) to join (deadline %gs)",
                           len(self.nodes) - 1, self.options.join_timeout)
-        state = self.state = ClusterState(address)
+        assert self.table is not None
+        table = self.table
+        table.watch(address, self.options.poll_interval)
         expected = set(self.node_ranks)
         alive: Dict[int, NodeInfo] = {}
 
@@ -365,7 +363,7 @@ class Job:
             nonlocal alive
             self.read_news()
             inbox.raise_if_stopping(walltime_too=True)
-            alive = state.alive_ranks()
+            alive = table.alive_ranks() or {}
             return expected <= alive.keys()
 
         if not wait_until(all_alive, self.options.poll_interval, self.deadline):
@@ -375,6 +373,7 @@ class Job:
                 f"{len(expected)} Ray node(s) did not join: " + self.name_ranks(missing))
         nodes = [alive[rank] for rank in sorted(expected)]
         self.check_addresses(nodes)
+        table.watch(address, NODE_WATCH_INTERVAL)  # from now on, a look now and then
         elapsed = time.monotonic() - self.started
         self.log.info("Workers are all running! %d node(s) alive after %.1fs: %s",
                       len(nodes), elapsed, summarize(total_resources(nodes)))
@@ -418,13 +417,10 @@ class Job:
         if not self.head_alive():
             raise JobError("the Ray head's GCS server or raylet ended: the cluster is "
                            "gone, so the driver is stopped now")
-        if self.state is None or time.monotonic() < self._next_look:
+        if self.table is None or time.monotonic() < self._next_look:
             return
         self._next_look = time.monotonic() + NODE_WATCH_INTERVAL
-        if self.watcher is None:
-            self.watcher = cluster_state.Watcher(self.state, NODE_WATCH_INTERVAL,
-                                                 self.head_alive)
-        alive = self.watcher.latest
+        alive = self.table.alive_ranks()
         if alive is None:
             return
         for rank in sorted(set(self.node_ranks) - alive.keys() - self.lost):
@@ -583,8 +579,8 @@ class Job:
             return
         self._ended = True
         self.status = status
-        if self.watcher is not None:
-            self.watcher.close()
+        if self.table is not None:
+            self.table.close()
         began = time.monotonic()
         report_by = began + self.options.stop_timeout + 15
         reports: Dict[int, Message] = {}

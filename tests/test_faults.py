@@ -176,6 +176,21 @@ def test_lost_worker_node_with_fail_fast_stops_the_job(jobs):
     assert_nothing_left(result)
 
 
+def test_dead_head_gcs_stops_the_driver_at_once(jobs):
+    """The head's GCS dies (OOM killer, a signal meant for someone else): the
+    cluster is gone, so rank 0 stops the driver and tears down instead of
+    waiting for a driver that can no longer work."""
+    running, _, _ = jobs.hold(2)
+    ray_process(running, "gcs_server", 0).kill()
+    killed = time.monotonic()
+    result = running.wait(120)
+    assert result.returncode == 1, result.output
+    assert "the Ray head's GCS server or raylet ended: the cluster is gone" in result.stdout
+    assert "none left" in result.stdout
+    assert time.monotonic() - killed < 60
+    assert_nothing_left(result)
+
+
 @pytest.mark.parametrize("code,status", [
     ("raise RuntimeError('driver bug')", 1),
     ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", 128 + 9),
