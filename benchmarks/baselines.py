@@ -65,19 +65,38 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def marked(mark: str) -> List[psutil.Process]:
+    """Running processes (zombies excluded) that carry `mark`."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if (proc.pid != os.getpid() and proc.status() != psutil.STATUS_ZOMBIE
+                    and proc.environ().get("BENCH_MARK") == mark):
+                found.append(proc)
+        except (psutil.Error, OSError):
+            pass
+    return found
+
+
+def left_after(mark: str, within: float = 5.0) -> List[str]:
+    """What is still running with `mark` once processes that were exiting
+    have had `within` seconds to go."""
+    deadline = time.time() + within
+    while marked(mark) and time.time() < deadline:
+        time.sleep(0.1)
+    out = []
+    for proc in marked(mark):
+        try:
+            out.append(f"{proc.pid} {' '.join(proc.cmdline())[:100]}")
+        except psutil.Error:
+            pass
+    return out
+
+
 def kill_marked(mark: str) -> int:
     """Stop every process carrying `mark`: SIGINT to `ray start --block`
     (stops its node without a drain), then SIGKILL what is left."""
-    def marked() -> List[psutil.Process]:
-        found = []
-        for proc in psutil.process_iter():
-            try:
-                if proc.environ().get("BENCH_MARK") == mark and proc.pid != os.getpid():
-                    found.append(proc)
-            except (psutil.Error, OSError):
-                pass
-        return found
-    procs = marked()
+    procs = marked(mark)
     for proc in procs:
         try:
             if "start" in proc.cmdline()[:4]:
@@ -85,7 +104,7 @@ def kill_marked(mark: str) -> int:
         except (psutil.Error, OSError):
             pass
     psutil.wait_procs(procs, timeout=5)
-    left = marked()
+    left = marked(mark)
     for proc in left:
         try:
             proc.kill()

@@ -10,11 +10,12 @@ nodes), medians over --repeat runs:
 2. driver exit -> mpirun exit, and SIGTERM to mpirun -> mpirun exit.
 3. CPU seconds of start_ray's own processes (ranks and watchdogs, not Ray's)
    while a driver holds the cluster for --hold seconds (one run per N).
-4. PPO throughput (env steps/s, iterations 2..K) under start_ray against the
-   same training with a plain local `ray.init()` on the same CPUs.
+4. PPO throughput (env steps/s per iteration, iterations 2..K, runs
+   alternating) under start_ray against the same training with a plain
+   local `ray.init()` on the same CPUs.
 5. Resident memory of start_ray's own processes per rank.
 Writes logs/benchmarks/compare.md and compare.png (time to driver against N).
-Defaults take about 13 minutes on a 2-core machine.
+Defaults take about 14 minutes on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -76,28 +77,28 @@ def start_ray_run(np: int, hold: float, sigterm: bool) -> dict:
     ended = time.time()
     if proc.returncode != 0 and not sigterm:
         raise SystemExit(f"start_ray with {np} ranks exited {proc.returncode}:\n{output}")
-    left = baselines.kill_marked(mark)
+    left = baselines.left_after(mark)
     if left:
-        raise SystemExit(f"start_ray with {np} ranks left {left} process(es)")
+        baselines.kill_marked(mark)
+        raise SystemExit(f"start_ray with {np} ranks left process(es):\n" + "\n".join(left))
     return {"to_driver": result["driver_started"] - launched,
             "to_end": ended - (signalled if sigterm else result["driver_exiting"]),
             "ranks": result["ranks"]}
 
 
-def ppo_throughput(iters: int, plain: bool) -> dict:
-    """Env steps per second over iterations 2..iters (the first one warms up)."""
+def ppo_throughput(iters: int, plain: bool) -> List[float]:
+    """Env steps per second of each iteration after the first (which warms
+    up): per iteration, so that one slow moment on a noisy machine counts once."""
     results = tempfile.mkdtemp(prefix="srbp-", dir=OUT)
     driver = [TRAIN, "--framework", "tf2", "--stop-iters", str(iters), "--train-batch-size",
               "2000", "--num-env-runners", "1", "--checkpoint-frequency", "0",
               "--results-dir", results]
     cmd = ([sys.executable, *driver] if plain else
            [sys.executable, "-m", "start_ray", "--num-cpus", "2", *driver])
-    began = time.time()
     rows = train_ppo.train(cmd, _env(), results, "PPO " + ("plain" if plain else "start_ray"))
-    steps = float(rows[-1]["num_env_steps_sampled_lifetime"]) - float(
-        rows[0]["num_env_steps_sampled_lifetime"])
-    seconds = float(rows[-1]["time_total_s"]) - float(rows[0]["time_total_s"])
-    return {"steps_per_s": steps / seconds, "wall": time.time() - began}
+    steps = [float(row["num_env_steps_sampled_lifetime"]) for row in rows]
+    return [(steps[i] - steps[i - 1]) / float(rows[i]["time_this_iter_s"])
+            for i in range(1, len(rows))]
 
 
 def median(values: List[float]) -> float:
@@ -124,8 +125,10 @@ def measure(args: argparse.Namespace) -> dict:
         data["ranks"][np] = row
         progress(f"N={np}: {json.dumps({k: v for k, v in row.items() if k != 'held'})}")
     if args.ppo_iters:
-        data["ppo"] = {"start_ray": ppo_throughput(args.ppo_iters, plain=False),
-                       "plain": ppo_throughput(args.ppo_iters, plain=True)}
+        data["ppo"] = {"start_ray": [], "plain": []}
+        for _ in range(args.ppo_runs):  # alternating, so drifts hit both alike
+            data["ppo"]["start_ray"] += ppo_throughput(args.ppo_iters, plain=False)
+            data["ppo"]["plain"] += ppo_throughput(args.ppo_iters, plain=True)
         progress(f"PPO: {data['ppo']}")
     return data
 
@@ -164,11 +167,11 @@ def table(data: dict, args: argparse.Namespace) -> str:
             f"| {median([r['rss'] for r in rank0]) / mib:.0f} "
             f"| {median([r['rss'] for r in others]) / mib if others else 0:.0f} |")
     if "ppo" in data:
-        ours, plain = data["ppo"]["start_ray"], data["ppo"]["plain"]
-        lines += ["", f"PPO (tf2, CartPole, 2 CPUs, iterations 2..{args.ppo_iters}): "
-                  f"{ours['steps_per_s']:.0f} env steps/s under start_ray, "
-                  f"{plain['steps_per_s']:.0f} with a plain local ray.init(): ratio "
-                  f"{ours['steps_per_s'] / plain['steps_per_s']:.2f}"]
+        ours, plain = median(data["ppo"]["start_ray"]), median(data["ppo"]["plain"])
+        lines += ["", f"PPO throughput (tf2, CartPole, 2000-step batches, 1 env runner, 2 "
+                  f"CPUs; median env steps/s of iterations 2..{args.ppo_iters} of "
+                  f"{args.ppo_runs} alternating runs each): {ours:.0f} under start_ray, "
+                  f"{plain:.0f} with a plain local ray.init(): ratio {ours / plain:.2f}"]
     lines += ["", "Reproduce: `python benchmarks/compare.py " + " ".join(sys.argv[1:]) + "`"]
     return "\n".join(lines)
 
@@ -201,11 +204,13 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--repeat", type=int, default=3,
                         help="start_ray runs with a short driver, and floor runs, per N "
                              "(plus one run holding the cluster --hold seconds)")
-    parser.add_argument("--sleep-repeat", type=int, default=2,
-                        help="sleep-recipe runs per N (its time is mostly its sleeps)")
+    parser.add_argument("--sleep-repeat", type=int, default=1,
+                        help="sleep-recipe runs per N (its time is its sleeps, +-0.1 s)")
     parser.add_argument("--hold", type=float, default=60.0,
                         help="seconds the CPU-measuring driver holds the cluster")
     parser.add_argument("--ppo-iters", type=int, default=4, help="0 skips the PPO part")
+    parser.add_argument("--ppo-runs", type=int, default=2,
+                        help="PPO runs each way, alternating")
     args = parser.parse_args(argv)
     os.makedirs(OUT, exist_ok=True)
     began = time.time()

@@ -20,7 +20,8 @@ def own_processes(mark: str) -> dict:
             if not cmdline or not os.path.basename(cmdline[0]).startswith("python"):
                 continue  # mpirun's own command line names start_ray too
             kind = ("rank" if "start_ray" in cmdline else
-                    "watchdog" if "start_ray.watchdog" in cmdline else None)
+                    "watchdog" if "start_ray.watchdog" in cmdline else
+                    "helper" if "start_ray.cluster_state" in cmdline else None)
             if kind and proc.environ().get("BENCH_MARK") == mark:
                 found[proc.pid] = (kind, proc)
         except (psutil.Error, OSError):
@@ -53,13 +54,16 @@ def main() -> None:
     before = sample(procs)
     time.sleep(args.hold)
     after = sample(procs)
-    ranks = []  # per rank: CPU seconds used while holding, and RSS with its watchdog
+    # Per rank, with its helpers (watchdog; on rank 0 the GCS node-table
+    # reader): CPU seconds used while holding, and resident memory.
+    ranks = []
     for pid, now in after.items():
         if now["kind"] == "rank" and pid in before:
-            watchdog = sum(p["rss"] for p in after.values()
-                           if p["kind"] == "watchdog" and p["ppid"] == pid)
-            ranks.append({"cpu": now["cpu"] - before[pid]["cpu"],
-                          "rss": now["rss"] + watchdog, "rank0": pid == os.getppid()})
+            own = [q for q, p in after.items() if q in before and (
+                q == pid or (p["ppid"] == pid and p["kind"] != "rank"))]
+            ranks.append({"cpu": sum(after[q]["cpu"] - before[q]["cpu"] for q in own),
+                          "rss": sum(after[q]["rss"] for q in own),
+                          "rank0": pid == os.getppid()})
     report = {"driver_started": started, "ranks": ranks, "driver_exiting": time.time()}
     text = json.dumps(report)
     print("BENCH " + text, flush=True)
