@@ -157,7 +157,9 @@ def job_memory(env: Mapping[str, str], num_cpus: Optional[float], tasks: int,
                host_tasks: int, cgroup_limit: Optional[int], available: int) -> Found:
     """The memory (bytes) this Ray node's ranks were given: Slurm's --mem or
     --mem-per-cpu, else a cgroup limit, else the share of what is available.
-    The value is None (Ray sizes `memory` itself) in the last case."""
+    The value is None (Ray sizes `memory` itself) in the last case, unless
+    several of the job's Ray nodes share the host (--node-per-rank): Ray
+    would give each of them most of the host."""
     per_node = _number(env, "SLURM_MEM_PER_NODE")
     if per_node:
         return Found(int(_share(per_node * MIB, tasks, host_tasks)),
@@ -170,7 +172,10 @@ def job_memory(env: Mapping[str, str], num_cpus: Optional[float], tasks: int,
     if cgroup_limit is not None and cgroup_limit < available:
         return Found(int(_share(cgroup_limit, tasks, host_tasks)),
                      f"cgroup memory limit {cgroup_limit / 2**30:.1f} GiB")
-    return Found(None, f"{_share(available, tasks, host_tasks) / 2**30:.1f} GiB available")
+    if tasks != host_tasks:  # several of the job's nodes on this host: each its share
+        return Found(int(_share(available, tasks, host_tasks)),
+                     f"{available / 2**30:.1f} GiB available, shared by {host_tasks} ranks")
+    return Found(None, f"{available / 2**30:.1f} GiB available")
 
 
 def object_store_bytes(memory: int, nodes_on_host: int, shm_free: Optional[int]) -> Found:

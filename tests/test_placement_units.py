@@ -84,6 +84,9 @@ def test_memory_from_slurm_cgroup_or_left_to_ray():
     found = resources.job_memory({}, 4, 1, 1, 16 * GIB, 100 * GIB)
     assert found.value == 16 * GIB and "cgroup" in found.source
     assert resources.job_memory({}, 4, 1, 1, None, 100 * GIB).value is None
+    # --node-per-rank: 4 nodes on the host each get a quarter, not Ray's ~all.
+    found = resources.job_memory({}, 1, 1, 4, None, 100 * GIB)
+    assert found.value == 25 * GIB and "shared by 4 ranks" in found.source
 
 
 def test_object_store_from_memory_and_shm():
