@@ -39,8 +39,7 @@ class NodeTable:
 
     def __init__(self, env: Dict[str, str], preexec: Any = None) -> None:
         self.nodes: Optional[List[NodeInfo]] = None  # None: no answer yet
-        self.error: Optional[str] = None
-        self._news = threading.Condition()
+        self._lock = threading.Lock()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "start_ray.cluster_state"], env=env, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -67,17 +66,13 @@ class NodeTable:
                 message = json.loads(line)
             except ValueError:
                 continue
-            with self._news:
-                if "nodes" in message:
+            if "nodes" in message:  # else the GCS did not answer: keep the last look
+                with self._lock:
                     self.nodes = [NodeInfo(**node) for node in message["nodes"]]
-                    self.error = None
-                else:
-                    self.error = message.get("error")
-                self._news.notify_all()
 
     def alive_ranks(self) -> Optional[Dict[int, NodeInfo]]:
         """The alive nodes by rank, as of the helper's latest look."""
-        with self._news:
+        with self._lock:
             if self.nodes is None:
                 return None
             return {node.rank: node for node in self.nodes if node.alive}

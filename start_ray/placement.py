@@ -119,7 +119,7 @@ def _node(group: List[Probe], host_group: List[Probe], options: Options) -> Node
     gpus = resources.gpus(leader.env, tasks, host_tasks, visible, options.num_gpus)
     memory = resources.job_memory(leader.env, cpus.value, tasks, host_tasks,
                                   leader.memory_limit, leader.available_memory)
-    nodes_on_host = host_tasks // tasks if options.node_per_rank else 1
+    nodes_on_host = host_tasks // tasks  # 1 but with --node-per-rank
     joined = ",".join(visible) if visible is not None else None
     return NodePlan(
         rank=leader.rank, host=leader.host, ranks=tuple(p.rank for p in group),

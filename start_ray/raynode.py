@@ -17,10 +17,9 @@ import subprocess
 import sys
 import threading
 import time
-from typing import TYPE_CHECKING, Callable, Deque, Dict, List, Optional, Sequence
+from typing import Callable, Deque, Dict, List, Optional, Sequence
 
-if TYPE_CHECKING:
-    import psutil
+import psutil
 
 from . import logs, proctree
 
@@ -167,17 +166,16 @@ class RayNode:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def core_processes(self) -> List["psutil.Process"]:
+    def core_processes(self) -> List[psutil.Process]:
         """The node's GCS server and raylet. `ray start` itself outlives them
         by up to 30 s when it gets SIGTERM (it 'drains'), so whether the node
         still works is told by these."""
-        import psutil
         try:
-            children = psutil.Process(self.process.pid).children(recursive=True)
-        except psutil.Error:
+            below = proctree.descendants(psutil.Process(self.process.pid))
+        except psutil.NoSuchProcess:
             return []
         found = []
-        for child in children:
+        for child in below:
             try:
                 if child.name() in CORE_PROCESSES:
                     found.append(child)

@@ -66,22 +66,26 @@ def _tasks(tasks: int) -> str:
     return f"{tasks} task{'s' if tasks != 1 else ''}"
 
 
+def _per_task(env: Mapping[str, str], name: str, tasks: int, what: str = "") -> Optional[Found]:
+    """A per-task number from the scheduler times the node's tasks, if set."""
+    value = _number(env, name)
+    if not value:
+        return None
+    return Found(value * tasks, f"{name}={value:g}{what} x {_tasks(tasks)}")
+
+
 def cpus(env: Mapping[str, str], tasks: int, host_tasks: int, affinity: int,
          quota: Optional[float], explicit: Optional[float] = None) -> Found:
     """CPUs for a Ray node. `affinity` counts the CPUs that the host's ranks
     may run on together; `quota` is a cgroup CPU limit (in CPUs), if any."""
     if explicit is not None:
         return Found(explicit, "--num-cpus")
-    per_task = _number(env, "SLURM_CPUS_PER_TASK")
-    found: Optional[Found] = None
-    if per_task:
-        found = Found(per_task * tasks, f"SLURM_CPUS_PER_TASK={per_task:g} x {_tasks(tasks)}")
-    elif _number(env, "SLURM_CPUS_ON_NODE"):
+    found = _per_task(env, "SLURM_CPUS_PER_TASK", tasks)
+    if found is None and _number(env, "SLURM_CPUS_ON_NODE"):
         found = _host_share(env, "SLURM_CPUS_ON_NODE", tasks, host_tasks)
-    elif _number(env, "ALPS_APP_DEPTH"):  # aprun -d: per PE, so before PBS's per host
-        depth = _number(env, "ALPS_APP_DEPTH") or 1
-        found = Found(depth * tasks, f"ALPS_APP_DEPTH={depth:g} (aprun -d) x {_tasks(tasks)}")
-    elif env.get("PBS_JOBID") and _number(env, "NCPUS"):
+    if found is None:  # aprun -d: per PE, so before PBS's per host
+        found = _per_task(env, "ALPS_APP_DEPTH", tasks, " (aprun -d)")
+    if found is None and env.get("PBS_JOBID") and _number(env, "NCPUS"):
         found = _pbs_cpus(env, tasks, host_tasks)
     if found is not None:
         if found.value is not None and found.value * host_tasks / tasks > affinity:
@@ -131,9 +135,9 @@ def gpus(env: Mapping[str, str], tasks: int, host_tasks: int,
     if tres and int(tres.group(1)) > 0:
         return Found(int(tres.group(1)) * tasks,
                      f"SLURM_TRES_PER_TASK={env['SLURM_TRES_PER_TASK']} x {_tasks(tasks)}")
-    per_task = _number(env, "SLURM_GPUS_PER_TASK")
-    if per_task:
-        return Found(per_task * tasks, f"SLURM_GPUS_PER_TASK={per_task:g} x {_tasks(tasks)}")
+    per_task = _per_task(env, "SLURM_GPUS_PER_TASK", tasks)
+    if per_task is not None:
+        return per_task
     if visible is not None:
         return Found(len(visible), "CUDA_VISIBLE_DEVICES=" + (",".join(visible) or "''"))
     return Found(None, "no scheduler GPU variables, no CUDA_VISIBLE_DEVICES")
@@ -198,10 +202,11 @@ def object_store_bytes(memory: int, nodes_on_host: int, shm_free: Optional[int])
 def memory_args(ray_args: List[str], memory: Found, nodes_on_host: int,
                 available: int, shm_free: Optional[int]) -> Dict[str, Found]:
     """`--memory` and `--object-store-memory` for `ray start`, unless the
-    user passed them in --ray-args."""
+    user passed them in --ray-args. `memory` is the node's share (None: all
+    that is `available`, see job_memory)."""
     given = {arg.split("=", 1)[0] for arg in ray_args}
     out: Dict[str, Found] = {}
-    base = memory.value if memory.value is not None else available / nodes_on_host
+    base = memory.value if memory.value is not None else available
     store = (Found(None, "set by the user in --ray-args")
              if "--object-store-memory" in given
              else object_store_bytes(int(base), nodes_on_host, shm_free))
