@@ -21,6 +21,7 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional
 
+from . import proctree
 from .raynode import RANK_LABEL
 
 
@@ -37,13 +38,12 @@ class NodeInfo:
 class NodeTable:
     """Rank 0's view of the GCS node table, kept fresh by the helper."""
 
-    def __init__(self, env: Dict[str, str], preexec: Any = None) -> None:
+    def __init__(self, env: Dict[str, str]) -> None:
         self.nodes: Optional[List[NodeInfo]] = None  # None: no answer yet
         self._lock = threading.Lock()
-        self.process = subprocess.Popen(
+        self.process = proctree.popen(
             [sys.executable, "-m", "start_ray.cluster_state"], env=env, text=True,
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            start_new_session=True, preexec_fn=preexec)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         threading.Thread(target=self._read, daemon=True, name="node-table").start()
 
     def watch(self, address: str, interval: float) -> None:

@@ -54,8 +54,7 @@ class Driver:
 
     def __init__(self, cmd: List[str], env: Dict[str, str]) -> None:
         self._log = logs.get()
-        self.process = subprocess.Popen(cmd, env=env, start_new_session=True,
-                                        preexec_fn=proctree.die_with_parent())
+        self.process = proctree.popen(cmd, env=env)
         self.pid = self.process.pid
         try:  # wakes us the moment the driver exits, and otherwise not at all
             self._pidfd: Optional[int] = os.pidfd_open(self.pid)

@@ -27,10 +27,9 @@ import os
 import random
 import secrets
 import socket
-import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import (auth, handshake, launcher, logs, network, placement, proctree, raynode,
                resources, tempdirs, watchdog)
@@ -144,7 +143,8 @@ class Job:
         self._stop: Optional[dict] = None  # rank 0's STOP message, once received
         self._ended = False
         self.status = EXIT_FAILURE  # this rank's exit status, once ended
-        self.watchdog: Optional[subprocess.Popen] = None
+        self.watchdog: Optional[watchdog.Watchdog] = None
+        self.sessions: List[Tuple[int, int]] = []  # (leader, start time) of our children
         self.table: Optional[NodeTable] = None  # rank 0: the GCS's node table
         self.lost: set = set()  # ranks whose Ray node was lost
         self.head_core: list = []  # rank 0: the head's gcs_server and raylet
@@ -184,13 +184,16 @@ class Job:
         if self.my_node is None:  # this rank starts nothing
             return
         proctree.become_subreaper()
-        self.watchdog = watchdog.start(JOB_MARKER, self.marker)
+        proctree.add_listener(self.started_session)
+        self.watchdog = watchdog.Watchdog(
+            JOB_MARKER, self.marker, logs.file_path(self.run_dir, self.rank, self.size),
+            logs.label(self.rank, self.size))
         root, why = tempdirs.choose_root(self.options.temp_dir, self.plan.job_tag, self.rank)
         self.temp_dir = tempdirs.rank_dir(root, self.plan.job_tag, self.rank)
         tempdirs.create(self.temp_dir)
-        self.log.debug("start_ray %s, python %s, pid %d, temp dir %s (%s); %s",
-                       _version(), sys.executable, os.getpid(), self.temp_dir, why,
-                       resources.raise_open_files_limit())
+        self.log.debug("start_ray %s, python %s, pid %d, watchdog pid %d, temp dir %s (%s); %s",
+                       _version(), sys.executable, os.getpid(), self.watchdog.pid,
+                       self.temp_dir, why, resources.raise_open_files_limit())
 
     def grace_within_kill_wait(self) -> float:
         """Slurm SIGKILLs every process KillWait seconds after its SIGTERM
@@ -267,11 +270,15 @@ class Job:
     def stop_own_processes(self) -> list:
         """Stop every process this rank started (all but the watchdog, which
         outlives them) and return those still running: in our tree, or
-        anywhere with our marker."""
+        anywhere in our sessions or with our marker (see proctree)."""
         keep = {self.watchdog.pid} if self.watchdog else set()
         left = proctree.stop_descendants(self.options.stop_timeout, exclude=keep,
                                          leaders=self.node_pids())
-        return left + [p for p in proctree.marked(JOB_MARKER, self.marker) if p not in left]
+        return left + [p for p in proctree.owned(JOB_MARKER, self.marker, self.sessions)
+                       if p not in left]
+
+    def started_session(self, leader: int, began: int) -> None:
+        self.sessions.append((leader, began))
 
     def node_pids(self) -> List[int]:
         return [self.node.process.pid] if self.node is not None else []
@@ -322,7 +329,7 @@ class Job:
                 self.log.warning("authentication is OFF (--no-auth): anyone who can reach "
                                  "this job's ports can run code as you")
             head = self.start_node(raynode.head_args(self.options.dashboard))
-            self.table = NodeTable(self.ray_env(), proctree.die_with_parent())
+            self.table = NodeTable(self.ray_env())
             head.wait_started(self.deadline, self.options.poll_interval, _stopping(inbox),
                               need_address=True)
             address = head.address()
@@ -602,8 +609,8 @@ class Job:
                                           "left": proctree.describe(left)})
         self.channel.flush(report_by, self.options.poll_interval)
         if self.watchdog is not None:  # nothing left for it to clean up
-            self.watchdog.kill()
-            self.watchdog.wait()
+            self.watchdog.stop()
+        proctree.remove_listener(self.started_session)
         self.tidy(status == 0 and not left)
         if self.rank == 0:
             self.log.info("exit status %d", status)

@@ -30,23 +30,41 @@ def run_dir(log_dir: str, run_id: str) -> str:
     return os.path.abspath(os.path.join(log_dir, run_id))
 
 
+def _rank(rank: int, size: int) -> str:
+    """The rank, zero-padded so that a job's files and lines sort."""
+    return f"{rank:0{len(str(max(size - 1, 0)))}d}"
+
+
+def label(rank: int, size: int) -> str:
+    """`rank 03 | host`: what every line of a rank's file names."""
+    return f"rank {_rank(rank, size)} | {socket.gethostname()}"
+
+
+def file_path(directory: str, rank: int, size: int) -> str:
+    return os.path.join(directory, f"rank-{_rank(rank, size)}.log")
+
+
+def attach_file(logger: logging.Logger, path: str, name: str) -> logging.Logger:
+    """`logger` writing every detail to the rank's file `path`, in the
+    rank's format (the watchdog writes there too, after the rank is gone)."""
+    logger.setLevel(logging.DEBUG)
+    logger.propagate = False
+    to_file = logging.FileHandler(path)
+    to_file.setFormatter(logging.Formatter(
+        f"%(asctime)s | {name} | %(levelname)s | %(message)s", DATE_FORMAT))
+    logger.addHandler(to_file)
+    return logger
+
+
 def setup(directory: str, rank: int, size: int) -> logging.Logger:
     """The rank's logger: a file with every detail, plus the console."""
     host = socket.gethostname()
-    width = len(str(max(size - 1, 0)))
-    fmt = logging.Formatter(
-        f"%(asctime)s | rank {rank:0{width}d} | {host} | %(levelname)s | %(message)s",
-        DATE_FORMAT)
     logger = logging.getLogger(LOGGER_NAME)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
     os.makedirs(directory, exist_ok=True)
-    to_file = logging.FileHandler(os.path.join(directory, f"rank-{rank:0{width}d}.log"))
-    to_file.setFormatter(fmt)
-    logger.addHandler(to_file)
+    attach_file(logger, file_path(directory, rank, size), label(rank, size))
     console = logging.StreamHandler(sys.stdout if rank == 0 else sys.stderr)
     console.setLevel(logging.INFO if rank == 0 else logging.ERROR)
     console.setFormatter(logging.Formatter("%(asctime)s | start_ray | %(message)s"

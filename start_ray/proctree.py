@@ -1,10 +1,29 @@
 """Owning the processes a rank starts, and stopping exactly those.
 
 Ray's processes outlive `ray start` and the raylet puts its workers in process
-groups of their own, so neither a PID nor a process group covers them. Each
-rank therefore makes itself a child subreaper: every process it starts, and
-every orphan of those, stays its descendant, and teardown walks that tree.
-Nothing outside the tree is ever signalled (no `ray stop`, no name matching).
+groups of their own, so neither a PID nor a process group covers them. Three
+facts, each kept by the kernel, say which processes a rank started:
+
+- the tree: the rank is a child subreaper, so every process it starts, and
+  every orphan of those, stays its descendant while the rank lives; teardown
+  walks that tree;
+- the session: every child starts in a session of its own (`popen`), and
+  all that it starts stays in that session unless it calls setsid(), which
+  Ray's processes do not (its workers change only their process group);
+- the marker: every child's environment holds `START_RAY_JOB=<job>/<rank>`,
+  inherited by everything below it, a setsid() daemon included.
+
+The last two outlive the rank, so its watchdog uses them when the rank dies
+without its teardown. The session is the one to rely on. Ray renames its
+agents (setproctitle), which overwrites /proc/PID/environ with NUL bytes from
+its start (1,808 of 2,163 bytes, seen here): psutil's environ() then returns
+nothing, and since the raylet orders the agents' environment arbitrarily,
+the marker survives in the raw bytes in some runs and not in others. The
+session ID, kept by the kernel, does not depend on what a process does to
+its own memory. The marker (raw bytes) covers a process that left the
+session with setsid(), such as a daemon started by the driver; a process
+escapes only by doing both. Nothing outside these sets is ever signalled
+(no `ray stop`, no name matching).
 """
 
 from __future__ import annotations
@@ -14,9 +33,10 @@ import ctypes.util
 import logging
 import os
 import signal
+import subprocess
 import sys
 import time
-from typing import Callable, Iterable, List, Optional, Sequence
+from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -144,27 +164,114 @@ def reap_zombies(exclude: Optional[set] = None) -> None:
             pass
 
 
-def marked(variable: str, value: str) -> List[psutil.Process]:
-    """Running processes whose environment holds `variable=value`: every
-    process a job starts carries its marker, so this finds any that escaped
-    the process tree. Only processes we may read are looked at."""
+def _proc_stat(pid: int) -> Optional[Tuple[str, int, int]]:
+    """(state, session id, start time in clock ticks) from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    fields = text[text.rindex(b")") + 2:].split()  # the name may hold spaces
+    return fields[0].decode(), int(fields[3]), int(fields[19])
+
+
+def start_time(pid: int) -> Optional[int]:
+    """When `pid` started (clock ticks since boot): tells a reused PID apart."""
+    stat = _proc_stat(pid)
+    return stat[2] if stat else None
+
+
+def _environ_holds(pid: int, needle: bytes) -> bool:
+    """Whether the raw bytes of /proc/PID/environ hold `needle` as one whole
+    `NAME=value` entry (they survive a rename that defeats psutil)."""
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            raw = handle.read()
+    except OSError:  # gone, or not ours to read
+        return False
+    return needle in b"\0" + raw + b"\0"
+
+
+def _pids() -> List[int]:
+    return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+def owned(variable: str, value: str,
+          sessions: Iterable[Tuple[int, int]] = ()) -> List[psutil.Process]:
+    """Running processes that carry `variable=value` in their environment or
+    belong to one of `sessions` ((leader PID, leader start time) pairs, as
+    `popen` announced them). A session whose leader PID now names another
+    session leader (PID reuse) is not ours any more and is skipped."""
+    needle = f"\0{variable}={value}\0".encode()
+    ours = set()
+    for leader, began in sessions:
+        stat = _proc_stat(leader)
+        if stat is None or stat[2] == began or stat[1] != leader:
+            ours.add(leader)
     found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid != os.getpid() and proc.environ().get(variable) == value \
-                    and _running(proc):
-                found.append(proc)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess, OSError):
-            pass
+    for pid in _pids():
+        if pid == os.getpid():
+            continue
+        stat = _proc_stat(pid)
+        if stat is None or stat[0] in ("Z", "X"):
+            continue
+        if stat[1] in ours or _environ_holds(pid, needle):
+            try:
+                found.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
     return found
 
 
+# Told of every session `popen` starts: the rank's watchdog listens here.
+_LISTENERS: List[Callable[[int, int], None]] = []
+
+
+def add_listener(listener: Callable[[int, int], None]) -> None:
+    _LISTENERS.append(listener)
+
+
+def remove_listener(listener: Callable[[int, int], None]) -> None:
+    if listener in _LISTENERS:
+        _LISTENERS.remove(listener)
+
+
+def popen(cmd: Sequence[str], ignored_signals: Sequence[int] = (),
+          **kwargs: Any) -> subprocess.Popen:
+    """Start a child the way a rank starts everything: in a session of its
+    own (so the session ID finds all it starts, even after the rank is gone),
+    dying with the rank (PR_SET_PDEATHSIG), announced to the listeners."""
+    process = subprocess.Popen(list(cmd), start_new_session=True,
+                               preexec_fn=die_with_parent(ignored_signals), **kwargs)
+    began = start_time(process.pid)
+    if began is not None:
+        for listener in list(_LISTENERS):
+            listener(process.pid, began)
+    return process
+
+
 def describe(procs: List[psutil.Process]) -> str:
-    """`pid name` pairs for a log line."""
+    """`pid name` pairs for a log line (a Python process is named by the
+    script or module it runs: `log_monitor.py`, `-m start_ray.cluster_state`)."""
     names = []
     for proc in procs:
         try:
-            names.append(f"{proc.pid} {proc.name()}")
-        except psutil.NoSuchProcess:
+            names.append(f"{proc.pid} {_name(proc)}")
+        except psutil.Error:
             names.append(f"{proc.pid} (gone)")
     return ", ".join(names)
+
+
+def _name(proc: psutil.Process) -> str:
+    name = proc.name()
+    if not name.startswith("python"):
+        return name
+    args = proc.cmdline()[1:]
+    for i, arg in enumerate(args):
+        if arg == "-m" and i + 1 < len(args):
+            return f"{name} -m {args[i + 1]}"
+        if arg == "-c":
+            return f"{name} -c"
+        if not arg.startswith("-"):
+            return f"{name} {os.path.basename(arg)}"
+    return name

@@ -112,11 +112,9 @@ class RayNode:
         self._address: Optional[str] = None
         self._log.debug("running: %s", " ".join(self.command))
         try:
-            self.process = subprocess.Popen(
-                self.command, env=env, stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                start_new_session=True,
-                preexec_fn=proctree.die_with_parent(ignored_signals))
+            self.process = proctree.popen(
+                self.command, ignored_signals, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         except OSError as err:
             raise NodeError(f"could not run {self.command[0]}: {err}") from None
         self._reader = threading.Thread(target=self._read, daemon=True,

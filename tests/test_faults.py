@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from jobs import (DRIVER, MPIRUN, PYTHON, SIGNALS_DRIVER, assert_nothing_left,
-                  finish_held)
+                  finish_held, rank_processes, ray_process)
 
 
 def start_signals_job(jobs, tmp_path, np, *args, driver_args=()):
@@ -25,15 +25,7 @@ def start_signals_job(jobs, tmp_path, np, *args, driver_args=()):
 
 def ranks(running):
     """The job's start_ray rank processes."""
-    return [p for p in running.processes()
-            if "start_ray" in p.cmdline() and os.path.basename(p.cmdline()[0]).startswith("py")]
-
-
-def ray_process(running, name, rank):
-    for proc in running.processes():
-        if proc.name() == name and proc.environ().get("START_RAY_JOB", "").endswith(f"/{rank}"):
-            return proc
-    raise AssertionError(f"no {name} of rank {rank}")
+    return list(rank_processes(running).values())
 
 
 def wait_for_rank0_log(running, needle, timeout):
@@ -111,20 +103,18 @@ def test_sigterm_to_mpirun_ends_the_job_in_seconds_leaving_nothing(jobs, tmp_pat
     result = running.wait(30)
     assert result.returncode != 0
     assert result.seconds < 120
-    assert_nothing_left(result, within=20)
+    assert_nothing_left(result)
 
 
 @pytest.mark.parametrize("rank", [1, 0], ids=["worker-rank", "head-rank"])
 def test_rank_killed_with_sigkill_leaves_nothing(jobs, tmp_path, rank):
     running, _ = start_signals_job(jobs, tmp_path, 2)
-    victim = [p for p in ranks(running)
-              if p.environ().get("OMPI_COMM_WORLD_RANK") == str(rank)][0]
-    victim.kill()
+    rank_processes(running)[rank].kill()
     began = time.monotonic()
     result = running.wait(60)
     assert result.returncode != 0
     assert time.monotonic() - began < 30, "the other ranks noticed within seconds"
-    assert_nothing_left(result, within=20)
+    assert_nothing_left(result)
 
 
 def test_rank_killed_leaves_not_even_the_drivers_own_children(jobs, tmp_path):
@@ -143,7 +133,7 @@ def test_rank_killed_leaves_not_even_the_drivers_own_children(jobs, tmp_path):
     ranks(running)[0].kill()
     result = running.wait(30)
     assert result.returncode == -signal.SIGKILL
-    assert_nothing_left(result, within=10)
+    assert_nothing_left(result)
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
 
 
@@ -160,7 +150,7 @@ def test_dead_worker_rank_under_enable_recovery_the_job_goes_on(jobs):
     """With `mpirun --enable-recovery` a dead rank does not end the job; it
     reports nothing itself, so rank 0 learns it from the GCS."""
     running, _, release = jobs.hold(2, mpirun_args=["--enable-recovery"])
-    [p for p in ranks(running) if p.environ().get("OMPI_COMM_WORLD_RANK") == "1"][0].kill()
+    rank_processes(running)[1].kill()
     text = wait_for_rank0_log(running, "lost its Ray node", 90)
     assert re.search(r"rank 1 \(\S+\) lost its Ray node: the GCS reports its node dead", text)
     finish_held(running, release)
@@ -215,7 +205,7 @@ def test_uncaught_exception_on_one_rank_aborts_without_a_hang(jobs, tmp_path):
     assert result.returncode != 0
     assert "start_ray failed on this rank" in result.output
     assert "MPI_ABORT" in result.output
-    assert_nothing_left(result, within=20)
+    assert_nothing_left(result)
 
 
 def test_default_ports_taken_by_others_do_not_matter(jobs):

@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 
+import leftovers as found_by
 from jobs import DRIVER, PYTHON, assert_nothing_left, finish_held
 
 PROBE = """
@@ -50,7 +51,7 @@ def job_tokens(running):
     process environment (as only the job's owner or root can)."""
     settings = set()
     for proc in running.processes():
-        env = proc.environ()
+        env = found_by.environ(proc.pid)  # raw bytes: Ray's renamed agents too
         if "START_RAY_JOB" in env:
             settings.add((env.get("RAY_AUTH_MODE"), env.get("RAY_AUTH_TOKEN")))
     return settings

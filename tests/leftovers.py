@@ -1,0 +1,119 @@
+"""What a job left running, found without start_ray's own method.
+
+start_ray finds its processes through its own marker variable and the
+sessions it created. A check that used the same method would share its blind
+spots (one such check once missed Ray agents that outlived every killed job:
+psutil's environ() reads nothing from a process renamed by setproctitle). So
+this module looks in two other ways, each from raw /proc bytes:
+
+- every process that is new since the job began (PID and start time not in
+  a snapshot taken before the launch) and looks like Ray or an MPI launcher
+  by its command line or kernel name: Ray's binaries and scripts, `ray::*`
+  processes, `ray start`, `python -m start_ray...`, mpirun/prterun/prted,
+  mpiexec/hydra_pmi_proxy;
+- every process whose raw environment holds the test's own marker variable
+  (set on the launcher, inherited by all below it), or whose command line
+  points into the job's own temp dir.
+
+The first is the one that cannot be fooled: a rename can overwrite a
+process's whole environment, the marker with it. Test clean-up kills only
+what carries the marker (what the test provably started); a Ray-looking
+leftover without it fails the test instead.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, FrozenSet, List, Optional, Tuple
+
+import psutil
+
+Snapshot = FrozenSet[Tuple[int, int]]
+
+LAUNCHER_BINARIES = {"mpirun", "mpiexec", "mpiexec.hydra", "hydra_pmi_proxy", "prterun",
+                     "prted", "orted", "prte"}
+RAY_BINARIES = {"raylet", "gcs_server"}
+
+
+def _read(path: str) -> Optional[bytes]:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return None
+
+
+def _stat(pid: int) -> Optional[Tuple[str, int]]:
+    """(state, start time) from /proc/PID/stat."""
+    raw = _read(f"/proc/{pid}/stat")
+    if raw is None:
+        return None
+    fields = raw[raw.rindex(b")") + 2:].split()
+    return fields[0].decode(), int(fields[19])
+
+
+def _live_pids() -> Dict[int, int]:
+    """PID -> start time of every process that is not a zombie."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = _stat(int(name))
+            if stat is not None and stat[0] not in ("Z", "X"):
+                found[int(name)] = stat[1]
+    return found
+
+
+def snapshot() -> Snapshot:
+    """The processes running now (taken before a job is launched)."""
+    return frozenset(_live_pids().items())
+
+
+def environ(pid: int) -> Dict[str, str]:
+    """A process's environment from its raw bytes, skipping what a rename
+    overwrote (NUL bytes, or a fragment without `=`)."""
+    raw = _read(f"/proc/{pid}/environ") or b""
+    entries = (item.decode(errors="replace") for item in raw.split(b"\0") if b"=" in item)
+    return dict(entry.split("=", 1) for entry in entries)
+
+
+def looks_like_ray_or_mpi(pid: int) -> bool:
+    """Judged by the command line and the kernel's name for the process."""
+    comm = (_read(f"/proc/{pid}/comm") or b"").decode(errors="replace").strip()
+    args = [arg.decode(errors="replace")
+            for arg in (_read(f"/proc/{pid}/cmdline") or b"").split(b"\0") if arg]
+    if comm.startswith("ray::") or (args and args[0].startswith("ray::")):
+        return True
+    if comm in RAY_BINARIES | LAUNCHER_BINARIES:
+        return True
+    for i, arg in enumerate(args):
+        base = os.path.basename(arg)
+        following = args[i + 1] if i + 1 < len(args) else ""
+        if base in RAY_BINARIES | LAUNCHER_BINARIES or "/site-packages/ray/" in arg:
+            return True
+        if base == "ray" and following == "start":
+            return True
+        if arg == "-m" and following.split(".")[0] in ("ray", "start_ray"):
+            return True
+    return False
+
+
+def find(variable: str, mark: str, since: Optional[Snapshot] = None,
+         temp_root: Optional[str] = None) -> List[psutil.Process]:
+    """Running processes that carry `variable=mark` (raw bytes), point into
+    `temp_root`, or are new since `since` and look like Ray or MPI."""
+    needle = f"\0{variable}={mark}\0".encode()
+    old = dict(since) if since is not None else None
+    found = []
+    for pid, began in _live_pids().items():
+        if pid == os.getpid():
+            continue
+        new = old is not None and old.get(pid) != began
+        env = b"\0" + (_read(f"/proc/{pid}/environ") or b"") + b"\0"
+        cmdline = _read(f"/proc/{pid}/cmdline") or b""
+        if needle in env or (temp_root and temp_root.encode() in cmdline) or \
+                (new and looks_like_ray_or_mpi(pid)):
+            try:
+                found.append(psutil.Process(pid))
+            except psutil.NoSuchProcess:
+                pass
+    return found

@@ -1,0 +1,32 @@
+"""Chaos under both MPIs (a representative subset; benchmarks/chaos.py runs
+the randomized full matrix): every phase and every victim at least once, and
+every case must end within the bound, leave nothing 5 s after the launcher
+exits, and leave logs that say what happened."""
+
+import pytest
+
+import chaos
+from conftest import skip_or_fail
+from jobs import MPIS
+
+SUBSET = [
+    chaos.Case("openmpi", "rank0", "head"),
+    chaos.Case("openmpi", "node-rank", "join"),
+    chaos.Case("openmpi", "idle-rank", "driver"),
+    chaos.Case("openmpi", "launcher", "driver"),
+    chaos.Case("openmpi", "node-rank", "teardown"),
+    chaos.Case("mpich", "node-rank", "head"),
+    chaos.Case("mpich", "rank0", "join"),
+    chaos.Case("mpich", "node-rank", "driver"),
+    chaos.Case("mpich", "launcher", "teardown"),
+    chaos.Case("mpich", "idle-rank", "teardown"),
+]
+
+
+@pytest.mark.parametrize("case", SUBSET, ids=[case.name for case in SUBSET])
+def test_chaos_case_ends_bounded_and_clean(jobs, tmp_path, case):
+    missing = MPIS[case.mpi].missing()
+    if missing:
+        skip_or_fail(case.mpi, missing)
+    outcome = chaos.run(jobs, case, str(tmp_path))
+    assert outcome.ok, outcome.explain()

@@ -1,0 +1,145 @@
+"""How a rank finds what it started, in seconds, with real processes but no
+MPI and no cluster: a process renamed the way Ray renames its agents, a
+session whose leader PID now belongs to someone else, and the watchdog of a
+rank that dies by SIGKILL."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+import leftovers as found_by
+from jobs import ROOT
+from start_ray import proctree
+
+MARK = "START_RAY_JOB"
+
+# Renames itself with Ray's own setproctitle (as Ray's agents do), with a
+# title long enough to overwrite its whole environment, then waits.
+RENAMED = textwrap.dedent("""
+    import sys, time, ray._raylet
+    ray._raylet.setproctitle("ray::FakeAgent" + " " * 8000)
+    print("renamed", flush=True)
+    time.sleep(120)
+""")
+
+
+@pytest.fixture
+def sessions():
+    found = []
+
+    def listener(leader, began):
+        found.append((leader, began))
+    proctree.add_listener(listener)
+    yield found
+    proctree.remove_listener(listener)
+
+
+def start_renamed(value):
+    env = {**os.environ, MARK: value}
+    proc = proctree.popen([sys.executable, "-c", RENAMED], env=env,
+                          stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "renamed"
+    return proc
+
+
+def test_a_renamed_process_is_found_by_its_session_and_by_the_tests_check(sessions):
+    before = found_by.snapshot()
+    proc = start_renamed("job1/0")
+    try:
+        assert psutil.Process(proc.pid).environ().get(MARK) is None, \
+            "psutil is blind to the renamed process (the bug this guards against)"
+        assert found_by.environ(proc.pid).get(MARK) is None, "the whole environ was overwritten"
+        assert sessions == [(proc.pid, proctree.start_time(proc.pid))]
+        assert [p.pid for p in proctree.owned(MARK, "job1/0", sessions)] == [proc.pid]
+        assert proctree.owned(MARK, "job1/0", []) == [], "the marker alone misses it"
+        assert proc.pid in [p.pid for p in found_by.find("NO_SUCH_MARK", "x", before)]
+        assert proc.pid not in [p.pid for p in found_by.find("NO_SUCH_MARK", "x")], \
+            "an old process is never taken for a leftover"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_the_marker_is_matched_whole_in_the_raw_environment():
+    child = subprocess.Popen(["sleep", "60"], env={MARK: "job2/10"})
+    try:
+        assert [p.pid for p in proctree.owned(MARK, "job2/10")] == [child.pid]
+        assert proctree.owned(MARK, "job2/1") == [], "rank 1 is not rank 10"
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_a_session_whose_leader_pid_was_reused_is_not_ours():
+    leader = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        began = proctree.start_time(leader.pid)
+        assert [p.pid for p in proctree.owned(MARK, "none", [(leader.pid, began)])] == [leader.pid]
+        # Same PID, another start time: a new session leader, not ours.
+        assert proctree.owned(MARK, "none", [(leader.pid, began - 1)]) == []
+    finally:
+        leader.kill()
+        leader.wait()
+
+
+# Stands in for `ray start`: starts the renamed process (as the raylet starts
+# Ray's agents: a grandchild of the rank, which does not die with it), prints
+# its PID, and waits.
+STARTER = textwrap.dedent("""
+    import subprocess, sys, time
+    agent = subprocess.Popen([sys.executable, "-c", sys.argv[1]], stdout=subprocess.PIPE)
+    agent.stdout.readline()
+    print(agent.pid, flush=True)
+    time.sleep(120)
+""")
+
+# A stand-in rank: starts its watchdog and the starter (in a session of its
+# own, as every child of a rank), then waits to be killed.
+RANK = textwrap.dedent("""
+    import os, subprocess, sys, time
+    sys.path.insert(0, {root!r})
+    from start_ray import proctree, watchdog
+    proctree.become_subreaper()
+    dog = watchdog.Watchdog({mark!r}, "job3/1", {log!r}, "rank 1 | host")
+    starter = proctree.popen([sys.executable, "-c", {starter!r}, {renamed!r}],
+                             env=dict(os.environ, **{{{mark!r}: "job3/1"}}),
+                             stdout=subprocess.PIPE, text=True)
+    print(dog.pid, starter.stdout.readline().strip(), flush=True)
+    time.sleep(120)
+""")
+
+
+def test_watchdog_kills_what_a_sigkilled_rank_left_and_says_so(tmp_path):
+    log = tmp_path / "rank-1.log"
+    rank = subprocess.Popen([sys.executable, "-c", RANK.format(
+        root=ROOT, mark=MARK, log=str(log), starter=STARTER, renamed=RENAMED)],
+        stdout=subprocess.PIPE, text=True)
+    dog_pid, child_pid = map(int, rank.stdout.readline().split())
+    dog, child = psutil.Process(dog_pid), psutil.Process(child_pid)
+    try:
+        assert psutil.Process(child.ppid()).ppid() == rank.pid
+        dog.send_signal(signal.SIGTERM)  # as scancel sends to every process:
+        time.sleep(0.5)                  # the watchdog does not act on it
+        assert dog.is_running() and child.is_running()
+        rank.kill()
+        rank.wait()
+        dog.wait(timeout=10)
+        assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
+        text = log.read_text()
+        assert re.search(rf"watchdog: the rank \(pid {rank.pid}\) ended without its teardown; "
+                         rf"killed \d process\(es\) it left: .*{child_pid} ray::FakeAgent", text)
+        assert "none left" in text
+        assert text.startswith(time.strftime("%m/%d/%Y")) and "| rank 1 | host | ERROR |" in text
+    finally:
+        for proc in (child, dog):
+            try:
+                proc.kill()
+            except psutil.NoSuchProcess:
+                pass
