@@ -15,7 +15,10 @@ this module looks in two other ways, each from raw /proc bytes:
   (set on the launcher, inherited by all below it), or whose command line
   points into the job's own temp dir.
 
-The first is the one that cannot be fooled: a rename can overwrite a
+A new process that carries another test job's marker is that job's, not
+this one's. The check assumes no other Ray starts on the machine while a
+test runs (CI runs the tests one at a time). The first is the one that
+cannot be fooled: a rename can overwrite a
 process's whole environment, the marker with it. Test clean-up kills only
 what carries the marker (what the test provably started); a Ray-looking
 leftover without it fails the test instead.
@@ -110,8 +113,9 @@ def find(variable: str, mark: str, since: Optional[Snapshot] = None,
         new = old is not None and old.get(pid) != began
         env = b"\0" + (_read(f"/proc/{pid}/environ") or b"") + b"\0"
         cmdline = _read(f"/proc/{pid}/cmdline") or b""
+        foreign = needle not in env and f"\0{variable}=".encode() in env
         if needle in env or (temp_root and temp_root.encode() in cmdline) or \
-                (new and looks_like_ray_or_mpi(pid)):
+                (new and not foreign and looks_like_ray_or_mpi(pid)):
             try:
                 found.append(psutil.Process(pid))
             except psutil.NoSuchProcess:

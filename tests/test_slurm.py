@@ -12,6 +12,7 @@ import time
 import pytest
 
 from conftest import skip_or_fail
+import leftovers as found_by
 from jobs import DRIVER, PYTHON, ROOT, assert_nothing_left, leftovers
 from local_slurm import LocalSlurm, unavailable
 
@@ -35,8 +36,9 @@ def submit(jobs, slurm, tmp_path, stop_iters, extra=SHORT):
     mark, env, _ = jobs.new_job({"START_RAY_NODE_PER_RANK": "0", "VENV": VENV,
                                  "FRAMEWORK": "tf2", "STOP_ITERS": str(stop_iters),
                                  "TRAIN_BATCH_SIZE": "500", "EXTRA_ARGS": extra})
+    before = found_by.snapshot()
     job_id = slurm.sbatch(SCRIPT, [*SIZE, f"--output={tmp_path}/slurm-%j.out"], env, ROOT)
-    return job_id, mark, os.path.join(tmp_path, f"slurm-{job_id}.out")
+    return job_id, (mark, before), os.path.join(tmp_path, f"slurm-{job_id}.out")
 
 
 def read(path):
@@ -67,15 +69,17 @@ def wait_for_training(slurm, job_id, output_path, timeout=300):
         time.sleep(1)
 
 
-def assert_job_left_nothing(mark):
+def assert_job_left_nothing(job):
+    """Nothing with the job's marker, nothing new that looks like Ray or MPI."""
+    mark, before = job
     deadline = time.monotonic() + 10
-    while leftovers(mark) and time.monotonic() < deadline:
+    while leftovers(mark, since=before) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert not leftovers(mark)
+    assert not leftovers(mark, since=before)
 
 
 def test_sbatch_script_trains_and_leaves_nothing(jobs, slurm, tmp_path):
-    job_id, mark, out = submit(jobs, slurm, tmp_path, stop_iters=2)
+    job_id, job, out = submit(jobs, slurm, tmp_path, stop_iters=2)
     record = slurm.wait(job_id, timeout=420)
     output = read(out)
     assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", output
@@ -86,7 +90,7 @@ def test_sbatch_script_trains_and_leaves_nothing(jobs, slurm, tmp_path):
     assert "CPUs 2 (SLURM_CPUS_PER_TASK=1 x 2 tasks" in output
     assert "train_ppo.py: TERMINATED after 2 iteration(s)" in output
     assert "none left" in output
-    assert_job_left_nothing(mark)
+    assert_job_left_nothing(job)
 
 
 def test_srun_starts_one_cluster_over_all_tasks(jobs, slurm):
@@ -115,7 +119,7 @@ def test_scancel_during_training_ends_within_kill_wait(jobs, slurm, tmp_path):
     """scancel sends SIGTERM to every process of the job (Ray's own too) and
     SIGKILL KillWait (here 30 s) later. start_ray fits the driver's grace
     into KillWait, so its own teardown, not Slurm's SIGKILL, ends the job."""
-    job_id, mark, out = submit(jobs, slurm, tmp_path, stop_iters=1000)
+    job_id, job, out = submit(jobs, slurm, tmp_path, stop_iters=1000)
     wait_for_training(slurm, job_id, out)
     cancelled = time.monotonic()
     slurm.scancel(job_id)
@@ -132,14 +136,14 @@ def test_scancel_during_training_ends_within_kill_wait(jobs, slurm, tmp_path):
     assert "none left" in rank0 and "exit status" in rank0, rank0[-3000:]
     assert took < 60
     assert glob.glob(os.path.join(run_dir(output), "results", "*", "*", "checkpoint_*"))
-    assert_job_left_nothing(mark)
+    assert_job_left_nothing(job)
 
 
 def test_walltime_warning_reaches_the_driver(jobs, slurm, tmp_path):
     """What `#SBATCH --signal=B:USR1@300` does at the warning time, now:
     USR1 to the batch shell, which passes it to srun, then to every task."""
     assert "#SBATCH --signal=B:USR1@" in read(SCRIPT)
-    job_id, mark, out = submit(jobs, slurm, tmp_path, stop_iters=1000)
+    job_id, job, out = submit(jobs, slurm, tmp_path, stop_iters=1000)
     wait_for_training(slurm, job_id, out)
     slurm.scancel(job_id, "--batch", "--signal=USR1")
     record = slurm.wait(job_id, timeout=180)
@@ -149,4 +153,4 @@ def test_walltime_warning_reaches_the_driver(jobs, slurm, tmp_path):
     assert "train_ppo.py: got SIGUSR1: saving a checkpoint" in output
     assert "resume with --restore" in output
     assert glob.glob(os.path.join(run_dir(output), "results", "*", "*", "checkpoint_*"))
-    assert_job_left_nothing(mark)
+    assert_job_left_nothing(job)
