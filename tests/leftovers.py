@@ -73,9 +73,13 @@ def snapshot() -> Snapshot:
 
 def environ(pid: int) -> Dict[str, str]:
     """A process's environment from its raw bytes, skipping what a rename
-    overwrote (NUL bytes, or a fragment without `=`)."""
+    overwrote: the NUL bytes, and the first entry after them, which may be
+    the tail of an entry whose start was overwritten."""
     raw = _read(f"/proc/{pid}/environ") or b""
-    entries = (item.decode(errors="replace") for item in raw.split(b"\0") if b"=" in item)
+    items = [item for item in raw.split(b"\0") if item]
+    if raw.startswith(b"\0"):
+        items = items[1:]
+    entries = (item.decode(errors="replace") for item in items if b"=" in item)
     return dict(entry.split("=", 1) for entry in entries)
 
 
