@@ -12,7 +12,7 @@ __all__ = ["cluster", "ClusterError", "ClusterInfo", "UsageError", "__version__"
 
 # Imported on first use: `python -m start_ray --help` and the watchdog
 # (`python -m start_ray.watchdog`) need none of the lifecycle.
-_EXPORTS = {"cluster": "api", "ClusterError": "api", "ClusterInfo": "lifecycle",
+_EXPORTS = {"cluster": "api", "ClusterError": "api", "ClusterInfo": "cluster_state",
             "UsageError": "options"}
 
 

@@ -16,17 +16,18 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 import types
 from typing import Any, Optional, Type
 
 from . import auth, handshake
-from .lifecycle import ClusterInfo, Job, JobFailed
+from .cluster_state import ClusterInfo
+from .errors import ClusterError, JobFailed
+from .lifecycle import Job
 from .options import make_options
 from .signals import SignalInbox
 
-
-class ClusterError(RuntimeError):
-    """The cluster could not be brought up, or rank 0's code failed."""
+__all__ = ["cluster", "ClusterError"]
 
 
 class _SkipBody(Exception):
@@ -53,27 +54,28 @@ class cluster:
         self._previous_trace: Any = None
         self._previous_sigterm: Any = None
 
+    def _job(self, inbox: SignalInbox) -> Job:
+        comm = self.comm if self.comm is not None else handshake.world()
+        return Job(self.options, handshake.Channel(comm, self.options.poll_interval), inbox)
+
     def __enter__(self) -> Optional[ClusterInfo]:
-        self.job = Job(self.options, self.comm if self.comm is not None
-                       else handshake.world())
         try:
             with SignalInbox([self.options.walltime_signal]) as inbox:
-                self.info = self.job.start(inbox)
+                self.job = self._job(inbox)
+                self.info = self.job.start()
         except JobFailed as failed:
             raise ClusterError(str(failed)) from None
         if self.info is None:
             self._skip_body(sys._getframe(1))
             return None
-        import ray
         try:
-            # Ray may have been imported (and read its auth settings) before.
-            assert self.job.plan is not None
-            auth.use_in_this_process(self.job.plan.auth_token)
-            ray.init(address=self.info.address)
+            assert self.job.agreed is not None
+            attach(self.info.address, self.job.agreed.plan.auth_token)
         except BaseException as err:  # __exit__ will not run: stop the cluster here
             self.job.end(1)
             raise ClusterError(f"ray.init() could not attach to the cluster: {err}") from err
-        self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        if threading.current_thread() is threading.main_thread():  # else no signal comes
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self.info
 
     def __exit__(self, exc_type: Optional[Type[BaseException]],
@@ -81,15 +83,15 @@ class cluster:
         assert self.job is not None
         if self.info is None:  # a worker rank: its part ended in __enter__
             sys.settrace(self._previous_trace)
-            stop = self.job.stop_message or {}
-            if stop.get("status", 0) != 0:
+            stop = self.job.stop_message
+            if stop is not None and stop.status != 0:
                 raise ClusterError(
-                    f"rank 0 ended the cluster with status {stop['status']}") from None
+                    f"rank 0 ended the cluster with status {stop.status}") from None
             return exc_type is _SkipBody
-        import ray
-        signal.signal(signal.SIGTERM, self._previous_sigterm)
+        if self._previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
         try:
-            ray.shutdown()
+            detach()
         finally:
             status = 0 if exc_type is None else _status_of(exc)
             self.job.end(status)
@@ -106,6 +108,19 @@ class cluster:
 
         sys.settrace(lambda *args: None)
         frame.f_trace = skip  # type: ignore[assignment]
+
+
+def attach(address: str, token: Optional[str]) -> None:
+    """Connect this process's Ray to the job's cluster. Ray may have been
+    imported (and read its auth settings) before: tell it the job's token."""
+    import ray
+    auth.use_in_this_process(token)
+    ray.init(address=address)
+
+
+def detach() -> None:
+    import ray
+    ray.shutdown()
 
 
 def _status_of(exc: Optional[BaseException]) -> int:

@@ -12,7 +12,7 @@ import io
 import sys
 from typing import List, Optional, Tuple
 
-from . import __version__, driver, launcher, lifecycle
+from . import __version__, driver, errors, launcher, lifecycle
 from .options import SPECS, Options, UsageError, make_options
 
 DESCRIPTION = """\
@@ -105,7 +105,7 @@ def refuse(err: UsageError) -> int:
     before any rank exits (mpirun ends the job at the first non-zero exit)."""
     if not launcher.under_launcher():
         print(f"start_ray: error: {err}", file=sys.stderr)
-        return lifecycle.EXIT_USAGE
+        return errors.EXIT_USAGE
 
     def fail() -> None:
         raise err

@@ -1,4 +1,5 @@
-"""What the head's GCS says about the cluster (rank 0 only).
+"""What the head's GCS says about the cluster (rank 0 only), and what the
+payload is told about it (ClusterInfo).
 
 Rank 0 never talks to the GCS itself: Ray's GCS client can block for a
 minute, holding the interpreter, and then abort the whole process when the
@@ -33,6 +34,33 @@ class NodeInfo:
     alive: bool
     rank: int  # the start_ray rank that started it; -1 for a foreign node
     resources: Dict[str, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterInfo:
+    """What the payload (the driver, or an API user's code) gets to know."""
+
+    address: str
+    nodes: List[NodeInfo]
+    run_dir: str
+    env: Dict[str, str] = dataclasses.field(repr=False)
+    grace: float = 30.0  # seconds the driver gets after a stopping signal
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def resources(self) -> Dict[str, float]:
+        return total_resources(self.nodes)
+
+
+def total_resources(nodes: List[NodeInfo]) -> Dict[str, float]:
+    total: Dict[str, float] = {}
+    for node in nodes:
+        for key, value in node.resources.items():
+            total[key] = total.get(key, 0.0) + value
+    return total
 
 
 class NodeTable:

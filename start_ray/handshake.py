@@ -1,11 +1,13 @@
-"""The MPI conversation between rank 0 and the other ranks.
+"""The MPI conversation between rank 0 and the other ranks (the transport;
+what is said is in messages.py).
 
 Open MPI's blocking calls spin at ~100% of a core while they wait, and a rank
 may wait for hours next to Ray workers that need that core. So every wait
 here is a non-blocking request tested at a short interval with sleeps in
 between (~0.05% of a core), and only messages that are already there are
 received. The communicator is injectable (dask-mpi style), so the same
-lifecycle runs on COMM_WORLD or on a sub-communicator.
+lifecycle runs on COMM_WORLD or on a sub-communicator; and the lifecycle
+sees only a Channel, so the protocol tests give it one made of threads.
 """
 
 from __future__ import annotations
@@ -13,11 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, List, Optional, Tuple
 
-# Message tags.
-REPORT = 71   # rank > 0 -> rank 0: joined / failed / lost / done
-STOP = 72     # rank 0 -> rank > 0: tear down now
-
-Message = dict
+from .messages import Message
 
 
 def world() -> Any:
@@ -42,30 +40,41 @@ def wait_until(done: Callable[[], bool], interval: float,
     return True
 
 
-def share(comm: Any, value: Any, interval: float, root: int = 0) -> Any:
-    """Broadcast `value` from `root` without spinning while the root is busy:
-    a non-blocking barrier tells the others that the root is ready, then an
-    ordinary (tree-shaped, fast) bcast delivers the value."""
-    if comm.Get_size() == 1:
-        return value
-    barrier = comm.Ibarrier()
-    wait_until(lambda: bool(barrier.Test()), interval)
-    return comm.bcast(value, root=root)
-
-
 class Channel:
-    """Point-to-point news that never blocks: sends are buffered requests,
-    receives take only messages that have already arrived (matched probe, so
-    any size works)."""
+    """Everything the ranks say to each other, over one communicator.
 
-    def __init__(self, comm: Any) -> None:
+    Collectives (`share`, `allgather`) happen in the same order on every
+    rank. Point-to-point news never blocks: sends are buffered requests,
+    receives take only messages that have already arrived (matched probe,
+    so any size works).
+    """
+
+    def __init__(self, comm: Any, interval: float) -> None:
         self.comm = comm
+        self.interval = interval
+        self.rank: int = comm.Get_rank()
+        self.size: int = comm.Get_size()
         self._sends: List[Any] = []
 
-    def send(self, dest: int, tag: int, message: Message) -> None:
-        self._sends.append(self.comm.isend(message, dest=dest, tag=tag))
+    def share(self, value: Any) -> Any:
+        """Broadcast `value` from rank 0 without spinning while rank 0 is
+        busy: a non-blocking barrier tells the others that rank 0 is ready,
+        then an ordinary (tree-shaped, fast) bcast delivers the value."""
+        if self.size == 1:
+            return value
+        barrier = self.comm.Ibarrier()
+        wait_until(lambda: bool(barrier.Test()), self.interval)
+        return self.comm.bcast(value, root=0)
 
-    def receive(self, tag: int, source: Optional[int] = None) -> Optional[Tuple[int, Message]]:
+    def allgather(self, value: Any) -> List[Any]:
+        """Every rank's `value`, on every rank (all ranks are ready by then)."""
+        return self.comm.allgather(value) if self.size > 1 else [value]
+
+    def send(self, dest: int, message: Message) -> None:
+        self._sends.append(self.comm.isend(message, dest=dest, tag=message.tag))
+
+    def receive(self, tag: int, source: Optional[int] = None) -> Optional[Tuple[int, Any]]:
+        """(source, message) if one with `tag` has arrived, else None."""
         from mpi4py import MPI
         status = MPI.Status()
         probe_source = MPI.ANY_SOURCE if source is None else source
@@ -74,11 +83,17 @@ class Channel:
             return None
         return status.Get_source(), matched.recv()
 
-    def flush(self, deadline: float, interval: float) -> bool:
+    def flush(self, deadline: float) -> bool:
         """Wait (quietly, bounded) until every send has left this rank."""
         from mpi4py import MPI
         pending = self._sends
-        done = wait_until(lambda: bool(MPI.Request.Testall(pending)), interval, deadline)
+        done = wait_until(lambda: bool(MPI.Request.Testall(pending)), self.interval, deadline)
         if done:
             self._sends = []
         return done
+
+    def abort(self, status: int) -> None:
+        """End every rank of the job now (after a failure no rank may wait
+        for this one forever)."""
+        if self.size > 1:
+            self.comm.Abort(status)

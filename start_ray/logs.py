@@ -18,6 +18,8 @@ from . import launcher
 
 DATE_FORMAT = "%m/%d/%Y %I:%M:%S %p"
 LOGGER_NAME = "start_ray"
+# Up to this many nodes, one line per node goes to the console too.
+LISTED_ON_CONSOLE = 16
 
 
 def new_run_id(now: Optional[float] = None) -> str:
@@ -56,10 +58,12 @@ def attach_file(logger: logging.Logger, path: str, name: str) -> logging.Logger:
     return logger
 
 
-def setup(directory: str, rank: int, size: int) -> logging.Logger:
-    """The rank's logger: a file with every detail, plus the console."""
+def setup(directory: str, rank: int, size: int, name: str = LOGGER_NAME) -> logging.Logger:
+    """The rank's logger: a file with every detail, plus the console. (A
+    rank is a process; only the protocol tests, whose ranks are threads,
+    give each rank a logger `name` of its own.)"""
     host = socket.gethostname()
-    logger = logging.getLogger(LOGGER_NAME)
+    logger = logging.getLogger(name)
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
         handler.close()
@@ -75,13 +79,18 @@ def setup(directory: str, rank: int, size: int) -> logging.Logger:
     return logger
 
 
-def get() -> logging.Logger:
-    return logging.getLogger(LOGGER_NAME)
+def get(name: str = LOGGER_NAME) -> logging.Logger:
+    return logging.getLogger(name)
 
 
-def close() -> None:
+def level_for(count: int) -> int:
+    """Per-node lines: on the console for a few nodes, in the file only for many."""
+    return logging.INFO if count <= LISTED_ON_CONSOLE else logging.DEBUG
+
+
+def close(name: str = LOGGER_NAME) -> None:
     """Flush and close the handlers (tests may run several jobs in one process)."""
-    logger = get()
+    logger = get(name)
     for handler in list(logger.handlers):
         handler.flush()
         logger.removeHandler(handler)

@@ -15,9 +15,7 @@ from typing import List, Optional, Tuple
 
 import psutil
 
-
-class AddressError(ValueError):
-    """No usable address on this host (e.g. no such interface)."""
+from .errors import AddressError  # noqa: F401  (its old home; still importable here)
 
 
 def ipv4_addresses() -> List[Tuple[str, str]]:

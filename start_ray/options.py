@@ -9,9 +9,7 @@ import shlex
 import signal
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-
-class UsageError(ValueError):
-    """Bad input from the user: one message, exit status 2, nothing started."""
+from .errors import UsageError  # noqa: F401  (its old home; still importable here)
 
 
 # Arguments start_ray sets itself on every `ray start`; letting users pass them

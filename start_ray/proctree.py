@@ -250,16 +250,21 @@ def popen(cmd: Sequence[str], ignored_signals: Sequence[int] = (),
     return process
 
 
-def describe(procs: List[psutil.Process]) -> str:
-    """`pid name` pairs for a log line (a Python process is named by the
-    script or module it runs: `log_monitor.py`, `-m start_ray.cluster_state`)."""
-    names = []
+def names(procs: List[psutil.Process]) -> List[str]:
+    """`pid name` of each (a Python process is named by the script or module
+    it runs: `log_monitor.py`, `-m start_ray.cluster_state`)."""
+    found = []
     for proc in procs:
         try:
-            names.append(f"{proc.pid} {_name(proc)}")
+            found.append(f"{proc.pid} {_name(proc)}")
         except psutil.Error:
-            names.append(f"{proc.pid} (gone)")
-    return ", ".join(names)
+            found.append(f"{proc.pid} (gone)")
+    return found
+
+
+def describe(procs: List[psutil.Process]) -> str:
+    """`pid name` pairs for a log line."""
+    return ", ".join(names(procs))
 
 
 def _name(proc: psutil.Process) -> str:

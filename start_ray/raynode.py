@@ -22,16 +22,13 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence
 import psutil
 
 from . import logs, proctree
+from .errors import NodeError  # noqa: F401  (its old home; still importable here)
 
 READY_MARKER = "Ray runtime started"
 CORE_PROCESSES = ("gcs_server", "raylet")
 RANK_LABEL = "start_ray.rank"
 _ADDRESS_IN_OUTPUT = re.compile(r"ray start --address='([^']+)'")
 _ERROR_LINE = re.compile(r"^([\w.]*(Error|Exception)|Error|ERROR)\b.*:")
-
-
-class NodeError(RuntimeError):
-    """A Ray node did not start; the message carries Ray's own words."""
 
 
 def ray_executable() -> str:

@@ -5,7 +5,10 @@ would leave Ray processes behind."""
 from __future__ import annotations
 
 import signal
+import threading
 from typing import Dict, Iterable, List, Optional
+
+from .errors import Interrupted  # noqa: F401  (its old home; still importable here)
 
 # Signals that mean "the job must end" (scancel, Ctrl-C, a closed terminal).
 STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -13,14 +16,6 @@ STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 def is_stopping(signum: int) -> bool:
     return signum in STOPPING
-
-
-class Interrupted(Exception):
-    """The job got a signal while it was starting up."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"received {signal.Signals(signum).name}")
-        self.signum = signum
 
 
 class SignalInbox:
@@ -34,15 +29,18 @@ class SignalInbox:
         self._previous: Dict[int, object] = {}
 
     def __enter__(self) -> "SignalInbox":
+        if threading.current_thread() is not threading.main_thread():
+            return self  # Python delivers signals to the main thread only, and
+            # lets no other thread install a handler: the inbox stays empty.
         for signum in self.handled:
-            self._previous[signum] = signal.signal(signum, self._record)
+            self._previous[signum] = signal.signal(signum, self.record)
         return self
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
 
-    def _record(self, signum: int, frame: object) -> None:
+    def record(self, signum: int, frame: object = None) -> None:
         self._pending.append(signum)
 
     def pop(self) -> Optional[int]:

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 import uuid
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -250,12 +250,22 @@ class Running:
 
 def finish_held(running: "Running", release) -> Result:
     """Release a held job; it must then end well, its cluster still working."""
-    release()
-    result = running.wait(120)
-    assert result.returncode == 0, result.output
-    assert "STILL WORKS 1" in result.stdout, "the cluster still worked at the end"
-    assert_nothing_left(result)
-    return result
+    return finish_all_held([(running, release)])[0]
+
+
+def finish_all_held(held: List[Tuple["Running", Any]]) -> List[Result]:
+    """Release held jobs that run at once; only when all have ended is each
+    checked for leftovers (a job still running has agents whose renamed
+    environ may no longer say whose they are)."""
+    for _, release in held:
+        release()
+    results = [running.wait(120) for running, _ in held]
+    for result in results:
+        assert result.returncode == 0, result.output
+        assert "STILL WORKS 1" in result.stdout, "the cluster still worked at the end"
+    for result in results:
+        assert_nothing_left(result)
+    return results
 
 
 def assert_nothing_left(result: Result, within: float = 5.0) -> None:

@@ -71,6 +71,12 @@ def snapshot() -> Snapshot:
     return frozenset(_live_pids().items())
 
 
+def renamed(pid: int) -> bool:
+    """Whether a rename (setproctitle) overwrote the start of the environ:
+    then any entry may be gone, in whatever order the parent wrote them."""
+    return (_read(f"/proc/{pid}/environ") or b"").startswith(b"\0")
+
+
 def environ(pid: int) -> Dict[str, str]:
     """A process's environment from its raw bytes, skipping what a rename
     overwrote: the NUL bytes, and the first entry after them, which may be

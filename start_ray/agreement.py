@@ -1,0 +1,141 @@
+"""What every rank agrees on before anything starts (phase 1 of the lifecycle).
+
+    rank 0: check the input and the job's settings, choose the head's address,
+            a run id, an auth token, the driver's grace   -- share -->  Plan
+    every rank: probe its host (name, CPUs, IP)          -- allgather
+    every rank: the same placement (placement.place), the same run folder
+
+Bad input, or a host without a usable address, is a UsageError on every rank
+before anything runs. The result, an Agreement, is the job's fixed part (like
+torch elastic's WorkerSpec): made once, the same on every rank, never changed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import logging
+import secrets
+from typing import Any, Callable, List, Optional, Tuple
+
+from . import auth, launcher, logs, network, placement, tempdirs
+from .errors import AddressError, UsageError
+from .options import Options
+from .placement import NodePlan
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """Made by rank 0 before anything starts; the same on every rank."""
+
+    run_id: str
+    job_tag: str
+    auth_token: Optional[str] = dataclasses.field(repr=False)  # None: auth off
+    head_ip: str = ""
+    grace: float = 30.0  # the driver's grace after SIGTERM, within Slurm's KillWait
+    error: Optional[str] = None
+    grace_note: str = ""  # why the grace is shorter than --grace, if it is
+
+
+@dataclasses.dataclass(frozen=True)
+class Agreement:
+    """The plan, the placement and the run folder, as this rank sees them."""
+
+    plan: Plan
+    rank: int
+    size: int
+    hosts: Tuple[str, ...]  # by rank
+    nodes: Tuple[NodePlan, ...]  # the Ray nodes, rank 0's first
+    run_dir: str
+
+    @property
+    def host(self) -> str:
+        return self.hosts[self.rank]
+
+    @property
+    def my_node(self) -> Optional[NodePlan]:
+        """The node this rank starts (None: it starts nothing)."""
+        return placement.node_of(self.rank, list(self.nodes))
+
+    @property
+    def node_ranks(self) -> List[int]:
+        """The ranks that start a Ray node (rank 0 first)."""
+        return [node.rank for node in self.nodes]
+
+    @property
+    def marker(self) -> str:
+        """`<job tag>/<rank>`: per rank, since ranks on one host stop concurrently."""
+        return f"{self.plan.job_tag}/{self.rank}"
+
+    def name_ranks(self, ranks: List[int]) -> str:
+        """`rank 3 (host-b), rank 5 (host-c)` for log lines."""
+        return ", ".join(f"rank {r} ({self.hosts[r] if r < len(self.hosts) else '?'})"
+                         for r in ranks)
+
+
+def agree(channel: Any, options: Options, check: Callable[[], None]) -> Agreement:
+    """The collective calls every rank makes, in this order, before anything starts."""
+    plan = channel.share(make_plan(options, channel.size, check) if channel.rank == 0 else None)
+    if plan.error:
+        raise UsageError(plan.error)
+    mine = placement.probe(channel.rank, options.interface,
+                           plan.head_ip if channel.rank else None)
+    probes = channel.allgather(mine)
+    return Agreement(plan=plan, rank=channel.rank, size=channel.size,
+                     hosts=tuple(p.host for p in probes),
+                     nodes=tuple(placement.place(probes, options)),
+                     run_dir=logs.run_dir(options.log_dir, plan.run_id))
+
+
+def make_plan(options: Options, size: int, check: Callable[[], None]) -> Plan:
+    """Rank 0's plan. A usage error travels inside it, so that every rank
+    exits with 2 and only rank 0 says why."""
+    error, head_ip = None, ""
+    try:
+        check()
+        preflight(options, size)
+        head_ip, _ = network.choose_address(options.interface, None)
+    except (UsageError, AddressError) as err:
+        error = str(err)
+    grace, note = grace_within_kill_wait(options)
+    return Plan(run_id=logs.new_run_id(), job_tag=secrets.token_hex(4),
+                auth_token=None if options.no_auth else auth.new_token(),
+                head_ip=head_ip, grace=grace, error=error, grace_note=note)
+
+
+def preflight(options: Options, size: int) -> None:
+    """Rank 0's checks of the whole job's settings, before anything starts."""
+    launcher.check_world(size)
+    if options.temp_dir:
+        tempdirs.check_explicit_root(options.temp_dir, "0" * 8, size - 1)
+    auth.check(options.no_auth)
+    if options.dashboard and importlib.util.find_spec("aiohttp") is None:
+        raise UsageError("--dashboard needs Ray's dashboard, which this Python does "
+                         "not have: pip install 'ray[default]'")
+
+
+def grace_within_kill_wait(options: Options) -> Tuple[float, str]:
+    """The driver's grace, and why it is shorter than asked if it is. Slurm
+    SIGKILLs every process KillWait seconds after its SIGTERM (scancel): the
+    driver's grace and the teardown must fit in it."""
+    kill_wait = launcher.slurm_kill_wait()
+    grace = options.grace
+    if kill_wait is None or grace + options.stop_timeout + 5 <= kill_wait:
+        return grace, ""
+    grace = max(0.0, kill_wait - options.stop_timeout - 5)
+    return grace, (f"the driver's grace is {grace:g}s, not {options.grace:g}s: "
+                   f"Slurm kills the job {kill_wait:g}s (KillWait) after SIGTERM")
+
+
+def log_plan(agreed: Agreement, options: Options, log: logging.Logger) -> None:
+    """Rank 0's account of the job before anything starts."""
+    log.info("run %s: %d rank(s) on %d host(s); logs in %s", agreed.plan.run_id,
+             agreed.size, len(set(agreed.hosts)), agreed.run_dir)
+    log.info("started by %s%s", launcher.launcher_name(),
+             f" in {launcher.scheduler()}" if launcher.scheduler() else "")
+    how = "one per rank (--node-per-rank)" if options.node_per_rank else "one per host"
+    log.info("placement: %d Ray node(s), %s", len(agreed.nodes), how)
+    for node in agreed.nodes:
+        log.log(logs.level_for(len(agreed.nodes)), "  %s", node.describe())
+    if agreed.plan.grace_note:
+        log.info("%s", agreed.plan.grace_note)

@@ -1,0 +1,237 @@
+"""Rank 0's part: the Ray head, the wait until every node is alive, the watch
+over the nodes while the payload runs, and the end of the job for everyone.
+
+    start the head (ray start --head --block) and its node-table reader
+    HeadRecord (address | error)  -- share -->  every rank
+    wait until every planned node is alive in the GCS, at its planned address,
+        reading Joined / Failed from the ranks; a deadline names who is missing
+    while the payload runs (keep_watch): Failed / Lost from the ranks, the
+        GCS's word every NODE_WATCH_INTERVAL, the head's own GCS and raylet
+    teardown: Stop to every rank, Done from every rank, one summary line
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Dict, List, Optional, Set
+
+from . import raynode
+from .cluster_state import ClusterInfo, NodeInfo, NodeTable, summarize, total_resources
+from .errors import JobError
+from .handshake import wait_until
+from .logs import level_for
+from .messages import REPORT, Done, Failed, HeadRecord, Joined, Lost, Stop
+from .raynode import RayNode
+from .role import Role
+
+# How often rank 0 asks the GCS about the nodes while the driver runs (~30 ms).
+NODE_WATCH_INTERVAL = 2.0
+# How long teardown waits for the DONE of ranks whose node was lost (they may be dead).
+LOST_RANK_PATIENCE = 3.0
+
+
+class HeadRank(Role):
+    """Rank 0: the head, readiness, the watch, and the teardown's summary."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.table: Optional[NodeTable] = None  # the GCS's node table, once the head runs
+        self.head_core: List[Any] = []  # the head's gcs_server and raylet, once all are up
+        self.lost: Set[int] = set()  # ranks whose Ray node was lost
+        self.reports: Dict[int, Done] = {}  # teardown reports by rank
+        self._next_look = 0.0
+
+    # ---------------------------------------------------------------- start
+    def bring_up(self) -> ClusterInfo:
+        """The head, then every node, with a deadline; what the payload gets."""
+        try:
+            self.log.info("starting the Ray head on %s", self.agreed.host)
+            if self.options.no_auth:
+                self.log.warning("authentication is OFF (--no-auth): anyone who can reach "
+                                 "this job's ports can run code as you")
+            head = self.own.start_node(raynode.head_args(self.options.dashboard))
+            self.table = self.own.node_table()
+            head.wait_started(self.deadline, self.options.poll_interval, self._stopping,
+                              need_address=True)
+            address = head.address()
+        except BaseException as err:
+            self.channel.share(HeadRecord(error=f"{type(err).__name__}: {err}"))
+            raise
+        self.channel.share(HeadRecord(address=address))
+        self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
+                      address, time.monotonic() - self.started, head.session_dir())
+        if self.options.dashboard:
+            self.log_dashboard(head)
+        nodes = self.wait_for_nodes(address)
+        self.head_core = head.core_processes()
+        env = self.own.ray_env()
+        env.update({"RAY_ADDRESS": address, "START_RAY_RUN_DIR": self.agreed.run_dir,
+                    "START_RAY_NUM_NODES": str(len(nodes))})
+        return ClusterInfo(address=address, nodes=nodes, run_dir=self.agreed.run_dir,
+                           env=env, grace=self.agreed.plan.grace)
+
+    def _stopping(self) -> bool:
+        """During start-up a stopping signal, or a walltime warning, ends the job."""
+        self.inbox.raise_if_stopping(walltime_too=True)
+        return False
+
+    def log_dashboard(self, head: RayNode) -> None:
+        port = raynode.option_value(head.command, "--dashboard-port")
+        host = self.agreed.host
+        self.log.info("Ray dashboard: http://127.0.0.1:%s on %s (bound to that host's "
+                      "loopback only). From your own machine: ssh -N -L 8265:127.0.0.1:%s "
+                      "%s, then open http://localhost:8265%s", port, host, port,
+                      host, "; it asks for the job's token, which the driver finds "
+                      "in $RAY_AUTH_TOKEN" if self.agreed.plan.auth_token else "")
+
+    def wait_for_nodes(self, address: str) -> List[NodeInfo]:
+        """Until every rank's node is alive in the GCS, or the deadline."""
+        planned = self.agreed.nodes
+        if len(planned) > 1:
+            self.log.info("waiting for %d worker node(s) to join (deadline %gs)",
+                          len(planned) - 1, self.options.join_timeout)
+        assert self.table is not None
+        table = self.table
+        table.watch(address, self.options.poll_interval)
+        expected = set(self.agreed.node_ranks)
+        alive: Dict[int, NodeInfo] = {}
+
+        def all_alive() -> bool:
+            nonlocal alive
+            self.read_news()
+            self._stopping()
+            alive = table.alive_ranks() or {}
+            return expected <= alive.keys()
+
+        if not wait_until(all_alive, self.options.poll_interval, self.deadline):
+            missing = sorted(expected - alive.keys())
+            raise JobError(
+                f"timed out after {self.options.join_timeout:g}s: {len(missing)} of "
+                f"{len(expected)} Ray node(s) did not join: " + self.agreed.name_ranks(missing))
+        nodes = [alive[rank] for rank in sorted(expected)]
+        self.check_addresses(nodes)
+        table.watch(address, NODE_WATCH_INTERVAL)  # from now on, a look now and then
+        self.log.info("Workers are all running! %d node(s) alive after %.1fs: %s",
+                      len(nodes), time.monotonic() - self.started,
+                      summarize(total_resources(nodes)))
+        for node in nodes:
+            self.log.log(level_for(len(nodes)), "  node of rank %d on %s (%s): %s",
+                         node.rank, node.hostname, node.ip, summarize(node.resources))
+        return nodes
+
+    def check_addresses(self, nodes: List[NodeInfo]) -> None:
+        """Every node registered with the address it was given: a node that
+        Ray knows under another address strands its tasks."""
+        wrong = [f"rank {node.rank} on {node.hostname}: {node.ip}, expected {plan.ip}"
+                 for node, plan in zip(nodes, self.agreed.nodes)
+                 if plan.ip_given and node.ip != plan.ip]
+        if wrong:
+            raise JobError("Ray node(s) registered with an unexpected address: " +
+                           "; ".join(wrong))
+
+    # ----------------------------------------------------------------- watch
+    def read_news(self) -> None:
+        """Handle what the other ranks reported since the last look."""
+        while True:
+            news = self.channel.receive(REPORT)
+            if news is None:
+                return
+            source, message = news
+            where = self.agreed.name_ranks([source])
+            if isinstance(message, Joined):
+                self.log.debug("%s joined after %.1fs (attempt %d)", where,
+                               message.elapsed, message.attempt)
+            elif isinstance(message, Failed):
+                raise JobError(f"{where} could not start its Ray node: {message.error}")
+            elif isinstance(message, Lost):
+                self.node_lost(source, message.error)
+            elif isinstance(message, Done):  # a rank that stopped on its own
+                self.reports[source] = message
+
+    def keep_watch(self) -> None:
+        """While the payload runs: news from the ranks, and every few seconds
+        the GCS's word on the nodes (a rank that died, e.g. under `mpirun
+        --enable-recovery`, reports nothing itself)."""
+        self.read_news()
+        if not self.head_alive():
+            raise JobError("the Ray head's GCS server or raylet ended: the cluster is "
+                           "gone, so the driver is stopped now")
+        if self.table is None or time.monotonic() < self._next_look:
+            return
+        self._next_look = time.monotonic() + NODE_WATCH_INTERVAL
+        alive = self.table.alive_ranks()
+        if alive is None:
+            return
+        for rank in sorted(set(self.agreed.node_ranks) - alive.keys() - self.lost):
+            self.node_lost(rank, "the GCS reports its node dead")
+
+    def head_alive(self) -> bool:
+        """Whether the head's GCS server and raylet still run (cheap: /proc)."""
+        return all(process.is_running() for process in self.head_core)
+
+    def node_lost(self, rank: int, why: str) -> None:
+        """Log a lost node once; stop the job if --fail-fast says so."""
+        if rank in self.lost:
+            return
+        self.lost.add(rank)
+        where = self.agreed.name_ranks([rank])
+        self.log.error("%s lost its Ray node: %s", where, why)
+        if self.options.fail_fast:
+            raise JobError(f"stopping the job (--fail-fast): {where} lost its Ray node")
+        self.log.info("the job goes on with the remaining %d node(s) (--fail-fast would "
+                      "stop it)", len(self.agreed.nodes) - len(self.lost))
+
+    # -------------------------------------------------------------- teardown
+    def stop_others(self, status: int, deadline: float) -> None:
+        """Every other rank stops first, while the head is still up: a raylet
+        whose GCS is already gone spends its whole stop timeout retrying to
+        unregister. Then hear from every rank that its processes are gone."""
+        if self.table is not None:
+            self.table.close()
+        if self.agreed.size == 1:
+            return
+        self.log.info("stopping Ray on all %d ranks", self.agreed.size)
+        for rank in range(1, self.agreed.size):
+            self.channel.send(rank, Stop(status))
+        self.collect_done(deadline)
+
+    def collect_done(self, deadline: float) -> None:
+        """Every rank's Done, until the deadline. Ranks whose node was lost
+        may be dead themselves: they get LOST_RANK_PATIENCE seconds."""
+        lost_by = time.monotonic() + LOST_RANK_PATIENCE
+
+        def heard_all() -> bool:
+            while True:  # news other than Done no longer matters
+                news = self.channel.receive(REPORT)
+                if news is None:
+                    break
+                if isinstance(news[1], Done):
+                    self.reports[news[0]] = news[1]
+            waiting = self.others() - self.reports.keys()
+            if time.monotonic() >= lost_by:
+                waiting -= self.lost_ranks()
+            return not waiting
+
+        wait_until(heard_all, self.options.poll_interval, deadline)
+
+    def others(self) -> Set[int]:
+        return set(range(1, self.agreed.size))
+
+    def lost_ranks(self) -> Set[int]:
+        """The ranks served by lost nodes (a lost host takes all its ranks)."""
+        return {rank for node in self.agreed.nodes if node.rank in self.lost
+                for rank in node.ranks}
+
+    def report(self, stopped: int, left: List[str], began: float) -> None:
+        """One line on how the whole job's teardown went."""
+        silent = sorted(self.others() - self.reports.keys() - self.lost_ranks())
+        dirty = [f"rank {rank}: {report.left}" for rank, report in sorted(self.reports.items())
+                 if report.left] + (["rank 0"] if left else [])
+        if silent:
+            self.log.error("no teardown report from %s", self.agreed.name_ranks(silent))
+        if dirty:
+            self.log.error("processes left after teardown: %s", "; ".join(dirty))
+        if not silent and not dirty:
+            total = stopped + sum(report.stopped for report in self.reports.values())
+            self.log.info("all Ray processes stopped (%d process(es) on %d rank(s), none "
+                          "left) in %.1fs", total, self.agreed.size, time.monotonic() - began)

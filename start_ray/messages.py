@@ -1,0 +1,72 @@
+"""What travels between the ranks, as small typed records.
+
+    rank 0 -> all (collective)   Plan (agreement.py), then HeadRecord
+    rank > 0 -> rank 0 (REPORT)  Joined | Failed | Lost, then Done at the end
+    rank 0 -> rank > 0 (STOP)    Stop
+
+Each point-to-point message names its tag, so the channel needs no table;
+mpi4py pickles them (every rank runs the same start_ray).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import ClassVar, Union
+
+# Message tags.
+REPORT = 71   # rank > 0 -> rank 0: joined / failed / lost / done
+STOP = 72     # rank 0 -> rank > 0: tear down now
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadRecord:
+    """Rank 0's word after starting the head: its address, or why it failed."""
+
+    address: str = ""
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Joined:
+    """This rank's worker node is up."""
+
+    tag: ClassVar[int] = REPORT
+    attempt: int
+    elapsed: float  # seconds since the rank started
+
+
+@dataclasses.dataclass(frozen=True)
+class Failed:
+    """This rank's worker node could not start; the job cannot have it."""
+
+    tag: ClassVar[int] = REPORT
+    error: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Lost:
+    """This rank's worker node ended while the job ran."""
+
+    tag: ClassVar[int] = REPORT
+    error: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Done:
+    """This rank's teardown: how many processes it stopped, and which are left."""
+
+    tag: ClassVar[int] = REPORT
+    stopped: int
+    left: str  # "" when none
+
+
+@dataclasses.dataclass(frozen=True)
+class Stop:
+    """Rank 0 to every other rank: tear down now; the job ends with `status`."""
+
+    tag: ClassVar[int] = STOP
+    status: int
+
+
+Report = Union[Joined, Failed, Lost, Done]
+Message = Union[Joined, Failed, Lost, Done, Stop]

@@ -1,0 +1,116 @@
+"""What one rank starts, and stopping exactly that (and nothing else).
+
+A rank that starts a Ray node first makes itself a child subreaper (so every
+process it starts stays its descendant), starts its watchdog (which kills
+what is left if the rank dies without its teardown), and makes its private
+temp dir. Every child goes through `proctree.popen`: a session of its own,
+announced here, and the job's marker `START_RAY_JOB=<job>/<rank>` in its
+environment. `stop` ends the tree, then checks the sessions and the marker
+for anything that escaped it (see proctree.owned for why both).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Dict, List, Optional, Tuple
+
+from . import auth, launcher, logs, proctree, raynode, resources, tempdirs, watchdog
+from .agreement import Agreement
+from .cluster_state import NodeTable
+from .options import Options
+from .raynode import RayNode
+
+# In the environment of every process a rank starts: finds any that escaped.
+JOB_MARKER = "START_RAY_JOB"
+
+
+class OwnedProcesses:
+    """One rank's subreaper, watchdog, temp dir and Ray node."""
+
+    def __init__(self, agreed: Agreement, options: Options, log: logging.Logger) -> None:
+        self.agreed = agreed
+        self.options = options
+        self.log = log
+        self.sessions: List[Tuple[int, int]] = []  # (leader, start time) of our children
+        self.watchdog: Optional[watchdog.Watchdog] = None
+        self.temp_dir: Optional[str] = None
+        self.node: Optional[RayNode] = None
+
+    def set_up(self) -> None:
+        """Before the rank's first child: nothing it starts can escape unseen."""
+        proctree.become_subreaper()
+        proctree.add_listener(self.started_session)
+        rank, size = self.agreed.rank, self.agreed.size
+        self.watchdog = watchdog.Watchdog(JOB_MARKER, self.agreed.marker,
+                                          logs.file_path(self.agreed.run_dir, rank, size),
+                                          logs.label(rank, size))
+        job_tag = self.agreed.plan.job_tag
+        root, why = tempdirs.choose_root(self.options.temp_dir, job_tag, rank)
+        self.temp_dir = tempdirs.rank_dir(root, job_tag, rank)
+        tempdirs.create(self.temp_dir)
+        self.log.debug("start_ray %s, python %s, pid %d, watchdog pid %d, temp dir %s (%s); %s",
+                       _version(), sys.executable, os.getpid(), self.watchdog.pid,
+                       self.temp_dir, why, resources.raise_open_files_limit())
+
+    def started_session(self, leader: int, began: int) -> None:
+        self.sessions.append((leader, began))
+
+    def ray_env(self) -> Dict[str, str]:
+        """Environment of every Ray process: no MPI variables, no inherited
+        RAY_ADDRESS, and the same auth settings everywhere (a leftover
+        ~/.ray/auth_token otherwise turns auth on for the head alone)."""
+        env = launcher.child_environment({JOB_MARKER: self.agreed.marker})
+        env.pop("RAY_ADDRESS", None)
+        return auth.apply(env, self.agreed.plan.auth_token)
+
+    def start_node(self, role_args: List[str]) -> RayNode:
+        """`ray start ROLE_ARGS --block` with this rank's node plan."""
+        my_node = self.agreed.my_node
+        assert self.temp_dir is not None and my_node is not None
+        args = raynode.common_args(self.temp_dir, self.agreed.rank,
+                                   my_node.ray_args() + self.options.ray_args)
+        env = self.ray_env()
+        if my_node.cuda_visible is not None:  # the GPUs of all its ranks
+            env["CUDA_VISIBLE_DEVICES"] = my_node.cuda_visible
+        # Ray's processes ignore the walltime signal: it is for the driver,
+        # but Slurm hands it to every process of the job.
+        self.node = RayNode(role_args + args, env, self.temp_dir, self.options.ray_command,
+                            ignored_signals=[self.options.walltime_signal])
+        return self.node
+
+    def node_table(self) -> NodeTable:
+        """Rank 0's reader of the GCS node table (a helper process)."""
+        return NodeTable(self.ray_env())
+
+    def stop(self) -> Tuple[int, List[str]]:
+        """Stop every process this rank started (all but the watchdog, which
+        outlives them): how many there were, and `pid name` of those still
+        running, in our tree, or anywhere in our sessions or with our marker."""
+        keep = {self.watchdog.pid} if self.watchdog else set()
+        stopped = len(proctree.descendants()) - len(keep)
+        leaders = [self.node.process.pid] if self.node is not None else []
+        left = proctree.stop_descendants(self.options.stop_timeout, exclude=keep,
+                                         leaders=leaders)
+        left += [p for p in proctree.owned(JOB_MARKER, self.agreed.marker, self.sessions)
+                 if p not in left]
+        return stopped, proctree.names(left)
+
+    def finish(self, clean: bool) -> None:
+        """After the teardown: the watchdog has nothing left to do; the temp
+        dir goes unless something is left or the user keeps it."""
+        if self.watchdog is not None:
+            self.watchdog.stop()
+        proctree.remove_listener(self.started_session)
+        if self.temp_dir is None:
+            return
+        if clean and not self.options.keep_temp_dir:
+            tempdirs.remove(self.temp_dir)
+        else:
+            self.log.info("Ray's temp dir and session logs are kept in %s", self.temp_dir)
+
+
+def _version() -> str:
+    from . import __version__
+    return __version__

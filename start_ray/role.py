@@ -1,0 +1,39 @@
+"""What a rank works with, whichever part it plays: rank 0's
+(head_rank.HeadRank) or every other rank's (worker_rank.WorkerRank).
+
+The two parts differ in what they do at start-up, and in two steps of the
+teardown (lifecycle.Job.end): before a rank stops its own processes (rank 0
+tells the others to stop and hears from them) and after (the others report
+to rank 0, rank 0 sums up). Everything they share is fixed at construction.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, List
+
+from .agreement import Agreement
+from .options import Options
+from .signals import SignalInbox
+
+
+class Role:
+    """One rank's part in the job (the policy; the plan is `agreed`, the
+    processes `own`, the conversation `channel`)."""
+
+    def __init__(self, agreed: Agreement, options: Options, channel: Any, own: Any,
+                 inbox: SignalInbox, log: logging.Logger, started: float) -> None:
+        self.agreed = agreed
+        self.options = options
+        self.channel = channel
+        self.own = own  # an owned.OwnedProcesses (a fake one in the protocol tests)
+        self.inbox = inbox
+        self.log = log
+        self.started = started  # time.monotonic() when the job began on this rank
+        self.deadline = started + options.join_timeout  # for the whole cluster to be up
+
+    def stop_others(self, status: int, deadline: float) -> None:
+        """Teardown, before this rank stops its own processes."""
+
+    def report(self, stopped: int, left: List[str], began: float) -> None:
+        """Teardown, once this rank's own processes are stopped."""

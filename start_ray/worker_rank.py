@@ -1,0 +1,151 @@
+"""Every other rank's part: reach the head, join, stay out of the way until
+rank 0 says Stop, report Done.
+
+    HeadRecord from rank 0 (its address, or why the head failed)
+    a rank that starts a node: check the head is reachable, then
+        `ray start --address HEAD --block`, retried with backoff until the
+        deadline (Joined, or Failed with Ray's words)
+    every rank: wait quietly for Stop; a node that ends meanwhile is Lost
+    teardown (lifecycle.Job.end): stop own processes, then Done
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any, Optional
+
+from . import network, raynode
+from .errors import EXIT_FAILURE, NodeError
+from .handshake import wait_until
+from .messages import STOP, Done, Failed, HeadRecord, Joined, Lost, Stop
+from .raynode import RayNode
+from .role import Role
+from .signals import is_stopping
+
+# After a stopping signal, how long past the driver's grace and the teardown
+# a rank waits for rank 0's Stop before it stops on its own.
+STOP_SLACK = 15.0
+
+
+class WorkerRank(Role):
+    """A rank other than 0: joins (if it starts a node), serves, follows rank 0."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.stop_message: Optional[Stop] = None  # rank 0's Stop, once received
+
+    def serve(self) -> int:
+        """Join the head, then stay out of the way until rank 0 says stop;
+        this rank's exit status."""
+        record: HeadRecord = self.channel.share(None)
+        if record.error:  # rank 0 says why on the console; no N copies
+            self.log.info("exiting: the Ray head could not start on rank 0 (%s): %s",
+                          self.agreed.hosts[0], record.error)
+            return EXIT_FAILURE
+        if self.agreed.my_node is None:
+            leader = next(node for node in self.agreed.nodes if self.agreed.rank in node.ranks)
+            self.log.info("the Ray node of rank %d serves this rank too; waiting for the "
+                          "end of the job", leader.rank)
+            self.wait_for_stop()
+            return 0
+        try:
+            self.check_reach(record.address)
+            node = self.join(record.address)
+        except NodeError as err:
+            self.channel.send(0, Failed(str(err)))
+            self.log.error("could not join the cluster at %s: %s", record.address, err)
+            self.wait_for_stop()
+            return EXIT_FAILURE
+        if node is not None:
+            self.wait_for_stop(node)
+        return 0
+
+    def check_reach(self, address: str) -> None:
+        """A worker that cannot open a connection to the head fails at once,
+        naming both ends: retrying would only hide a network mistake."""
+        my_node = self.agreed.my_node
+        assert my_node is not None
+        ip, _, port = address.rpartition(":")
+        why = network.reach(ip, int(port), timeout=10.0)
+        if why is not None:
+            raise NodeError(
+                f"cannot reach the Ray head at {address} (rank 0 on {self.agreed.hosts[0]}) "
+                f"from {self.agreed.host} ({my_node.ip}, {my_node.ip_source}): {why}; "
+                "choose the network with --interface")
+
+    def join(self, address: str) -> Optional[RayNode]:
+        """Start a worker node; retry with backoff until the deadline.
+
+        On a loaded machine a join can fail with Ray's "timed out during
+        startup"; a second try then usually succeeds. None: rank 0 ended the
+        job meanwhile (e.g. the driver was done before this node had said it
+        was up, though the GCS already counted it); that is no failure, and
+        exiting non-zero here would give mpirun the wrong exit status.
+        """
+        attempt, pause = 0, 1.0
+        while True:
+            attempt += 1
+            node = self.own.start_node(raynode.worker_args(address))
+            try:
+                node.wait_started(self.deadline, self.options.poll_interval, self.told_to_stop)
+                self.channel.send(0, Joined(attempt, time.monotonic() - self.started))
+                self.log.info("joined the cluster at %s (attempt %d)", address, attempt)
+                return node
+            except NodeError as err:
+                if self.stop_message is not None:
+                    self.log.info("rank 0 ended the job while this rank was joining")
+                    return None
+                _, left = self.own.stop()
+                retry_at = time.monotonic() + pause * random.uniform(0.5, 1.0)
+                if retry_at >= self.deadline or left:
+                    raise NodeError(f"attempt {attempt}: {err}") from None
+                self.log.warning("attempt %d to join failed (%s); retrying", attempt, err)
+                self.pause_until(retry_at)
+                if self.stop_message is not None:
+                    return None
+                self.inbox.raise_if_stopping()
+                pause = min(pause * 2, 30.0)
+
+    def pause_until(self, when: float) -> None:
+        """Back off before a retry, but not past a Stop from rank 0."""
+        wait_until(lambda: self.told_to_stop() or time.monotonic() >= when,
+                   self.options.poll_interval)
+
+    def told_to_stop(self) -> bool:
+        if self.stop_message is None:
+            news = self.channel.receive(STOP, source=0)
+            if news is not None:
+                self.stop_message = news[1]
+        return self.stop_message is not None
+
+    def wait_for_stop(self, node: Optional[RayNode] = None) -> None:
+        """Wait quietly for rank 0's Stop. Report a lost node once. A signal
+        here (scancel hits every rank) does not stop us early: rank 0 forwards
+        it to the driver and needs the cluster until the driver is done; we
+        wait at most for the driver's grace and the teardown after it."""
+        stop_by: Optional[float] = None
+        reported = False
+
+        def check() -> bool:
+            nonlocal stop_by, reported
+            signum = self.inbox.pop()
+            if signum is not None and is_stopping(signum) and stop_by is None:
+                stop_by = (time.monotonic() + self.agreed.plan.grace +
+                           self.options.stop_timeout + STOP_SLACK)
+                self.log.info("received a signal: waiting for rank 0 to stop the job")
+            if node is not None and not node.alive() and not reported:
+                reported = True
+                error = f"`ray start` exited with status {node.process.poll()}: {node.last_words()}"
+                self.channel.send(0, Lost(error))
+                self.log.error("the Ray node of this rank ended: %s", error)
+            if stop_by is not None and time.monotonic() >= stop_by:
+                self.log.error("no word from rank 0 after the signal: stopping on my own")
+                return True
+            return self.told_to_stop()
+
+        wait_until(check, self.options.poll_interval)
+
+    def report(self, stopped: int, left: list, began: float) -> None:
+        """Tell rank 0 how this rank's teardown went."""
+        self.channel.send(0, Done(stopped, ", ".join(left)))

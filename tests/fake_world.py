@@ -1,0 +1,316 @@
+"""An MPI job in one process, for the protocol tests: threads act as ranks,
+a FakeChannel carries the messages (pickled, as MPI would), and FakeNodes
+stand in for `ray start` with a behaviour each test scripts per rank.
+
+The lifecycle code under test is the real one (lifecycle.Job, the roles,
+the agreement, the placement); only the three seams it was built with are
+replaced: the channel, the owned processes, and the logger's name. Every
+wait here has a timeout, so a protocol bug fails a test instead of hanging.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import os
+import pickle
+import socket
+import threading
+import time
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+
+from start_ray import logs
+from start_ray.cluster_state import NodeInfo
+from start_ray.errors import NodeError
+from start_ray.lifecycle import Job
+from start_ray.options import Options
+from start_ray.signals import SignalInbox
+
+WAIT = 10.0  # no fake wait lasts longer: a hang fails the test
+_worlds = itertools.count()
+
+
+class Aborted(BaseException):
+    """MPI_Abort in the fake world: every rank's next call to the channel dies."""
+
+
+@dataclasses.dataclass
+class Script:
+    """How one rank's fake `ray start` behaves."""
+
+    failed_starts: int = 0  # the first N starts end with Ray's error
+    hangs: bool = False  # never says it started (until told to give up)
+    mute_after_loss: bool = False  # once its node is lost, the rank sends nothing
+
+
+class FakeNode:
+    """A `ray start --block` as the roles see it."""
+
+    pids = itertools.count(1000)
+
+    def __init__(self, world: "World", rank: int, attempt: int, head: bool) -> None:
+        self.world, self.rank, self.attempt, self.head = world, rank, attempt, head
+        self.command = ["ray", "start", "--head" if head else "--address", "--block"]
+        self.process = self
+        self.pid = next(self.pids)
+        self.up = False
+        self.returncode: Optional[int] = None
+
+    # the part of subprocess.Popen the roles use
+    def poll(self) -> Optional[int]:
+        return self.returncode
+
+    def end(self, returncode: int = 1) -> None:
+        """The node dies (e.g. its raylet crashed), and with it, if the
+        script says so, the rank (it says nothing from then on)."""
+        self.returncode = returncode
+        if self.world.scripts.get(self.rank, Script()).mute_after_loss:
+            self.world.muted.add(self.rank)
+        self.world.event(self.rank, "node ended")
+
+    def wait_started(self, deadline: float, interval: float,
+                     interrupted: Callable[[], bool] = lambda: False,
+                     need_address: bool = False) -> None:
+        script = self.world.scripts.get(self.rank, Script())
+        if self.attempt <= script.failed_starts:
+            self.returncode = 1
+            self.world.event(self.rank, f"attempt {self.attempt} failed")
+            raise NodeError("`ray start` exited with status 1: ConnectionError: "
+                            "(fake) timed out during startup")
+        until = min(deadline, time.monotonic() + WAIT)
+        while script.hangs:
+            if interrupted():
+                raise NodeError("start abandoned: the job is stopping")
+            if time.monotonic() >= until:
+                raise NodeError("`ray start` did not report the node as started")
+            time.sleep(interval)
+        self.up = True
+        self.world.event(self.rank, "node up")
+
+    def alive(self) -> bool:
+        return self.returncode is None
+
+    def last_words(self) -> str:
+        return "(fake) raylet died"
+
+    def address(self) -> str:
+        """A port that accepts connections (the workers check they reach it)."""
+        return "127.0.0.1:%d" % self.world.gcs_port
+
+    def session_dir(self) -> str:
+        return "/nonexistent/session_fake"
+
+    def core_processes(self) -> List["FakeNode"]:
+        return [self]
+
+    def is_running(self) -> bool:
+        return self.alive()
+
+
+class FakeTable:
+    """The GCS's node table: the nodes that said they were up and still run."""
+
+    def __init__(self, world: "World") -> None:
+        self.world = world
+
+    def watch(self, address: str, interval: float) -> None:
+        pass
+
+    def alive_ranks(self) -> Dict[int, NodeInfo]:
+        return {rank: NodeInfo(node_id=f"n{rank}", ip=self.world.agreed[rank].my_node.ip,
+                               hostname="fake", alive=True, rank=rank,
+                               resources={"CPU": 1.0})
+                for rank, node in self.world.latest_nodes().items()
+                if node.up and node.alive()}
+
+    def close(self) -> None:
+        self.world.event(0, "table closed")
+
+
+class FakeProcesses:
+    """owned.OwnedProcesses without processes: records what the rank asks."""
+
+    def __init__(self, world: "World", agreed: Any, options: Options, log: Any) -> None:
+        self.world, self.agreed, self.rank = world, agreed, agreed.rank
+        world.agreed[self.rank] = agreed
+        self.nodes: List[FakeNode] = []
+
+    def set_up(self) -> None:
+        self.world.event(self.rank, "set up")
+
+    def ray_env(self) -> Dict[str, str]:
+        return {"FAKE_RAY_ENV": "1"}
+
+    def start_node(self, role_args: List[str]) -> FakeNode:
+        node = FakeNode(self.world, self.rank, len(self.nodes) + 1, "--head" in role_args)
+        self.nodes.append(node)
+        self.world.event(self.rank, f"start attempt {node.attempt}")
+        return node
+
+    def node_table(self) -> FakeTable:
+        return FakeTable(self.world)
+
+    def stop(self) -> Tuple[int, List[str]]:
+        for node in self.nodes:
+            if node.alive():
+                node.returncode = 0
+        self.world.event(self.rank, "stopped own")
+        return len(self.nodes), []
+
+    def finish(self, clean: bool) -> None:
+        self.world.event(self.rank, f"finished clean={clean}")
+
+
+class FakeChannel:
+    """handshake.Channel over the world's shared mailboxes."""
+
+    def __init__(self, world: "World", rank: int) -> None:
+        self.world, self.rank, self.size = world, rank, world.size
+        self._shares = 0
+        self._gathers = 0
+
+    def _check(self) -> None:
+        if self.world.aborted is not None:
+            raise Aborted(f"rank {self.rank}: the job was aborted")
+
+    def _wait(self, ready: Callable[[], bool]) -> None:
+        with self.world.lock:
+            if not self.world.lock.wait_for(
+                    lambda: ready() or self.world.aborted is not None, WAIT):
+                raise TimeoutError(f"rank {self.rank}: a collective call never completed")
+        self._check()
+
+    def share(self, value: Any) -> Any:
+        self._check()
+        index, self._shares = self._shares, self._shares + 1
+        with self.world.lock:
+            if self.rank == 0:
+                self.world.shares.append(pickle.dumps(value))
+                self.world.lock.notify_all()
+        self._wait(lambda: len(self.world.shares) > index)
+        return pickle.loads(self.world.shares[index])
+
+    def allgather(self, value: Any) -> List[Any]:
+        self._check()
+        index, self._gathers = self._gathers, self._gathers + 1
+        with self.world.lock:
+            self.world.gathers.setdefault(index, {})[self.rank] = pickle.dumps(value)
+            self.world.lock.notify_all()
+        self._wait(lambda: len(self.world.gathers[index]) == self.size)
+        return [pickle.loads(self.world.gathers[index][r]) for r in range(self.size)]
+
+    def send(self, dest: int, message: Any) -> None:
+        self._check()
+        if self.rank in self.world.muted:
+            return
+        self.world.event(self.rank, f"send {type(message).__name__} to {dest}")
+        with self.world.lock:
+            self.world.mail.setdefault((dest, message.tag), []).append(
+                (self.rank, pickle.dumps(message)))
+
+    def receive(self, tag: int, source: Optional[int] = None) -> Optional[Tuple[int, Any]]:
+        self._check()
+        with self.world.lock:
+            box = self.world.mail.get((self.rank, tag), [])
+            for i, (sender, data) in enumerate(box):
+                if source is None or sender == source:
+                    del box[i]
+                    return sender, pickle.loads(data)
+        return None
+
+    def flush(self, deadline: float) -> bool:
+        return True
+
+    def abort(self, status: int) -> None:
+        with self.world.lock:
+            self.world.aborted = status
+            self.world.lock.notify_all()
+
+
+class World:
+    """N ranks as threads, their mailboxes, their scripts, and a log of events."""
+
+    def __init__(self, size: int, scripts: Optional[Dict[int, Script]] = None) -> None:
+        self.size = size
+        self.scripts = scripts or {}
+        self.name = f"start_ray.fake{next(_worlds)}"
+        self.lock = threading.Condition()
+        self.shares: List[bytes] = []
+        self.gathers: Dict[int, Dict[int, bytes]] = {}
+        self.mail: Dict[Tuple[int, int], List[Tuple[int, bytes]]] = {}
+        self.aborted: Optional[int] = None
+        self.muted: Set[int] = set()
+        self.events: List[Tuple[float, int, str]] = []
+        self.agreed: Dict[int, Any] = {}
+        self.owned: Dict[int, FakeProcesses] = {}
+        self.inboxes = {rank: SignalInbox() for rank in range(size)}
+        self.statuses: Dict[int, Any] = {}
+        self._gcs = socket.create_server(("127.0.0.1", 0))  # closed by run()
+        self.gcs_port: int = self._gcs.getsockname()[1]
+
+    def event(self, rank: int, what: str) -> None:
+        with self.lock:
+            self.events.append((time.monotonic(), rank, what))
+            self.lock.notify_all()
+
+    def said(self, rank: int, what: str) -> bool:
+        return any(r == rank and w == what for _, r, w in self.events)
+
+    def index(self, rank: int, what: str) -> int:
+        """Where (rank, what) first happened in the order of events."""
+        return next(i for i, (_, r, w) in enumerate(self.events) if r == rank and w == what)
+
+    def wait_for(self, rank: int, what: str) -> None:
+        with self.lock:
+            assert self.lock.wait_for(lambda: self.said(rank, what), WAIT), (rank, what)
+
+    def own(self, agreed: Any, options: Options, log: Any) -> FakeProcesses:
+        processes = FakeProcesses(self, agreed, options, log)
+        self.owned[agreed.rank] = processes
+        return processes
+
+    def latest_nodes(self) -> Dict[int, FakeNode]:
+        return {rank: owned.nodes[-1] for rank, owned in list(self.owned.items())
+                if owned.nodes}
+
+    def job(self, rank: int, options: Options) -> Job:
+        return Job(options, FakeChannel(self, rank), self.inboxes[rank], own=self.own,
+                   log_name=f"{self.name}.rank{rank}")
+
+    def run(self, options: Options, payload: Callable[..., int],
+            on_rank: Optional[Callable[[int], Any]] = None) -> Dict[int, Any]:
+        """Every rank's `Job.run(payload)` (or `on_rank(rank)`) in a thread of
+        its own: each rank's exit status, or the exception it ended with."""
+        def rank_main(rank: int) -> None:
+            try:
+                self.statuses[rank] = (on_rank(rank) if on_rank is not None
+                                       else self.job(rank, options).run(payload))
+            except BaseException as err:  # the test looks at it
+                self.statuses[rank] = err
+            finally:
+                logs.close(f"{self.name}.rank{rank}")
+
+        threads = [threading.Thread(target=rank_main, args=(rank,), daemon=True,
+                                    name=f"fake-rank-{rank}") for rank in range(self.size)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(WAIT * 2)
+        self._gcs.close()
+        assert not any(thread.is_alive() for thread in threads), \
+            f"ranks still running; events: {self.events}"
+        return dict(self.statuses)
+
+    def log_text(self, rank: int) -> str:
+        agreed = self.agreed[rank]
+        with open(logs.file_path(agreed.run_dir, rank, self.size)) as handle:
+            return handle.read()
+
+
+def options(tmp_path: Any, **given: Any) -> Options:
+    """Quick settings for fake jobs: one node per rank, fast polls, logs in tmp."""
+    from start_ray.options import make_options
+    given.setdefault("join_timeout", 5)
+    given.setdefault("stop_timeout", 0.1)
+    return make_options(environ={}, node_per_rank=True, poll_interval=0.01,
+                        log_dir=os.path.join(str(tmp_path), "logs"), num_cpus=1, **given)
