@@ -72,8 +72,9 @@ class cluster:
             assert self.job.agreed is not None
             attach(self.info.address, self.job.agreed.plan.auth_token)
         except BaseException as err:  # __exit__ will not run: stop the cluster here
-            self.job.end(1)
-            raise ClusterError(f"ray.init() could not attach to the cluster: {err}") from err
+            why = f"ray.init() could not attach to the cluster: {err}"
+            self.job.end(1, why)
+            raise ClusterError(why) from err
         if threading.current_thread() is threading.main_thread():  # else no signal comes
             self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self.info
@@ -94,7 +95,8 @@ class cluster:
             detach()
         finally:
             status = 0 if exc_type is None else _status_of(exc)
-            self.job.end(status)
+            self.job.end(status, None if exc is None else
+                         f"the `with start_ray.cluster()` body raised {type(exc).__name__}: {exc}")
         return False
 
     def _skip_body(self, frame: types.FrameType) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import select
 import subprocess
 import sys
@@ -34,6 +35,17 @@ class NodeInfo:
     alive: bool
     rank: int  # the start_ray rank that started it; -1 for a foreign node
     resources: Dict[str, float]
+    ports: Dict[str, int] = dataclasses.field(default_factory=dict)  # "NodeManager": 41234
+
+    def describe_ports(self) -> str:
+        """`node manager 41234, object manager 40111, ...` (all chosen by the OS)."""
+        first = ("NodeManager", "ObjectManager")
+        names = [n for n in first if n in self.ports] + sorted(set(self.ports) - set(first))
+        return ", ".join(f"{_words(name)} {self.ports[name]}" for name in names)
+
+
+def _words(camel: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", " ", camel).lower()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +146,8 @@ def _node_info(raw: Dict[str, Any]) -> Dict[str, Any]:
         rank=int(label) if label.isdigit() else -1,
         resources={key: value for key, value in (raw.get("Resources") or {}).items()
                    if not key.startswith("node:")},
+        ports={key[:-len("Port")]: value for key, value in raw.items()
+               if key.endswith("Port") and isinstance(value, int) and value > 0},
     ))
 
 

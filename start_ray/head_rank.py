@@ -15,14 +15,14 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional, Set
 
-from . import raynode
+from . import raynode, summary
 from .cluster_state import ClusterInfo, NodeInfo, NodeTable, summarize, total_resources
 from .errors import JobError
 from .handshake import wait_until
 from .logs import level_for
-from .messages import REPORT, Done, Failed, HeadRecord, Joined, Lost, Stop
+from .messages import REPORT, Done, Failed, HeadRecord, Joined, Lost, Message, Stop
 from .raynode import RayNode
-from .role import Role
+from .role import Role, Teardown
 
 # How often rank 0 asks the GCS about the nodes while the driver runs (~30 ms).
 NODE_WATCH_INTERVAL = 2.0
@@ -39,6 +39,7 @@ class HeadRank(Role):
         self.head_core: List[Any] = []  # the head's gcs_server and raylet, once all are up
         self.lost: Set[int] = set()  # ranks whose Ray node was lost
         self.reports: Dict[int, Done] = {}  # teardown reports by rank
+        self.timeline = summary.Timeline(self.agreed, self.started)
         self._next_look = 0.0
 
     # ---------------------------------------------------------------- start
@@ -58,6 +59,7 @@ class HeadRank(Role):
             self.channel.share(HeadRecord(error=f"{type(err).__name__}: {err}"))
             raise
         self.channel.share(HeadRecord(address=address))
+        self.timeline.note(0, "head up")
         self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
                       address, time.monotonic() - self.started, head.session_dir())
         if self.options.dashboard:
@@ -105,10 +107,15 @@ class HeadRank(Role):
 
         if not wait_until(all_alive, self.options.poll_interval, self.deadline):
             missing = sorted(expected - alive.keys())
+            for rank in missing:
+                if not self.timeline.noted(rank, "could not start its node"):
+                    self.timeline.note(rank, "its node never joined")
             raise JobError(
                 f"timed out after {self.options.join_timeout:g}s: {len(missing)} of "
                 f"{len(expected)} Ray node(s) did not join: " + self.agreed.name_ranks(missing))
         nodes = [alive[rank] for rank in sorted(expected)]
+        for rank in sorted(expected - {0}):  # the rank may say so itself later, or never
+            self.timeline.joined(rank)
         self.check_addresses(nodes)
         table.watch(address, NODE_WATCH_INTERVAL)  # from now on, a look now and then
         self.log.info("Workers are all running! %d node(s) alive after %.1fs: %s",
@@ -117,7 +124,22 @@ class HeadRank(Role):
         for node in nodes:
             self.log.log(level_for(len(nodes)), "  node of rank %d on %s (%s): %s",
                          node.rank, node.hostname, node.ip, summarize(node.resources))
+        for node in nodes:
+            self.log.log(level_for(len(nodes)), "  ports of rank %d on %s: %s%s", node.rank,
+                         node.hostname, self.head_ports(address) if node.rank == 0 else "",
+                         node.describe_ports())
         return nodes
+
+    def head_ports(self, address: str) -> str:
+        """The head's own ports besides the raylet's: GCS, client server, dashboard."""
+        ports = [f"GCS {address.rpartition(':')[2]}"]
+        node = self.own.node
+        for name, option in (("client server", "--ray-client-server-port"),
+                             ("dashboard", "--dashboard-port")):
+            value = raynode.option_value(node.command, option) if node is not None else None
+            if value:
+                ports.append(f"{name} {value}")
+        return ", ".join(ports) + ", "
 
     def check_addresses(self, nodes: List[NodeInfo]) -> None:
         """Every node registered with the address it was given: a node that
@@ -137,6 +159,7 @@ class HeadRank(Role):
             if news is None:
                 return
             source, message = news
+            self.record(source, message)
             where = self.agreed.name_ranks([source])
             if isinstance(message, Joined):
                 self.log.debug("%s joined after %.1fs (attempt %d)", where,
@@ -145,8 +168,19 @@ class HeadRank(Role):
                 raise JobError(f"{where} could not start its Ray node: {message.error}")
             elif isinstance(message, Lost):
                 self.node_lost(source, message.error)
-            elif isinstance(message, Done):  # a rank that stopped on its own
-                self.reports[source] = message
+
+    def record(self, source: int, message: Message) -> None:
+        """Write a rank's news into the timeline (and keep its Done)."""
+        if isinstance(message, Joined):
+            self.timeline.joined(source, message.attempt, message.elapsed)
+        elif isinstance(message, Failed):
+            self.timeline.note(source, f"could not start its node: {message.error}")
+        elif isinstance(message, Lost):
+            self.timeline.note(source, f"lost its node: {message.error}")
+        elif isinstance(message, Done):  # also from a rank that stopped on its own
+            self.reports[source] = message
+            self.timeline.note(source, f"stopped; left: {message.left}" if message.left
+                               else "stopped, none left")
 
     def keep_watch(self) -> None:
         """While the payload runs: news from the ranks, and every few seconds
@@ -174,6 +208,8 @@ class HeadRank(Role):
         if rank in self.lost:
             return
         self.lost.add(rank)
+        if not self.timeline.noted(rank, "lost its node"):
+            self.timeline.note(rank, f"lost its node: {why}")
         where = self.agreed.name_ranks([rank])
         self.log.error("%s lost its Ray node: %s", where, why)
         if self.options.fail_fast:
@@ -201,12 +237,11 @@ class HeadRank(Role):
         lost_by = time.monotonic() + LOST_RANK_PATIENCE
 
         def heard_all() -> bool:
-            while True:  # news other than Done no longer matters
+            while True:  # news other than Done is only written down now
                 news = self.channel.receive(REPORT)
                 if news is None:
                     break
-                if isinstance(news[1], Done):
-                    self.reports[news[0]] = news[1]
+                self.record(*news)
             waiting = self.others() - self.reports.keys()
             if time.monotonic() >= lost_by:
                 waiting -= self.lost_ranks()
@@ -222,16 +257,27 @@ class HeadRank(Role):
         return {rank for node in self.agreed.nodes if node.rank in self.lost
                 for rank in node.ranks}
 
-    def report(self, stopped: int, left: List[str], began: float) -> None:
-        """One line on how the whole job's teardown went."""
+    def report(self, teardown: Teardown) -> None:
+        """One line on how the whole job's teardown went; then summary.txt."""
         silent = sorted(self.others() - self.reports.keys() - self.lost_ranks())
         dirty = [f"rank {rank}: {report.left}" for rank, report in sorted(self.reports.items())
-                 if report.left] + (["rank 0"] if left else [])
+                 if report.left] + (["rank 0"] if teardown.left else [])
         if silent:
             self.log.error("no teardown report from %s", self.agreed.name_ranks(silent))
         if dirty:
             self.log.error("processes left after teardown: %s", "; ".join(dirty))
         if not silent and not dirty:
-            total = stopped + sum(report.stopped for report in self.reports.values())
+            total = teardown.stopped + sum(report.stopped for report in self.reports.values())
             self.log.info("all Ray processes stopped (%d process(es) on %d rank(s), none "
-                          "left) in %.1fs", total, self.agreed.size, time.monotonic() - began)
+                          "left) in %.1fs", total, self.agreed.size,
+                          time.monotonic() - teardown.began)
+        self.timeline.note(0, f"stopped; left: {', '.join(teardown.left)}" if teardown.left
+                           else "stopped, none left")
+        for rank in sorted(self.others() - self.reports.keys()):
+            self.timeline.note(rank, "no teardown report")
+        try:
+            path = summary.write(self.timeline, teardown.status, teardown.cause)
+        except OSError as err:
+            self.log.error("could not write the run's summary: %s", err)
+            return
+        self.log.info("summary of the run: %s", path)

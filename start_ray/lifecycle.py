@@ -47,7 +47,7 @@ from .head_rank import HeadRank
 from .messages import Stop
 from .options import Options
 from .owned import JOB_MARKER, OwnedProcesses  # noqa: F401  (importable here)
-from .role import Role
+from .role import Role, Teardown
 from .signals import SignalInbox
 from .worker_rank import WorkerRank
 
@@ -110,7 +110,8 @@ class Job:
         with self.guard():
             # 4. Run: the payload, which calls keep_watch between its polls.
             assert isinstance(self.role, HeadRank)
-            self.end(payload(info, self.inbox, self.role.keep_watch))
+            status = payload(info, self.inbox, self.role.keep_watch)
+            self.end(status, f"the driver exited with status {status}" if status else None)
         return self.status
 
     def start(self, check: Callable[[], None] = lambda: None) -> Optional[ClusterInfo]:
@@ -140,12 +141,14 @@ class Job:
             return None
         raise JobFailed(self.failure or "start-up failed", self.status)
 
-    def end(self, status: int) -> None:
-        """Stop everything this rank started, confirm it, and tidy up. Idempotent."""
+    def end(self, status: int, cause: Optional[str] = None) -> None:
+        """Stop everything this rank started, confirm it, and tidy up; `cause`
+        says why the job failed, if the job does not know yet. Idempotent."""
         if self._ended or self.role is None:
             return
         self._ended = True
         self.status = status
+        self.failure = self.failure or cause
         began = time.monotonic()
         report_by = began + self.options.stop_timeout + REPORT_SLACK
         # 5. Stop: rank 0 stops the others first (and hears their Done), then its own.
@@ -155,10 +158,14 @@ class Job:
             self.log.error("%d process(es) would not stop: %s", len(left), ", ".join(left))
         else:
             self.log.debug("stopped %d process(es); none left", stopped)
+        failed = bool(status) or self.role.job_failed()
+        copied = (self.options.collect_logs == "always" or
+                  (self.options.collect_logs == "on-failure" and failed)
+                  ) and self.own.collect_logs()  # before Done: rank 0's summary reads them
         # 6. Report: Done to rank 0, or rank 0's summary; then tidy up.
-        self.role.report(stopped, left, began)
+        self.role.report(Teardown(status, self.failure, stopped, left, began))
         self.channel.flush(report_by)
-        self.own.finish(clean=status == 0 and not left)
+        self.own.finish(clean=(not failed or copied) and not left)
         if self.rank == 0:
             self.log.info("exit status %d", status)
 

@@ -12,7 +12,7 @@ import os
 import socket
 import sys
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 from . import launcher
 
@@ -37,6 +37,18 @@ def _rank(rank: int, size: int) -> str:
     return f"{rank:0{len(str(max(size - 1, 0)))}d}"
 
 
+def ranges(ranks: Sequence[int]) -> str:
+    """`0-3,8` for (0, 1, 2, 3, 8)."""
+    parts, start = [], None
+    for i, rank in enumerate(ranks):
+        if start is None:
+            start = rank
+        if i + 1 == len(ranks) or ranks[i + 1] != rank + 1:
+            parts.append(str(start) if start == rank else f"{start}-{rank}")
+            start = None
+    return ",".join(parts)
+
+
 def label(rank: int, size: int) -> str:
     """`rank 03 | host`: what every line of a rank's file names."""
     return f"rank {_rank(rank, size)} | {socket.gethostname()}"
@@ -44,6 +56,11 @@ def label(rank: int, size: int) -> str:
 
 def file_path(directory: str, rank: int, size: int) -> str:
     return os.path.join(directory, f"rank-{_rank(rank, size)}.log")
+
+
+def ray_logs_dir(run_dir: str, rank: int, size: int, host: str) -> str:
+    """Where a rank's copy of its node's Ray logs goes: `ray/rank-03-host`."""
+    return os.path.join(run_dir, "ray", f"rank-{_rank(rank, size)}-{host}")
 
 
 def attach_file(logger: logging.Logger, path: str, name: str) -> logging.Logger:

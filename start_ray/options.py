@@ -68,6 +68,16 @@ def _signal_number(text: str) -> int:
         raise ValueError("not a signal name or number, e.g. USR1") from None
 
 
+COLLECT_LOGS = ("on-failure", "always", "never")
+
+
+def _collect_logs(text: str) -> str:
+    value = text.strip().lower()
+    if value not in COLLECT_LOGS:
+        raise ValueError(f"must be one of {', '.join(COLLECT_LOGS)}")
+    return value
+
+
 def _ray_args(text: str) -> List[str]:
     args = shlex.split(text)
     for arg in args:
@@ -137,6 +147,12 @@ SPECS: List[Spec] = [
          "node-local folder under which each rank's Ray temp dir is made and "
          "removed; must be short: Ray's unix sockets must fit in 107 bytes "
          "(default: $TMPDIR when short enough, else /tmp)"),
+    Spec("collect_logs", _collect_logs, "on-failure", "WHEN",
+         "copy each node's Ray logs (raylet, GCS, agents, workers, `ray start`'s "
+         "output) into LOG_DIR/<run-id>/ray/ at the end of the job, since a "
+         "node's /tmp is gone or out of reach afterwards: on-failure (a non-zero "
+         "exit status), always, or never; at most 50 MB per node "
+         "(default: %(default)s)"),
     Spec("ray_args", _ray_args, [], "'ARGS'",
          "extra arguments for every `ray start`, as one quoted string, e.g. "
          "'--object-store-memory 2000000000'"),
@@ -153,8 +169,8 @@ SPECS: List[Spec] = [
          "start Ray's dashboard (needs ray[default]), bound to 127.0.0.1 on the "
          "head's host; the log prints the ssh tunnel command to reach it"),
     Spec("keep_temp_dir", _flag, False, None,
-         "keep the Ray temp dirs (Ray's own session logs) after the job; they "
-         "are always kept when the job fails"),
+         "keep the Ray temp dirs (Ray's own session logs) on the nodes after the "
+         "job; they are always kept when the job fails"),
     Spec("poll_interval", _positive_float, 0.2, "SECONDS",
          "how often waiting ranks look for news; waiting costs almost no CPU "
          "(default: %(default)s)"),
@@ -178,6 +194,7 @@ class Options:
     fail_fast: bool = False
     log_dir: str = "logs"
     temp_dir: Optional[str] = None
+    collect_logs: str = "on-failure"
     ray_args: List[str] = dataclasses.field(default_factory=list)
     ray_command: Optional[List[str]] = None
     no_auth: bool = False

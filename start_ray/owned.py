@@ -16,7 +16,8 @@ import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from . import auth, launcher, logs, proctree, raynode, resources, tempdirs, watchdog
+from . import (auth, collect, launcher, logs, proctree, raynode, resources, tempdirs,
+               watchdog)
 from .agreement import Agreement
 from .cluster_state import NodeTable
 from .options import Options
@@ -97,9 +98,26 @@ class OwnedProcesses:
                  if p not in left]
         return stopped, proctree.names(left)
 
+    def collect_logs(self) -> bool:
+        """Copy Ray's logs of this rank's node into the run folder (shared
+        storage; the temp dir is node-local). A copy that fails is logged and
+        changes nothing else. Whether the logs are safe in the run folder."""
+        if self.temp_dir is None:
+            return False
+        dest = logs.ray_logs_dir(self.agreed.run_dir, self.agreed.rank, self.agreed.size,
+                                 self.agreed.host)
+        try:
+            done = collect.collect(self.temp_dir, dest)
+        except OSError as err:
+            self.log.error("could not copy Ray's logs into %s: %s", dest, err)
+            return False
+        self.log.info("Ray's logs of this node copied into %s (%s)", dest, done.describe())
+        return True
+
     def finish(self, clean: bool) -> None:
         """After the teardown: the watchdog has nothing left to do; the temp
-        dir goes unless something is left or the user keeps it."""
+        dir goes if `clean` (nothing left, and the job succeeded or its logs
+        are copied) and the user does not keep it."""
         if self.watchdog is not None:
             self.watchdog.stop()
         proctree.remove_listener(self.started_session)

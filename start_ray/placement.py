@@ -16,7 +16,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import psutil
 
-from . import network, resources
+from . import logs, network, resources
 from .options import Options, UsageError
 from .resources import Found
 
@@ -89,7 +89,7 @@ class NodePlan:
         return args
 
     def describe(self) -> str:
-        ranks = _ranges(self.ranks)
+        ranks = logs.ranges(self.ranks)
         return (f"node of rank {self.rank} on {self.host} for rank(s) {ranks}: "
                 f"IP {self.ip} ({self.ip_source}); CPUs {self.cpus.text()}; "
                 f"GPUs {self.gpus.text()}; memory {self.memory['--memory'].text('GiB')}; "
@@ -145,18 +145,6 @@ def _check_addresses(nodes: List[NodePlan], multi_host: bool) -> None:
         if other != node.host:
             raise UsageError(f"hosts {other} and {node.host} both chose address {node.ip} "
                              f"({node.ip_source}); name the interface with --interface")
-
-
-def _ranges(ranks: Tuple[int, ...]) -> str:
-    """`0-3,8` for (0, 1, 2, 3, 8)."""
-    parts, start = [], None
-    for i, rank in enumerate(ranks):
-        if start is None:
-            start = rank
-        if i + 1 == len(ranks) or ranks[i + 1] != rank + 1:
-            parts.append(str(start) if start == rank else f"{start}-{rank}")
-            start = None
-    return ",".join(parts)
 
 
 def node_of(rank: int, nodes: List[NodePlan]) -> Optional[NodePlan]:

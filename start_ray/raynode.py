@@ -118,10 +118,21 @@ class RayNode:
                                         name=f"ray-start-{self.process.pid}")
         self._reader.start()
 
+    @property
+    def output_file(self) -> str:
+        """Everything this `ray start` printed (collected with Ray's logs)."""
+        return os.path.join(self.temp_dir, f"ray-start-{self.process.pid}.out")
+
     def _read(self) -> None:
         """Log every line `ray start` prints and notice the ones we wait for."""
         assert self.process.stdout is not None
+        try:
+            copy = open(self.output_file, "w", buffering=1)
+        except OSError:
+            copy = None
         for line in self.process.stdout:
+            if copy is not None:
+                copy.write(line)
             line = line.rstrip()
             self._log.debug("ray | %s", line)
             found = _ADDRESS_IN_OUTPUT.search(line)
@@ -130,6 +141,8 @@ class RayNode:
                 self._started = self._started or READY_MARKER in line
                 self._address = found.group(1) if found else self._address
                 self._news.notify_all()
+        if copy is not None:
+            copy.close()
         with self._news:
             self._ended = True
             self._news.notify_all()

@@ -9,12 +9,24 @@ to rank 0, rank 0 sums up). Everything they share is fixed at construction.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any, List
+from typing import Any, List, Optional
 
 from .agreement import Agreement
 from .options import Options
 from .signals import SignalInbox
+
+
+@dataclasses.dataclass(frozen=True)
+class Teardown:
+    """How this rank's teardown went (lifecycle.Job.end)."""
+
+    status: int  # this rank's exit status
+    cause: Optional[str]  # why the job failed, as this rank knows it
+    stopped: int  # processes stopped
+    left: List[str]  # `pid name` of those still running
+    began: float  # time.monotonic() when the teardown began
 
 
 class Role:
@@ -32,8 +44,12 @@ class Role:
         self.started = started  # time.monotonic() when the job began on this rank
         self.deadline = started + options.join_timeout  # for the whole cluster to be up
 
+    def job_failed(self) -> bool:
+        """Whether the whole job is known to have failed (beyond this rank)."""
+        return False
+
     def stop_others(self, status: int, deadline: float) -> None:
         """Teardown, before this rank stops its own processes."""
 
-    def report(self, stopped: int, left: List[str], began: float) -> None:
+    def report(self, teardown: Teardown) -> None:
         """Teardown, once this rank's own processes are stopped."""

@@ -20,7 +20,7 @@ from .errors import EXIT_FAILURE, NodeError
 from .handshake import wait_until
 from .messages import STOP, Done, Failed, HeadRecord, Joined, Lost, Stop
 from .raynode import RayNode
-from .role import Role
+from .role import Role, Teardown
 from .signals import is_stopping
 
 # After a stopping signal, how long past the driver's grace and the teardown
@@ -107,6 +107,9 @@ class WorkerRank(Role):
                 self.inbox.raise_if_stopping()
                 pause = min(pause * 2, 30.0)
 
+    def job_failed(self) -> bool:
+        return self.stop_message is not None and self.stop_message.status != 0
+
     def pause_until(self, when: float) -> None:
         """Back off before a retry, but not past a Stop from rank 0."""
         wait_until(lambda: self.told_to_stop() or time.monotonic() >= when,
@@ -146,6 +149,6 @@ class WorkerRank(Role):
 
         wait_until(check, self.options.poll_interval)
 
-    def report(self, stopped: int, left: list, began: float) -> None:
+    def report(self, teardown: Teardown) -> None:
         """Tell rank 0 how this rank's teardown went."""
-        self.channel.send(0, Done(stopped, ", ".join(left)))
+        self.channel.send(0, Done(teardown.stopped, ", ".join(teardown.left)))

@@ -135,6 +135,10 @@ class FakeProcesses:
         world.agreed[self.rank] = agreed
         self.nodes: List[FakeNode] = []
 
+    @property
+    def node(self) -> Optional[FakeNode]:
+        return self.nodes[-1] if self.nodes else None
+
     def set_up(self) -> None:
         self.world.event(self.rank, "set up")
 
@@ -156,6 +160,10 @@ class FakeProcesses:
                 node.returncode = 0
         self.world.event(self.rank, "stopped own")
         return len(self.nodes), []
+
+    def collect_logs(self) -> bool:
+        self.world.event(self.rank, "collected logs")
+        return True
 
     def finish(self, clean: bool) -> None:
         self.world.event(self.rank, f"finished clean={clean}")

@@ -11,6 +11,7 @@ independently of how start_ray finds its own processes.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import json
 import os
 import re
@@ -123,9 +124,27 @@ class Result:
     def rank_logs(self) -> Dict[str, str]:
         logs = {}
         for name in sorted(os.listdir(self.run_dir)):
+            if not (name.startswith("rank-") and name.endswith(".log")):
+                continue  # summary.txt, ray/
             with open(os.path.join(self.run_dir, name)) as handle:
                 logs[name] = handle.read()
         return logs
+
+    def summary(self) -> str:
+        """The run's summary.txt (rank 0 writes it at the end)."""
+        with open(os.path.join(self.run_dir, "summary.txt")) as handle:
+            return handle.read()
+
+    def ray_logs(self) -> Dict[str, List[str]]:
+        """{rank folder: files in it} of the Ray logs copied into the run folder."""
+        root = os.path.join(self.run_dir, "ray")
+        found = {}
+        for folder in sorted(glob.glob(os.path.join(root, "rank-*"))):
+            found[os.path.basename(folder)] = sorted(
+                os.path.relpath(path, folder)
+                for path in glob.glob(os.path.join(folder, "**"), recursive=True)
+                if os.path.isfile(path))
+        return found
 
     def cluster_info(self) -> dict:
         found = re.search(r"^CLUSTER_INFO (.*)$", self.stdout, re.M)

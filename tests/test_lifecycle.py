@@ -103,6 +103,15 @@ def test_join_timeout_names_the_missing_rank(jobs, tmp_path):
                      result.stdout), result.output
     assert "running the driver" not in result.stdout
     assert result.seconds < 25 + 45
+    # summary.txt names the cause first, then what happened to rank 1, with
+    # what its hung `ray start` said last (copied from the node's temp dir).
+    lines = result.summary().splitlines()
+    assert re.match(r"cause: timed out after 25s: 1 of 2 Ray node\(s\) did not join: rank 1 ",
+                    lines[1]), lines
+    assert re.search(r"rank 1 \(\S+\): its node never joined", "\n".join(lines)), lines
+    assert "pretending to start" in "\n".join(lines)
+    worker = result.ray_logs()[f"rank-1-{os.uname().nodename}"]
+    assert any(re.fullmatch(r"ray-start-\d+\.out", name) for name in worker), worker
     assert_nothing_left(result)  # the hung `ray start` was stopped too
 
 

@@ -22,6 +22,7 @@ def test_options_precedence_explicit_over_environment_over_default():
     ({"START_RAY_JOIN_TIMEOUT": "-1"}, "greater than 0"),
     ({"START_RAY_KEEP_TEMP_DIR": "maybe"}, "START_RAY_KEEP_TEMP_DIR"),
     ({"START_RAY_RAY_ARGS": "--port 6379"}, "--port is set by start_ray"),
+    ({"START_RAY_COLLECT_LOGS": "sometimes"}, "must be one of on-failure, always, never"),
 ])
 def test_bad_environment_values_name_the_variable(env, needle):
     with pytest.raises(UsageError, match=needle):
