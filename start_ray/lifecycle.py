@@ -9,7 +9,8 @@
     4. run       rank 0 runs the payload (the driver) and watches the nodes
     5. stop      rank 0 sends Stop; every rank stops exactly what it started
                  (the workers first, while the head is up)       (owned.py)
-    6. report    the others send Done; rank 0 sums up; the exit status
+                 and, if the job failed, copies its node's Ray logs (collect.py)
+    6. report    the others send Done; rank 0 sums up (summary.py); the exit status
 
     rank 0                                   rank 1..N-1
     ------                                   -----------

@@ -108,7 +108,7 @@ class OwnedProcesses:
                                  self.agreed.host)
         try:
             done = collect.collect(self.temp_dir, dest)
-        except OSError as err:
+        except Exception as err:  # a full disk, a vanished file: never the job's status
             self.log.error("could not copy Ray's logs into %s: %s", dest, err)
             return False
         self.log.info("Ray's logs of this node copied into %s (%s)", dest, done.describe())

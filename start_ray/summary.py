@@ -38,8 +38,8 @@ class Timeline:
             rank: [] for rank in range(agreed.size)}
         for node in agreed.nodes:
             for rank in node.ranks:
-                if rank != node.rank:
-                    self.note(rank, f"served by rank {node.rank}'s node")
+                if rank != node.rank:  # the same words for all: such ranks group
+                    self.events[rank].append(("served by its host's node", None))
 
     def note(self, rank: int, what: str, at: Optional[float] = None) -> None:
         """`what` happened to `rank`; `at` seconds since start (None: now)."""
@@ -98,8 +98,8 @@ def write(timeline: Timeline, status: int, cause: Optional[str]) -> str:
         lines += ["", "first error lines in the Ray logs of the nodes in trouble "
                   "(copies under ray/):"]
         for rank in troubled:
-            lines += [f"  rank {rank}:"] + [f"    {line}" for line in
-                                            _errors_of(agreed, rank)]
+            lines += [f"  {agreed.name_ranks([rank])}:"] + [
+                f"    {line}" for line in _errors_of(agreed, rank)]
     path = os.path.join(agreed.run_dir, "summary.txt")
     with open(path, "w") as handle:
         handle.write("\n".join(lines) + "\n")
@@ -139,4 +139,17 @@ def _name(ranks: List[int], agreed: Agreement) -> str:
     hosts = sorted({agreed.hosts[r] for r in ranks})
     where = hosts[0] if len(hosts) == 1 else f"{len(hosts)} hosts"
     label = "rank" if len(ranks) == 1 else "ranks"
-    return f"{label} {logs.ranges(ranks)} ({where})"
+    return f"{label} {compact(ranks)} ({where})"
+
+
+def compact(ranks: List[int], width: int = 60) -> str:
+    """`0-3,8`; `4-996 every 4` (one node per host); or a shortened list
+    with the count, so that a line stays a line at any job size."""
+    steps = {b - a for a, b in zip(ranks, ranks[1:])}
+    if len(ranks) > 2 and len(steps) == 1 and steps != {1}:
+        return f"{ranks[0]}-{ranks[-1]} every {steps.pop()}"
+    text = logs.ranges(ranks)
+    if len(text) <= width:
+        return text
+    parts = text.split(",")
+    return f"{','.join(parts[:3])},...,{parts[-1]} ({len(ranks)} ranks)"
