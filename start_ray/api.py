@@ -53,6 +53,7 @@ class cluster:
         self.info: Optional[ClusterInfo] = None
         self._previous_trace: Any = None
         self._previous_sigterm: Any = None
+        self._sigterm_set = False  # our SIGTERM handler is installed
 
     def _job(self, inbox: SignalInbox) -> Job:
         comm = self.comm if self.comm is not None else handshake.world()
@@ -77,6 +78,7 @@ class cluster:
             raise ClusterError(why) from err
         if threading.current_thread() is threading.main_thread():  # else no signal comes
             self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+            self._sigterm_set = True
         return self.info
 
     def __exit__(self, exc_type: Optional[Type[BaseException]],
@@ -89,8 +91,9 @@ class cluster:
                 raise ClusterError(
                     f"rank 0 ended the cluster with status {stop.status}") from None
             return exc_type is _SkipBody
-        if self._previous_sigterm is not None:
-            signal.signal(signal.SIGTERM, self._previous_sigterm)
+        if self._sigterm_set:  # None: a handler set outside Python; the default then
+            signal.signal(signal.SIGTERM, self._previous_sigterm
+                          if self._previous_sigterm is not None else signal.SIG_DFL)
         try:
             detach()
         finally:

@@ -152,14 +152,17 @@ class HeadRank(Role):
                            "; ".join(wrong))
 
     # ----------------------------------------------------------------- watch
-    def read_news(self) -> None:
-        """Handle what the other ranks reported since the last look."""
+    def read_news(self, act: bool = True) -> None:
+        """Handle what the other ranks reported since the last look (in the
+        teardown, `act=False`: only write it down)."""
         while True:
             news = self.channel.receive(REPORT)
             if news is None:
                 return
             source, message = news
             self.record(source, message)
+            if not act:
+                continue
             where = self.agreed.name_ranks([source])
             if isinstance(message, Joined):
                 self.log.debug("%s joined after %.1fs (attempt %d)", where,
@@ -237,11 +240,7 @@ class HeadRank(Role):
         lost_by = time.monotonic() + LOST_RANK_PATIENCE
 
         def heard_all() -> bool:
-            while True:  # news other than Done is only written down now
-                news = self.channel.receive(REPORT)
-                if news is None:
-                    break
-                self.record(*news)
+            self.read_news(act=False)  # a late Failed or Lost changes nothing now
             waiting = self.others() - self.reports.keys()
             if time.monotonic() >= lost_by:
                 waiting -= self.lost_ranks()

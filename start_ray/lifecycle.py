@@ -41,7 +41,7 @@ from typing import Any, Callable, Iterator, Optional
 
 from . import handshake, launcher, logs
 from .agreement import Agreement, agree, log_plan
-from .cluster_state import ClusterInfo, total_resources  # noqa: F401  (importable here)
+from .cluster_state import ClusterInfo
 from .errors import (EXIT_FAILURE, EXIT_USAGE, Interrupted, JobError,  # noqa: F401
                      JobFailed, NodeError, UsageError, exit_status)
 from .head_rank import HeadRank

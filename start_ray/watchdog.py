@@ -78,9 +78,8 @@ def clean(variable: str, value: str, sessions: List[Tuple[int, int]],
     while True:
         found = proctree.owned(variable, value, sessions)
         if not found or time.monotonic() >= deadline:
-            return killed, [proctree.describe([proc]) for proc in found]
-        for proc in found:
-            described = proctree.describe([proc])
+            return killed, proctree.names(found)
+        for proc, described in zip(found, proctree.names(found)):
             try:
                 proc.kill()
             except Exception:
