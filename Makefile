@@ -14,12 +14,18 @@ EXTRAS   ?= mpi,test,torch
 # PyTorch is an extra; installed first, pinned, so that pip does not pick the
 # newest build with several GB of CUDA packages (override for a GPU machine).
 TORCH    ?= torch==2.13.0
+# Older Rays that the project supports (README: Compatibility): `make compat`
+# builds a venv per version (Ray installed first, then the project, which
+# keeps it) and runs the lifecycle, security and fault tests on each.
+OLD_RAYS ?= 2.40.0 2.52.1
+COMPAT_TESTS ?= tests/test_compat.py tests/test_lifecycle.py tests/test_security.py \
+	tests/test_faults.py
 BIN      := $(VENV)/bin
 # Open MPI refuses to run as root without these (the tests run mpirun too).
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: venv venv-mpich run test bench chaos clean
+.PHONY: venv venv-mpich run test bench chaos compat clean
 
 venv: $(VENV)/.installed
 
@@ -39,6 +45,16 @@ $(MPICH_VENV)/.installed: setup.cfg pyproject.toml
 	$(MPICH_VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
+# .venv-ray-2.52.1 etc.: that Ray first, then the project (which must keep it).
+.venv-ray-%/.installed: setup.cfg pyproject.toml
+	$(PYTHON) -m venv .venv-ray-$*
+	.venv-ray-$*/bin/pip install --quiet --upgrade pip
+	.venv-ray-$*/bin/pip install --quiet '$(TORCH)' 'ray[rllib]==$*'
+	.venv-ray-$*/bin/pip install --quiet -e '.[$(EXTRAS)]'
+	.venv-ray-$*/bin/python -c "import ray, sys; sys.exit(ray.__version__ != '$*')" \
+		|| { echo "pip replaced Ray $* in .venv-ray-$*"; exit 1; }
+	touch $@
+
 run: venv
 	VENV=$(VENV) NP=$(NP) bash jobs/local_mpirun.sh
 
@@ -53,5 +69,11 @@ bench: venv
 chaos: venv venv-mpich
 	START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV)) $(BIN)/python benchmarks/chaos.py
 
+# The Ray matrix: the compat, lifecycle, security and fault tests on each
+# older Ray, then a table (benchmarks/compat_table.py).
+compat: $(foreach v,$(OLD_RAYS),.venv-ray-$(v)/.installed) venv
+	$(BIN)/python benchmarks/compat_table.py --tests '$(COMPAT_TESTS)' \
+		$(foreach v,$(OLD_RAYS),.venv-ray-$(v)) $(VENV)
+
 clean:
-	rm -rf $(VENV) $(MPICH_VENV) *.egg-info
+	rm -rf $(VENV) $(MPICH_VENV) .venv-ray-* *.egg-info

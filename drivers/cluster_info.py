@@ -14,6 +14,16 @@ import sys
 import ray
 
 
+# Variables that MPI launchers set in each rank (Open MPI/PMIx, MPICH/Intel
+# Hydra and PMI, Cray PALS/ALPS): the driver and Ray's workers must see none.
+LAUNCHER_PREFIXES = ("OMPI_", "OPAL_", "PMIX_", "PRTE_", "PMI_", "HYDI_", "HYDRA_",
+                     "I_MPI_HYDRA", "MPI_LOCALRANKID", "MPI_LOCALNRANKS", "PALS_", "ALPS_APP")
+
+
+def launcher_variables() -> list:
+    return sorted(k for k in os.environ if k.startswith(LAUNCHER_PREFIXES))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -31,7 +41,7 @@ def main() -> int:
         return {"host": socket.gethostname(), "ip": ray.util.get_node_ip_address(),
                 "node_id": ray.get_runtime_context().get_node_id(),
                 "open_files": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
-                "mpi_vars": sorted(k for k in os.environ if k.startswith(("OMPI_", "PMIX_")))}
+                "mpi_vars": launcher_variables()}
 
     strategy = ray.util.scheduling_strategies.NodeAffinitySchedulingStrategy
     seen = ray.get([where.options(scheduling_strategy=strategy(node["NodeID"], soft=False))
@@ -46,7 +56,7 @@ def main() -> int:
         "task_ips": sorted(s["ip"] for s in seen),
         "task_hosts": sorted(s["host"] for s in seen),
         "task_open_files": sorted(s["open_files"] for s in seen),
-        "driver_mpi_vars": sorted(k for k in os.environ if k.startswith(("OMPI_", "PMIX_", "PRTE_", "PMI_"))),
+        "driver_mpi_vars": launcher_variables(),
         "worker_mpi_vars": sorted({v for s in seen for v in s["mpi_vars"]}),
         "argv": sys.argv[1:],
     }

@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Optional  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rl_envs  # noqa: E402
+import rl_versions  # noqa: E402
 from rl_metrics import RETURN_KEYS, STEP_KEYS  # noqa: E402
 
 FRAMEWORK_PACKAGES = {"tf2": ("tensorflow", "tf_keras"), "torch": ("torch",)}
@@ -93,6 +94,9 @@ def fail(message: str) -> None:
 
 
 def check_framework(framework: str) -> None:
+    unsupported = rl_versions.problem(framework)
+    if unsupported:
+        fail(unsupported)
     missing = [p for p in FRAMEWORK_PACKAGES[framework] if importlib.util.find_spec(p) is None]
     if missing:
         install = "tensorflow tf_keras" if framework == "tf2" else "'start_ray[torch]'"
@@ -178,15 +182,13 @@ def make_stopper(iters: Optional[int], timesteps: Optional[int], reward: Optiona
 
 def placement_callbacks(path: str):
     """RLlib callbacks recording where each env runner's environment lives."""
-    from ray.rllib.callbacks.callbacks import RLlibCallback
-
     def record(env_runner: Any) -> None:
         import ray
         node = ray.get_runtime_context().get_node_id()
         with open(path, "a") as handle:
             handle.write(f"{node} {socket.gethostname()} {os.getpid()}\n")
 
-    class RecordPlacement(RLlibCallback):
+    class RecordPlacement(rl_versions.callback_base()):  # type: ignore[misc]
         def on_environment_created(self, *, env_runner, **kwargs):  # new stack
             record(env_runner)
 
@@ -259,7 +261,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         args.run, config=build_config(args, runners, placement_file), stop=stopper,
         callbacks=[catch_signals],
         storage_path=where, name=name, restore=args.restore, verbose=1,
-        checkpoint_config=tune.CheckpointConfig(
+        checkpoint_config=rl_versions.checkpoint_config()(
             checkpoint_frequency=args.checkpoint_frequency, checkpoint_at_end=True,
             num_to_keep=args.checkpoint_to_keep,
             checkpoint_score_attribute=RETURN_KEYS[0],

@@ -2,7 +2,9 @@
 
     rank 0: check the input and the job's settings, choose the head's address,
             a run id, an auth token, the driver's grace   -- share -->  Plan
-    every rank: probe its host (name, CPUs, IP)          -- allgather
+    every rank: probe its host (name, CPUs, IP) and say
+                what it runs (Python, Ray, start_ray)    -- allgather
+                (any difference: software.py's one message, exit 2)
     every rank: the same placement (placement.place), the same run folder
 
 Bad input, or a host without a usable address, is a UsageError on every rank
@@ -18,7 +20,7 @@ import logging
 import secrets
 from typing import Any, Callable, List, Optional, Tuple
 
-from . import auth, launcher, logs, network, placement, tempdirs
+from . import auth, compat, launcher, logs, network, placement, software, tempdirs
 from .errors import AddressError, UsageError
 from .options import Options
 from .placement import NodePlan
@@ -80,7 +82,11 @@ def agree(channel: Any, options: Options, check: Callable[[], None]) -> Agreemen
         raise UsageError(plan.error)
     mine = placement.probe(channel.rank, options.interface,
                            plan.head_ip if channel.rank else None)
-    probes = channel.allgather(mine)
+    gathered = channel.allgather((mine, software.this_rank()))
+    probes = [probe for probe, _ in gathered]
+    differ = software.differences([runs for _, runs in gathered], [p.host for p in probes])
+    if differ:
+        raise UsageError(differ)
     return Agreement(plan=plan, rank=channel.rank, size=channel.size,
                      hosts=tuple(p.host for p in probes),
                      nodes=tuple(placement.place(probes, options)),
@@ -106,6 +112,9 @@ def make_plan(options: Options, size: int, check: Callable[[], None]) -> Plan:
 def preflight(options: Options, size: int) -> None:
     """Rank 0's checks of the whole job's settings, before anything starts."""
     launcher.check_world(size)
+    unsupported = compat.support_problem(compat.ray_version())
+    if unsupported:
+        raise UsageError(unsupported)
     if options.temp_dir:
         tempdirs.check_explicit_root(options.temp_dir, "0" * 8, size - 1)
     auth.check(options.no_auth)
@@ -127,12 +136,21 @@ def grace_within_kill_wait(options: Options) -> Tuple[float, str]:
                    f"Slurm kills the job {kill_wait:g}s (KillWait) after SIGTERM")
 
 
-def log_plan(agreed: Agreement, options: Options, log: logging.Logger) -> None:
-    """Rank 0's account of the job before anything starts."""
+def log_plan(agreed: Agreement, options: Options, log: logging.Logger,
+             mpi: str = "") -> None:
+    """Rank 0's account of the job before anything starts; `mpi` names the
+    MPI library (`MPICH 5.0.2`)."""
     log.info("run %s: %d rank(s) on %d host(s); logs in %s", agreed.plan.run_id,
              agreed.size, len(set(agreed.hosts)), agreed.run_dir)
-    log.info("started by %s%s", launcher.launcher_name(),
+    log.info("started by %s%s%s", launcher.launcher_name(), f" ({mpi})" if mpi else "",
              f" in {launcher.scheduler()}" if launcher.scheduler() else "")
+    runs = software.this_rank()
+    log.info("every rank runs Python %s, Ray %s, start_ray %s (%s)", runs.python, runs.ray,
+             runs.start_ray, runs.ray_command)
+    if compat.untested(runs.ray):
+        log.warning("Ray %s is newer than the newest Ray start_ray was tested with (%s); "
+                    "if something fails, try %s", runs.ray, compat.show(compat.NEWEST),
+                    compat.show(compat.NEWEST))
     how = "one per rank (--node-per-rank)" if options.node_per_rank else "one per host"
     log.info("placement: %d Ray node(s), %s", len(agreed.nodes), how)
     for node in agreed.nodes:

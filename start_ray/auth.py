@@ -9,12 +9,12 @@ on a command line (visible to all in `ps`), never in a file or a log.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import secrets
 import sys
 from typing import Dict, Optional
 
+from . import compat
 from .options import UsageError
 
 # Every variable through which Ray can be told an auth mode or token. All
@@ -41,21 +41,16 @@ def apply(env: Dict[str, str], token: Optional[str]) -> Dict[str, str]:
     return clean
 
 
-def ray_supports_tokens() -> bool:
-    """Whether the installed Ray has token authentication (found without
-    importing Ray, which takes a second)."""
-    spec = importlib.util.find_spec("ray")
-    locations = list(spec.submodule_search_locations or []) if spec else []
-    return any(os.path.isdir(os.path.join(location, "_private", "authentication"))
-               for location in locations)
+ray_supports_tokens = compat.has_token_auth  # its old name
 
 
 def check(no_auth: bool) -> None:
-    if not no_auth and not ray_supports_tokens():
+    if not no_auth and not compat.has_token_auth():
         raise UsageError(
-            "the installed Ray has no token authentication, so the cluster would "
-            "accept anyone who can reach its ports; install a Ray that has it "
-            "(this project is tested with 2.60), or pass --no-auth to run without")
+            f"Ray {compat.ray_version()} has no token authentication, so the cluster "
+            "would accept anyone who can reach its ports; install a Ray that has it "
+            f"(Ray {compat.show(compat.TOKEN_AUTH_SINCE)} or newer), or pass --no-auth "
+            "to run without")
 
 
 def use_in_this_process(token: Optional[str]) -> None:
@@ -71,5 +66,4 @@ def use_in_this_process(token: Optional[str]) -> None:
     os.environ.update(environment(token))
     raylet = sys.modules.get("ray._raylet")
     if raylet is not None:
-        raylet.Config.initialize("")
-        raylet.AuthenticationTokenLoader.instance().reset_cache()
+        compat.reload_auth(raylet)

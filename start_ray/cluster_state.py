@@ -23,7 +23,7 @@ import sys
 import threading
 from typing import Any, Dict, List, Optional
 
-from . import proctree
+from . import compat, proctree
 from .raynode import RANK_LABEL
 
 
@@ -154,10 +154,7 @@ def _node_info(raw: Dict[str, Any]) -> Dict[str, Any]:
 def main() -> int:
     """The helper: read `ADDRESS INTERVAL` lines on stdin; print the node
     table every INTERVAL seconds; exit when stdin closes (rank 0 is gone)."""
-    from ray._private.services import _get_gcs_client_options
-    from ray._private.state import GlobalState
-
-    state, interval = None, None
+    read_table, interval = None, None
     while True:
         ready, _, _ = select.select([sys.stdin], [], [], interval)
         if ready:
@@ -166,13 +163,12 @@ def main() -> int:
                 return 0
             address, text = line.split()
             interval = float(text)
-            if state is None:
-                state = GlobalState()
-                state._initialize_global_state(_get_gcs_client_options(address))
-        if state is None:
+            if read_table is None:
+                read_table = compat.node_table_reader(address)
+        if read_table is None:
             continue
         try:
-            message: Dict[str, Any] = {"nodes": [_node_info(raw) for raw in state.node_table()]}
+            message: Dict[str, Any] = {"nodes": [_node_info(raw) for raw in read_table()]}
         except Exception as err:  # the GCS busy or going: say so, look again
             message = {"error": f"{type(err).__name__}: {err}"}
         print(json.dumps(message), flush=True)

@@ -66,6 +66,15 @@ class Channel:
         wait_until(lambda: bool(barrier.Test()), self.interval)
         return self.comm.bcast(value, root=0)
 
+    def mpi_library(self) -> str:
+        """`MPICH 5.0.2` (for the log), when the communicator is mpi4py's."""
+        if not type(self.comm).__module__.startswith("mpi4py"):
+            return ""
+        from mpi4py import MPI
+
+        from .launcher import library_name
+        return library_name(MPI.Get_library_version())
+
     def allgather(self, value: Any) -> List[Any]:
         """Every rank's `value`, on every rank (all ranks are ready by then)."""
         return self.comm.allgather(value) if self.size > 1 else [value]

@@ -18,7 +18,12 @@ _RANK_VARIABLES = (
 # Launcher variables that must not leak into the driver or into Ray: a Python
 # process that sees them may try to join the job's MPI world (and hang or
 # abort), and Ray workers forked by the raylet would inherit them.
-_MPI_PREFIXES = ("OMPI_", "PMIX_", "PRTE_", "PMI_", "MPI_LOCAL", "HYDRA_", "I_MPI_HYDRA")
+# Open MPI and PMIx (OMPI_, OPAL_, PMIX_, PRTE_); MPICH's and Intel MPI's Hydra
+# (HYDI_, HYDRA_, I_MPI_HYDRA_) and the PMI it speaks (PMI_, also Cray PMI's
+# PMI_CONTROL_PORT etc.); Hydra's and Intel MPI's per-process MPI_LOCALRANKID
+# and MPI_LOCALNRANKS; Cray PALS (PALS_) and ALPS (ALPS_APP_).
+_MPI_PREFIXES = ("OMPI_", "OPAL_", "PMIX_", "PRTE_", "PMI_", "HYDI_", "HYDRA_",
+                 "I_MPI_HYDRA_", "MPI_LOCALRANKID", "MPI_LOCALNRANKS", "PALS_", "ALPS_APP_")
 
 _JOB_ID_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "COBALT_JOBID", "LSB_JOBID")
 
@@ -65,18 +70,39 @@ def launcher_name(environ: Optional[Mapping[str, str]] = None) -> str:
     """Which program started this process, from the variables it set."""
     env = os.environ if environ is None else environ
     if "PRTE_LAUNCHED" in env or env.get("OMPI_TOOL_NAME") in ("mpirun", "mpiexec"):
-        return "mpirun (Open MPI)"
+        return "mpirun"
     if "ALPS_APP_PE" in env:
-        return "aprun (Cray ALPS)"
+        return "Cray ALPS aprun"
     if "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
         return "srun"
     if "PALS_RANKID" in env:
-        return "mpiexec (Cray PALS)"
+        return "Cray PALS mpiexec"
+    if "HYDI_CONTROL_FD" in env or any(name.startswith("I_MPI_HYDRA_") for name in env):
+        return "Hydra mpiexec"
     if "PMI_RANK" in env:
-        return "mpiexec (PMI)"
+        return "a PMI launcher"
     if "PMIX_RANK" in env:
         return "a PMIx launcher"
     return "no launcher (a single process)"
+
+
+# What MPI_Get_library_version's first line starts with -> a short name.
+_LIBRARIES = (
+    (re.compile(r"Open MPI v?([\d.]+)"), "Open MPI"),
+    (re.compile(r"CRAY MPICH version ([\d.]+)", re.I), "Cray MPICH"),
+    (re.compile(r"Intel\(R\) MPI Library ([\d.]+)"), "Intel MPI"),
+    (re.compile(r"MVAPICH2? Version\s*:\s*([\w.]+)"), "MVAPICH"),
+    (re.compile(r"MPICH Version:\s*([\w.]+)"), "MPICH"),
+)
+
+
+def library_name(version_text: str) -> str:
+    """`MPICH 5.0.2` from MPI_Get_library_version()'s text ('' if none)."""
+    for pattern, name in _LIBRARIES:
+        found = pattern.search(version_text)
+        if found:
+            return f"{name} {found.group(1)}"
+    return version_text.strip().splitlines()[0][:60] if version_text.strip() else ""
 
 
 def launched_tasks(environ: Optional[Mapping[str, str]] = None) -> Optional[int]:

@@ -15,8 +15,8 @@
     rank 0                                   rank 1..N-1
     ------                                   -----------
     Plan (run id, token, head IP) -- share -> Plan
-    probes (host, CPUs, IP) <-- allgather --> probes: the same placement on
-                                             every rank (one node per host)
+    probes (host, CPUs, IP, <-- allgather --> probes: the same placement on
+      Python/Ray versions)                   every rank (one node per host)
     ray start --head --block
     HeadRecord (address | error) -- share -> HeadRecord
     wait until every node alive (GCS) <-- host leaders: ray start --address
@@ -130,7 +130,7 @@ class Job:
             self.role = HeadRank(*parts) if self.rank == 0 else WorkerRank(*parts)
             self.agreed = agreed
             if self.rank == 0:
-                log_plan(agreed, self.options, self.log)
+                log_plan(agreed, self.options, self.log, self.channel.mpi_library())
             # 2. Own: nothing this rank starts may escape unseen.
             if agreed.my_node is not None:
                 self.own.set_up()

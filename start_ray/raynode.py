@@ -21,7 +21,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence
 
 import psutil
 
-from . import logs, proctree
+from . import compat, logs, proctree
 from .errors import NodeError  # noqa: F401  (its old home; still importable here)
 
 READY_MARKER = "Ray runtime started"
@@ -60,7 +60,7 @@ def common_args(temp_dir: str, rank: int, extra: List[str]) -> List[str]:
         "--log-style", "record", "--log-color", "false",
         "--min-worker-port", "0", "--max-worker-port", "0",
         "--dashboard-agent-listen-port", "0",
-        "--labels", f"{RANK_LABEL}={rank}",
+        "--labels", compat.label_arg({RANK_LABEL: str(rank)}),
     ]
     return args + list(extra)
 

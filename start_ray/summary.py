@@ -139,17 +139,4 @@ def _name(ranks: List[int], agreed: Agreement) -> str:
     hosts = sorted({agreed.hosts[r] for r in ranks})
     where = hosts[0] if len(hosts) == 1 else f"{len(hosts)} hosts"
     label = "rank" if len(ranks) == 1 else "ranks"
-    return f"{label} {compact(ranks)} ({where})"
-
-
-def compact(ranks: List[int], width: int = 60) -> str:
-    """`0-3,8`; `4-996 every 4` (one node per host); or a shortened list
-    with the count, so that a line stays a line at any job size."""
-    steps = {b - a for a, b in zip(ranks, ranks[1:])}
-    if len(ranks) > 2 and len(steps) == 1 and steps != {1}:
-        return f"{ranks[0]}-{ranks[-1]} every {steps.pop()}"
-    text = logs.ranges(ranks)
-    if len(text) <= width:
-        return text
-    parts = text.split(",")
-    return f"{','.join(parts[:3])},...,{parts[-1]} ({len(ranks)} ranks)"
+    return f"{label} {logs.compact(ranks)} ({where})"

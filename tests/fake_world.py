@@ -188,6 +188,9 @@ class FakeChannel:
                 raise TimeoutError(f"rank {self.rank}: a collective call never completed")
         self._check()
 
+    def mpi_library(self) -> str:
+        return ""
+
     def share(self, value: Any) -> Any:
         self._check()
         index, self._shares = self._shares, self._shares + 1

@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import psutil
 
 import leftovers as found_by
+from start_ray import compat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable
@@ -64,6 +65,27 @@ OPENMPI = Mpi("openmpi", PYTHON, MPIRUN, ("--oversubscribe",), "OMPI_COMM_WORLD_
 MPICH = Mpi("mpich", os.path.join(MPICH_VENV, "bin", "python"),
             os.path.join(MPICH_VENV, "bin", "mpiexec"), (), "PMI_RANK")
 MPIS = {mpi.name: mpi for mpi in (OPENMPI, MPICH)}
+
+
+def ray_version(python: str) -> str:
+    """The Ray version a Python has (from its metadata; '' if none)."""
+    out = subprocess.run([python, "-c", "import importlib.metadata as m; "
+                          "print(m.version('ray'))"], capture_output=True, text=True,
+                         timeout=60).stdout
+    return out.strip()
+
+
+def other_ray_python() -> Optional[str]:
+    """A Python with another Ray than ours and the same MPI (one of the
+    venvs `make` builds: .venv with the newest Ray, .venv-ray-X for older
+    ones), or None."""
+    ours = ray_version(PYTHON)
+    for venv in sorted(glob.glob(os.path.join(ROOT, ".venv-ray-*"))) + [
+            os.path.join(ROOT, ".venv")]:
+        python = os.path.join(venv, "bin", "python")
+        if os.access(python, os.X_OK) and ray_version(python) not in ("", ours):
+            return python
+    return None
 
 
 def leftovers(mark: str, temp_root: Optional[str] = None,
@@ -179,6 +201,9 @@ class Jobs:
                     # Most tests need several Ray nodes on this one machine
                     # (one per rank); tests of the per-host default unset it.
                     "START_RAY_NODE_PER_RANK": "1",
+                    # A Ray without token auth (before 2.52) runs only with
+                    # --no-auth (tests/test_compat.py checks the refusal).
+                    **({} if compat.has_token_auth() else {"START_RAY_NO_AUTH": "1"}),
                     "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
         env.update(extra or {})
         return env

@@ -1,6 +1,6 @@
 """summary.txt's timeline stays short at any job size (pure; no processes)."""
 
-from start_ray import summary
+from start_ray import logs, summary
 from start_ray.agreement import Agreement, Plan
 from start_ray.options import make_options
 from start_ray.placement import Probe, place
@@ -47,6 +47,6 @@ def test_a_thousand_ranks_read_in_a_few_lines(tmp_path):
 
 
 def test_compact_rank_lists():
-    assert summary.compact([0, 1, 2, 3, 8]) == "0-3,8"
-    assert summary.compact(list(range(4, 1000, 4))) == "4-996 every 4"
-    assert summary.compact([5]) == "5"
+    assert logs.compact([0, 1, 2, 3, 8]) == "0-3,8"
+    assert logs.compact(list(range(4, 1000, 4))) == "4-996 every 4"
+    assert logs.compact([5]) == "5"

@@ -96,11 +96,12 @@ def test_exit_status_follows_the_shell_convention():
 
 
 @pytest.mark.parametrize("env, launcher_name, scheduler", [
-    ({"PRTE_LAUNCHED": "1", "OMPI_COMM_WORLD_RANK": "0"}, "mpirun (Open MPI)", None),
+    ({"PRTE_LAUNCHED": "1", "OMPI_COMM_WORLD_RANK": "0"}, "mpirun", None),
+    ({"PMI_RANK": "0", "HYDI_CONTROL_FD": "7"}, "Hydra mpiexec", None),
     ({"SLURM_JOB_ID": "77", "SLURM_STEP_ID": "0", "SLURM_PROCID": "3"}, "srun",
      "Slurm job 77"),
-    ({"PBS_JOBID": "12.pbs01", "ALPS_APP_PE": "0"}, "aprun (Cray ALPS)", "PBS job 12"),
-    ({"PBS_JOBID": "12.polaris", "PALS_RANKID": "0"}, "mpiexec (Cray PALS)", "PBS job 12"),
+    ({"PBS_JOBID": "12.pbs01", "ALPS_APP_PE": "0"}, "Cray ALPS aprun", "PBS job 12"),
+    ({"PBS_JOBID": "12.polaris", "PALS_RANKID": "0"}, "Cray PALS mpiexec", "PBS job 12"),
     ({}, "no launcher (a single process)", None),
 ])
 def test_launcher_and_scheduler_are_named(env, launcher_name, scheduler):

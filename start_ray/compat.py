@@ -1,0 +1,110 @@
+"""Everything that differs between the Rays start_ray supports, in one place.
+
+Users rarely choose their Ray (a project pins it, a site module ships it), so
+start_ray runs on a range of about two years, SUPPORTED. Each difference
+below is one function that names the versions it tells apart; every other
+module asks here instead of testing versions itself. tests/test_compat.py
+has a test per difference; `make compat` runs the lifecycle, security and
+fault tests on the oldest supported Ray and on 2.52.
+
+The Ray version is read from the package metadata, not by importing Ray
+(a second of CPU on every rank).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import os
+import re
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+
+Version = Tuple[int, ...]
+
+# The oldest and the newest minor release tested (README: Compatibility).
+OLDEST: Version = (2, 40)
+NEWEST: Version = (2, 60)
+# `ray start --labels k=v`; older Rays read only JSON (2.60 still reads JSON,
+# with a deprecation warning), so the form follows the version.
+LABEL_PAIRS_SINCE: Version = (2, 45)
+# The first Ray with token authentication (found by its module, see below).
+TOKEN_AUTH_SINCE: Version = (2, 52)
+
+
+def parse(text: str) -> Version:
+    """`2.52.1` -> (2, 52, 1); `2.60.0rc1` -> (2, 60, 0); '' -> ()."""
+    return tuple(int(part) for part in re.findall(r"^\d+|(?<=\.)\d+", text)[:3])
+
+
+def show(version: Version) -> str:
+    return ".".join(str(part) for part in version)
+
+
+def ray_version() -> Optional[str]:
+    """The installed Ray's version (None: no Ray in this Python)."""
+    try:
+        return importlib.metadata.version("ray")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def support_problem(version: Optional[str]) -> Optional[str]:
+    """Why start_ray cannot run on this Ray, or None. A newer Ray than the
+    newest tested is allowed (see untested); an older one is refused, since
+    its command line differs in ways nobody checked."""
+    if version is None:
+        return ("this Python has no Ray: pip install 'ray[rllib]>="
+                f"{show(OLDEST)},<{show(NEWEST[:1] + (NEWEST[1] + 1,))}'")
+    if parse(version)[:2] < OLDEST:
+        return (f"Ray {version} is older than the oldest Ray start_ray supports "
+                f"({show(OLDEST)}); supported: Ray {show(OLDEST)} to {show(NEWEST)}.x")
+    return None
+
+
+def untested(version: Optional[str]) -> bool:
+    """A Ray newer than the newest tested (it may work; the log says so)."""
+    return version is not None and parse(version)[:2] > NEWEST
+
+
+def label_arg(labels: Mapping[str, str], version: Optional[str] = None) -> str:
+    """The value of `ray start --labels` for this Ray: `k=v,k2=v2` since
+    2.45, a JSON object before (`{"k": "v"}`; 2.40 fails on `k=v` with
+    "`{}` is not a valid JSON string")."""
+    found = parse(version if version is not None else ray_version() or "")
+    if found and found[:2] < LABEL_PAIRS_SINCE:
+        return json.dumps(dict(labels))
+    return ",".join(f"{key}={value}" for key, value in labels.items())
+
+
+def has_token_auth() -> bool:
+    """Whether the installed Ray has token authentication. Found by its
+    module (ray/_private/authentication, since 2.52), without importing Ray."""
+    spec = importlib.util.find_spec("ray")
+    locations = list(spec.submodule_search_locations or []) if spec else []
+    return any(os.path.isdir(os.path.join(location, "_private", "authentication"))
+               for location in locations)
+
+
+def reload_auth(raylet: Any) -> None:
+    """Make an imported Ray re-read RAY_AUTH_MODE and the token: it reads
+    the mode at import and caches the token on first use (2.52 to 2.60:
+    `Config.initialize` and `AuthenticationTokenLoader`). A Ray without token
+    auth has neither, and nothing to reload."""
+    loader = getattr(raylet, "AuthenticationTokenLoader", None)
+    if loader is None:
+        return
+    raylet.Config.initialize("")
+    loader.instance().reset_cache()
+
+
+def node_table_reader(address: str) -> Callable[[], List[Dict[str, Any]]]:
+    """A function that reads the GCS node table (ray.nodes()' rows) without
+    registering a driver. Private API, the same from 2.40 to 2.60:
+    `GlobalState._initialize_global_state(_get_gcs_client_options(address))`."""
+    from ray._private.services import _get_gcs_client_options
+    from ray._private.state import GlobalState
+
+    state = GlobalState()
+    state._initialize_global_state(_get_gcs_client_options(address))
+    return state.node_table
