@@ -47,8 +47,8 @@ def callback_base() -> type:
 
 
 def checkpoint_config() -> type:
-    """Tune's CheckpointConfig: ray.tune.CheckpointConfig since Ray 2.43 or
-    so, ray.train.CheckpointConfig (the same options) before."""
+    """Tune's CheckpointConfig: ray.tune.CheckpointConfig since Ray 2.41,
+    ray.train.CheckpointConfig (the same options) before."""
     from ray import tune
     if hasattr(tune, "CheckpointConfig"):
         return tune.CheckpointConfig

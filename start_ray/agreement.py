@@ -147,6 +147,13 @@ def log_plan(agreed: Agreement, options: Options, log: logging.Logger,
     runs = software.this_rank()
     log.info("every rank runs Python %s, Ray %s, start_ray %s (%s)", runs.python, runs.ray,
              runs.start_ray, runs.ray_command)
+    head = agreed.nodes[0]
+    if head.nodes_on_host > 1 and not compat.driver_prefers_head(runs.ray):
+        log.warning("Ray %s may attach the driver to any of the %d Ray nodes on %s, not "
+                    "only the head's (Ray %s and newer prefer the head): if that node is "
+                    "lost, the driver loses its Ray connection", runs.ray,
+                    head.nodes_on_host, head.host,
+                    compat.show(compat.DRIVER_PREFERS_HEAD_SINCE))
     if compat.untested(runs.ray):
         log.warning("Ray %s is newer than the newest Ray start_ray was tested with (%s); "
                     "if something fails, try %s", runs.ray, compat.show(compat.NEWEST),

@@ -30,6 +30,9 @@ NEWEST: Version = (2, 60)
 LABEL_PAIRS_SINCE: Version = (2, 45)
 # The first Ray with token authentication (found by its module, see below).
 TOKEN_AUTH_SINCE: Version = (2, 52)
+# A driver on a host with several Ray nodes (--node-per-rank) attaches to the
+# head's raylet since 2.54; before, to any of them.
+DRIVER_PREFERS_HEAD_SINCE: Version = (2, 54)
 
 
 def parse(text: str) -> Version:
@@ -75,6 +78,15 @@ def label_arg(labels: Mapping[str, str], version: Optional[str] = None) -> str:
     if found and found[:2] < LABEL_PAIRS_SINCE:
         return json.dumps(dict(labels))
     return ",".join(f"{key}={value}" for key, value in labels.items())
+
+
+def driver_prefers_head(version: Optional[str] = None) -> bool:
+    """Whether a driver on the head's host attaches to the head's raylet
+    when other Ray nodes share the host (ray.init's node choice, 2.54+).
+    Before, it may attach to another rank's node, and dies if that node is
+    lost although the job goes on."""
+    found = parse(version if version is not None else ray_version() or "")
+    return not found or found[:2] >= DRIVER_PREFERS_HEAD_SINCE
 
 
 def has_token_auth() -> bool:

@@ -76,6 +76,16 @@ def test_the_private_node_table_api_exists_in_the_installed_ray():
     assert callable(state.GlobalState.node_table)
 
 
+def test_the_driver_prefers_the_head_exactly_where_the_version_says():
+    """ray.init() on a host with several Ray nodes: the head's since 2.54."""
+    import inspect
+
+    from ray._private import services
+    source = inspect.getsource(services.get_node_to_connect_for_driver)
+    assert compat.driver_prefers_head() == ("prioritize the head node" in source)
+    assert not compat.driver_prefers_head("2.53.0") and compat.driver_prefers_head("2.54.0")
+
+
 def test_supported_range_and_what_is_said_outside_it():
     assert compat.support_problem("2.40.0") is None
     assert compat.support_problem("2.60.0") is None

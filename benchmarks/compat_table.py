@@ -1,0 +1,100 @@
+"""The Ray matrix: run a set of tests in several venvs (one Ray each) and
+print a table; exit 1 if any test failed there.
+
+    python benchmarks/compat_table.py --tests 'tests/test_compat.py tests/test_faults.py' \\
+        .venv-ray-2.40.0 .venv-ray-2.52.1 .venv
+
+`make compat` runs it on every Ray in OLD_RAYS and on .venv (the newest).
+Each venv runs its own pytest, so start_ray, Ray and the tests' helpers are
+all that venv's; the table goes to stdout and to benchmarks/results/compat.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ElementTree
+from typing import Dict, List
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "benchmarks", "results", "compat.md")
+
+
+def ray_version(python: str) -> str:
+    return subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('ray'))"],
+                          capture_output=True, text=True, timeout=120).stdout.strip() or "none"
+
+
+def run_tests(venv: str, tests: List[str], timeout: float) -> Dict[str, object]:
+    """Run `tests` with the venv's pytest; counts, failures and minutes."""
+    python = os.path.join(venv, "bin", "python")
+    with tempfile.TemporaryDirectory() as scratch:
+        report = os.path.join(scratch, "report.xml")
+        began = time.monotonic()
+        try:
+            done = subprocess.run([python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                                   f"--junitxml={report}", *tests], cwd=ROOT, text=True,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                  timeout=timeout)
+            output, status = done.stdout, done.returncode
+        except subprocess.TimeoutExpired as err:
+            output, status = f"{err.stdout or ''}\ntimed out after {timeout:g}s", -1
+        minutes = (time.monotonic() - began) / 60
+        counts = {"passed": 0, "failed": 0, "skipped": 0}
+        failures: List[str] = []
+        if os.path.exists(report):
+            for case in ElementTree.parse(report).getroot().iter("testcase"):
+                name = f"{case.get('classname', '').split('.')[-1]}::{case.get('name')}"
+                if case.find("failure") is not None or case.find("error") is not None:
+                    counts["failed"] += 1
+                    failures.append(name)
+                elif case.find("skipped") is not None:
+                    counts["skipped"] += 1
+                else:
+                    counts["passed"] += 1
+        if status not in (0, 5) and not failures:  # pytest itself failed
+            counts["failed"] += 1
+            failures.append(f"pytest exited {status}")
+    print(output[-6000:] if failures else output.strip().splitlines()[-1], flush=True)
+    return {**counts, "failures": failures, "minutes": minutes}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("venvs", nargs="+", help="venvs to run the tests in")
+    parser.add_argument("--tests", required=True, help="test files, space-separated")
+    parser.add_argument("--timeout", type=float, default=1500,
+                        help="seconds for one venv's tests (default: %(default)s)")
+    args = parser.parse_args()
+    tests = shlex.split(args.tests)
+    rows = []
+    for venv in args.venvs:
+        python = os.path.join(venv, "bin", "python")
+        version = ray_version(python)
+        print(f"== Ray {version} ({venv}): {' '.join(tests)}", flush=True)
+        rows.append((version, venv, run_tests(venv, tests, args.timeout)))
+    lines = [f"Tests: {' '.join(tests)} ({time.strftime('%Y-%m-%d')})", "",
+             "| Ray | venv | passed | failed | skipped | minutes |",
+             "|---|---|---:|---:|---:|---:|"]
+    for version, venv, found in rows:
+        lines.append(f"| {version} | {os.path.basename(venv.rstrip('/'))} | {found['passed']} "
+                     f"| {found['failed']} | {found['skipped']} | {found['minutes']:.1f} |")
+    failed = [f"Ray {version}: {name}" for version, _, found in rows
+              for name in found["failures"]]  # type: ignore[union-attr]
+    if failed:
+        lines += ["", "Failed:"] + [f"- {name}" for name in failed]
+    table = "\n".join(lines)
+    print("\n" + table, flush=True)
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(RESULTS, "w") as handle:
+        handle.write(table + "\n")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
