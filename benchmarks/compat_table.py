@@ -68,17 +68,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("venvs", nargs="+", help="venvs to run the tests in")
     parser.add_argument("--tests", required=True, help="test files, space-separated")
+    parser.add_argument("-k", dest="select", default="",
+                        help="pytest's -k: which of the tests to run")
     parser.add_argument("--timeout", type=float, default=1500,
                         help="seconds for one venv's tests (default: %(default)s)")
     args = parser.parse_args()
-    tests = shlex.split(args.tests)
+    tests = shlex.split(args.tests) + (["-k", args.select] if args.select else [])
     rows = []
     for venv in args.venvs:
         python = os.path.join(venv, "bin", "python")
         version = ray_version(python)
-        print(f"== Ray {version} ({venv}): {' '.join(tests)}", flush=True)
+        print(f"== Ray {version} ({venv}): {shlex.join(tests)}", flush=True)
         rows.append((version, venv, run_tests(venv, tests, args.timeout)))
-    lines = [f"Tests: {' '.join(tests)} ({time.strftime('%Y-%m-%d')})", "",
+    lines = [f"Tests: {shlex.join(tests)} ({time.strftime('%Y-%m-%d')})", "",
              "| Ray | venv | passed | failed | skipped | minutes |",
              "|---|---|---:|---:|---:|---:|"]
     for version, venv, found in rows:

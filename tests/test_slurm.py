@@ -84,7 +84,7 @@ def test_sbatch_script_trains_and_leaves_nothing(jobs, slurm, tmp_path):
     output = read(out)
     assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", output
     assert "start_ray exited with status 0" in output
-    assert f"started by srun in Slurm job {job_id}" in output
+    assert re.search(rf"started by srun \(Open MPI [\d.]+\) in Slurm job {job_id}\b", output)
     assert run_dir(output).endswith(f"-{job_id}"), "the run id names the Slurm job"
     assert "2 rank(s) on 1 host(s)" in output and "placement: 1 Ray node(s)" in output
     assert "CPUs 2 (SLURM_CPUS_PER_TASK=1 x 2 tasks" in output
@@ -99,7 +99,7 @@ def test_srun_starts_one_cluster_over_all_tasks(jobs, slurm):
     assert result.returncode == 0, result.output
     info = result.cluster_info()
     assert info["alive_nodes"] == 1 and info["cpus"] == 4  # SLURM_CPUS_ON_NODE
-    assert re.search(r"started by srun in Slurm job \d+", result.stdout)
+    assert re.search(r"started by srun \(Open MPI [\d.]+\) in Slurm job \d+", result.stdout)
     assert "4 rank(s) on 1 host(s)" in result.stdout
     assert_nothing_left(result)
 
