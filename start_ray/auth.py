@@ -41,9 +41,6 @@ def apply(env: Dict[str, str], token: Optional[str]) -> Dict[str, str]:
     return clean
 
 
-ray_supports_tokens = compat.has_token_auth  # its old name
-
-
 def check(no_auth: bool) -> None:
     if not no_auth and not compat.has_token_auth():
         raise UsageError(

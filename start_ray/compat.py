@@ -13,6 +13,7 @@ The Ray version is read from the package metadata, not by importing Ray
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import importlib.util
 import json
@@ -44,8 +45,10 @@ def show(version: Version) -> str:
     return ".".join(str(part) for part in version)
 
 
+@functools.lru_cache(maxsize=None)
 def ray_version() -> Optional[str]:
-    """The installed Ray's version (None: no Ray in this Python)."""
+    """The installed Ray's version (None: no Ray in this Python); it cannot
+    change while this process runs."""
     try:
         return importlib.metadata.version("ray")
     except importlib.metadata.PackageNotFoundError:

@@ -23,6 +23,16 @@ import rl_versions  # noqa: E402
 INSTALLED = compat.ray_version()
 
 
+@pytest.fixture(autouse=True)
+def keep_environment():
+    """Importing Ray or RLlib here sets variables in os.environ (e.g.
+    TF_CPP_MIN_LOG_LEVEL), which the later tests' jobs would inherit."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 def test_versions_parse_and_order():
     assert compat.parse("2.52.1") == (2, 52, 1)
     assert compat.parse("2.60.0rc1") == (2, 60, 0)

@@ -21,10 +21,12 @@ from start_ray import proctree
 MARK = "START_RAY_JOB"
 
 # Renames itself with Ray's own setproctitle (as Ray's agents do), with a
-# title long enough to overwrite its whole environment, then waits.
+# title long enough to overwrite its whole command line and environment
+# (however large the environment the tests run in), then waits.
 RENAMED = textwrap.dedent("""
     import sys, time, ray._raylet
-    ray._raylet.setproctitle("ray::FakeAgent" + " " * 8000)
+    size = sum(len(open(f"/proc/self/{name}", "rb").read()) for name in ("cmdline", "environ"))
+    ray._raylet.setproctitle("ray::FakeAgent" + " " * (size + 100))
     print("renamed", flush=True)
     time.sleep(120)
 """)
