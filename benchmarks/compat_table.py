@@ -23,11 +23,9 @@ from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "benchmarks", "results", "compat.md")
+sys.path.insert(0, os.path.join(ROOT, "tests"))
 
-
-def ray_version(python: str) -> str:
-    return subprocess.run([python, "-c", "import importlib.metadata as m; print(m.version('ray'))"],
-                          capture_output=True, text=True, timeout=120).stdout.strip() or "none"
+from jobs import ray_version  # noqa: E402
 
 
 def run_tests(venv: str, tests: List[str], timeout: float) -> Dict[str, object]:
@@ -77,7 +75,7 @@ def main() -> int:
     rows = []
     for venv in args.venvs:
         python = os.path.join(venv, "bin", "python")
-        version = ray_version(python)
+        version = ray_version(python) or "none"
         print(f"== Ray {version} ({venv}): {shlex.join(tests)}", flush=True)
         rows.append((version, venv, run_tests(venv, tests, args.timeout)))
     lines = [f"Tests: {shlex.join(tests)} ({time.strftime('%Y-%m-%d')})", "",

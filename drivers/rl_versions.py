@@ -2,34 +2,23 @@
 on (the range start_ray supports, tested with `make compat`), and the RLlib
 names that moved inside it. The metric names that moved are in rl_metrics."""
 
-import importlib.metadata
-import re
-from typing import Optional, Tuple
+from typing import Optional
 
-# (framework: oldest, newest Ray minor tested). torch runs on RLlib's new API
-# stack, tf2 on the old one (the new stack is PyTorch only), on all of them.
-SUPPORTED = {"torch": ((2, 40), (2, 60)), "tf2": ((2, 40), (2, 60))}
+from start_ray import compat
 
-
-def ray_version() -> str:
-    try:
-        return importlib.metadata.version("ray")
-    except importlib.metadata.PackageNotFoundError:
-        return ""
-
-
-def _minor(version: str) -> Tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", version)[:2])
+# (framework: oldest, newest Ray minor tested): start_ray's range. torch runs on
+# RLlib's new API stack, tf2 on the old one (the new stack is PyTorch only).
+SUPPORTED = {"torch": (compat.OLDEST, compat.NEWEST), "tf2": (compat.OLDEST, compat.NEWEST)}
 
 
 def problem(framework: str, version: Optional[str] = None) -> Optional[str]:
     """Why this driver would not run `framework` on this Ray, or None."""
-    version = ray_version() if version is None else version
+    version = compat.ray_version() if version is None else version
     low, high = SUPPORTED[framework]
-    shown = f"{low[0]}.{low[1]} to {high[0]}.{high[1]}"
+    shown = f"{compat.show(low)} to {compat.show(high)}"
     if not version:
         return f"this Python has no Ray: pip install 'ray[rllib]' (tested: Ray {shown})"
-    if not low <= _minor(version) <= high:
+    if not low <= compat.parse(version)[:2] <= high:
         return (f"--framework {framework} is supported on Ray {shown}, and this is "
                 f"Ray {version}: install a Ray in that range")
     return None

@@ -49,6 +49,7 @@ class Agreement:
     hosts: Tuple[str, ...]  # by rank
     nodes: Tuple[NodePlan, ...]  # the Ray nodes, rank 0's first
     run_dir: str
+    runs: software.Software  # what every rank runs (checked to be the same)
 
     @property
     def host(self) -> str:
@@ -82,15 +83,16 @@ def agree(channel: Any, options: Options, check: Callable[[], None]) -> Agreemen
         raise UsageError(plan.error)
     mine = placement.probe(channel.rank, options.interface,
                            plan.head_ip if channel.rank else None)
-    gathered = channel.allgather((mine, software.this_rank()))
+    runs = software.this_rank()
+    gathered = channel.allgather((mine, runs))
     probes = [probe for probe, _ in gathered]
-    differ = software.differences([runs for _, runs in gathered], [p.host for p in probes])
+    differ = software.differences([theirs for _, theirs in gathered], [p.host for p in probes])
     if differ:
         raise UsageError(differ)
     return Agreement(plan=plan, rank=channel.rank, size=channel.size,
                      hosts=tuple(p.host for p in probes),
                      nodes=tuple(placement.place(probes, options)),
-                     run_dir=logs.run_dir(options.log_dir, plan.run_id))
+                     run_dir=logs.run_dir(options.log_dir, plan.run_id), runs=runs)
 
 
 def make_plan(options: Options, size: int, check: Callable[[], None]) -> Plan:
@@ -144,7 +146,7 @@ def log_plan(agreed: Agreement, options: Options, log: logging.Logger,
              agreed.size, len(set(agreed.hosts)), agreed.run_dir)
     log.info("started by %s%s%s", launcher.launcher_name(), f" ({mpi})" if mpi else "",
              f" in {launcher.scheduler()}" if launcher.scheduler() else "")
-    runs = software.this_rank()
+    runs = agreed.runs
     log.info("every rank runs Python %s, Ray %s, start_ray %s (%s)", runs.python, runs.ray,
              runs.start_ray, runs.ray_command)
     head = agreed.nodes[0]

@@ -1,7 +1,7 @@
 """Everything that differs between the Rays start_ray supports, in one place.
 
 Users rarely choose their Ray (a project pins it, a site module ships it), so
-start_ray runs on a range of about two years, SUPPORTED. Each difference
+start_ray runs on a range of about two years, OLDEST to NEWEST. Each difference
 below is one function that names the versions it tells apart; every other
 module asks here instead of testing versions itself. tests/test_compat.py
 has a test per difference; `make compat` runs the lifecycle, security and
@@ -55,14 +55,19 @@ def ray_version() -> Optional[str]:
         return None
 
 
+def _minor(version: Optional[str]) -> Version:
+    """(2, 52) for `2.52.1`; the installed Ray's when None; () if no Ray."""
+    return parse(version if version is not None else ray_version() or "")[:2]
+
+
 def support_problem(version: Optional[str]) -> Optional[str]:
     """Why start_ray cannot run on this Ray, or None. A newer Ray than the
     newest tested is allowed (see untested); an older one is refused, since
     its command line differs in ways nobody checked."""
     if version is None:
-        return ("this Python has no Ray: pip install 'ray[rllib]>="
-                f"{show(OLDEST)},<{show(NEWEST[:1] + (NEWEST[1] + 1,))}'")
-    if parse(version)[:2] < OLDEST:
+        return (f"this Python has no Ray: install Ray {show(OLDEST)} to {show(NEWEST)}.x "
+                "(pip install 'ray[rllib]')")
+    if _minor(version) < OLDEST:
         return (f"Ray {version} is older than the oldest Ray start_ray supports "
                 f"({show(OLDEST)}); supported: Ray {show(OLDEST)} to {show(NEWEST)}.x")
     return None
@@ -70,15 +75,15 @@ def support_problem(version: Optional[str]) -> Optional[str]:
 
 def untested(version: Optional[str]) -> bool:
     """A Ray newer than the newest tested (it may work; the log says so)."""
-    return version is not None and parse(version)[:2] > NEWEST
+    return version is not None and _minor(version) > NEWEST
 
 
 def label_arg(labels: Mapping[str, str], version: Optional[str] = None) -> str:
     """The value of `ray start --labels` for this Ray: `k=v,k2=v2` since
     2.45, a JSON object before (`{"k": "v"}`; 2.40 fails on `k=v` with
     "`{}` is not a valid JSON string")."""
-    found = parse(version if version is not None else ray_version() or "")
-    if found and found[:2] < LABEL_PAIRS_SINCE:
+    found = _minor(version)
+    if found and found < LABEL_PAIRS_SINCE:
         return json.dumps(dict(labels))
     return ",".join(f"{key}={value}" for key, value in labels.items())
 
@@ -88,8 +93,8 @@ def driver_prefers_head(version: Optional[str] = None) -> bool:
     when other Ray nodes share the host (ray.init's node choice, 2.54+).
     Before, it may attach to another rank's node, and dies if that node is
     lost although the job goes on."""
-    found = parse(version if version is not None else ray_version() or "")
-    return not found or found[:2] >= DRIVER_PREFERS_HEAD_SINCE
+    found = _minor(version)
+    return not found or found >= DRIVER_PREFERS_HEAD_SINCE
 
 
 def has_token_auth() -> bool:

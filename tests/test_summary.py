@@ -1,6 +1,6 @@
 """summary.txt's timeline stays short at any job size (pure; no processes)."""
 
-from start_ray import logs, summary
+from start_ray import logs, software, summary
 from start_ray.agreement import Agreement, Plan
 from start_ray.options import make_options
 from start_ray.placement import Probe, place
@@ -16,7 +16,7 @@ def agreement(tmp_path, hosts, per_host):
     nodes = place(probes, make_options(environ={}))
     plan = Plan(run_id="20261121-000000-1", job_tag="abcd1234", auth_token=None)
     return Agreement(plan=plan, rank=0, size=len(probes), hosts=tuple(p.host for p in probes),
-                     nodes=tuple(nodes), run_dir=str(tmp_path))
+                     nodes=tuple(nodes), run_dir=str(tmp_path), runs=software.this_rank())
 
 
 def test_a_thousand_ranks_read_in_a_few_lines(tmp_path):
