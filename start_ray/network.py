@@ -5,13 +5,15 @@ management network or, with no default route, 127.0.0.1, and tasks then run
 only on the head. start_ray picks the address itself and passes it as
 `--node-ip-address` on every node: the named interface (`--interface ib0`),
 else the address a worker uses to reach the head, else the host name's.
+The interface that carries that address also goes to gloo and NCCL, which
+open sockets of their own and would otherwise guess again.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import List, Optional, Tuple
+from typing import Dict, List, Mapping, Optional, Tuple
 
 import psutil
 
@@ -29,19 +31,43 @@ def ipv4_addresses() -> List[Tuple[str, str]]:
     return found
 
 
+# Libraries that open their own sockets, each with its own interface guess
+# (gloo binds to the host name's address; NCCL and older Ray Train pick by
+# name patterns): they get the node's interface, unless the user set them.
+COLLECTIVE_VARIABLES = ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")
+
+
+def interface_of(ip: str) -> Optional[str]:
+    """The interface that carries `ip` on this host."""
+    return next((name for name, address in ipv4_addresses() if address == ip), None)
+
+
+def collective_environment(interface: Optional[str], ip: Optional[str],
+                           env: Mapping[str, str]) -> Dict[str, str]:
+    """GLOO_SOCKET_IFNAME and NCCL_SOCKET_IFNAME for a node on `interface`,
+    except those the user set. None for a loopback node (left to Ray)."""
+    if not interface or not ip or is_loopback(ip):
+        return {}
+    return {name: interface for name in COLLECTIVE_VARIABLES if name not in env}
+
+
 def is_loopback(ip: str) -> bool:
     return ipaddress.ip_address(ip).is_loopback
 
 
 def interface_address(name: str) -> str:
     """The IPv4 address of interface `name` on this host."""
-    addresses = ipv4_addresses()
-    for interface, address in addresses:
+    for interface, address in ipv4_addresses():
         if interface == name:
             return address
-    names = ", ".join(sorted({f"{i} ({a})" for i, a in addresses})) or "none"
     raise AddressError(f"--interface {name}: no such interface with an IPv4 address "
-                       f"on {socket.gethostname()}; interfaces there: {names}")
+                       f"on {socket.gethostname()}; interfaces there: {interfaces()}")
+
+
+def interfaces() -> str:
+    """`eth0 (10.0.0.5), ib0 (10.1.0.5), lo (127.0.0.1)`: this host's
+    choices, for messages that ask the user to pick one."""
+    return ", ".join(sorted({f"{i} ({a})" for i, a in ipv4_addresses()})) or "none"
 
 
 def route_source(toward: str) -> Optional[str]:

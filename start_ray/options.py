@@ -113,7 +113,9 @@ SPECS: List[Spec] = [
          "Slurm/PBS/ALPS variables, else the ranks' CPU affinity and cgroup quota)"),
     Spec("num_gpus", _non_negative_int, None, "N",
          "GPUs each Ray node offers (default: Slurm's GPU variables, else "
-         "CUDA_VISIBLE_DEVICES, else what Ray detects)"),
+         "CUDA_VISIBLE_DEVICES, ROCR/HIP_VISIBLE_DEVICES, ZE_AFFINITY_MASK or "
+         "ONEAPI_DEVICE_SELECTOR (the union over the node's ranks), else what "
+         "Ray detects)"),
     Spec("node_per_rank", _flag, False, None,
          "one Ray node per MPI rank instead of one per host (the ranks of a host "
          "otherwise share one node with all their resources); handy to try the "
@@ -121,7 +123,8 @@ SPECS: List[Spec] = [
     Spec("interface", str, None, "NAME",
          "network interface whose address every Ray node uses, e.g. ib0, hsn0, "
          "ipogif0 (default: the address a worker uses to reach the head; the "
-         "head's host name's address)"),
+         "head's host name's address). Gloo and NCCL get the interface of "
+         "that address too (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME), unless set"),
     Spec("join_timeout", _positive_float, 300.0, "SECONDS",
          "deadline for the head to start and every node to join; failed joins "
          "are retried with backoff until then (default: %(default)s)"),

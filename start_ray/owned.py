@@ -59,10 +59,13 @@ class OwnedProcesses:
         self.sessions.append((leader, began))
 
     def ray_env(self) -> Dict[str, str]:
-        """Environment of every Ray process: no MPI variables, no inherited
-        RAY_ADDRESS, and the same auth settings everywhere (a leftover
-        ~/.ray/auth_token otherwise turns auth on for the head alone)."""
-        env = launcher.child_environment({JOB_MARKER: self.agreed.marker})
+        """Environment of every Ray process (and the driver): no MPI
+        variables, no inherited RAY_ADDRESS, the same auth settings
+        everywhere (a leftover ~/.ray/auth_token otherwise turns auth on for
+        the head alone), and the node's GPUs and interface (NodePlan.env)."""
+        my_node = self.agreed.my_node
+        env = launcher.child_environment({JOB_MARKER: self.agreed.marker,
+                                          **(my_node.env if my_node else {})})
         env.pop("RAY_ADDRESS", None)
         return auth.apply(env, self.agreed.plan.auth_token)
 
@@ -73,8 +76,6 @@ class OwnedProcesses:
         args = raynode.common_args(self.temp_dir, self.agreed.rank,
                                    my_node.ray_args() + self.options.ray_args)
         env = self.ray_env()
-        if my_node.cuda_visible is not None:  # the GPUs of all its ranks
-            env["CUDA_VISIBLE_DEVICES"] = my_node.cuda_visible
         # Ray's processes ignore the walltime signal: it is for the driver,
         # but Slurm hands it to every process of the job.
         self.node = RayNode(role_args + args, env, self.temp_dir, self.options.ray_command,

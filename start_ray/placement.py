@@ -16,7 +16,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import psutil
 
-from . import logs, network, resources
+from . import accelerators, logs, network, resources
 from .options import Options, UsageError
 from .resources import Found
 
@@ -29,6 +29,7 @@ class Probe:
     host: str
     ip: Optional[str]
     ip_source: str  # why this address; the error when there is none
+    interface: Optional[str]  # the interface that carries `ip` on this host
     affinity: Tuple[int, ...]
     cpu_quota: Optional[float]
     memory_limit: Optional[int]
@@ -49,11 +50,16 @@ def probe(rank: int, interface: Optional[str], head_ip: Optional[str],
     except OSError:
         shm_free = None
     return Probe(rank=rank, host=socket.gethostname(), ip=ip, ip_source=why,
+                 interface=network.interface_of(ip) if ip else None,
                  affinity=tuple(resources.affinity()),
                  cpu_quota=resources.cgroup_cpu_quota(),
                  memory_limit=resources.cgroup_memory_limit(),
                  available_memory=psutil.virtual_memory().available, shm_free=shm_free,
-                 env={k: env[k] for k in resources.SCHEDULER_VARIABLES if k in env})
+                 env={k: env[k] for k in GATHERED if k in env})
+
+
+# What placement reads of each rank's environment.
+GATHERED = resources.SCHEDULER_VARIABLES + network.COLLECTIVE_VARIABLES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,8 +74,18 @@ class NodePlan:
     cpus: Found
     gpus: Found
     memory: Dict[str, Found]  # --memory and --object-store-memory
-    cuda_visible: Optional[str]  # for the node's environment, when it must change
     nodes_on_host: int
+    device_env: Dict[str, str] = dataclasses.field(default_factory=dict)
+    collectives: Dict[str, str] = dataclasses.field(default_factory=dict)
+    user_collectives: Dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @property
+    def env(self) -> Dict[str, str]:
+        """What every process of the node (and the driver, on the head) gets
+        on top of the rank's own environment: the union of its ranks' GPUs
+        in the variables Ray reads, and the node's interface for the
+        libraries that open their own sockets (gloo, NCCL)."""
+        return {**self.device_env, **self.collectives}
 
     @property
     def ip_given(self) -> bool:
@@ -92,8 +108,24 @@ class NodePlan:
         ranks = logs.ranges(self.ranks)
         return (f"node of rank {self.rank} on {self.host} for rank(s) {ranks}: "
                 f"IP {self.ip} ({self.ip_source}); CPUs {self.cpus.text()}; "
-                f"GPUs {self.gpus.text()}; memory {self.memory['--memory'].text('GiB')}; "
-                f"object store {self.memory['--object-store-memory'].text('GiB')}")
+                f"GPUs {self.gpus.text()}{self._device_text()}; memory {self.memory['--memory'].text('GiB')}; "
+                f"object store {self.memory['--object-store-memory'].text('GiB')}; "
+                f"{self._collectives_text()}")
+
+    def _device_text(self) -> str:
+        if not self.device_env:
+            return ""
+        return ", Ray gets " + ", ".join(f"{k}={v}" for k, v in sorted(self.device_env.items()))
+
+    def _collectives_text(self) -> str:
+        """Which interface gloo and NCCL use, and who chose it."""
+        parts = []
+        if self.collectives:
+            names = ", ".join(sorted(self.collectives))
+            parts.append(f"{names}={next(iter(self.collectives.values()))}")
+        parts += [f"{k}={v} (set by the user)" for k, v in sorted(self.user_collectives.items())]
+        return "collectives: " + ("; ".join(parts) if parts else "left to gloo and NCCL "
+                                  "(the node's address is left to Ray)")
 
 
 def place(probes: List[Probe], options: Options) -> List[NodePlan]:
@@ -115,19 +147,21 @@ def _node(group: List[Probe], host_group: List[Probe], options: Options) -> Node
     union = set().union(*(p.affinity for p in host_group))
     cpus = resources.cpus(leader.env, tasks, host_tasks, len(union), leader.cpu_quota,
                           options.num_cpus)
-    visible = resources.visible_devices([p.env.get("CUDA_VISIBLE_DEVICES") for p in group])
-    gpus = resources.gpus(leader.env, tasks, host_tasks, visible, options.num_gpus)
+    devices = accelerators.devices([p.env for p in group])
+    gpus = resources.gpus(leader.env, tasks, host_tasks, devices, options.num_gpus)
     memory = resources.job_memory(leader.env, cpus.value, tasks, host_tasks,
                                   leader.memory_limit, leader.available_memory)
     nodes_on_host = host_tasks // tasks  # 1 but with --node-per-rank
-    joined = ",".join(visible) if visible is not None else None
     return NodePlan(
         rank=leader.rank, host=leader.host, ranks=tuple(p.rank for p in group),
         ip=leader.ip or "", ip_source=leader.ip_source, cpus=cpus, gpus=gpus,
         memory=resources.memory_args(options.ray_args, memory, nodes_on_host,
                                      leader.available_memory, leader.shm_free),
-        cuda_visible=joined if joined != leader.env.get("CUDA_VISIBLE_DEVICES") else None,
-        nodes_on_host=nodes_on_host)
+        nodes_on_host=nodes_on_host,
+        device_env=accelerators.node_environment(devices, leader.env),
+        collectives=network.collective_environment(leader.interface, leader.ip, leader.env),
+        user_collectives={k: leader.env[k] for k in network.COLLECTIVE_VARIABLES
+                          if k in leader.env})
 
 
 def _check_addresses(nodes: List[NodePlan], multi_host: bool) -> None:

@@ -21,6 +21,8 @@ import re
 import resource
 from typing import Dict, List, Mapping, Optional, Sequence
 
+from . import accelerators
+
 SHM = "/dev/shm"
 RAY_DEFAULT_FRACTION = 0.3        # Ray's own default share of memory
 SHM_FRACTION = 0.8                # leave the rest of /dev/shm to others
@@ -32,8 +34,8 @@ MIB = 2**20
 SCHEDULER_VARIABLES = (
     "SLURM_JOB_ID", "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "SLURM_GPUS_ON_NODE",
     "SLURM_TRES_PER_TASK", "SLURM_GPUS_PER_TASK", "SLURM_MEM_PER_NODE", "SLURM_MEM_PER_CPU",
-    "PBS_JOBID", "NCPUS", "OMP_NUM_THREADS", "ALPS_APP_DEPTH", "CUDA_VISIBLE_DEVICES",
-)
+    "PBS_JOBID", "NCPUS", "OMP_NUM_THREADS", "ALPS_APP_DEPTH",
+) + accelerators.VARIABLES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -124,9 +126,9 @@ _TRES_GPU = re.compile(r"gres/gpu(?::[\w.-]+)?[=:](\d+)")
 
 
 def gpus(env: Mapping[str, str], tasks: int, host_tasks: int,
-         visible: Optional[Sequence[str]], explicit: Optional[int] = None) -> Found:
-    """GPUs for a Ray node. `visible`: the union of the node's ranks'
-    CUDA_VISIBLE_DEVICES (None when no rank has it set)."""
+         devices: Sequence[accelerators.Devices], explicit: Optional[int] = None) -> Found:
+    """GPUs for a Ray node. `devices`: what the node's ranks select with
+    each vendor's variables (accelerators.devices), by precedence."""
     if explicit is not None:
         return Found(explicit, "--num-gpus")
     if _number(env, "SLURM_GPUS_ON_NODE"):
@@ -138,23 +140,9 @@ def gpus(env: Mapping[str, str], tasks: int, host_tasks: int,
     per_task = _per_task(env, "SLURM_GPUS_PER_TASK", tasks)
     if per_task is not None:
         return per_task
-    if visible is not None:
-        return Found(len(visible), "CUDA_VISIBLE_DEVICES=" + (",".join(visible) or "''"))
-    return Found(None, "no scheduler GPU variables, no CUDA_VISIBLE_DEVICES")
-
-
-def visible_devices(values: Sequence[Optional[str]]) -> Optional[List[str]]:
-    """The union, in order, of the ranks' CUDA_VISIBLE_DEVICES (Slurm may
-    bind each task to its own GPU; the Ray node serves them all)."""
-    if not values or any(value is None for value in values):
-        return None
-    union: List[str] = []
-    for value in values:
-        for device in (value or "").split(","):
-            device = device.strip()
-            if device and device != "NoDevFiles" and device not in union:
-                union.append(device)
-    return union
+    if devices:
+        return Found(len(devices[0].ids), devices[0].text())
+    return Found(None, "no scheduler or GPU vendor variables")
 
 
 def job_memory(env: Mapping[str, str], num_cpus: Optional[float], tasks: int,

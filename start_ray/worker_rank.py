@@ -72,7 +72,8 @@ class WorkerRank(Role):
             raise NodeError(
                 f"cannot reach the Ray head at {address} (rank 0 on {self.agreed.hosts[0]}) "
                 f"from {self.agreed.host} ({my_node.ip}, {my_node.ip_source}): {why}; "
-                "choose the network with --interface")
+                "choose a network that connects the hosts with --interface NAME "
+                f"(here: {network.interfaces()})")
 
     def join(self, address: str) -> Optional[RayNode]:
         """Start a worker node; retry with backoff until the deadline.

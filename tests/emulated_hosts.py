@@ -4,11 +4,15 @@ machine's own network is untouched. Open MPI reaches them through a launch
 agent that stands in for ssh. Only the network and the host name differ
 between hosts: files, /tmp, /dev/shm, processes and CPUs are shared.
 
-Networks (one interface per host on each):
+Networks (one interface per host on each), by default:
     eth0  10.200.0.0/24  every host; the host names resolve to these
     hsn0  10.201.0.0/24  every host
     ib0   10.202.0.0/24  hosts 0 and 1 only: the last host's ib0 is on a
                          bridge of its own (it cannot reach host 0)
+`two_networks()` makes the multi-NIC trap instead:
+    eth0  10.210.0.0/24  every host on a bridge of its own (connects no
+                         hosts); the host names resolve to these
+    eth1  10.211.0.0/24  every host
 """
 
 from __future__ import annotations
@@ -59,16 +63,32 @@ def unavailable() -> Optional[str]:
 
 
 class EmulatedHosts:
-    def __init__(self, count: int = 3) -> None:
+    def __init__(self, count: int = 3, networks: Optional[Dict[str, str]] = None,
+                 cut: Optional[Dict[str, Sequence[int]]] = None,
+                 mpi_network: str = "eth0") -> None:
+        """`networks`: name -> /24 prefix (the host names resolve to the
+        first); `cut`: per network, the hosts on a bridge of their own;
+        `mpi_network`: where MPI's own traffic goes."""
         self.names = [f"h{i}" for i in range(count)]
+        self.networks = dict(networks or NETWORKS)
+        self.cut = {ISOLATED: [count - 1]} if cut is None else dict(cut)
+        self.mpi_network = mpi_network
         self.prefix = f"sr{uuid.uuid4().hex[:5]}"  # unique per fixture: jobs may overlap
         self.bridge_ns = self.prefix + "br"
         self.dir = tempfile.mkdtemp(prefix="srhosts-")
         self.agent = os.path.join(self.dir, "agent")
         self.made: List[str] = []
 
-    def address(self, host: int, network: str = "eth0") -> str:
-        return f"{NETWORKS[network]}.{10 + host}"
+    @classmethod
+    def two_networks(cls, count: int = 3) -> "EmulatedHosts":
+        """Each host's name resolves to an address no other host can reach
+        (eth0); only eth1 connects them."""
+        return cls(count, networks={"eth0": "10.210.0", "eth1": "10.211.0"},
+                   cut={"eth0": range(count)}, mpi_network="eth1")
+
+    def address(self, host: int, network: Optional[str] = None) -> str:
+        """Host `host`'s address on `network` (default: the first, the names')."""
+        return f"{self.networks[network or next(iter(self.networks))]}.{10 + host}"
 
     def namespace(self, host: str) -> str:
         return self.prefix + host
@@ -86,8 +106,9 @@ class EmulatedHosts:
 
     def _create(self) -> None:
         self._add_namespace(self.bridge_ns)
-        for network in NETWORKS:
-            for bridge in (f"br-{network}", f"cut-{network}"):
+        for network in self.networks:
+            bridges = [f"br-{network}"] + [f"cut-{network}-{i}" for i in self.cut.get(network, ())]
+            for bridge in bridges:
                 _ip("-n", self.bridge_ns, "link", "add", bridge, "type", "bridge")
                 _ip("-n", self.bridge_ns, "link", "set", bridge, "up")
         hosts_file = "127.0.0.1 localhost\n" + "".join(
@@ -99,13 +120,13 @@ class EmulatedHosts:
             with open(f"/etc/netns/{ns}/hosts", "w") as handle:
                 handle.write(hosts_file)
             _ip("-n", ns, "link", "set", "lo", "up")
-            for network in NETWORKS:
-                cut = network == ISOLATED and i == len(self.names) - 1
-                port = f"{network[:3]}{i}"
+            for network in self.networks:
+                cut = i in self.cut.get(network, ())
+                port = f"{network}-{i}"
                 _ip("link", "add", port, "netns", self.bridge_ns, "type", "veth",
                     "peer", "name", network, "netns", ns)
                 _ip("-n", self.bridge_ns, "link", "set", port, "master",
-                    f"{'cut' if cut else 'br'}-{network}", "up")
+                    f"cut-{network}-{i}" if cut else f"br-{network}", "up")
                 _ip("-n", ns, "addr", "add", f"{self.address(i, network)}/24", "dev", network)
                 _ip("-n", ns, "link", "set", network, "up")
         with open(self.agent, "w") as handle:
@@ -122,10 +143,11 @@ class EmulatedHosts:
                 'hostname "$0"; exec "$@"', host, *command]
 
     def mpirun_env(self) -> Dict[str, str]:
-        """mpirun through the agent; MPI's own traffic on eth0 only (it
-        would otherwise also try ib0, where the last host is cut off)."""
-        return {"PRTE_MCA_plm_ssh_agent": self.agent, "OMPI_MCA_btl_tcp_if_include": "eth0",
-                "PRTE_MCA_oob_tcp_if_include": "eth0"}
+        """mpirun through the agent; MPI's own traffic on one network that
+        connects every host (it would otherwise also try one that does not)."""
+        return {"PRTE_MCA_plm_ssh_agent": self.agent,
+                "OMPI_MCA_btl_tcp_if_include": self.mpi_network,
+                "PRTE_MCA_oob_tcp_if_include": self.mpi_network}
 
     def close(self) -> None:
         """Delete the namespaces (their interfaces go with them). Processes

@@ -169,8 +169,12 @@ class Result:
         return found
 
     def cluster_info(self) -> dict:
-        found = re.search(r"^CLUSTER_INFO (.*)$", self.stdout, re.M)
-        assert found, f"the driver printed no report:\n{self.output}"
+        return self.report("CLUSTER_INFO")
+
+    def report(self, tag: str) -> dict:
+        """The JSON a driver printed after `tag`."""
+        found = re.search(rf"^{tag} (.*)$", self.stdout, re.M)
+        assert found, f"the driver printed no {tag} report:\n{self.output}"
         return json.loads(found.group(1))
 
 

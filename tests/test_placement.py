@@ -8,7 +8,7 @@ import pytest
 
 from conftest import skip_or_fail
 from emulated_hosts import EmulatedHosts, unavailable
-from jobs import DRIVER, MPIRUN, PYTHON, assert_nothing_left
+from jobs import DRIVER, MPIRUN, PYTHON, ROOT, assert_nothing_left
 
 PER_HOST = {"START_RAY_NODE_PER_RANK": "0"}  # the default placement
 
@@ -39,13 +39,24 @@ def test_ranks_of_one_host_share_one_ray_node(jobs):
 
 
 # ------------------------------------------------------------- multi-host
-@pytest.fixture(scope="module")
-def hosts():
+def emulated(make):
     why = unavailable()
     if why:
         skip_or_fail("netns", f"no emulated hosts on this machine: {why}")
-    with EmulatedHosts(3) as made:
+    with make() as made:
         yield made
+
+
+@pytest.fixture(scope="module")
+def hosts():
+    yield from emulated(EmulatedHosts)
+
+
+@pytest.fixture(scope="module")
+def two_networks():
+    """Each host's name resolves to an address on eth0, which connects no
+    two hosts; only eth1 does (the multi-NIC trap, emulated_hosts.py)."""
+    yield from emulated(EmulatedHosts.two_networks)
 
 
 def run_on_hosts(jobs, hosts, per_host, args, timeout=240):
@@ -105,4 +116,45 @@ def test_unknown_interface_is_one_message_before_anything_starts(jobs, hosts):
     assert result.stderr.count("start_ray: error: --interface ib9: no such interface") == 1
     assert "eth0 (10.200.0.10)" in result.stderr
     assert "Ray head" not in result.stdout
+    assert_nothing_left(result)
+
+
+# ------------------------------------------------------- two networks per host
+TORCH_DRIVER = os.path.join(ROOT, "drivers", "torch_allreduce.py")
+
+
+def test_ray_train_all_reduces_across_hosts_on_the_named_network(jobs, two_networks):
+    """An unmodified Ray Train TorchTrainer (gloo, one worker per host):
+    gloo binds to the host name's address unless told otherwise, and that
+    address is on eth0, which no other host reaches. With --interface eth1
+    every Ray process gets GLOO_SOCKET_IFNAME=eth1, and the all-reduce and
+    the DDP steps cross the hosts on eth1."""
+    result = run_on_hosts(jobs, two_networks, 1, ["--interface", "eth1", TORCH_DRIVER])
+    assert result.returncode == 0, result.output
+    report = result.report("ALLREDUCE")
+    workers = report["workers"]
+    assert report["world"] == 3 and [w["sum"] for w in workers] == [6.0] * 3
+    assert sorted(w["host"] for w in workers) == ["h0", "h1", "h2"]
+    assert sorted(w["ip"] for w in workers) == [two_networks.address(i, "eth1")
+                                                for i in range(3)]
+    assert {w["GLOO_SOCKET_IFNAME"] for w in workers} == {"eth1"}
+    assert result.stdout.count("collectives: GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME=eth1") == 3
+    assert "none left" in result.stdout
+    assert_nothing_left(result)
+
+
+def test_without_interface_the_unreachable_head_is_named_at_once(jobs, two_networks):
+    """The head takes its host name's address (eth0): the workers cannot
+    reach it. The job fails well within the join deadline, naming the
+    address and the interfaces to choose from; it does not hang."""
+    result = run_on_hosts(jobs, two_networks, 1, ["--join-timeout", "60", TORCH_DRIVER],
+                          timeout=120)
+    assert result.returncode == 1, result.output
+    head = two_networks.address(0, "eth0")
+    assert f"cannot reach the Ray head at {head}:" in result.stdout
+    assert any("choose a network that connects the hosts with --interface NAME (here: "
+               f"eth0 ({two_networks.address(i, 'eth0')}), eth1 "
+               f"({two_networks.address(i, 'eth1')})" in result.stdout for i in (1, 2))
+    assert result.seconds < 60
+    assert "ALLREDUCE" not in result.stdout
     assert_nothing_left(result)

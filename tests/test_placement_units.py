@@ -3,7 +3,7 @@ source the detection reads, and the placement every rank computes."""
 
 import pytest
 
-from start_ray import network, placement, resources
+from start_ray import accelerators, network, placement, resources
 from start_ray.options import UsageError, make_options
 from start_ray.placement import Probe
 
@@ -54,25 +54,86 @@ def test_scheduler_cpus_beyond_affinity_are_kept_but_noted():
 
 
 # ------------------------------------------------------------------ GPUs
-@pytest.mark.parametrize("env, visible, expected, source", [
-    ({"SLURM_GPUS_ON_NODE": "4"}, None, 4, "SLURM_GPUS_ON_NODE=4"),
-    ({"SLURM_TRES_PER_TASK": "cpu=8,gres/gpu:a100=1"}, None, 2, "SLURM_TRES_PER_TASK"),
-    ({"SLURM_TRES_PER_TASK": "gres/gpu=2"}, None, 4, "x 2 tasks"),
-    ({"SLURM_GPUS_PER_TASK": "1"}, None, 2, "SLURM_GPUS_PER_TASK=1"),
-    ({}, ["0", "1", "3"], 3, "CUDA_VISIBLE_DEVICES=0,1,3"),
-    ({}, [], 0, "CUDA_VISIBLE_DEVICES=''"),
-    ({}, None, None, "no scheduler GPU variables"),
+def found(*envs):
+    return accelerators.devices(list(envs))
+
+
+@pytest.mark.parametrize("env, devices, expected, source", [
+    ({"SLURM_GPUS_ON_NODE": "4"}, (), 4, "SLURM_GPUS_ON_NODE=4"),
+    ({"SLURM_TRES_PER_TASK": "cpu=8,gres/gpu:a100=1"}, (), 2, "SLURM_TRES_PER_TASK"),
+    ({"SLURM_TRES_PER_TASK": "gres/gpu=2"}, (), 4, "x 2 tasks"),
+    ({"SLURM_GPUS_PER_TASK": "1"}, (), 2, "SLURM_GPUS_PER_TASK=1"),
+    ({}, ({"CUDA_VISIBLE_DEVICES": "0,1,3"},), 3, "CUDA_VISIBLE_DEVICES=0,1,3 (NVIDIA)"),
+    ({}, ({"CUDA_VISIBLE_DEVICES": ""},), 0, "CUDA_VISIBLE_DEVICES='' (NVIDIA)"),
+    ({}, ({"ROCR_VISIBLE_DEVICES": "4,5"},), 2, "ROCR_VISIBLE_DEVICES=4,5 (AMD)"),
+    ({}, ({"HIP_VISIBLE_DEVICES": "1"},), 1, "HIP_VISIBLE_DEVICES=1 (AMD)"),
+    ({}, ({"ZE_AFFINITY_MASK": "0.0,0.1,1.0"},), 3, "ZE_AFFINITY_MASK=0.0,0.1,1.0 (Intel)"),
+    ({}, ({"ONEAPI_DEVICE_SELECTOR": "level_zero:2,3"},), 2,
+     "ONEAPI_DEVICE_SELECTOR=level_zero:2,3 (Intel)"),
+    ({}, (), None, "no scheduler or GPU vendor variables"),
 ])
-def test_gpus(env, visible, expected, source):
-    found = resources.gpus(env, 2, 2, visible)
-    assert found.value == expected and source in found.source
-    assert resources.gpus(env, 2, 2, visible, explicit=1).value == 1
+def test_gpus(env, devices, expected, source):
+    given = found(*devices) if devices else []
+    detected = resources.gpus(env, 2, 2, given)
+    assert detected.value == expected and source in detected.source
+    assert resources.gpus(env, 2, 2, given, explicit=1).value == 1
 
 
-def test_visible_devices_are_the_union_of_the_ranks():
-    assert resources.visible_devices(["0", "1", "1,2"]) == ["0", "1", "2"]
-    assert resources.visible_devices(["", "NoDevFiles"]) == []
-    assert resources.visible_devices(["0", None]) is None
+def test_slurm_variables_count_before_the_vendors_lists():
+    assert resources.gpus({"SLURM_GPUS_ON_NODE": "8"}, 1, 1,
+                          found({"ROCR_VISIBLE_DEVICES": "0"})).value == 8
+
+
+def test_each_vendors_devices_are_the_union_of_the_ranks():
+    nvidia, = found({"CUDA_VISIBLE_DEVICES": "0"}, {"CUDA_VISIBLE_DEVICES": "1,2"},
+                    {"CUDA_VISIBLE_DEVICES": "1"})
+    assert nvidia.ids == ("0", "1", "2") and nvidia.env == {"CUDA_VISIBLE_DEVICES": "0,1,2"}
+    assert nvidia.source == "CUDA_VISIBLE_DEVICES=0 | 1,2 | 1"
+    intel, = found({"ZE_AFFINITY_MASK": "0.0"}, {"ZE_AFFINITY_MASK": "0.1"})
+    assert intel.env == {"ZE_AFFINITY_MASK": "0.0,0.1"} and intel.vendor == "Intel"
+    assert found({"CUDA_VISIBLE_DEVICES": ""}, {"CUDA_VISIBLE_DEVICES": "NoDevFiles"})[0].ids == ()
+    # A rank without the variable: the node's devices are not known from it.
+    assert found({"CUDA_VISIBLE_DEVICES": "0"}, {}) == []
+
+
+def test_amd_rocr_alone_becomes_hip_within_rocr_which_ray_accepts():
+    """Slurm and Cray set ROCR_VISIBLE_DEVICES, which Ray refuses without
+    HIP_VISIBLE_DEVICES: the node keeps ROCR (the union) and HIP counts
+    within it."""
+    amd, = found({"ROCR_VISIBLE_DEVICES": "2"}, {"ROCR_VISIBLE_DEVICES": "3"})
+    assert amd.ids == ("2", "3")
+    assert amd.env == {"ROCR_VISIBLE_DEVICES": "2,3", "HIP_VISIBLE_DEVICES": "0,1"}
+    # Both set: HIP indexes ROCR's list, per rank; the node gets the devices.
+    amd, = found({"ROCR_VISIBLE_DEVICES": "4,5", "HIP_VISIBLE_DEVICES": "1"},
+                 {"ROCR_VISIBLE_DEVICES": "6,7", "HIP_VISIBLE_DEVICES": "0"})
+    assert amd.ids == ("5", "6")
+    assert amd.env == {"ROCR_VISIBLE_DEVICES": "5,6", "HIP_VISIBLE_DEVICES": "0,1"}
+    # HIP alone is what Ray reads: the union, as for CUDA.
+    amd, = found({"HIP_VISIBLE_DEVICES": "0"}, {"HIP_VISIBLE_DEVICES": "1"})
+    assert amd.env == {"HIP_VISIBLE_DEVICES": "0,1"}
+
+
+def test_oneapi_selector_lists_devices_or_is_left_to_ray():
+    intel, = found({"ONEAPI_DEVICE_SELECTOR": "level_zero:0"},
+                   {"ONEAPI_DEVICE_SELECTOR": "level_zero:1"})
+    assert intel.env == {"ONEAPI_DEVICE_SELECTOR": "level_zero:0,1"}
+    assert found({"ONEAPI_DEVICE_SELECTOR": "level_zero:gpu"}) == []
+    assert found({"ONEAPI_DEVICE_SELECTOR": "*:*"}) == []
+
+
+def test_slurm_sets_several_vendors_at_once_each_is_handed_on():
+    """Slurm's gres/gpu may set CUDA, ROCR and ZE to the same list: NVIDIA
+    counts first, and every variable becomes the union."""
+    ranks = [{"CUDA_VISIBLE_DEVICES": str(i), "ROCR_VISIBLE_DEVICES": str(i),
+              "ZE_AFFINITY_MASK": str(i)} for i in range(2)]
+    vendors = found(*ranks)
+    assert [d.vendor for d in vendors] == ["NVIDIA", "AMD", "Intel"]
+    assert accelerators.node_environment(vendors, ranks[0]) == {
+        "CUDA_VISIBLE_DEVICES": "0,1", "ROCR_VISIBLE_DEVICES": "0,1",
+        "HIP_VISIBLE_DEVICES": "0,1", "ZE_AFFINITY_MASK": "0,1"}
+    # What the rank already has is not repeated.
+    one = [{"HIP_VISIBLE_DEVICES": "0,1"}]
+    assert accelerators.node_environment(found(*one), one[0]) == {}
 
 
 # ---------------------------------------------------------------- memory
@@ -107,8 +168,9 @@ def test_memory_args_respect_the_users_ray_args():
 
 
 # ------------------------------------------------------------- placement
-def probe(rank, host, ip, affinity=(0, 1), env=None, ip_source="test"):
-    return Probe(rank=rank, host=host, ip=ip, ip_source=ip_source, affinity=tuple(affinity),
+def probe(rank, host, ip, affinity=(0, 1), env=None, ip_source="test", interface="eth0"):
+    return Probe(rank=rank, host=host, ip=ip, ip_source=ip_source, interface=interface,
+                 affinity=tuple(affinity),
                  cpu_quota=None, memory_limit=None, available_memory=64 * GIB,
                  shm_free=32 * GIB, env=env or {})
 
@@ -136,7 +198,29 @@ def test_node_per_rank_and_ranks_in_any_order():
 def test_slurm_gpu_binding_gives_the_node_every_ranks_gpu():
     probes = [probe(i, "a", "10.0.0.1", env={"CUDA_VISIBLE_DEVICES": str(i)}) for i in range(4)]
     node, = placement.place(probes, make_options({}))
-    assert node.gpus.value == 4 and node.cuda_visible == "0,1,2,3"
+    assert node.gpus.value == 4 and node.env["CUDA_VISIBLE_DEVICES"] == "0,1,2,3"
+    assert "Ray gets CUDA_VISIBLE_DEVICES=0,1,2,3" in node.describe()
+    rocr = [probe(i, "a", "10.0.0.1", env={"ROCR_VISIBLE_DEVICES": str(i + 4)}) for i in range(2)]
+    node, = placement.place(rocr, make_options({}))
+    assert node.gpus.value == 2
+    assert "GPUs 2 (ROCR_VISIBLE_DEVICES=4 | 5 (AMD)), Ray gets HIP_VISIBLE_DEVICES=0,1, " \
+        "ROCR_VISIBLE_DEVICES=4,5" in node.describe()
+
+
+def test_collectives_follow_each_nodes_interface_unless_the_user_set_them():
+    """Names may differ per host; a variable the user set is kept and logged."""
+    probes = [probe(0, "a", "10.0.0.1", interface="ib0"),
+              probe(1, "b", "10.0.0.2", interface="hsn1",
+                    env={"NCCL_SOCKET_IFNAME": "=hsn0"})]
+    head, worker = placement.place(probes, make_options({}))
+    assert head.env == {"GLOO_SOCKET_IFNAME": "ib0", "NCCL_SOCKET_IFNAME": "ib0"}
+    assert "collectives: GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME=ib0" in head.describe()
+    assert worker.env == {"GLOO_SOCKET_IFNAME": "hsn1"}
+    assert worker.describe().endswith(
+        "collectives: GLOO_SOCKET_IFNAME=hsn1; NCCL_SOCKET_IFNAME==hsn0 (set by the user)")
+    # A lone loopback node: its address and interface are left to Ray.
+    node, = placement.place([probe(0, "a", "127.0.0.1", interface="lo")], make_options({}))
+    assert node.env == {} and "collectives: left to gloo and NCCL" in node.describe()
 
 
 def test_addresses_other_hosts_cannot_use_are_refused_before_anything_starts():
@@ -156,6 +240,7 @@ def test_addresses_other_hosts_cannot_use_are_refused_before_anything_starts():
 
 def test_interface_address_and_error_lists_interfaces():
     assert network.interface_address("lo") == "127.0.0.1"
+    assert network.interface_of("127.0.0.1") == "lo" and network.interface_of("192.0.2.99") is None
     with pytest.raises(network.AddressError, match="interfaces there: .*lo \\(127.0.0.1\\)"):
         network.interface_address("nonexistent0")
     assert network.reach("127.0.0.1", 1, timeout=2)  # nothing listens on port 1

@@ -10,7 +10,8 @@ GIB = 2**30
 
 def agreement(tmp_path, hosts, per_host):
     probes = [Probe(rank=r, host=f"nid{r // per_host:05d}", ip=f"10.0.{r // per_host // 250}."
-                    f"{r // per_host % 250 + 1}", ip_source="test", affinity=(r % per_host,),
+                    f"{r // per_host % 250 + 1}", ip_source="test", interface="eth0",
+                    affinity=(r % per_host,),
                     cpu_quota=None, memory_limit=None, available_memory=64 * GIB,
                     shm_free=32 * GIB, env={}) for r in range(hosts * per_host)]
     nodes = place(probes, make_options(environ={}))
