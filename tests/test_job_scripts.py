@@ -1,18 +1,22 @@
-"""The batch scripts for schedulers this machine does not have (PBS with
-aprun or mpiexec), run for real with a stub launcher and the variables the
-scheduler would set: the script's arithmetic and command line reach
-start_ray, which derives the node's CPUs and the run id from them. Every
+"""The batch scripts for machines this one is not (PBS with aprun or
+mpiexec, Frontier's AMD GPUs, Aurora's Intel GPUs), run for real with a stub
+launcher and the variables the scheduler would set: the script's arithmetic
+and command line reach start_ray, which derives the node's CPUs, GPUs and the
+run id from them. GPU nodes also get a stand-in for the vendor's device
+library (tests/gpu_standins), so that Ray takes that vendor's path. Every
 script also has to parse (`bash -n`)."""
 
 import os
 import re
 import subprocess
 
+import psutil
 import pytest
 
 from jobs import MPIRUN, PYTHON, ROOT, assert_nothing_left
 
 JOBS = os.path.join(ROOT, "jobs")
+STANDINS = os.path.join(ROOT, "tests", "gpu_standins")
 SHORT = "--train-batch-size 400 --minibatch-size 64 --num-epochs 1"
 
 # Stand-ins for aprun / mpiexec: record the command line, then start the same
@@ -27,12 +31,21 @@ while [ $# -gt 0 ]; do case "$1" in
 exec {mpirun} --oversubscribe -np "$n" -x ALPS_APP_DEPTH="$depth" \\
     sh -c 'ALPS_APP_PE=$OMPI_COMM_WORLD_RANK exec "$@"' sh "$@"
 """
+# PALS numbers each host's ranks (PALS_LOCAL_RANKID), as Cray's mpiexec does.
 MPIEXEC = """#!/bin/bash
 echo "$0 $*" >> "$STUB_LOG"
 unset PBS_NODEFILE; export PRTE_MCA_ras=^pbs
 while [ $# -gt 0 ]; do case "$1" in
   -n) n=$2; shift 2 ;; --ppn|--depth|--cpu-bind) shift 2 ;; *) break ;; esac; done
-exec {mpirun} --oversubscribe -np "$n" "$@"
+exec {mpirun} --oversubscribe -np "$n" sh -c \
+    'export PALS_RANKID=$OMPI_COMM_WORLD_RANK PALS_LOCAL_RANKID=$OMPI_COMM_WORLD_LOCAL_RANK
+     exec "$@"' sh "$@"
+"""
+# srun inside the batch script: its tasks get the batch's Slurm variables.
+SRUN = """#!/bin/bash
+echo "$0 $*" >> "$STUB_LOG"
+while [ $# -gt 0 ]; do case "$1" in --*) shift ;; -*) shift 2 ;; *) break ;; esac; done
+exec {mpirun} --oversubscribe -np "$SLURM_NTASKS" "$@"
 """
 
 
@@ -48,7 +61,7 @@ def stubs(tmp_path):
     """A fake venv whose activate puts the stub launchers first on PATH."""
     bin_dir = tmp_path / "venv" / "bin"
     bin_dir.mkdir(parents=True)
-    for name, text in (("aprun", APRUN), ("mpiexec", MPIEXEC)):
+    for name, text in (("aprun", APRUN), ("mpiexec", MPIEXEC), ("srun", SRUN)):
         path = bin_dir / name
         path.write_text(text.format(mpirun=MPIRUN))
         path.chmod(0o755)
@@ -92,3 +105,54 @@ def test_pbs_mpiexec_script_on_a_stub_pbs(jobs, stubs):
                          r"start_ray drivers/train_ppo.py --framework torch", handle.read())
     assert "CPUs 2 (OMP_NUM_THREADS=1 x 2 tasks (PBS NCPUS=64))" in result.stdout
     assert "in PBS job 4242" in result.stdout and result.run_dir.endswith("-4242")
+
+
+def an_interface():
+    """A network interface of this machine other than loopback, as a GPU
+    cluster's INTERFACE=hsn0 (None: the test leaves INTERFACE empty)."""
+    stats = psutil.net_if_stats()
+    return next((name for name, addresses in sorted(psutil.net_if_addrs().items())
+                 if name != "lo" and name in stats and stats[name].isup
+                 and any(a.family == 2 and not a.address.startswith("127.") for a in addresses)),
+                None)
+
+
+def test_slurm_amd_gpu_script_on_a_stub_frontier(jobs, stubs):
+    """Frontier style: --gpus-per-node makes Slurm set SLURM_GPUS_ON_NODE and
+    ROCR_VISIBLE_DEVICES in every task; Ray (here on the AMD stand-in) would
+    refuse ROCR alone, and the script's INTERFACE reaches gloo and RCCL."""
+    interface = an_interface()
+    result = run_script(jobs, "slurm_amd_gpu.sbatch", {
+        **stubs, "SLURM_JOB_ID": "9191", "SLURM_SUBMIT_DIR": ROOT, "SLURM_NTASKS": "2",
+        "SLURM_CPUS_PER_TASK": "1", "SLURM_GPUS_ON_NODE": "2", "ROCR_VISIBLE_DEVICES": "0,1",
+        "INTERFACE": interface or "", "LEARNER_GPUS": "0", "TRAIN_BATCH_SIZE": "400",
+        "PYTHONPATH": os.path.join(STANDINS, "amd") + os.pathsep + ROOT,
+        "START_RAY_TEST_GPUS": "2"})
+    with open(stubs["STUB_LOG"]) as handle:
+        assert re.search(r"srun --kill-on-bad-exit=1 --gpus-per-node=2 --cpus-per-task=1 "
+                         r"python -m start_ray (--interface \S+ )?drivers/train_ppo.py "
+                         r"--framework torch --num-gpus 0", handle.read())
+    assert "GPUs 2 (SLURM_GPUS_ON_NODE=2), Ray gets HIP_VISIBLE_DEVICES=0,1;" in result.stdout
+    if interface:
+        assert f"collectives: GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME={interface}" \
+            in result.stdout
+    assert "in Slurm job 9191" in result.stdout and result.run_dir.endswith("-9191")
+    assert "start_ray exited with status 0" in result.stdout
+
+
+def test_pbs_intel_gpu_script_on_a_stub_aurora(jobs, stubs):
+    """Aurora style: one GPU tile per rank (ZE_AFFINITY_MASK from PALS's
+    local rank); the host's Ray node offers the union (here on the Intel
+    stand-in, so Ray's Intel path reads it)."""
+    result = run_script(jobs, "pbs_intel_gpu.sh", {
+        **stubs, "PBS_JOBID": "5151.aurora-pbs", "NCPUS": "208", "PER_NODE": "2",
+        "DEPTH": "1", "INTERFACE": "", "FRAMEWORK": "torch",
+        "PYTHONPATH": os.path.join(STANDINS, "intel") + os.pathsep + ROOT,
+        "START_RAY_TEST_GPUS": "12"})
+    with open(stubs["STUB_LOG"]) as handle:
+        assert re.search(r"mpiexec -n 2 --ppn 2 --depth 1 --cpu-bind depth bash -c .* tile "
+                         r"python -m start_ray drivers/train_ppo.py", handle.read())
+    assert "GPUs 2 (ZE_AFFINITY_MASK=0 | 1 (Intel)), Ray gets ZE_AFFINITY_MASK=0,1;" \
+        in result.stdout
+    assert "CPUs 2 (OMP_NUM_THREADS=1 x 2 tasks (PBS NCPUS=208))" in result.stdout
+    assert "in PBS job 5151" in result.stdout
