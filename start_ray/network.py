@@ -45,7 +45,8 @@ def interface_of(ip: str) -> Optional[str]:
 def collective_environment(interface: Optional[str], ip: Optional[str],
                            env: Mapping[str, str]) -> Dict[str, str]:
     """GLOO_SOCKET_IFNAME and NCCL_SOCKET_IFNAME for a node on `interface`,
-    except those the user set. None for a loopback node (left to Ray)."""
+    except those the user set; none for a loopback node (left to Ray, as
+    its address is)."""
     if not interface or not ip or is_loopback(ip):
         return {}
     return {name: interface for name in COLLECTIVE_VARIABLES if name not in env}

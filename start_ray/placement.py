@@ -38,6 +38,10 @@ class Probe:
     env: Dict[str, str]
 
 
+# What placement reads of each rank's environment (gathered from every rank).
+GATHERED = resources.SCHEDULER_VARIABLES + network.COLLECTIVE_VARIABLES
+
+
 def probe(rank: int, interface: Optional[str], head_ip: Optional[str],
           environ: Optional[Mapping[str, str]] = None) -> Probe:
     env = os.environ if environ is None else environ
@@ -56,10 +60,6 @@ def probe(rank: int, interface: Optional[str], head_ip: Optional[str],
                  memory_limit=resources.cgroup_memory_limit(),
                  available_memory=psutil.virtual_memory().available, shm_free=shm_free,
                  env={k: env[k] for k in GATHERED if k in env})
-
-
-# What placement reads of each rank's environment.
-GATHERED = resources.SCHEDULER_VARIABLES + network.COLLECTIVE_VARIABLES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +108,8 @@ class NodePlan:
         ranks = logs.ranges(self.ranks)
         return (f"node of rank {self.rank} on {self.host} for rank(s) {ranks}: "
                 f"IP {self.ip} ({self.ip_source}); CPUs {self.cpus.text()}; "
-                f"GPUs {self.gpus.text()}{self._device_text()}; memory {self.memory['--memory'].text('GiB')}; "
+                f"GPUs {self.gpus.text()}{self._device_text()}; "
+                f"memory {self.memory['--memory'].text('GiB')}; "
                 f"object store {self.memory['--object-store-memory'].text('GiB')}; "
                 f"{self._collectives_text()}")
 
