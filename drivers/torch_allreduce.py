@@ -27,6 +27,11 @@ import ray
 REPORT = "allreduce.json"
 
 
+def interfaces() -> Dict[str, Any]:
+    """The interfaces this process's collectives were told to use."""
+    return {name: os.environ.get(name) for name in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME")}
+
+
 def train_loop(config: Dict[str, Any]) -> None:
     import torch
     import torch.distributed as dist
@@ -45,9 +50,7 @@ def train_loop(config: Dict[str, Any]) -> None:
         loss.backward()  # DDP all-reduces the gradients here
         optimizer.step()
     mine = {"rank": rank, "host": socket.gethostname(), "ip": ray.util.get_node_ip_address(),
-            "sum": total.item(), "loss": loss.item(),
-            **{name: os.environ.get(name) for name in ("GLOO_SOCKET_IFNAME",
-                                                       "NCCL_SOCKET_IFNAME")}}
+            "sum": total.item(), "loss": loss.item(), **interfaces()}
     everyone = [None] * world
     dist.all_gather_object(everyone, mine)
     # Ray Train keeps reported metrics with a checkpoint (Train V2): rank 0
@@ -90,6 +93,7 @@ def main() -> int:
         with open(os.path.join(folder, REPORT)) as handle:
             report = json.load(handle)
     report["expected_sum"] = workers * (workers + 1) / 2
+    report["driver"] = interfaces()
     print("ALLREDUCE " + json.dumps(report), flush=True)
     right = all(w["sum"] == report["expected_sum"] for w in report["workers"])
     return 0 if right and report["world"] == workers else 1

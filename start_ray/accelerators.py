@@ -7,18 +7,23 @@ or ONEAPI_DEVICE_SELECTOR (Intel); Slurm's gres/gpu sets several of them at
 once. A Ray node that stands for several ranks serves the union of their
 devices, so each variable becomes that union in the node's environment.
 
-Ray reads HIP_VISIBLE_DEVICES on AMD nodes and refuses ROCR_VISIBLE_DEVICES
-alone ("Please use HIP_VISIBLE_DEVICES instead of ROCR_VISIBLE_DEVICES"), the
-variable that Slurm and Cray's launchers set. ROCR selects devices below HIP,
-and HIP indexes the devices ROCR left visible; so the node keeps ROCR (the
-union) and gets HIP_VISIBLE_DEVICES=0..n-1, which Ray accepts and narrows per
-task. All pure functions of the ranks' environments (unit-tested per vendor).
+Ray reads one variable per vendor and sets it per task, and which one
+depends on its version (compat.gpu_variables). AMD: Ray 2.45 and newer read
+HIP_VISIBLE_DEVICES and refuse ROCR_VISIBLE_DEVICES ("Please use
+HIP_VISIBLE_DEVICES instead of ROCR_VISIBLE_DEVICES"), the variable that
+Slurm and Cray's launchers set; older Rays read ROCR. So the node gets the
+devices (ROCR's list narrowed by HIP's indices, per rank) in the variable its
+Ray reads, and not the other, which would index a second time within what Ray
+gives each task. Intel: ZE_AFFINITY_MASK (Ray 2.58 and newer) masks below
+oneAPI's ONEAPI_DEVICE_SELECTOR (older Rays): a ZE mask is kept as the union,
+and older Rays number the masked devices 0..n-1; a selector alone is handed on
+in the form the Ray reads. All pure functions of the ranks' environments.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 CUDA = "CUDA_VISIBLE_DEVICES"
 HIP = "HIP_VISIBLE_DEVICES"
@@ -37,7 +42,7 @@ class Devices:
     vendor: str  # NVIDIA, AMD, Intel
     ids: Tuple[str, ...]
     source: str  # what the ranks had, e.g. `ROCR_VISIBLE_DEVICES=2,3`
-    env: Dict[str, str]  # the node's values of the vendor's variables
+    env: Dict[str, Optional[str]]  # the node's values (None: removed)
 
     def text(self) -> str:
         return f"{self.source} ({self.vendor})"
@@ -66,73 +71,75 @@ def _shown(name: str, envs: Sequence[Mapping[str, str]]) -> str:
     return f"{name}=" + (" | ".join(v or "''" for v in values))
 
 
-def _plain(vendor: str, name: str) -> Callable[[Sequence[Mapping[str, str]]], Optional[Devices]]:
-    """A vendor whose one variable lists device ids (CUDA, ZE_AFFINITY_MASK)."""
-    def found(envs: Sequence[Mapping[str, str]]) -> Optional[Devices]:
-        lists = _every(envs, name)
-        if lists is None:
-            return None
-        union = _union(lists)
-        return Devices(vendor, tuple(union), _shown(name, envs), {name: ",".join(union)})
-    return found
+def _plain(vendor: str, name: str, envs: Sequence[Mapping[str, str]]) -> Optional[Devices]:
+    """A vendor variable that lists device ids (CUDA, ZE_AFFINITY_MASK)."""
+    lists = _every(envs, name)
+    if lists is None:
+        return None
+    union = _union(lists)
+    return Devices(vendor, tuple(union), _shown(name, envs), {name: ",".join(union)})
 
 
-def _amd(envs: Sequence[Mapping[str, str]]) -> Optional[Devices]:
+def _amd(envs: Sequence[Mapping[str, str]], reads: str) -> Optional[Devices]:
     """AMD: each rank's devices are ROCR's list narrowed by HIP's indices
-    (either alone: that list). With ROCR, the node keeps ROCR as the union
-    and HIP counts within it; with HIP alone, HIP is the union."""
+    (either alone: that list); the node gets their union in `reads`, the
+    variable its Ray reads, and not the other."""
     rocr, hip = _every(envs, ROCR), _every(envs, HIP)
     if rocr is None and hip is None:
         return None
     shown = "; ".join(_shown(n, envs) for n, lists in ((ROCR, rocr), (HIP, hip)) if lists)
-    if rocr is None:
-        union = _union(hip or [])
-        return Devices("AMD", tuple(union), shown, {HIP: ",".join(union)})
     physical = []
-    for i, selected in enumerate(rocr):
-        narrowed = hip[i] if hip is not None else None
+    for i, selected in enumerate(rocr or hip or []):
+        narrowed = hip[i] if rocr is not None and hip is not None else None
         if narrowed is not None and all(h.isdigit() and int(h) < len(selected)
                                         for h in narrowed):
             selected = [selected[int(h)] for h in narrowed]
         physical.append(selected)
     union = _union(physical)
-    return Devices("AMD", tuple(union), shown,
-                   {ROCR: ",".join(union), HIP: ",".join(str(i) for i in range(len(union)))})
+    other = ROCR if reads == HIP else HIP
+    return Devices("AMD", tuple(union), shown, {reads: ",".join(union), other: None})
 
 
-def _oneapi(envs: Sequence[Mapping[str, str]]) -> Optional[Devices]:
-    """Intel's older selector, `level_zero:0,1`. Filters such as
-    `level_zero:gpu` or `*:*` name no devices: left to Ray."""
-    lists = []
-    for env in envs:
-        value = env.get(ONEAPI)
-        if value is None:
-            return None
-        if value.startswith(ONEAPI_BACKEND):
-            value = value[len(ONEAPI_BACKEND):]
-        ids = _ids(value)
-        if not all(d.replace(".", "").isdigit() for d in ids):
-            return None
-        lists.append(ids)
-    union = _union(lists)
-    return Devices("Intel", tuple(union), _shown(ONEAPI, envs),
-                   {ONEAPI: ONEAPI_BACKEND + ",".join(union)})
+def _selector_ids(value: str) -> Optional[List[str]]:
+    """`level_zero:0,1` -> ['0', '1']; filters such as `level_zero:gpu` or
+    `*:*` name no devices (None)."""
+    if value.startswith(ONEAPI_BACKEND):
+        value = value[len(ONEAPI_BACKEND):]
+    ids = _ids(value)
+    return ids if all(d.replace(".", "").isdigit() for d in ids) else None
 
 
-# In order of precedence: the first vendor whose variables every rank has
-# counts the node's GPUs (Slurm sets several to the same list).
-VENDORS = (_plain("NVIDIA", CUDA), _amd, _plain("Intel", ZE), _oneapi)
+def _intel(envs: Sequence[Mapping[str, str]], reads: str) -> Optional[Devices]:
+    """Intel: a ZE mask on every rank becomes the union (it masks below
+    whatever Ray sets); else oneAPI selectors that list devices, handed on
+    in the variable this Ray reads."""
+    if _every(envs, ZE) is not None:
+        return _plain("Intel", ZE, envs)
+    lists = [_selector_ids(env[ONEAPI]) if ONEAPI in env else None for env in envs]
+    if not lists or any(ids is None for ids in lists):
+        return None
+    union = _union([ids or [] for ids in lists])
+    env: Dict[str, Optional[str]] = (
+        {ONEAPI: ONEAPI_BACKEND + ",".join(union)} if reads == ONEAPI
+        else {ZE: ",".join(union), ONEAPI: None})
+    return Devices("Intel", tuple(union), _shown(ONEAPI, envs), env)
 
 
-def devices(envs: Sequence[Mapping[str, str]]) -> List[Devices]:
-    """Every vendor's devices that the node's ranks select, by precedence."""
-    return [found for found in (vendor(envs) for vendor in VENDORS) if found is not None]
+def devices(envs: Sequence[Mapping[str, str]],
+            reads: Tuple[str, str] = (HIP, ZE)) -> List[Devices]:
+    """Every vendor's devices that the node's ranks select, by precedence:
+    the first counts the node's GPUs (Slurm sets several to the same list).
+    `reads`: the AMD and Intel variables the job's Ray reads."""
+    amd, intel = reads
+    found = [_plain("NVIDIA", CUDA, envs), _amd(envs, amd), _intel(envs, intel)]
+    return [one for one in found if one is not None]
 
 
-def node_environment(found: Sequence[Devices], leader: Mapping[str, str]) -> Dict[str, str]:
+def node_environment(found: Sequence[Devices],
+                     leader: Mapping[str, str]) -> Dict[str, Optional[str]]:
     """The variables the node's processes need that differ from the leading
-    rank's own (which they inherit)."""
-    env: Dict[str, str] = {}
+    rank's own (which they inherit); None: remove it."""
+    env: Dict[str, Optional[str]] = {}
     for one in found:
         env.update({k: v for k, v in one.env.items() if leader.get(k) != v})
     return env

@@ -34,6 +34,12 @@ TOKEN_AUTH_SINCE: Version = (2, 52)
 # A driver on a host with several Ray nodes (--node-per-rank) attaches to the
 # head's raylet since 2.54; before, to any of them.
 DRIVER_PREFERS_HEAD_SINCE: Version = (2, 54)
+# Which variable Ray reads and sets for a node's and a task's GPUs. AMD:
+# HIP_VISIBLE_DEVICES since 2.45 (ROCR_VISIBLE_DEVICES before; 2.45-2.51
+# refuse ROCR even beside HIP). Intel: ZE_AFFINITY_MASK since 2.58
+# (ONEAPI_DEVICE_SELECTOR before, and still read when ZE is unset).
+AMD_HIP_SINCE: Version = (2, 45)
+INTEL_ZE_SINCE: Version = (2, 58)
 
 
 def parse(text: str) -> Version:
@@ -53,6 +59,13 @@ def ray_version() -> Optional[str]:
         return importlib.metadata.version("ray")
     except importlib.metadata.PackageNotFoundError:
         return None
+
+
+def gpu_variables(version: Optional[str] = None) -> Tuple[str, str]:
+    """(AMD, Intel): the variable this Ray reads for each vendor's GPUs."""
+    minor = _minor(version)
+    return ("HIP_VISIBLE_DEVICES" if minor >= AMD_HIP_SINCE else "ROCR_VISIBLE_DEVICES",
+            "ZE_AFFINITY_MASK" if minor >= INTEL_ZE_SINCE else "ONEAPI_DEVICE_SELECTOR")
 
 
 def _minor(version: Optional[str]) -> Version:

@@ -161,11 +161,15 @@ def is_mpi_variable(name: str) -> bool:
     return name.startswith(_MPI_PREFIXES)
 
 
-def child_environment(extra: Mapping[str, str],
+def child_environment(extra: Mapping[str, Optional[str]],
                       environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
     """The environment for Ray processes and the driver: ours, without the MPI
-    launcher's variables, plus `extra`."""
+    launcher's variables, plus `extra` (None: without that variable)."""
     env = os.environ if environ is None else environ
     clean = {key: value for key, value in env.items() if not is_mpi_variable(key)}
-    clean.update(extra)
+    for key, value in extra.items():
+        if value is None:
+            clean.pop(key, None)
+        else:
+            clean[key] = value
     return clean

@@ -16,7 +16,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import psutil
 
-from . import accelerators, logs, network, resources
+from . import accelerators, compat, logs, network, resources
 from .options import Options, UsageError
 from .resources import Found
 
@@ -75,16 +75,16 @@ class NodePlan:
     gpus: Found
     memory: Dict[str, Found]  # --memory and --object-store-memory
     nodes_on_host: int
-    device_env: Dict[str, str] = dataclasses.field(default_factory=dict)
+    device_env: Dict[str, Optional[str]] = dataclasses.field(default_factory=dict)
     collectives: Dict[str, str] = dataclasses.field(default_factory=dict)
     user_collectives: Dict[str, str] = dataclasses.field(default_factory=dict)
 
     @property
-    def env(self) -> Dict[str, str]:
+    def env(self) -> Dict[str, Optional[str]]:
         """What every process of the node (and the driver, on the head) gets
         on top of the rank's own environment: the union of its ranks' GPUs
         in the variables Ray reads, and the node's interface for the
-        libraries that open their own sockets (gloo, NCCL)."""
+        libraries that open their own sockets (gloo, NCCL). None: removed."""
         return {**self.device_env, **self.collectives}
 
     @property
@@ -116,7 +116,8 @@ class NodePlan:
     def _device_text(self) -> str:
         if not self.device_env:
             return ""
-        return ", Ray gets " + ", ".join(f"{k}={v}" for k, v in sorted(self.device_env.items()))
+        return ", Ray gets " + ", ".join(f"{k}={v}" if v is not None else f"no {k}"
+                                        for k, v in sorted(self.device_env.items()))
 
     def _collectives_text(self) -> str:
         """Which interface gloo and NCCL use, and who chose it."""
@@ -148,7 +149,7 @@ def _node(group: List[Probe], host_group: List[Probe], options: Options) -> Node
     union = set().union(*(p.affinity for p in host_group))
     cpus = resources.cpus(leader.env, tasks, host_tasks, len(union), leader.cpu_quota,
                           options.num_cpus)
-    devices = accelerators.devices([p.env for p in group])
+    devices = accelerators.devices([p.env for p in group], compat.gpu_variables())
     gpus = resources.gpus(leader.env, tasks, host_tasks, devices, options.num_gpus)
     memory = resources.job_memory(leader.env, cpus.value, tasks, host_tasks,
                                   leader.memory_limit, leader.available_memory)

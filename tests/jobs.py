@@ -60,6 +60,13 @@ class Mpi:
                 return f"{path} not found: `make venv` builds it"
         return None
 
+    def skip_unless_here(self) -> None:
+        """Skip (or, where CI requires this MPI, fail) when it is missing."""
+        missing = self.missing()
+        if missing:
+            from conftest import skip_or_fail
+            skip_or_fail(self.name, missing)
+
 
 OPENMPI = Mpi("openmpi", PYTHON, MPIRUN, ("--oversubscribe",), "OMPI_COMM_WORLD_RANK")
 MPICH = Mpi("mpich", os.path.join(MPICH_VENV, "bin", "python"),

@@ -64,6 +64,26 @@ def test_the_installed_ray_reads_the_labels_we_give_it():
                         "parse_node_labels_string")
 
 
+@pytest.mark.parametrize("version, expected", [
+    ("2.40.0", ("ROCR_VISIBLE_DEVICES", "ONEAPI_DEVICE_SELECTOR")),
+    ("2.45.0", ("HIP_VISIBLE_DEVICES", "ONEAPI_DEVICE_SELECTOR")),
+    ("2.57.0", ("HIP_VISIBLE_DEVICES", "ONEAPI_DEVICE_SELECTOR")),
+    ("2.58.0", ("HIP_VISIBLE_DEVICES", "ZE_AFFINITY_MASK")),
+])
+def test_gpu_variables_follow_the_version(version, expected):
+    assert compat.gpu_variables(version) == expected
+
+
+def test_the_installed_ray_reads_the_gpu_variables_we_hand_it():
+    """Bisected on the wheels (2.44.1/2.45.0, 2.57.0/2.58.0); checked here
+    against the installed Ray's own accelerator managers."""
+    from ray._private.accelerators import amd_gpu, intel_gpu
+    amd, intel = compat.gpu_variables()
+    assert hasattr(amd_gpu, "HIP_VISIBLE_DEVICES_ENV_VAR") == (amd == "HIP_VISIBLE_DEVICES")
+    assert hasattr(intel_gpu, "ZE_AFFINITY_MASK_ENV_VAR") == (intel == "ZE_AFFINITY_MASK")
+    assert intel_gpu.IntelGPUAcceleratorManager.get_visible_accelerator_ids_env_var() == intel
+
+
 def test_token_auth_is_found_exactly_where_the_version_says():
     has = compat.parse(INSTALLED)[:2] >= compat.TOKEN_AUTH_SINCE
     assert compat.has_token_auth() == has
@@ -172,14 +192,8 @@ def test_ranks_on_different_rays_stop_with_one_message(jobs):
     assert_nothing_left(result)
 
 
-def mpich_or_skip() -> None:
-    missing = MPICH.missing()
-    if missing:
-        skip_or_fail("mpich", missing)
-
-
 def test_under_mpich_the_driver_and_ray_see_no_launcher_variable(jobs):
-    mpich_or_skip()
+    MPICH.skip_unless_here()
     result = jobs.start(2, ["--num-cpus", "1", DRIVER], mpi=MPICH).wait(240)
     assert result.returncode == 0, result.output
     info = result.cluster_info()
@@ -191,7 +205,7 @@ def test_under_mpich_the_driver_and_ray_see_no_launcher_variable(jobs):
 
 def test_an_mpi_that_does_not_speak_mpichs_pmi_is_refused(jobs):
     """Open MPI's mpi4py under MPICH's mpiexec: each task sees a world of one."""
-    mpich_or_skip()
+    MPICH.skip_unless_here()
     cmd = MPICH.command(2, [PYTHON, "-m", "start_ray", "--num-cpus", "1", DRIVER])
     result = jobs.launch(cmd).wait(90)
     assert result.returncode == 2, result.output

@@ -9,23 +9,25 @@ import os
 
 import pytest
 
-from jobs import ROOT, assert_nothing_left
+from jobs import MPICH, OPENMPI, ROOT, assert_nothing_left
 
 DRIVER = os.path.join(ROOT, "tests", "drivers", "gpus.py")
 STANDINS = os.path.join(ROOT, "tests", "gpu_standins")
-# Sets the variable named by $0 to the rank's value (GPU_VALUE_<rank>).
-PER_RANK = 'export "$0=$(eval echo \\"\\$GPU_VALUE_$OMPI_COMM_WORLD_RANK\\")"; exec "$@"'
+# Sets the variable named by $0 to this rank's value (GPU_VALUE_<rank>), the
+# rank read from the launcher's variable named by $1.
+PER_RANK = ('rank=$(eval echo "\\$$1"); export "$0=$(eval echo "\\$GPU_VALUE_$rank")"; '
+            'shift; exec "$@"')
 
 
-def gpu_job(jobs, variable, values, standin=None, mpi_env=None):
+def gpu_job(jobs, variable, values, standin=None, extra=None, mpi=OPENMPI):
     """Two ranks on this host (one Ray node) with `variable` set per rank."""
-    env = {"START_RAY_NODE_PER_RANK": "0", **(mpi_env or {}),
+    env = {"START_RAY_NODE_PER_RANK": "0", **(extra or {}),
            **{f"GPU_VALUE_{rank}": value for rank, value in enumerate(values)}}
     if standin:
         env["PYTHONPATH"] = os.path.join(STANDINS, standin) + os.pathsep + ROOT
-    cmd = jobs.command(len(values), [DRIVER])
-    start_ray = cmd.index(next(arg for arg in cmd if arg.endswith("python")))
-    cmd[start_ray:start_ray] = ["sh", "-c", PER_RANK, variable]
+    cmd = jobs.command(len(values), [DRIVER], mpi=mpi)
+    start_ray = cmd.index(mpi.python)
+    cmd[start_ray:start_ray] = ["sh", "-c", PER_RANK, variable, mpi.rank_variable]
     result = jobs.launch(cmd, env).wait(240)
     assert result.returncode == 0, result.output
     assert "none left" in result.stdout
@@ -33,19 +35,21 @@ def gpu_job(jobs, variable, values, standin=None, mpi_env=None):
     return result, result.report("GPU_INFO")
 
 
-def test_amd_rocr_set_by_the_scheduler_reaches_ray_as_hip(jobs):
-    """Ray refuses ROCR_VISIBLE_DEVICES alone on an AMD node ("Please use
-    HIP_VISIBLE_DEVICES instead"): the node keeps ROCR as the union of its
-    ranks' devices and gets HIP counting within it."""
-    result, info = gpu_job(jobs, "ROCR_VISIBLE_DEVICES", ["2", "3"], standin="amd")
+@pytest.mark.parametrize("mpi", [OPENMPI, MPICH], ids=["openmpi", "mpich"])
+def test_amd_rocr_set_by_the_scheduler_reaches_ray_as_hip(jobs, mpi):
+    """Ray refuses ROCR_VISIBLE_DEVICES on an AMD node ("Please use
+    HIP_VISIBLE_DEVICES instead"; without start_ray `ray start` fails): the
+    node gets its ranks' devices in HIP, and no ROCR."""
+    mpi.skip_unless_here()
+    result, info = gpu_job(jobs, "ROCR_VISIBLE_DEVICES", ["2", "3"], standin="amd", mpi=mpi)
     assert info["gpus"] == 2
-    assert ("GPUs 2 (ROCR_VISIBLE_DEVICES=2 | 3 (AMD)), Ray gets HIP_VISIBLE_DEVICES=0,1, "
-            "ROCR_VISIBLE_DEVICES=2,3") in result.stdout
-    # Ray's AMD path narrowed HIP per task, within ROCR: devices 2 and 3.
+    assert ("GPUs 2 (ROCR_VISIBLE_DEVICES=2 | 3 (AMD)), Ray gets HIP_VISIBLE_DEVICES=2,3, "
+            "no ROCR_VISIBLE_DEVICES") in result.stdout
+    # Ray's AMD path gave each task its own device in HIP: 2 and 3.
     assert [(t["gpu_ids"], t["HIP_VISIBLE_DEVICES"], t["ROCR_VISIBLE_DEVICES"])
-            for t in info["tasks"]] == [(["0"], "0", "2,3"), (["1"], "1", "2,3")]
-    assert info["driver"]["ROCR_VISIBLE_DEVICES"] == "2,3"
-    assert info["driver"]["HIP_VISIBLE_DEVICES"] == "0,1"
+            for t in info["tasks"]] == [(["2"], "2", None), (["3"], "3", None)]
+    assert info["driver"]["HIP_VISIBLE_DEVICES"] == "2,3"
+    assert info["driver"]["ROCR_VISIBLE_DEVICES"] is None
 
 
 def test_intel_ze_affinity_mask_per_rank_is_the_nodes_union(jobs):
@@ -71,6 +75,6 @@ def test_nvidia_cuda_visible_devices_per_rank_is_the_nodes_union(jobs):
 def test_without_vendor_variables_the_count_is_left_to_ray(jobs, standin):
     """No variables: Ray asks the vendor's library (here the stand-in, 3 GPUs)."""
     result, info = gpu_job(jobs, "UNRELATED", ["x", "y"], standin=standin,
-                           mpi_env={"START_RAY_TEST_GPUS": "3"})
+                           extra={"START_RAY_TEST_GPUS": "3"})
     assert "GPUs left to Ray (no scheduler or GPU vendor variables)" in result.stdout
     assert info["gpus"] == 3

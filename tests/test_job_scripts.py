@@ -132,7 +132,8 @@ def test_slurm_amd_gpu_script_on_a_stub_frontier(jobs, stubs):
         assert re.search(r"srun --kill-on-bad-exit=1 --gpus-per-node=2 --cpus-per-task=1 "
                          r"python -m start_ray (--interface \S+ )?drivers/train_ppo.py "
                          r"--framework torch --num-gpus 0", handle.read())
-    assert "GPUs 2 (SLURM_GPUS_ON_NODE=2), Ray gets HIP_VISIBLE_DEVICES=0,1;" in result.stdout
+    assert ("GPUs 2 (SLURM_GPUS_ON_NODE=2), Ray gets HIP_VISIBLE_DEVICES=0,1, "
+            "no ROCR_VISIBLE_DEVICES;") in result.stdout
     if interface:
         assert f"collectives: GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME={interface}" \
             in result.stdout

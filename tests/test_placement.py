@@ -138,6 +138,8 @@ def test_ray_train_all_reduces_across_hosts_on_the_named_network(jobs, two_netwo
     assert sorted(w["ip"] for w in workers) == [two_networks.address(i, "eth1")
                                                 for i in range(3)]
     assert {w["GLOO_SOCKET_IFNAME"] for w in workers} == {"eth1"}
+    assert {w["NCCL_SOCKET_IFNAME"] for w in workers} == {"eth1"}
+    assert report["driver"] == {"GLOO_SOCKET_IFNAME": "eth1", "NCCL_SOCKET_IFNAME": "eth1"}
     assert result.stdout.count("collectives: GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME=eth1") == 3
     assert "none left" in result.stdout
     assert_nothing_left(result)

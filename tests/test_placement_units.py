@@ -3,7 +3,7 @@ source the detection reads, and the placement every rank computes."""
 
 import pytest
 
-from start_ray import accelerators, network, placement, resources
+from start_ray import accelerators, compat, network, placement, resources
 from start_ray.options import UsageError, make_options
 from start_ray.placement import Probe
 
@@ -96,40 +96,55 @@ def test_each_vendors_devices_are_the_union_of_the_ranks():
     assert found({"CUDA_VISIBLE_DEVICES": "0"}, {}) == []
 
 
-def test_amd_rocr_alone_becomes_hip_within_rocr_which_ray_accepts():
-    """Slurm and Cray set ROCR_VISIBLE_DEVICES, which Ray refuses without
-    HIP_VISIBLE_DEVICES: the node keeps ROCR (the union) and HIP counts
-    within it."""
-    amd, = found({"ROCR_VISIBLE_DEVICES": "2"}, {"ROCR_VISIBLE_DEVICES": "3"})
+def test_amd_devices_reach_ray_in_the_variable_it_reads():
+    """Slurm and Cray set ROCR_VISIBLE_DEVICES, which Ray 2.45+ refuses
+    ("Please use HIP_VISIBLE_DEVICES instead"): the node gets the devices in
+    HIP and no ROCR. Older Rays read ROCR: the devices in ROCR, and no HIP."""
+    ranks = ({"ROCR_VISIBLE_DEVICES": "2"}, {"ROCR_VISIBLE_DEVICES": "3"})
+    amd, = found(*ranks)
     assert amd.ids == ("2", "3")
-    assert amd.env == {"ROCR_VISIBLE_DEVICES": "2,3", "HIP_VISIBLE_DEVICES": "0,1"}
+    assert amd.env == {"HIP_VISIBLE_DEVICES": "2,3", "ROCR_VISIBLE_DEVICES": None}
+    assert accelerators.node_environment([amd], ranks[0]) == amd.env
+    old, = accelerators.devices(list(ranks), compat.gpu_variables("2.44.1"))
+    assert old.env == {"ROCR_VISIBLE_DEVICES": "2,3", "HIP_VISIBLE_DEVICES": None}
+    assert accelerators.node_environment([old], ranks[0]) == {"ROCR_VISIBLE_DEVICES": "2,3"}
     # Both set: HIP indexes ROCR's list, per rank; the node gets the devices.
     amd, = found({"ROCR_VISIBLE_DEVICES": "4,5", "HIP_VISIBLE_DEVICES": "1"},
                  {"ROCR_VISIBLE_DEVICES": "6,7", "HIP_VISIBLE_DEVICES": "0"})
     assert amd.ids == ("5", "6")
-    assert amd.env == {"ROCR_VISIBLE_DEVICES": "5,6", "HIP_VISIBLE_DEVICES": "0,1"}
-    # HIP alone is what Ray reads: the union, as for CUDA.
+    assert amd.env == {"HIP_VISIBLE_DEVICES": "5,6", "ROCR_VISIBLE_DEVICES": None}
+    # HIP alone: the union, as for CUDA.
     amd, = found({"HIP_VISIBLE_DEVICES": "0"}, {"HIP_VISIBLE_DEVICES": "1"})
-    assert amd.env == {"HIP_VISIBLE_DEVICES": "0,1"}
+    assert amd.env == {"HIP_VISIBLE_DEVICES": "0,1", "ROCR_VISIBLE_DEVICES": None}
 
 
-def test_oneapi_selector_lists_devices_or_is_left_to_ray():
-    intel, = found({"ONEAPI_DEVICE_SELECTOR": "level_zero:0"},
-                   {"ONEAPI_DEVICE_SELECTOR": "level_zero:1"})
-    assert intel.env == {"ONEAPI_DEVICE_SELECTOR": "level_zero:0,1"}
+def test_intel_selector_reaches_ray_in_the_variable_it_reads():
+    """A ZE mask stays the union on every Ray (it masks below what Ray sets);
+    a oneAPI selector alone becomes a ZE mask for Ray 2.58+, which sets ZE
+    per task (an old selector would then index within that task's mask)."""
+    ranks = ({"ONEAPI_DEVICE_SELECTOR": "level_zero:0"},
+             {"ONEAPI_DEVICE_SELECTOR": "level_zero:1"})
+    intel, = found(*ranks)
+    assert intel.env == {"ZE_AFFINITY_MASK": "0,1", "ONEAPI_DEVICE_SELECTOR": None}
+    old, = accelerators.devices(list(ranks), compat.gpu_variables("2.57.0"))
+    assert old.env == {"ONEAPI_DEVICE_SELECTOR": "level_zero:0,1"}
     assert found({"ONEAPI_DEVICE_SELECTOR": "level_zero:gpu"}) == []
     assert found({"ONEAPI_DEVICE_SELECTOR": "*:*"}) == []
+    masked = [{"ZE_AFFINITY_MASK": "0.1", "ONEAPI_DEVICE_SELECTOR": "level_zero:0"}]
+    for version in ("2.57.0", "2.60.0"):
+        intel, = accelerators.devices(masked, compat.gpu_variables(version))
+        assert intel.env == {"ZE_AFFINITY_MASK": "0.1"}
 
 
 def test_slurm_sets_several_vendors_at_once_each_is_handed_on():
     """Slurm's gres/gpu may set CUDA, ROCR and ZE to the same list: NVIDIA
-    counts first, and every variable becomes the union."""
+    counts first, and every vendor's devices are handed on."""
     ranks = [{"CUDA_VISIBLE_DEVICES": str(i), "ROCR_VISIBLE_DEVICES": str(i),
               "ZE_AFFINITY_MASK": str(i)} for i in range(2)]
     vendors = found(*ranks)
     assert [d.vendor for d in vendors] == ["NVIDIA", "AMD", "Intel"]
     assert accelerators.node_environment(vendors, ranks[0]) == {
-        "CUDA_VISIBLE_DEVICES": "0,1", "ROCR_VISIBLE_DEVICES": "0,1",
+        "CUDA_VISIBLE_DEVICES": "0,1", "ROCR_VISIBLE_DEVICES": None,
         "HIP_VISIBLE_DEVICES": "0,1", "ZE_AFFINITY_MASK": "0,1"}
     # What the rank already has is not repeated.
     one = [{"HIP_VISIBLE_DEVICES": "0,1"}]
@@ -203,8 +218,8 @@ def test_slurm_gpu_binding_gives_the_node_every_ranks_gpu():
     rocr = [probe(i, "a", "10.0.0.1", env={"ROCR_VISIBLE_DEVICES": str(i + 4)}) for i in range(2)]
     node, = placement.place(rocr, make_options({}))
     assert node.gpus.value == 2
-    assert "GPUs 2 (ROCR_VISIBLE_DEVICES=4 | 5 (AMD)), Ray gets HIP_VISIBLE_DEVICES=0,1, " \
-        "ROCR_VISIBLE_DEVICES=4,5" in node.describe()
+    assert "GPUs 2 (ROCR_VISIBLE_DEVICES=4 | 5 (AMD)), Ray gets HIP_VISIBLE_DEVICES=4,5, " \
+        "no ROCR_VISIBLE_DEVICES" in node.describe()
 
 
 def test_collectives_follow_each_nodes_interface_unless_the_user_set_them():

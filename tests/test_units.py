@@ -69,6 +69,9 @@ def test_child_environment_drops_launcher_variables():
            "HOME": "/root", "SLURM_JOB_ID": "7"}
     clean = launcher.child_environment({"RAY_ADDRESS": "a:1"}, env)
     assert clean == {"HOME": "/root", "SLURM_JOB_ID": "7", "RAY_ADDRESS": "a:1"}
+    # None in `extra`: the child goes without that variable (ROCR for Ray 2.45+).
+    clean = launcher.child_environment({"SLURM_JOB_ID": None, "NOT_SET": None}, env)
+    assert clean == {"HOME": "/root"}
 
 
 def test_rank_and_job_id_from_environment():
