@@ -45,7 +45,7 @@ import signal  # noqa: E402
 import socket  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
-from typing import Any, Dict, List, Optional  # noqa: E402
+from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rl_chain  # noqa: E402
@@ -160,7 +160,8 @@ STOP_REQUESTS: List[int] = []
 
 def catch_early_signals() -> None:
     """Until Tune is up, only remember a stop request; the first iteration's
-    result then stops the trial with a checkpoint."""
+    result then stops the trial with a checkpoint. Again once Tune is done:
+    a second walltime warning must not kill the driver while it finishes."""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(signum, lambda signum, frame: STOP_REQUESTS.append(signum))
 
@@ -320,6 +321,26 @@ def results_dir(args: argparse.Namespace) -> str:
     return os.path.abspath(os.path.join("logs", time.strftime("%Y%m%d-%H%M%S-") + args.run))
 
 
+def resume_point(args: argparse.Namespace) -> Tuple[Optional[str], Optional[str], int]:
+    """(experiment folder or None, checkpoint to restore, its iteration).
+    A chain already at --stop-iters ends here (exit 0): nothing to train."""
+    if not args.experiment_dir:
+        return None, args.restore, 0
+    chain = os.path.abspath(args.experiment_dir)
+    os.makedirs(chain, exist_ok=True)
+    restore, resumed_at, skipped = (rl_chain.resume_point(chain) if args.resume == "auto"
+                                    else (None, 0, []))
+    for warning in skipped:
+        print(f"train_ppo.py: warning: {warning}", flush=True)
+    if args.stop_iters and resumed_at >= args.stop_iters:  # e.g. a link queued twice
+        print(f"train_ppo.py: experiment {chain}: already at iteration {resumed_at} "
+              f"(--stop-iters {args.stop_iters}): nothing to do", flush=True)
+        rl_chain.finish_link(chain, done=True, iteration=resumed_at,
+                             why=f"--stop-iters {args.stop_iters} reached")
+        raise SystemExit(0)
+    return chain, restore, resumed_at
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     catch_early_signals()
     args = parse_args(argv)
@@ -328,6 +349,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import ray
     from ray import tune
 
+    chain, restore, resumed_at = resume_point(args)
     quiet = {} if args.verbose else {"TF_CPP_MIN_LOG_LEVEL": "2"}  # TF's start-up lines
     if not args.verbose:
         warnings.filterwarnings("ignore", category=UserWarning, module=r"gymnasium\b.*")
@@ -340,14 +362,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     rl_envs.register_all()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     runners = args.num_env_runners if args.num_env_runners is not None else max(0, cpus - 1)
-    chain, restore, resumed_at = None, args.restore, 0
-    if args.experiment_dir:
-        chain = os.path.abspath(args.experiment_dir)
-        os.makedirs(chain, exist_ok=True)
-        if args.resume == "auto":
-            restore, resumed_at, skipped = rl_chain.resume_point(chain)
-            for warning in skipped:
-                print(f"train_ppo.py: warning: {warning}", flush=True)
+    if chain:
         where = os.path.join(chain, "links")
         name = rl_chain.start_link(chain, scheduler_job(), restore, resumed_at)
         print(f"train_ppo.py: experiment {chain}: link {name}, "
@@ -374,6 +389,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             checkpoint_score_attribute=RETURN_KEYS[0],
             checkpoint_score_order="max"),
         raise_on_failed_trial=False)
+    catch_early_signals()
     trial = analysis.trials[0]
     last = trial.last_result or {}
     checkpoint = trial.checkpoint.path if trial.checkpoint else None

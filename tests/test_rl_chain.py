@@ -76,3 +76,19 @@ def test_done_says_whether_the_chain_is_over(tmp_path):
     finished = done()
     assert finished.returncode == 0
     assert "1 link(s); done (--stop-iters 3 reached)" in finished.stdout
+
+
+def test_a_finished_chain_run_again_does_nothing(jobs, tmp_path):
+    """A link that starts after the criterion was met (queued twice, or run
+    by hand) trains no further iteration."""
+    folder = str(tmp_path)
+    path = checkpoint(folder, "001-1", 0)
+    rl_chain.start_link(folder, "1", None, 0)
+    rl_chain.add_checkpoint(folder, path, 3)
+    result = subprocess.run([PYTHON, os.path.join(ROOT, "drivers", "train_ppo.py"),
+                             "--experiment-dir", folder, "--stop-iters", "3"],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "RAY_ADDRESS": "127.0.0.1:1"})
+    assert result.returncode == 0, result.stderr
+    assert "already at iteration 3 (--stop-iters 3): nothing to do" in result.stdout
+    assert rl_chain.read(folder)["done"] is True
