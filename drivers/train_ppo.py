@@ -11,28 +11,44 @@ folder that start_ray made under logs/ (else logs/<time>-<algo>). SIGTERM,
 SIGINT and SIGUSR1 (a walltime warning) make it save a checkpoint after the
 current iteration and exit cleanly; resume with --restore CHECKPOINT.
 
+Training longer than one job: give every job the same --experiment-dir and it
+continues from the newest complete checkpoint there (--resume auto, the
+default), iterations, env steps, progress.csv and TensorBoard going on as one
+run; the stop criteria count over the whole chain (drivers/rl_chain.py,
+jobs/slurm_chain.sbatch).
+
+Output: one line per iteration; --verbose brings back Tune's tables.
+
 tf2 runs on RLlib's old API stack (the new one is PyTorch only) with
 tf_keras and TF_USE_LEGACY_KERAS=1, set here for this process and for every
 Ray worker of the job; torch runs on the new API stack.
 """
 
 import os
+import sys
 
 # Before anything imports TensorFlow, here and (through the runtime env below)
 # in every Ray worker: RLlib's TF code needs Keras 2.
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 # Our own handlers decide what SIGINT means (checkpoint, then exit).
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
+# One line per iteration unless --verbose: TensorFlow's start-up lines and
+# Tune's tables off before either is imported (the workers: see main()).
+if "--verbose" not in sys.argv[1:]:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # its verbose=0 is silent
 
 import argparse  # noqa: E402
 import importlib.util  # noqa: E402
+import logging  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
-from typing import Any, Dict, List, Optional  # noqa: E402
+import warnings  # noqa: E402
+from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import rl_chain  # noqa: E402
 import rl_envs  # noqa: E402
 import rl_versions  # noqa: E402
 from rl_metrics import RETURN_KEYS, STEP_KEYS  # noqa: E402
@@ -73,6 +89,16 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="default: $START_RAY_RUN_DIR (the start_ray run folder), else logs/")
     add("--restore", default=None, metavar="CHECKPOINT",
         help="continue from this checkpoint (its iteration count goes on)")
+    add("--experiment-dir", default=None, metavar="DIR",
+        help="a folder that stays the same from job to job: each job continues the "
+             "training there (see --resume)")
+    add("--resume", choices=("auto", "never"), default="auto",
+        help="with --experiment-dir: auto continues from its newest complete "
+             "checkpoint (an empty folder starts fresh); never starts fresh "
+             "(default: %(default)s)")
+    add("--verbose", action="store_true",
+        help="Tune's progress tables and every worker's start-up logs, instead of "
+             "one line per iteration")
     add("--seed", type=int, default=None, help="random seed")
     add("--ray-address", default=None,
         help="cluster address (default: RAY_ADDRESS, as start_ray sets it)")
@@ -80,6 +106,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if not any((args.stop_iters, args.stop_timesteps, args.stop_reward)):
         parser.error("give at least one of --stop-iters, --stop-timesteps, --stop-reward")
+    if args.restore and args.experiment_dir:
+        parser.error("--restore and --experiment-dir: give one (the experiment folder "
+                     "finds its own checkpoint)")
     try:
         args.hidden = [int(size) for size in args.hidden.split(",")]
     except ValueError:
@@ -131,7 +160,8 @@ STOP_REQUESTS: List[int] = []
 
 def catch_early_signals() -> None:
     """Until Tune is up, only remember a stop request; the first iteration's
-    result then stops the trial with a checkpoint."""
+    result then stops the trial with a checkpoint. Again once Tune is done:
+    a second walltime warning must not kill the driver while it finishes."""
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(signum, lambda signum, frame: STOP_REQUESTS.append(signum))
 
@@ -149,13 +179,20 @@ def make_stopper(iters: Optional[int], timesteps: Optional[int], reward: Optiona
         def signal(self) -> Optional[int]:
             return STOP_REQUESTS[0] if STOP_REQUESTS else None
 
-        def __call__(self, trial_id: str, result: Dict[str, Any]) -> bool:
+        def met(self, result: Dict[str, Any]) -> Optional[str]:
+            """Which stop criterion `result` meets (over a whole chain: the
+            iteration and step counts go on from job to job), if any."""
             steps, ret = first(result, STEP_KEYS), first(result, RETURN_KEYS)
-            return bool(
-                self.signal is not None
-                or (iters and result.get("training_iteration", 0) >= iters)
-                or (timesteps and steps is not None and steps >= timesteps)
-                or (reward is not None and ret is not None and ret >= reward))
+            if iters and result.get("training_iteration", 0) >= iters:
+                return f"--stop-iters {iters} reached"
+            if timesteps and steps is not None and steps >= timesteps:
+                return f"--stop-timesteps {timesteps} reached"
+            if reward is not None and ret is not None and ret >= reward:
+                return f"--stop-reward {reward:g} reached"
+            return None
+
+        def __call__(self, trial_id: str, result: Dict[str, Any]) -> bool:
+            return self.signal is not None or self.met(result) is not None
 
         def stop_all(self) -> bool:
             return False
@@ -178,6 +215,58 @@ def make_stopper(iters: Optional[int], timesteps: Optional[int], reward: Optiona
                 signal.signal(signum, stopper.on_signal)
 
     return stopper, CatchSignals()
+
+
+def progress_callback(verbose: bool, chain: Optional[str], link: str, first_iteration: int):
+    """A Tune callback: one line per iteration (unless --verbose), and for a
+    chained experiment its progress.csv, TensorBoard run and checkpoint record."""
+    from ray import tune
+
+    class Progress(tune.Callback):
+        def setup(self, **info: Any) -> None:
+            self.board = None
+            if chain:
+                from tensorboardX import SummaryWriter
+                self.board = SummaryWriter(os.path.join(chain, "tensorboard"),
+                                           purge_step=first_iteration)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+            it = int(result.get("training_iteration", 0))
+            steps, ret = first(result, STEP_KEYS), first(result, RETURN_KEYS)
+            seconds = float(result.get("time_this_iter_s") or 0)
+            if not verbose:
+                shown = f"{ret:.1f}" if ret is not None else "n/a"
+                print(f"train_ppo.py: iteration {it}: {int(steps or 0)} env steps, mean return "
+                      f"{shown}, {seconds:.1f}s", flush=True)
+            if chain:
+                rl_chain.append_progress(chain, link, {
+                    "training_iteration": it, STEP_KEYS[0]: steps, RETURN_KEYS[0]: ret,
+                    "time_this_iter_s": seconds, "timestamp": result.get("timestamp")})
+            if self.board is not None:
+                if ret is not None:
+                    self.board.add_scalar("episode_return_mean", ret, it)
+                if steps is not None:
+                    self.board.add_scalar("env_steps", steps, it)
+                self.board.flush()
+
+        def on_checkpoint(self, iteration, trials, trial, checkpoint, **info) -> None:
+            if chain:
+                done = int((trial.last_result or {}).get("training_iteration", 0))
+                rl_chain.add_checkpoint(chain, checkpoint.path, done)
+
+        def on_experiment_end(self, trials, **info) -> None:
+            if self.board is not None:
+                self.board.close()
+
+    return Progress()
+
+
+def scheduler_job() -> Optional[str]:
+    """The batch job's id (it names the chain's links)."""
+    for name in ("SLURM_JOB_ID", "PBS_JOBID", "COBALT_JOBID", "LSB_JOBID"):
+        if os.environ.get(name):
+            return os.environ[name].split(".")[0]
+    return None
 
 
 def placement_callbacks(path: str):
@@ -232,6 +321,26 @@ def results_dir(args: argparse.Namespace) -> str:
     return os.path.abspath(os.path.join("logs", time.strftime("%Y%m%d-%H%M%S-") + args.run))
 
 
+def resume_point(args: argparse.Namespace) -> Tuple[Optional[str], Optional[str], int]:
+    """(experiment folder or None, checkpoint to restore, its iteration).
+    A chain already at --stop-iters ends here (exit 0): nothing to train."""
+    if not args.experiment_dir:
+        return None, args.restore, 0
+    chain = os.path.abspath(args.experiment_dir)
+    os.makedirs(chain, exist_ok=True)
+    restore, resumed_at, skipped = (rl_chain.resume_point(chain) if args.resume == "auto"
+                                    else (None, 0, []))
+    for warning in skipped:
+        print(f"train_ppo.py: warning: {warning}", flush=True)
+    if args.stop_iters and resumed_at >= args.stop_iters:  # e.g. a link queued twice
+        print(f"train_ppo.py: experiment {chain}: already at iteration {resumed_at} "
+              f"(--stop-iters {args.stop_iters}): nothing to do", flush=True)
+        rl_chain.finish_link(chain, done=True, iteration=resumed_at,
+                             why=f"--stop-iters {args.stop_iters} reached")
+        raise SystemExit(0)
+    return chain, restore, resumed_at
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     catch_early_signals()
     args = parse_args(argv)
@@ -240,15 +349,28 @@ def main(argv: Optional[List[str]] = None) -> int:
     import ray
     from ray import tune
 
-    ray.init(address=args.ray_address, runtime_env={
+    chain, restore, resumed_at = resume_point(args)
+    quiet = {} if args.verbose else {"TF_CPP_MIN_LOG_LEVEL": "2"}  # TF's start-up lines
+    if not args.verbose:
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"gymnasium\b.*")
+        logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    ray.init(address=args.ray_address, log_to_driver=args.verbose,
+             logging_level=logging.INFO if args.verbose else logging.WARNING, runtime_env={
         "py_modules": [rl_envs],
-        "env_vars": {"TF_USE_LEGACY_KERAS": "1"},
+        "env_vars": {"TF_USE_LEGACY_KERAS": "1", **quiet},
     })
     rl_envs.register_all()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     runners = args.num_env_runners if args.num_env_runners is not None else max(0, cpus - 1)
-    where = results_dir(args)
-    name = args.name or f"{args.run}_{args.env}_{args.framework}"
+    if chain:
+        where = os.path.join(chain, "links")
+        name = rl_chain.start_link(chain, scheduler_job(), restore, resumed_at)
+        print(f"train_ppo.py: experiment {chain}: link {name}, "
+              + (f"resuming after iteration {resumed_at} from {restore}" if restore
+                 else "starting fresh"), flush=True)
+    else:
+        where = results_dir(args)
+        name = args.name or f"{args.run}_{args.env}_{args.framework}"
     os.makedirs(where, exist_ok=True)
     placement_file = os.path.join(where, f"{name}.placement.txt")
     print(f"train_ppo.py: {args.run} on {args.env} with {args.framework}, "
@@ -259,23 +381,33 @@ def main(argv: Optional[List[str]] = None) -> int:
                                           args.stop_reward)
     analysis = tune.run(
         args.run, config=build_config(args, runners, placement_file), stop=stopper,
-        callbacks=[catch_signals],
-        storage_path=where, name=name, restore=args.restore, verbose=1,
+        callbacks=[catch_signals, progress_callback(args.verbose, chain, name, resumed_at + 1)],
+        storage_path=where, name=name, restore=restore, verbose=1 if args.verbose else 0,
         checkpoint_config=rl_versions.checkpoint_config()(
             checkpoint_frequency=args.checkpoint_frequency, checkpoint_at_end=True,
             num_to_keep=args.checkpoint_to_keep,
             checkpoint_score_attribute=RETURN_KEYS[0],
             checkpoint_score_order="max"),
         raise_on_failed_trial=False)
+    catch_early_signals()
     trial = analysis.trials[0]
     last = trial.last_result or {}
     checkpoint = trial.checkpoint.path if trial.checkpoint else None
+    met = stopper.met(last) if trial.status == "TERMINATED" else None
     print(f"train_ppo.py: {trial.status} after {last.get('training_iteration')} iteration(s), "
           f"{first(last, STEP_KEYS)} env steps, mean return {first(last, RETURN_KEYS)}",
           flush=True)
     print(f"train_ppo.py: results: {trial.path}", flush=True)
     print(f"train_ppo.py: last checkpoint: {checkpoint}", flush=True)
-    if stopper.signal is not None:
+    if chain:
+        why = met or (f"stopped by {signal.Signals(stopper.signal).name}"
+                      if stopper.signal is not None else f"trial {trial.status}")
+        rl_chain.finish_link(chain, done=met is not None, why=why,
+                             iteration=last.get("training_iteration"))
+        print(f"train_ppo.py: experiment {chain}: "
+              + ("done: " + met if met else f"not done ({why}); the next job with the same "
+                 "--experiment-dir continues it"), flush=True)
+    elif stopper.signal is not None:
         print(f"train_ppo.py: resume with --restore {checkpoint}", flush=True)
     return 0 if trial.status == "TERMINATED" else 1
 

@@ -178,6 +178,21 @@ class LocalSlurm:
                     env={**os.environ, **self.env})
         return bool(done.stdout.strip())
 
+    def queue(self) -> List[str]:
+        """The ids of every job pending or running."""
+        done = _run(["squeue", "-h", "-o", "%i"], env={**os.environ, **self.env})
+        return done.stdout.split()
+
+    def wait_for_empty_queue(self, timeout: float) -> None:
+        """Until no job is pending or running (a chain queues its own links)."""
+        deadline = time.monotonic() + timeout
+        while self.queue():
+            if time.monotonic() > deadline:
+                for job_id in self.queue():
+                    self.scancel(job_id, "--signal=KILL")
+                raise AssertionError(f"Slurm jobs still queued after {timeout}s")
+            time.sleep(1)
+
     def wait(self, job_id: str, timeout: float) -> Dict[str, str]:
         """Wait for the job to end; its final record (JobState, ExitCode, ...)."""
         deadline = time.monotonic() + timeout

@@ -9,11 +9,15 @@ script also has to parse (`bash -n`)."""
 import os
 import re
 import subprocess
+import sys
 
 import psutil
 import pytest
 
 from jobs import MPIRUN, PYTHON, ROOT, assert_nothing_left
+
+sys.path.insert(0, os.path.join(ROOT, "drivers"))
+import rl_chain  # noqa: E402
 
 JOBS = os.path.join(ROOT, "jobs")
 STANDINS = os.path.join(ROOT, "tests", "gpu_standins")
@@ -41,6 +45,18 @@ exec {mpirun} --oversubscribe -np "$n" sh -c \
     'export PALS_RANKID=$OMPI_COMM_WORLD_RANK PALS_LOCAL_RANKID=$OMPI_COMM_WORLD_LOCAL_RANK
      exec "$@"' sh "$@"
 """
+# PBS's queue commands for the chain script: qsub queues 4243.pbs01, 4244.pbs01...
+QSUB = """#!/bin/bash
+echo "$0 $*" >> "$STUB_LOG"
+n=$(( $(cat "$STUB_LOG.jobs" 2>/dev/null || echo 4242) + 1 )); echo "$n" > "$STUB_LOG.jobs"
+echo "$n.pbs01"
+"""
+QDEL = """#!/bin/bash
+echo "$0 $*" >> "$STUB_LOG"
+"""
+QSTAT = """#!/bin/bash
+echo "    Resource_List.walltime = $STUB_WALLTIME"
+"""
 # srun inside the batch script: its tasks get the batch's Slurm variables.
 SRUN = """#!/bin/bash
 echo "$0 $*" >> "$STUB_LOG"
@@ -61,7 +77,8 @@ def stubs(tmp_path):
     """A fake venv whose activate puts the stub launchers first on PATH."""
     bin_dir = tmp_path / "venv" / "bin"
     bin_dir.mkdir(parents=True)
-    for name, text in (("aprun", APRUN), ("mpiexec", MPIEXEC), ("srun", SRUN)):
+    for name, text in (("aprun", APRUN), ("mpiexec", MPIEXEC), ("srun", SRUN),
+                       ("qsub", QSUB), ("qdel", QDEL), ("qstat", QSTAT)):
         path = bin_dir / name
         path.write_text(text.format(mpirun=MPIRUN))
         path.chmod(0o755)
@@ -157,3 +174,39 @@ def test_pbs_intel_gpu_script_on_a_stub_aurora(jobs, stubs):
         in result.stdout
     assert "CPUs 2 (OMP_NUM_THREADS=1 x 2 tasks (PBS NCPUS=208))" in result.stdout
     assert "in PBS job 5151" in result.stdout
+
+
+def test_pbs_chain_script_warns_queues_the_next_link_and_resumes(jobs, stubs, tmp_path):
+    """PBS has no walltime warning: the script sends USR1 itself WARNING
+    seconds before the walltime qstat reports. Link 1 queues link 2
+    (afterany), is warned, checkpoints and leaves the chain to it; link 2
+    resumes and meets the criterion, so it deletes the link it queued (4244)."""
+    experiment = tmp_path / "experiment"
+    chain = {**stubs, "PBS_JOBID": "4242.pbs01", "NCPUS": "64", "PER_NODE": "2", "DEPTH": "1",
+             "EXPERIMENT": str(experiment), "STOP_ITERS": "1000", "STUB_WALLTIME": "00:01:00",
+             "WARNING": "35", "EXTRA_ARGS": "--train-batch-size 400 --minibatch-size 64 "
+                                           "--num-epochs 1 --checkpoint-frequency 0"}
+    script = ["bash", os.path.join(JOBS, "pbs_chain.sh")]
+    first = jobs.launch(script, chain).wait(300)
+    assert first.returncode == 0, first.output
+    with open(stubs["STUB_LOG"]) as handle:
+        log = handle.read()
+    assert (f"qsub -V -W depend=afterany:4242.pbs01 -v EXPERIMENT={experiment},LINK=2 "
+            "jobs/pbs_chain.sh") in log
+    assert "the walltime warning (USR1) after 25s" in first.stdout
+    assert "walltime warning (USR1): asking the driver" in first.stdout
+    assert "train_ppo.py: got SIGUSR1" in first.stdout
+    assert "chain: not done; job 4243.pbs01 continues it" in first.stdout
+    assert "qdel" not in log
+    assert_nothing_left(first)
+    done = rl_chain.read(str(experiment))["links"][0]["last_iteration"]
+
+    second = jobs.launch(script, {**chain, "PBS_JOBID": "4243.pbs01", "LINK": "2",
+                                  "STOP_ITERS": str(done + 1),
+                                  "STUB_WALLTIME": "01:00:00"}).wait(300)
+    assert second.returncode == 0, second.output
+    assert f"resuming after iteration {done}" in second.stdout
+    assert f"chain: done after 2 link(s); experiment folder: {experiment}" in second.stdout
+    with open(stubs["STUB_LOG"]) as handle:
+        assert re.search(r"qdel 4244\.pbs01$", handle.read(), re.M)
+    assert_nothing_left(second)

@@ -4,9 +4,12 @@
 Jobs run in the test's marked environment (sbatch and srun pass it on), so
 `leftovers` finds anything they leave."""
 
+import csv
 import glob
+import json
 import os
 import re
+import subprocess
 import time
 
 import pytest
@@ -17,6 +20,8 @@ from jobs import DRIVER, PYTHON, ROOT, assert_nothing_left, leftovers
 from local_slurm import LocalSlurm, unavailable
 
 SCRIPT = os.path.join(ROOT, "jobs", "slurm_cpu.sbatch")
+CHAIN = os.path.join(ROOT, "jobs", "slurm_chain.sbatch")
+PLOT = os.path.join(ROOT, "drivers", "plot_rewards.py")
 VENV = os.path.dirname(os.path.dirname(PYTHON))
 # 2 tasks x 1 CPU on the one node: one Ray node with 2 CPUs (1 env runner).
 SIZE = ["-N", "1", "--ntasks-per-node=2", "--cpus-per-task=1"]
@@ -153,4 +158,107 @@ def test_walltime_warning_reaches_the_driver(jobs, slurm, tmp_path):
     assert "train_ppo.py: got SIGUSR1: saving a checkpoint" in output
     assert "resume with --restore" in output
     assert glob.glob(os.path.join(run_dir(output), "results", "*", "*", "checkpoint_*"))
+    assert_job_left_nothing(job)
+
+
+# ------------------------------------------------------------- chained jobs
+def submit_chain(jobs, slurm, tmp_path, stop_iters, extra=""):
+    """jobs/slurm_chain.sbatch, each link limited to 5 minutes (Slurm's
+    own warning, 30 s before that, never comes: the test warns each link)."""
+    experiment = tmp_path / "experiment"
+    mark, env, _ = jobs.new_job({
+        "START_RAY_NODE_PER_RANK": "0", "VENV": VENV, "FRAMEWORK": "torch",
+        "STOP_ITERS": str(stop_iters), "TRAIN_BATCH_SIZE": "1000", "MAX_LINKS": "6",
+        "EXTRA_ARGS": f"--minibatch-size 128 --num-epochs 1 {extra}",
+        "EXPERIMENT": str(experiment), "SBATCH_TIMELIMIT": "5", "SBATCH_SIGNAL": "B:USR1@30",
+        "SBATCH_OUTPUT": f"{tmp_path}/slurm-%j.out"})
+    before = found_by.snapshot()
+    first = slurm.sbatch(CHAIN, SIZE, env, ROOT)
+    return first, (mark, before), str(experiment)
+
+
+def warn_each_link(slurm, experiment, after, timeout):
+    """What the script's `#SBATCH --signal=B:USR1@600` does at each link's
+    warning time, done once the link has trained `after` iterations (Slurm
+    sends it up to a minute early, too coarse for a test): USR1 to the batch
+    shell (scancel --batch). Returns when no job is queued."""
+    warned = set()
+    deadline = time.monotonic() + timeout
+    while slurm.queue():
+        assert time.monotonic() < deadline, f"the chain still runs after {timeout}s"
+        trained = {}
+        if os.path.exists(os.path.join(experiment, "progress.csv")):
+            with open(os.path.join(experiment, "progress.csv"), newline="") as handle:
+                for row in csv.DictReader(handle):
+                    job_id = row["link"].split("-", 1)[1]
+                    trained[job_id] = trained.get(job_id, 0) + 1
+        for job_id, count in trained.items():
+            if count >= after and job_id not in warned and slurm.running(job_id):
+                slurm.scancel(job_id, "--batch", "--signal=USR1")
+                warned.add(job_id)
+        time.sleep(0.5)
+
+
+def link_outputs(tmp_path):
+    """(job id, output) of every link that ran, in order."""
+    found = glob.glob(os.path.join(tmp_path, "slurm-*.out"))
+    ids = sorted(int(re.search(r"slurm-(\d+)\.out", path).group(1)) for path in found)
+    return [(str(i), read(os.path.join(tmp_path, f"slurm-{i}.out"))) for i in ids]
+
+
+def test_a_chain_of_jobs_trains_to_its_stop_criterion(jobs, slurm, tmp_path):
+    """Each link is warned after 2 iterations, so 8 do not fit in one: the
+    chain queues the next link itself, each link resumes from the last one's
+    checkpoint, and the iterations go on with no gap and no repeat."""
+    assert "#SBATCH --signal=B:USR1@" in read(CHAIN)
+    first, job, experiment = submit_chain(jobs, slurm, tmp_path, stop_iters=8)
+    warn_each_link(slurm, experiment, after=2, timeout=600)
+    links = link_outputs(tmp_path)
+    with open(os.path.join(experiment, "chain.json")) as handle:
+        chain = json.load(handle)
+    assert len(links) >= 2, (chain, links and links[0][1])
+    for job_id, output in links:
+        record = slurm.record(job_id)
+        assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", output
+        assert "none left" in output
+    for job_id, output in links[:-1]:
+        assert "walltime warning (USR1)" in output and "chain: not done; job" in output
+    last = links[-1][1]
+    assert f"chain: done after {len(links)} link(s); experiment folder: {experiment}" in last
+    assert "train_ppo.py: experiment" in last and "done: --stop-iters 8 reached" in last
+    # The link queued after the last one was cancelled: it never ran.
+    queued = re.search(r"cancelled the queued link \(job (\d+)\)", last).group(1)
+    assert slurm.record(queued)["JobState"] == "CANCELLED"
+    assert "resuming after iteration" in links[1][1]
+    # One progress.csv for the whole chain: 1..8, each link continuing.
+    with open(os.path.join(experiment, "progress.csv"), newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(row["training_iteration"]) for row in rows] == list(range(1, 9))
+    assert len({row["link"] for row in rows}) == len(links)
+    steps = [float(row["num_env_steps_sampled_lifetime"]) for row in rows]
+    assert steps == sorted(steps) and steps[-1] == 8000, "env steps go on across jobs"
+    assert chain["done"] and [link["job"] for link in chain["links"]] == \
+        [job_id for job_id, _ in links]
+    assert len(glob.glob(os.path.join(experiment, "tensorboard", "events.out.tfevents.*"))) \
+        == len(links)
+    plot = subprocess.run([PYTHON, PLOT, experiment, "-o", str(tmp_path / "chain.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert plot.returncode == 0, plot.stderr
+    assert f"1 run(s), {len(links)} job(s) of chained runs marked" in plot.stdout
+    assert_job_left_nothing(job)
+
+
+def test_a_link_that_fails_ends_the_chain(jobs, slurm, tmp_path):
+    """A real failure (here the driver's exit 2 for bad input), not the
+    walltime: the queued link is cancelled instead of looping."""
+    first, job, experiment = submit_chain(jobs, slurm, tmp_path, stop_iters=8,
+                                          extra="--env NoSuchEnv-v9")
+    slurm.wait_for_empty_queue(timeout=300)
+    (job_id, output), = link_outputs(tmp_path)
+    assert job_id == first
+    record = slurm.record(first)
+    assert record["JobState"] == "FAILED" and record["ExitCode"] == "2:0", output
+    assert "chain: link 1 failed (status 2): the chain ends here" in output
+    queued = re.search(r"cancelled the queued link \(job (\d+)\)", output).group(1)
+    assert slurm.record(queued)["JobState"] == "CANCELLED"
     assert_job_left_nothing(job)

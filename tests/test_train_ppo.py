@@ -63,12 +63,17 @@ def test_trains_checkpoints_restores_and_plots(jobs, tmp_path, framework, env):
     assert saved, "a checkpoint was written"
     assert len(placement_nodes(first, name)) == 2, "env runners ran on both Ray nodes"
     assert f"results: {first}" in result.stdout
+    # One line per iteration, no tables, no worker start-up logs.
+    assert "train_ppo.py: iteration 2: 800 env steps, mean return" in result.stdout
+    assert "Configuration for experiment" not in result.output
+    assert "Trial status" not in result.output
 
-    # Restoring goes on from the checkpoint's iteration.
+    # Restoring goes on from the checkpoint's iteration; --verbose: Tune's tables.
     second = tmp_path / "second"
-    train(jobs, second, "--framework", framework, "--env", env, *SHORT[2:],
-          "--stop-iters", "3", "--restore", saved[-1])
+    result = train(jobs, second, "--framework", framework, "--env", env, *SHORT[2:],
+                   "--stop-iters", "3", "--restore", saved[-1], "--verbose")
     assert [int(row["training_iteration"]) for row in progress(second, name)] == [3]
+    assert "Configuration for experiment" in result.output
 
     png = tmp_path / "rewards.png"
     plot = subprocess.run([PYTHON, PLOT, str(first), str(second), "-o", str(png)],
@@ -81,6 +86,7 @@ def test_trains_checkpoints_restores_and_plots(jobs, tmp_path, framework, env):
     (["--env", "NoSuchEnv-v9"], "unknown environment 'NoSuchEnv-v9'"),
     (["--framework", "jax"], "argument --framework: invalid choice: 'jax'"),
     ([], "give at least one of --stop-iters"),
+    (["--restore", "x", "--experiment-dir", "y"], "--restore and --experiment-dir: give one"),
 ])
 def test_bad_input_is_one_clear_error(args, message):
     stop = [] if not args else ["--stop-iters", "1"]
