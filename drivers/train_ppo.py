@@ -53,6 +53,8 @@ import rl_envs  # noqa: E402
 import rl_versions  # noqa: E402
 from rl_metrics import RETURN_KEYS, STEP_KEYS  # noqa: E402
 
+from start_ray import launcher  # noqa: E402  (the batch job's id names a chain's links)
+
 FRAMEWORK_PACKAGES = {"tf2": ("tensorflow", "tf_keras"), "torch": ("torch",)}
 
 
@@ -261,14 +263,6 @@ def progress_callback(verbose: bool, chain: Optional[str], link: str, first_iter
     return Progress()
 
 
-def scheduler_job() -> Optional[str]:
-    """The batch job's id (it names the chain's links)."""
-    for name in ("SLURM_JOB_ID", "PBS_JOBID", "COBALT_JOBID", "LSB_JOBID"):
-        if os.environ.get(name):
-            return os.environ[name].split(".")[0]
-    return None
-
-
 def placement_callbacks(path: str):
     """RLlib callbacks recording where each env runner's environment lives."""
     def record(env_runner: Any) -> None:
@@ -364,7 +358,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     runners = args.num_env_runners if args.num_env_runners is not None else max(0, cpus - 1)
     if chain:
         where = os.path.join(chain, "links")
-        name = rl_chain.start_link(chain, scheduler_job(), restore, resumed_at)
+        name = rl_chain.start_link(chain, launcher.job_id(), restore, resumed_at)
         print(f"train_ppo.py: experiment {chain}: link {name}, "
               + (f"resuming after iteration {resumed_at} from {restore}" if restore
                  else "starting fresh"), flush=True)
