@@ -231,7 +231,7 @@ class HeadRank(Role):
             return
         self.log.info("stopping Ray on all %d ranks", self.agreed.size)
         for rank in range(1, self.agreed.size):
-            self.channel.send(rank, Stop(status))
+            self.channel.send(rank, Stop(status, together=not self.lost))
         self.collect_done(deadline)
 
     def collect_done(self, deadline: float) -> None:
@@ -255,6 +255,13 @@ class HeadRank(Role):
         """The ranks served by lost nodes (a lost host takes all its ranks)."""
         return {rank for node in self.agreed.nodes if node.rank in self.lost
                 for rank in node.ranks}
+
+    def leave_by(self, latest: float) -> Optional[float]:
+        """When every other rank reported its teardown and none was lost,
+        they are all about to wait for rank 0: a short wait."""
+        if self.agreed.size == 1 or self.lost or not self.reports.keys() >= self.others():
+            return None
+        return time.monotonic() + LOST_RANK_PATIENCE
 
     def report(self, teardown: Teardown) -> None:
         """One line on how the whole job's teardown went; then summary.txt."""

@@ -48,13 +48,11 @@ from .head_rank import HeadRank
 from .messages import Stop
 from .options import Options
 from .owned import JOB_MARKER, OwnedProcesses  # noqa: F401  (importable here)
-from .role import Role, Teardown
+from .role import REPORT_SLACK, Role, Teardown
 from .signals import SignalInbox
 from .worker_rank import WorkerRank
 
 Payload = Callable[[ClusterInfo, SignalInbox, Callable[[], None]], int]
-# Teardown reports may take this long past the stop timeout (a busy rank).
-REPORT_SLACK = 15.0
 
 
 def run(options: Options, payload: Payload, comm: Any = None,
@@ -169,6 +167,10 @@ class Job:
         self.own.finish(clean=(not failed or copied) and not left)
         if self.rank == 0:
             self.log.info("exit status %d", status)
+        # Leave together: rank 0 may still be stopping its head when the others are done.
+        leave_by = self.role.leave_by(report_by + self.options.stop_timeout + REPORT_SLACK)
+        if leave_by is not None and not self.channel.part(leave_by):
+            self.log.debug("not every rank came to the end of the job; exiting anyway")
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:

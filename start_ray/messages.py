@@ -66,6 +66,7 @@ class Stop:
 
     tag: ClassVar[int] = STOP
     status: int
+    together: bool = True  # every rank is there to leave together (Channel.part)
 
 
 Report = Union[Joined, Failed, Lost, Done]

@@ -89,7 +89,13 @@ class OwnedProcesses:
     def stop(self) -> Tuple[int, List[str]]:
         """Stop every process this rank started (all but the watchdog, which
         outlives them): how many there were, and `pid name` of those still
-        running, in our tree, or anywhere in our sessions or with our marker."""
+        running, in our tree, or anywhere in our sessions or with our marker.
+
+        A rank that started nothing (it shares its host's node) has nothing
+        to look for: with 128 ranks on a host, each scanning every process
+        made the teardown grow with the square of the ranks per host."""
+        if self.watchdog is None and not self.sessions:
+            return 0, []
         keep = {self.watchdog.pid} if self.watchdog else set()
         stopped = len(proctree.descendants()) - len(keep)
         leaders = [self.node.process.pid] if self.node is not None else []

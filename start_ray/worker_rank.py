@@ -150,6 +150,13 @@ class WorkerRank(Role):
 
         wait_until(check, self.options.poll_interval)
 
+    def leave_by(self, latest: float) -> Optional[float]:
+        """After rank 0's Stop (unless a rank is lost): until rank 0 too has
+        stopped its processes, which it does after hearing from everyone."""
+        if self.stop_message is None or not self.stop_message.together:
+            return None
+        return latest
+
     def report(self, teardown: Teardown) -> None:
         """Tell rank 0 how this rank's teardown went."""
         self.channel.send(0, Done(teardown.stopped, ", ".join(teardown.left)))

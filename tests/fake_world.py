@@ -232,6 +232,14 @@ class FakeChannel:
     def flush(self, deadline: float) -> bool:
         return True
 
+    def part(self, deadline: float) -> bool:
+        with self.world.lock:
+            self.world.parting.add(self.rank)
+            self.world.lock.notify_all()
+            return self.world.lock.wait_for(
+                lambda: len(self.world.parting) == self.size or self.world.aborted is not None,
+                min(WAIT, max(0.0, deadline - time.monotonic())))
+
     def abort(self, status: int) -> None:
         with self.world.lock:
             self.world.aborted = status
@@ -251,6 +259,7 @@ class World:
         self.mail: Dict[Tuple[int, int], List[Tuple[int, bytes]]] = {}
         self.aborted: Optional[int] = None
         self.muted: Set[int] = set()
+        self.parting: Set[int] = set()  # ranks waiting in Channel.part
         self.events: List[Tuple[float, int, str]] = []
         self.agreed: Dict[int, Any] = {}
         self.owned: Dict[int, FakeProcesses] = {}
