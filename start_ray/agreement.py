@@ -39,6 +39,10 @@ class Plan:
     grace_note: str = ""  # why the grace is shorter than --grace, if it is
 
 
+# Up to this many ranks are named one by one in a log line; more are grouped.
+NAMED_ONE_BY_ONE = 8
+
+
 @dataclasses.dataclass(frozen=True)
 class Agreement:
     """The plan, the placement and the run folder, as this rank sees them."""
@@ -71,7 +75,11 @@ class Agreement:
         return f"{self.plan.job_tag}/{self.rank}"
 
     def name_ranks(self, ranks: List[int]) -> str:
-        """`rank 3 (host-b), rank 5 (host-c)` for log lines."""
+        """`rank 3 (host-b), rank 5 (host-c)` for log lines; for many,
+        `40 ranks (4-160 every 4) on nid[002-041]`, one line at any size."""
+        if len(ranks) > NAMED_ONE_BY_ONE:
+            return (f"{len(ranks)} ranks ({logs.compact(ranks)}) on " +
+                    logs.hostlist([self.hosts[r] for r in ranks if r < len(self.hosts)]))
         return ", ".join(f"rank {r} ({self.hosts[r] if r < len(self.hosts) else '?'})"
                          for r in ranks)
 

@@ -15,12 +15,13 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional, Set
 
-from . import raynode, summary
+from . import join_slots, raynode, summary
 from .cluster_state import ClusterInfo, NodeInfo, NodeTable, summarize, total_resources
 from .errors import JobError
 from .handshake import wait_until
 from .logs import level_for
-from .messages import REPORT, Done, Failed, HeadRecord, Joined, Lost, Message, Stop
+from .join_slots import JoinSlots
+from .messages import REPORT, Done, Failed, Go, HeadRecord, Joined, Lost, Message, Stop
 from .raynode import RayNode
 from .role import Role, Teardown
 
@@ -28,6 +29,33 @@ from .role import Role, Teardown
 NODE_WATCH_INTERVAL = 2.0
 # How long teardown waits for the DONE of ranks whose node was lost (they may be dead).
 LOST_RANK_PATIENCE = 3.0
+# While nodes join: a progress line at most this often, and the slowest joins named.
+PROGRESS_EVERY = 10.0
+SLOWEST_SHOWN = 3
+# Reading the node table costs ~N: while nodes join, it is read at most every
+# N / TABLE_LOOKS_PER_SECOND seconds (1,000 nodes: every 2 s).
+TABLE_LOOKS_PER_SECOND = 500.0
+
+
+def table_interval(nodes: int, poll_interval: float) -> float:
+    return max(poll_interval, nodes / TABLE_LOOKS_PER_SECOND)
+
+
+class Progress:
+    """`312/1000 nodes joined (41 s)`, at most every PROGRESS_EVERY seconds,
+    and only when the count changed: readable at any N."""
+
+    def __init__(self, total: int, started: float, log: Any) -> None:
+        self.total, self.started, self.log = total, started, log
+        self.shown = -1
+        self.next_at = time.monotonic() + PROGRESS_EVERY
+
+    def show(self, joined: int) -> None:
+        now = time.monotonic()
+        if now < self.next_at or joined == self.shown or joined >= self.total:
+            return
+        self.shown, self.next_at = joined, now + PROGRESS_EVERY
+        self.log.info("%d/%d nodes joined (%.0f s)", joined, self.total, now - self.started)
 
 
 class HeadRank(Role):
@@ -39,6 +67,10 @@ class HeadRank(Role):
         self.head_core: List[Any] = []  # the head's gcs_server and raylet, once all are up
         self.lost: Set[int] = set()  # ranks whose Ray node was lost
         self.reports: Dict[int, Done] = {}  # teardown reports by rank
+        self.joins: Dict[int, Joined] = {}  # what each worker rank said when it joined
+        workers = self.agreed.node_ranks[1:]
+        self.slots = JoinSlots(workers, join_slots.slots_for(len(workers),
+                                                             self.options.join_slots))
         self.timeline = summary.Timeline(self.agreed, self.started)
         self._next_look = 0.0
 
@@ -52,13 +84,19 @@ class HeadRank(Role):
                                  "this job's ports can run code as you")
             head = self.own.start_node(raynode.head_args(self.options.dashboard))
             self.table = self.own.node_table()
-            head.wait_started(self.deadline, self.options.poll_interval, self._stopping,
-                              need_address=True)
-            address = head.address()
+            my_node = self.agreed.my_node
+            address = head.wait_address(self.deadline, self.options.poll_interval,
+                                        self._stopping,
+                                        ip=my_node.ip if my_node and my_node.ip_given else None)
         except BaseException as err:
             self.channel.share(HeadRecord(error=f"{type(err).__name__}: {err}"))
             raise
+        # The workers join while the head's raylet starts (the GCS serves already).
         self.channel.share(HeadRecord(address=address))
+        self.log.debug("the head's GCS serves at %s after %.1fs: the workers may join",
+                       address, time.monotonic() - self.started)
+        head.wait_started(self.deadline, self.options.poll_interval, self._start_news,
+                          need_address=True)
         self.timeline.note(0, "head up")
         self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
                       address, time.monotonic() - self.started, head.session_dir())
@@ -77,6 +115,11 @@ class HeadRank(Role):
         self.inbox.raise_if_stopping(walltime_too=True)
         return False
 
+    def _start_news(self) -> bool:
+        """While the head finishes starting: the workers' news too."""
+        self.read_news()
+        return self._stopping()
+
     def log_dashboard(self, head: RayNode) -> None:
         port = raynode.option_value(head.command, "--dashboard-port")
         host = self.agreed.host
@@ -87,22 +130,35 @@ class HeadRank(Role):
                       "in $RAY_AUTH_TOKEN" if self.agreed.plan.auth_token else "")
 
     def wait_for_nodes(self, address: str) -> List[NodeInfo]:
-        """Until every rank's node is alive in the GCS, or the deadline."""
+        """Until every rank's node is alive in the GCS, or the deadline.
+
+        The node table is read every `table_interval` (longer as N grows);
+        when the last worker says it joined, once more at once."""
         planned = self.agreed.nodes
-        if len(planned) > 1:
-            self.log.info("waiting for %d worker node(s) to join (deadline %gs)",
-                          len(planned) - 1, self.options.join_timeout)
+        workers = len(planned) - 1
+        if workers:
+            self.log.info("waiting for %d worker node(s) to join%s (deadline %gs)", workers,
+                          f", {self.slots.slots} at a time" if self.slots.slots < workers
+                          else "", self.options.join_timeout)
         assert self.table is not None
         table = self.table
-        table.watch(address, self.options.poll_interval)
+        table.watch(address, table_interval(len(planned), self.options.poll_interval))
         expected = set(self.agreed.node_ranks)
         alive: Dict[int, NodeInfo] = {}
+        progress = Progress(len(planned), self.started, self.log)
+        asked = False
 
         def all_alive() -> bool:
-            nonlocal alive
+            nonlocal alive, asked
             self.read_news()
             self._stopping()
+            if not asked and len(self.joins) == workers:
+                asked = True
+                table.look_now()
             alive = table.alive_ranks() or {}
+            for rank in alive.keys() - self.slots.done - {0}:
+                self.grant_after(rank)
+            progress.show(len(expected & (alive.keys() | self.joins.keys())))
             return expected <= alive.keys()
 
         if not wait_until(all_alive, self.options.poll_interval, self.deadline):
@@ -121,6 +177,7 @@ class HeadRank(Role):
         self.log.info("Workers are all running! %d node(s) alive after %.1fs: %s",
                       len(nodes), time.monotonic() - self.started,
                       summarize(total_resources(nodes)))
+        self.log_joins(table)
         for node in nodes:
             self.log.log(level_for(len(nodes)), "  node of rank %d on %s (%s): %s",
                          node.rank, node.hostname, node.ip, summarize(node.resources))
@@ -129,6 +186,24 @@ class HeadRank(Role):
                          node.hostname, self.head_ports(address) if node.rank == 0 else "",
                          node.describe_ports())
         return nodes
+
+    def log_joins(self, table: NodeTable) -> None:
+        """The slowest joins, how many joined at once at most, what a look cost."""
+        slowest = sorted(self.joins.items(), key=lambda item: -item[1].elapsed)[:SLOWEST_SHOWN]
+        if len(self.joins) > 1:
+            self.log.info("slowest joins: %s; at most %d node(s) joining at once", "; ".join(
+                f"{self.agreed.name_ranks([rank])} {joined.elapsed:.1f}s (attempt "
+                f"{joined.attempt})" for rank, joined in slowest), self.slots.peak)
+        if table.look_took is not None:
+            self.log.debug("one look at the node table (%d nodes) took %.1f ms",
+                           len(self.agreed.nodes), table.look_took * 1000)
+
+    def grant_after(self, rank: int) -> None:
+        """`rank`'s join ended: its slot goes to the next waiting rank(s)."""
+        for granted in self.slots.finished(rank):
+            self.channel.send(granted, Go())
+            self.log.debug("join slot to rank %d (%d joining)", granted,
+                           len(self.slots.in_flight))
 
     def head_ports(self, address: str) -> str:
         """The head's own ports besides the raylet's: GCS, client server, dashboard."""
@@ -165,9 +240,12 @@ class HeadRank(Role):
                 continue
             where = self.agreed.name_ranks([source])
             if isinstance(message, Joined):
+                self.joins[source] = message
+                self.grant_after(source)
                 self.log.debug("%s joined after %.1fs (attempt %d)", where,
                                message.elapsed, message.attempt)
             elif isinstance(message, Failed):
+                self.grant_after(source)
                 raise JobError(f"{where} could not start its Ray node: {message.error}")
             elif isinstance(message, Lost):
                 self.node_lost(source, message.error)

@@ -39,7 +39,7 @@ import sys
 import time
 from typing import Any, Callable, Iterator, Optional
 
-from . import handshake, launcher, logs
+from . import handshake, launcher, logs, raynode
 from .agreement import Agreement, agree, log_plan
 from .cluster_state import ClusterInfo
 from .errors import (EXIT_FAILURE, EXIT_USAGE, Interrupted, JobError,  # noqa: F401
@@ -63,10 +63,17 @@ def run(options: Options, payload: Payload, comm: Any = None,
     `check` runs on rank 0 before anything starts and raises UsageError for
     bad input; the error then reaches every rank, which all exit with 2.
     """
-    channel = handshake.Channel(comm if comm is not None else handshake.world(),
-                                options.poll_interval)
-    with SignalInbox([options.walltime_signal]) as inbox:
-        return Job(options, channel, inbox).run(payload, check)
+    # Ray's imports while MPI starts, on the ranks likely to start a node.
+    ready = raynode.ReadyRay.early(options.ray_command, options.node_per_rank,
+                                   [options.walltime_signal])
+    try:
+        channel = handshake.Channel(comm if comm is not None else handshake.world(),
+                                    options.poll_interval)
+        with SignalInbox([options.walltime_signal]) as inbox:
+            return Job(options, channel, inbox, ready=ready).run(payload, check)
+    finally:
+        if ready is not None and ready.process.poll() is None and not ready.used:
+            ready.discard()
 
 
 class Job:
@@ -79,7 +86,8 @@ class Job:
 
     def __init__(self, options: Options, channel: Any, inbox: SignalInbox,
                  own: Callable[..., Any] = OwnedProcesses,
-                 log_name: str = logs.LOGGER_NAME) -> None:
+                 log_name: str = logs.LOGGER_NAME,
+                 ready: Optional[raynode.ReadyRay] = None) -> None:
         self.options = options
         self.channel = channel
         self.inbox = inbox
@@ -93,6 +101,7 @@ class Job:
         self.role: Optional[Role] = None  # HeadRank on rank 0, else WorkerRank
         self.status = EXIT_FAILURE  # this rank's exit status, once ended
         self.failure: Optional[str] = None
+        self.ready = ready  # a `ray` started before MPI, for this rank's node
         self._ended = False
 
     def run(self, payload: Payload, check: Callable[[], None] = lambda: None) -> int:
@@ -132,6 +141,10 @@ class Job:
             # 2. Own: nothing this rank starts may escape unseen.
             if agreed.my_node is not None:
                 self.own.set_up()
+                if self.ready is not None:
+                    self.own.adopt(self.ready)
+            elif self.ready is not None:
+                self.ready.discard()
             # 3. Start: rank 0 brings the cluster up; the others join and serve.
             if isinstance(self.role, HeadRank):
                 return self.role.bring_up()

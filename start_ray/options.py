@@ -128,6 +128,10 @@ SPECS: List[Spec] = [
     Spec("join_timeout", _positive_float, 300.0, "SECONDS",
          "deadline for the head to start and every node to join; failed joins "
          "are retried with backoff until then (default: %(default)s)"),
+    Spec("join_slots", _positive_int, None, "N",
+         "at most N Ray nodes join (register with the head) at once; the others "
+         "wait for a free slot (default: all up to 16 nodes, else 4 x sqrt(nodes), "
+         "at most 128)"),
     Spec("stop_timeout", _positive_float, 10.0, "SECONDS",
          "how long Ray processes get to exit after SIGTERM at teardown before "
          "SIGKILL (default: %(default)s)"),
@@ -191,6 +195,7 @@ class Options:
     node_per_rank: bool = False
     interface: Optional[str] = None
     join_timeout: float = 300.0
+    join_slots: Optional[int] = None
     stop_timeout: float = 10.0
     grace: float = 30.0
     walltime_signal: int = signal.SIGUSR1.value

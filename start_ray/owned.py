@@ -38,6 +38,7 @@ class OwnedProcesses:
         self.watchdog: Optional[watchdog.Watchdog] = None
         self.temp_dir: Optional[str] = None
         self.node: Optional[RayNode] = None
+        self.ready: Optional[raynode.ReadyRay] = None  # `ray` imported ahead, unused yet
 
     def set_up(self) -> None:
         """Before the rank's first child: nothing it starts can escape unseen."""
@@ -69,8 +70,21 @@ class OwnedProcesses:
         env.pop("RAY_ADDRESS", None)
         return auth.apply(env, self.agreed.plan.auth_token)
 
+    def adopt(self, ready: raynode.ReadyRay) -> None:
+        """A `ray` started before MPI (and before set_up): its session is
+        ours like any other, and it serves this rank's first `ray start`."""
+        proctree.announce(ready.process.pid)
+        self.ready = ready
+
+    def prepare_node(self) -> None:
+        """While the head starts: a `ray` with its imports done, for this
+        rank's first `ray start` (raynode.ReadyRay)."""
+        if self.ready is None and raynode.ReadyRay.possible(self.options.ray_command):
+            self.ready = raynode.ReadyRay(self.ray_env(), [self.options.walltime_signal])
+
     def start_node(self, role_args: List[str]) -> RayNode:
-        """`ray start ROLE_ARGS --block` with this rank's node plan."""
+        """`ray start ROLE_ARGS --block` with this rank's node plan (in the
+        `ray` prepared ahead, if there is one)."""
         my_node = self.agreed.my_node
         assert self.temp_dir is not None and my_node is not None
         args = raynode.common_args(self.temp_dir, self.agreed.rank,
@@ -78,8 +92,9 @@ class OwnedProcesses:
         env = self.ray_env()
         # Ray's processes ignore the walltime signal: it is for the driver,
         # but Slurm hands it to every process of the job.
+        ready, self.ready = self.ready, None
         self.node = RayNode(role_args + args, env, self.temp_dir, self.options.ray_command,
-                            ignored_signals=[self.options.walltime_signal])
+                            ignored_signals=[self.options.walltime_signal], ready=ready)
         return self.node
 
     def node_table(self) -> NodeTable:
@@ -98,7 +113,7 @@ class OwnedProcesses:
             return 0, []
         keep = {self.watchdog.pid} if self.watchdog else set()
         stopped = len(proctree.descendants()) - len(keep)
-        leaders = [self.node.process.pid] if self.node is not None else []
+        leaders = [self.node.process.pid] if self.node is not None and self.node.started else []
         left = proctree.stop_descendants(self.options.stop_timeout, exclude=keep,
                                          leaders=leaders)
         left += [p for p in proctree.owned(JOB_MARKER, self.agreed.marker, self.sessions)

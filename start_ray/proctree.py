@@ -243,11 +243,17 @@ def popen(cmd: Sequence[str], ignored_signals: Sequence[int] = (),
     dying with the rank (PR_SET_PDEATHSIG), announced to the listeners."""
     process = subprocess.Popen(list(cmd), start_new_session=True,
                                preexec_fn=die_with_parent(ignored_signals), **kwargs)
-    began = start_time(process.pid)
+    announce(process.pid)
+    return process
+
+
+def announce(leader: int) -> None:
+    """Tell the listeners of the session `leader` leads (started by `popen`;
+    again later for one started before they listened)."""
+    began = start_time(leader)
     if began is not None:
         for listener in list(_LISTENERS):
-            listener(process.pid, began)
-    return process
+            listener(leader, began)
 
 
 def names(procs: List[psutil.Process]) -> List[str]:

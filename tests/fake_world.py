@@ -87,6 +87,17 @@ class FakeNode:
         self.up = True
         self.world.event(self.rank, "node up")
 
+    def wait_address(self, deadline: float, interval: float,
+                     interrupted: Callable[[], bool] = lambda: False,
+                     ip: Optional[str] = None) -> str:
+        """The GCS serves at once; a head scripted to fail or hang does so
+        before its GCS serves."""
+        script = self.world.scripts.get(self.rank, Script())
+        if script.failed_starts >= self.attempt or script.hangs:
+            self.wait_started(deadline, interval, interrupted)
+        self.world.event(self.rank, "address known")
+        return self.address()
+
     def alive(self) -> bool:
         return self.returncode is None
 
@@ -113,7 +124,12 @@ class FakeTable:
     def __init__(self, world: "World") -> None:
         self.world = world
 
+    look_took = None
+
     def watch(self, address: str, interval: float) -> None:
+        pass
+
+    def look_now(self) -> None:
         pass
 
     def alive_ranks(self) -> Dict[int, NodeInfo]:
@@ -144,6 +160,9 @@ class FakeProcesses:
 
     def ray_env(self) -> Dict[str, str]:
         return {"FAKE_RAY_ENV": "1"}
+
+    def prepare_node(self) -> None:
+        self.world.event(self.rank, "prepared")
 
     def start_node(self, role_args: List[str]) -> FakeNode:
         node = FakeNode(self.world, self.rank, len(self.nodes) + 1, "--head" in role_args)
