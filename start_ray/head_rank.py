@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional, Set
 
-from . import join_slots, raynode, summary
+from . import join_slots, raynode, resources, summary
 from .cluster_state import ClusterInfo, NodeInfo, NodeTable, summarize, total_resources
 from .errors import JobError
 from .handshake import wait_until
@@ -82,6 +82,10 @@ class HeadRank(Role):
             if self.options.no_auth:
                 self.log.warning("authentication is OFF (--no-auth): anyone who can reach "
                                  "this job's ports can run code as you")
+            for warning in resources.scale_warnings(
+                    len(self.agreed.nodes), len(set(self.agreed.hosts)),
+                    resources.open_files_limit(), resources.arp_limit()):
+                self.log.warning("%s", warning)
             head = self.own.start_node(raynode.head_args(self.options.dashboard))
             self.table = self.own.node_table()
             my_node = self.agreed.my_node

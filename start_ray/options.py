@@ -111,6 +111,10 @@ SPECS: List[Spec] = [
     Spec("num_cpus", _positive_int, None, "N",
          "CPUs each Ray node offers (default: what the job was given on the host: "
          "Slurm/PBS/ALPS variables, else the ranks' CPU affinity and cgroup quota)"),
+    Spec("head_num_cpus", _non_negative_int, None, "N",
+         "CPUs the head's node offers to Ray's scheduler (default: like every node, "
+         "but 0 in jobs of 32 nodes or more, as Ray's guide advises: the head's GCS "
+         "and the driver keep its CPUs)"),
     Spec("num_gpus", _non_negative_int, None, "N",
          "GPUs each Ray node offers (default: Slurm's GPU variables, else "
          "CUDA_VISIBLE_DEVICES, ROCR/HIP_VISIBLE_DEVICES, ZE_AFFINITY_MASK or "
@@ -191,6 +195,7 @@ class Options:
     """Everything a job needs to know; identical on every rank."""
 
     num_cpus: Optional[int] = None
+    head_num_cpus: Optional[int] = None
     num_gpus: Optional[int] = None
     node_per_rank: bool = False
     interface: Optional[str] = None

@@ -41,6 +41,7 @@ class Script:
     failed_starts: int = 0  # the first N starts end with Ray's error
     hangs: bool = False  # never says it started (until told to give up)
     mute_after_loss: bool = False  # once its node is lost, the rank sends nothing
+    start_seconds: float = 0.0  # how long each start takes
 
 
 class FakeNode:
@@ -78,6 +79,7 @@ class FakeNode:
             raise NodeError("`ray start` exited with status 1: ConnectionError: "
                             "(fake) timed out during startup")
         until = min(deadline, time.monotonic() + WAIT)
+        time.sleep(script.start_seconds)
         while script.hangs:
             if interrupted():
                 raise NodeError("start abandoned: the job is stopping")
