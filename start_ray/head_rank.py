@@ -160,8 +160,6 @@ class HeadRank(Role):
                 asked = True
                 table.look_now()
             alive = table.alive_ranks() or {}
-            for rank in alive.keys() - self.slots.done - {0}:
-                self.grant_after(rank)
             progress.show(len(expected & (alive.keys() | self.joins.keys())))
             return expected <= alive.keys()
 
@@ -193,11 +191,12 @@ class HeadRank(Role):
 
     def log_joins(self, table: NodeTable) -> None:
         """The slowest joins, how many joined at once at most, what a look cost."""
-        slowest = sorted(self.joins.items(), key=lambda item: -item[1].elapsed)[:SLOWEST_SHOWN]
+        slowest = sorted(self.joins.items(), key=lambda item: -item[1].took)[:SLOWEST_SHOWN]
         if len(self.joins) > 1:
             self.log.info("slowest joins: %s; at most %d node(s) joining at once", "; ".join(
-                f"{self.agreed.name_ranks([rank])} {joined.elapsed:.1f}s (attempt "
-                f"{joined.attempt})" for rank, joined in slowest), self.slots.peak)
+                f"{self.agreed.name_ranks([rank])} {joined.took:.1f}s (attempt "
+                f"{joined.attempt}, up {joined.elapsed:.1f}s after its start)"
+                for rank, joined in slowest), self.slots.peak)
         if table.look_took is not None:
             self.log.debug("one look at the node table (%d nodes) took %.1f ms",
                            len(self.agreed.nodes), table.look_took * 1000)

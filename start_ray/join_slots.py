@@ -4,12 +4,13 @@ Hundreds of raylets registering at the same moment have hung a GCS
 (ray-project/ray#30113), and on a small machine parallel joins time out.
 So at most SLOTS nodes are joining at any moment: the first SLOTS worker
 nodes (in rank order) start at once without asking; each of the others
-waits for rank 0's Go, which rank 0 sends when a join ends (the node
-joined, or its rank gave up). A rank keeps its slot through its retries.
+waits for rank 0's Go, which rank 0 sends when a join ends: the rank says
+its node joined (`ray start` printed that it runs, which comes after the
+GCS registered the node), or that it gave up. A rank keeps its slot through
+its retries.
 
     workers:   first SLOTS join at once ... the rest wait for Go
-    rank 0:    Joined/Failed from rank r (or r alive in the GCS)
-               -> Go to the next waiting rank
+    rank 0:    Joined/Failed from rank r  ->  Go to the next waiting rank
 """
 
 from __future__ import annotations
@@ -51,14 +52,12 @@ class JoinSlots:
         self.peak = len(self.in_flight)
 
     def finished(self, rank: int) -> List[int]:
-        """`rank`'s join ended (joined, failed, or seen alive): the ranks
-        that may join now (rank 0 sends each a Go)."""
+        """`rank`'s join ended (joined or failed): the ranks that may join
+        now (rank 0 sends each a Go)."""
         if rank in self.done:
             return []
         self.done.add(rank)
         self.in_flight.discard(rank)
-        if rank in self.waiting:  # alive before its Go (never so here, but harmless)
-            self.waiting.remove(rank)
         granted = []
         while self.waiting and len(self.in_flight) < self.slots:
             nxt = self.waiting.popleft()

@@ -35,6 +35,7 @@ class Joined:
     tag: ClassVar[int] = REPORT
     attempt: int
     elapsed: float  # seconds since the rank started
+    took: float = 0.0  # seconds from its first `ray start` (after its join slot)
 
 
 @dataclasses.dataclass(frozen=True)

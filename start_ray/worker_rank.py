@@ -88,13 +88,14 @@ class WorkerRank(Role):
         """
         if not self.wait_for_slot():
             return None
-        attempt, pause = 0, 1.0
+        attempt, pause, began = 0, 1.0, time.monotonic()
         while True:
             attempt += 1
             node = self.own.start_node(raynode.worker_args(address))
             try:
                 node.wait_started(self.deadline, self.options.poll_interval, self.told_to_stop)
-                self.channel.send(0, Joined(attempt, time.monotonic() - self.started))
+                now = time.monotonic()
+                self.channel.send(0, Joined(attempt, now - self.started, now - began))
                 self.log.info("joined the cluster at %s (attempt %d)", address, attempt)
                 return node
             except NodeError as err:
