@@ -14,6 +14,17 @@ nodes), medians over --repeat runs:
    alternating) under start_ray against the same training with a plain
    local `ray.init()` on the same CPUs.
 5. Resident memory of start_ray's own processes per rank.
+6. --per-host R ...: many ranks on one host (the default placement: one
+   Ray node, the other ranks idle): launch -> driver and the teardown
+   (rank 0's "all Ray processes stopped ... in"), and teardown(R)/teardown(first).
+7. --join-storm N: N Ray nodes (one per rank) joining with every --slots
+   setting, --storm-runs times each: time to all alive, joins in flight at
+   once by Ray's own timestamps (each `ray start`'s output, first line to
+   "Ray runtime started"), retried joins, runs that came up; and what one
+   look at the node table cost (rank 0's log).
+The MPI start-up alone (mpirun + MPI_Init of 2 ranks, no start_ray) is
+measured too: the floor has none. OMPI_MCA_* variables in the environment
+apply to every run and are listed in the table.
 Writes logs/benchmarks/compare.md and compare.png (time to driver against N).
 Defaults take about 14 minutes on a 2-core machine.
 """
@@ -21,9 +32,12 @@ Defaults take about 14 minutes on a 2-core machine.
 from __future__ import annotations
 
 import argparse
+import datetime
+import glob
 import json
 import os
 import signal
+import re
 import statistics
 import subprocess
 import sys
@@ -86,6 +100,118 @@ def start_ray_run(np: int, hold: float, sigterm: bool) -> dict:
             "ranks": result["ranks"]}
 
 
+def mpi_startup() -> float:
+    """mpirun + MPI_Init of 2 ranks, nothing else (what start_ray's time
+    includes and the floor does not)."""
+    began = time.time()
+    subprocess.run([os.path.join(BIN, "mpirun"), "--oversubscribe", "-np", "2", sys.executable,
+                    "-c", "from mpi4py import MPI"], env=_env(), check=True, timeout=120)
+    return time.time() - began
+
+
+def job(np: int, *options: str) -> dict:
+    """One start_ray job with a driver that exits at once: launch -> driver,
+    what rank 0 printed, its run folder; nothing may be left."""
+    mark = uuid.uuid4().hex
+    report = os.path.join(tempfile.mkdtemp(prefix="srbj-"), "report.json")
+    cmd = [os.path.join(BIN, "mpirun"), "--oversubscribe", "-np", str(np), sys.executable,
+           "-m", "start_ray", *options, baselines.HOLD, "--hold", "0", "--report", report]
+    launched = time.time()
+    proc = subprocess.run(cmd, env=_env(BENCH_MARK=mark), cwd=ROOT, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900)
+    left = baselines.left_after(mark)
+    if left:
+        baselines.kill_marked(mark)
+        raise SystemExit(f"start_ray with {np} ranks left process(es):\n" + "\n".join(left))
+    found = re.search(r"logs in (\S+)", proc.stdout)
+    result = {"rc": proc.returncode, "output": proc.stdout,
+              "run_dir": found.group(1) if found else None}
+    if os.path.exists(report):
+        with open(report) as handle:
+            result["to_driver"] = json.load(handle)["driver_started"] - launched
+    return result
+
+
+def seconds_in(pattern: str, text: str) -> Optional[float]:
+    found = re.search(pattern, text)
+    return float(found.group(1)) if found else None
+
+
+def per_host(ranks: List[int]) -> List[dict]:
+    """Default placement on this one host: one Ray node, R-1 idle ranks."""
+    rows = []
+    for np in ranks:
+        run = job(np)
+        if run["rc"] != 0:
+            raise SystemExit(f"{np} ranks on one host exited {run['rc']}:\n{run['output']}")
+        rows.append({"ranks": np, "to_driver": run["to_driver"],
+                     "teardown": seconds_in(r"all Ray processes stopped .* in ([\d.]+)s",
+                                            run["output"])})
+        progress(f"per host: {rows[-1]}")
+    return rows
+
+
+_RAY_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\s")
+
+
+def joins_at_once(run_dir: str) -> int:
+    """The most worker `ray start`s running at once, by Ray's own timestamps
+    (first line to "Ray runtime started"; the head's excluded)."""
+    events = []
+    for path in glob.glob(os.path.join(run_dir, "ray", "rank-*", "ray-start-*.out")):
+        if re.match(r"rank-0+-", os.path.basename(os.path.dirname(path))):
+            continue
+        stamps, end = [], None
+        with open(path) as handle:
+            for line in handle:
+                found = _RAY_TIME.match(line)
+                if found:
+                    stamps.append(datetime.datetime.strptime(found.group(1),
+                                                             "%Y-%m-%d %H:%M:%S,%f"))
+                    if "Ray runtime started" in line and end is None:
+                        end = stamps[-1]
+        if stamps:
+            events += [(stamps[0], 1), (end or stamps[-1], -1)]
+    now = peak = 0
+    for _, step in sorted(events, key=lambda event: (event[0], event[1])):
+        now += step
+        peak = max(peak, now)
+    return peak
+
+
+def join_storm(nodes: int, settings: List[str], runs: int) -> Dict[str, List[dict]]:
+    """`nodes` Ray nodes on this host joining with each join-slot setting."""
+    table: Dict[str, List[dict]] = {}
+    for _ in range(runs):  # settings alternate, so drifts hit all alike
+        for setting in settings:
+            slots = [] if setting == "default" else ["--join-slots", setting]
+            run = job(nodes, "--node-per-rank", "--num-cpus", "1", "--collect-logs", "always",
+                      *slots)
+            rank0 = ""
+            if run["run_dir"]:
+                for path in glob.glob(os.path.join(run["run_dir"], "rank-0*.log"))[:1]:
+                    with open(path) as handle:
+                        rank0 = handle.read()
+            table.setdefault(setting, []).append({
+                "rc": run["rc"],
+                "ready": seconds_in(r"alive after ([\d.]+)s", run["output"]),
+                "at_once": joins_at_once(run["run_dir"]) if run["run_dir"] else None,
+                "retried": len(re.findall(r"attempt \d+ to join failed",
+                                          "".join(_rank_logs(run["run_dir"])))),
+                "look_ms": seconds_in(r"one look at the node table \(\d+ nodes\) took "
+                                      r"([\d.]+) ms", rank0)})
+            progress(f"join storm {nodes} nodes, slots {setting}: {table[setting][-1]}")
+    return table
+
+
+def _rank_logs(run_dir: Optional[str]) -> List[str]:
+    texts = []
+    for path in glob.glob(os.path.join(run_dir or "/nonexistent", "rank-*.log")):
+        with open(path) as handle:
+            texts.append(handle.read())
+    return texts
+
+
 def ppo_throughput(iters: int, plain: bool) -> List[float]:
     """Env steps per second of each iteration after the first (which warms
     up): per iteration, so that one slow moment on a noisy machine counts once."""
@@ -106,10 +232,11 @@ def median(values: List[float]) -> float:
 
 
 def measure(args: argparse.Namespace) -> dict:
-    data: dict = {"floor": [], "ranks": {}}
+    data: dict = {"floor": [], "ranks": {}, "mpi": []}
     for _ in range(args.repeat):
         data["floor"].append(baselines.floor())
-    progress(f"floor: {data['floor']}")
+        data["mpi"].append(mpi_startup())
+    progress(f"floor: {data['floor']}; MPI start-up: {data['mpi']}")
     for np in args.ranks:
         row: dict = {"start_ray": [], "exit": [], "sigterm": [], "sleep": []}
         for i in range(args.repeat):
@@ -124,6 +251,10 @@ def measure(args: argparse.Namespace) -> dict:
             row["sleep"].append(baselines.sleep_recipe(np))
         data["ranks"][np] = row
         progress(f"N={np}: {json.dumps({k: v for k, v in row.items() if k != 'held'})}")
+    if args.per_host:
+        data["per_host"] = per_host(args.per_host)
+    if args.join_storm:
+        data["storm"] = join_storm(args.join_storm, args.slots, args.storm_runs)
     if args.ppo_iters:
         data["ppo"] = {"start_ray": [], "plain": []}
         for _ in range(args.ppo_runs):  # alternating, so drifts hit both alike
@@ -140,12 +271,16 @@ def progress(text: str) -> None:
 def table(data: dict, args: argparse.Namespace) -> str:
     head = median([f["head"] for f in data["floor"]])
     join = median([f["join"] for f in data["floor"]])
+    mca = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
+                   if k.startswith("OMPI_MCA_")) or "none"
     lines = [
         f"start_ray against the usual ways of starting Ray, {time.strftime('%Y-%m-%d')}, "
         f"{os.cpu_count()} cores; one Ray node per rank (1 CPU each); medians of "
         f"{args.repeat + 1} start_ray runs, {args.sleep_repeat} sleep-recipe runs, "
         f"{args.repeat} floor runs. Floor: `ray start --head` {head:.1f}s + one "
-        f"`ray start --address` {join:.1f}s.",
+        f"`ray start --address` {join:.1f}s. MPI start-up alone (mpirun + MPI_Init, "
+        f"2 ranks, in start_ray's time, not in the floor): {median(data['mpi']):.2f}s. "
+        f"Open MPI settings: {mca}.",
         "",
         "| ranks | start_ray: launch -> driver (s) | sleep recipe (s) | floor (s) "
         "| start_ray / floor | driver exit -> end (s) | SIGTERM -> end (s) "
@@ -166,6 +301,36 @@ def table(data: dict, args: argparse.Namespace) -> str:
             f"| {median([r['cpu'] for r in others]) if others else 0:.2f} "
             f"| {median([r['rss'] for r in rank0]) / mib:.0f} "
             f"| {median([r['rss'] for r in others]) / mib if others else 0:.0f} |")
+    if data["ranks"]:
+        lines += ["", "start_ray / floor without the MPI start-up (launch -> driver less "
+                  "mpirun + MPI_Init): " + ", ".join(
+                      f"{np} ranks {(median(row['start_ray']) - median(data['mpi'])) / (head + (join if np > 1 else 0.0)):.2f}"
+                      for np, row in data["ranks"].items())]
+    if data.get("per_host"):
+        first = data["per_host"][0]["teardown"]
+        lines += ["", "Many ranks on one host (default placement: one Ray node, the other "
+                  "ranks idle); teardown = rank 0's \"all Ray processes stopped ... in\"; "
+                  "one run each.", "",
+                  "| ranks on the host | launch -> driver (s) | teardown (s) | teardown / "
+                  f"teardown({data['per_host'][0]['ranks']}) |", "|---:|---:|---:|---:|"]
+        for row in data["per_host"]:
+            lines.append(f"| {row['ranks']} | {row['to_driver']:.1f} | {row['teardown']:.1f} "
+                         f"| {row['teardown'] / first:.2f} |")
+    if data.get("storm"):
+        lines += ["", f"Join storm: {args.join_storm} Ray nodes (one per rank, 1 CPU each) on "
+                  f"this host, {args.storm_runs} run(s) per setting, settings alternating; "
+                  "joins at once by Ray's own timestamps (each worker's `ray start` output, "
+                  "first line to \"Ray runtime started\").", "",
+                  "| --join-slots | came up | median time to all alive (s) | max joins at "
+                  "once | retried joins (all runs) | one node-table look (ms) |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for setting, runs in data["storm"].items():
+            ready = [r["ready"] for r in runs if r["ready"] is not None]
+            looks = [r["look_ms"] for r in runs if r["look_ms"] is not None]
+            lines.append(
+                f"| {setting} | {sum(r['rc'] == 0 for r in runs)}/{len(runs)} "
+                f"| {median(ready):.1f} | {max((r['at_once'] or 0) for r in runs)} "
+                f"| {sum(r['retried'] for r in runs)} | {median(looks):.1f} |")
     if "ppo" in data:
         ours, plain = median(data["ppo"]["start_ray"]), median(data["ppo"]["plain"])
         lines += ["", f"PPO throughput (tf2, CartPole, 2000-step batches, 1 env runner, 2 "
@@ -200,7 +365,14 @@ def plot(data: dict, path: str) -> None:
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--ranks", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--ranks", type=int, nargs="*", default=[1, 2, 4, 8])
+    parser.add_argument("--per-host", type=int, nargs="*", default=[],
+                        help="ranks on this one host for the teardown sweep, e.g. 16 128")
+    parser.add_argument("--join-storm", type=int, default=0, metavar="N",
+                        help="Ray nodes for the join-storm table (0: none)")
+    parser.add_argument("--slots", nargs="+", default=["default", "3"],
+                        help="--join-slots settings for the join storm")
+    parser.add_argument("--storm-runs", type=int, default=3)
     parser.add_argument("--repeat", type=int, default=3,
                         help="start_ray runs with a short driver, and floor runs, per N "
                              "(plus one run holding the cluster --hold seconds)")
@@ -221,7 +393,8 @@ def main(argv: Optional[List[str]] = None) -> None:
         handle.write(text + "\n")
     with open(os.path.join(OUT, "compare.json"), "w") as handle:
         json.dump(data, handle)
-    plot(data, os.path.join(OUT, "compare.png"))
+    if data["ranks"]:
+        plot(data, os.path.join(OUT, "compare.png"))
     print(f"wrote {os.path.join(OUT, 'compare.md')} and compare.png")
 
 

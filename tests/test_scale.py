@@ -19,7 +19,7 @@ def join_intervals(run_dir):
     from its first line to `Ray runtime started` (or its last line)."""
     spans = []
     for path in glob.glob(os.path.join(run_dir, "ray", "rank-*", "ray-start-*.out")):
-        if os.path.basename(os.path.dirname(path)).startswith("rank-00"):
+        if re.match(r"rank-0+-", os.path.basename(os.path.dirname(path))):
             continue  # the head
         stamps, end = [], None
         with open(path) as handle:
