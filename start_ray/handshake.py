@@ -43,7 +43,7 @@ def wait_until(done: Callable[[], bool], interval: float,
 class Channel:
     """Everything the ranks say to each other, over one communicator.
 
-    Collectives (`share`, `allgather`) happen in the same order on every
+    Collectives (`share`, `gather`) happen in the same order on every
     rank. Point-to-point news never blocks: sends are buffered requests,
     receives take only messages that have already arrived (matched probe,
     so any size works).
@@ -75,9 +75,10 @@ class Channel:
         from .launcher import library_name
         return library_name(MPI.Get_library_version())
 
-    def allgather(self, value: Any) -> List[Any]:
-        """Every rank's `value`, on every rank (all ranks are ready by then)."""
-        return self.comm.allgather(value) if self.size > 1 else [value]
+    def gather(self, value: Any) -> Optional[List[Any]]:
+        """Every rank's `value`, on rank 0 (None elsewhere; all ranks are
+        ready by then: they just received the plan)."""
+        return self.comm.gather(value, root=0) if self.size > 1 else [value]
 
     def send(self, dest: int, message: Message) -> None:
         self._sends.append(self.comm.isend(message, dest=dest, tag=message.tag))

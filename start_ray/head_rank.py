@@ -134,7 +134,8 @@ class HeadRank(Role):
                       "in $RAY_AUTH_TOKEN" if self.agreed.plan.auth_token else "")
 
     def wait_for_nodes(self, address: str) -> List[NodeInfo]:
-        """Until every rank's node is alive in the GCS, or the deadline.
+        """Until every rank's node is alive in the GCS and every worker rank
+        said its `ray start` is done, or the deadline.
 
         The node table is read every `table_interval` (longer as N grows);
         when the last worker says it joined, once more at once."""
@@ -161,7 +162,10 @@ class HeadRank(Role):
                 table.look_now()
             alive = table.alive_ranks() or {}
             progress.show(len(expected & (alive.keys() | self.joins.keys())))
-            return expected <= alive.keys()
+            # Alive in the GCS, and each `ray start` done: one still starting
+            # does not heed SIGINT (a driver that ends at once would wait
+            # out the stop timeout).
+            return expected <= alive.keys() and len(self.joins) == workers
 
         if not wait_until(all_alive, self.options.poll_interval, self.deadline):
             missing = sorted(expected - alive.keys())

@@ -15,8 +15,9 @@
     rank 0                                   rank 1..N-1
     ------                                   -----------
     Plan (run id, token, head IP) -- share -> Plan
-    probes (host, CPUs, IP, <-- allgather --> probes: the same placement on
-      Python/Ray versions)                   every rank (one node per host)
+    probes (host, CPUs, IP, <-- gather ----- probes
+      Python/Ray versions)
+    Layout (the placement)  -- share -----> Layout: the same on every rank
     ray start --head --block
     HeadRecord (address | error) -- share -> HeadRecord
     wait until every node alive (GCS) <-- host leaders: ray start --address

@@ -222,12 +222,14 @@ class FakeChannel:
         self._wait(lambda: len(self.world.shares) > index)
         return pickle.loads(self.world.shares[index])
 
-    def allgather(self, value: Any) -> List[Any]:
+    def gather(self, value: Any) -> Optional[List[Any]]:
         self._check()
         index, self._gathers = self._gathers, self._gathers + 1
         with self.world.lock:
             self.world.gathers.setdefault(index, {})[self.rank] = pickle.dumps(value)
             self.world.lock.notify_all()
+        if self.rank != 0:
+            return None
         self._wait(lambda: len(self.world.gathers[index]) == self.size)
         return [pickle.loads(self.world.gathers[index][r]) for r in range(self.size)]
 
