@@ -7,6 +7,7 @@ nodes), medians over --repeat runs:
 1. launch -> driver start: start_ray, the sleep recipe of common Slurm
    scripts, and the floor (one `ray start --head` + one `ray start
    --address`, timed alone; see benchmarks/baselines.py); start_ray / floor.
+   Floor runs and start_ray runs alternate, so that drifts hit both alike.
 2. driver exit -> mpirun exit, and SIGTERM to mpirun -> mpirun exit.
 3. CPU seconds of start_ray's own processes (ranks and watchdogs, not Ray's)
    while a driver holds the cluster for --hold seconds (one run per N).
@@ -249,16 +250,18 @@ def median(values: List[float]) -> float:
 
 def measure(args: argparse.Namespace) -> dict:
     data: dict = {"floor": [], "ranks": {}, "mpi": []}
-    for _ in range(args.repeat):
+    rows: Dict[int, dict] = {np: {"start_ray": [], "exit": [], "sigterm": [], "sleep": []}
+                             for np in args.ranks}
+    for i in range(args.repeat):  # floor and start_ray interleaved: drifts hit both alike
         data["floor"].append(baselines.floor())
         data["mpi"].append(mpi_startup())
+        for np in args.ranks:
+            run = start_ray_run(np, 0, sigterm=i % 2 == 1)
+            rows[np]["start_ray"].append(run["to_driver"])
+            rows[np]["sigterm" if i % 2 == 1 else "exit"].append(run["to_end"])
     progress(f"floor: {data['floor']}; MPI start-up: {data['mpi']}")
     for np in args.ranks:
-        row: dict = {"start_ray": [], "exit": [], "sigterm": [], "sleep": []}
-        for i in range(args.repeat):
-            run = start_ray_run(np, 0, sigterm=i % 2 == 1)
-            row["start_ray"].append(run["to_driver"])
-            row["sigterm" if i % 2 == 1 else "exit"].append(run["to_end"])
+        row = rows[np]
         held = start_ray_run(np, args.hold, sigterm=True)
         row["start_ray"].append(held["to_driver"])
         row["sigterm"].append(held["to_end"])

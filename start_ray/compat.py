@@ -150,6 +150,23 @@ def gcs_port(temp_dir: str) -> Optional[int]:
     return None
 
 
+def head_registered(address: str) -> Callable[[], bool]:
+    """A check whether the head's raylet has registered with the GCS at
+    `address`. `ray start --address` asks the GCS for the head node (for its
+    temp dir) and, finding none yet, sleeps 2 s before asking again (2.60:
+    Node.__init__ -> get_all_node_info_until_retrieved; the session name
+    alike), so a worker that starts while the head's raylet is starting
+    loses up to 2 s. Private API, as Ray uses it: GcsClient and GcsNodeInfo's
+    is_head_node; a Ray without them raises here, and its own retries apply."""
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+
+    client = GcsClient(address=address)
+
+    def registered() -> bool:
+        return any(info.is_head_node for info in client.get_all_node_info(timeout=2).values())
+    return registered
+
+
 def node_table_reader(address: str) -> Callable[[], List[Dict[str, Any]]]:
     """A function that reads the GCS node table (ray.nodes()' rows) without
     registering a driver. Private API, the same from 2.40 to 2.60:

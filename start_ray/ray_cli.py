@@ -9,6 +9,12 @@ address arrives. Its environment becomes `env` before `ray` runs (what Ray's
 processes inherit); of what Ray reads at import, only the authentication
 settings can differ, and they are re-read (compat.reload_auth). An empty
 stdin (the job ended first) makes it exit quietly.
+
+A worker gets the head's address as soon as the head's GCS serves, while
+the head's raylet is still starting; `ray start --address` would then find
+no head node yet and sleep 2 s (compat.head_registered). So a join first
+waits, looking every HEAD_POLL seconds, until the head's raylet has
+registered (at most HEAD_PATIENCE seconds; then Ray's own retries apply).
 """
 
 from __future__ import annotations
@@ -16,6 +22,11 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
+from typing import List
+
+HEAD_POLL = 0.05
+HEAD_PATIENCE = 60.0
 
 
 def main() -> int:
@@ -32,8 +43,25 @@ def main() -> int:
 
         from .compat import reload_auth
         reload_auth(_raylet)
+    if "--address" in request["args"]:
+        wait_for_head(request["args"])
     sys.argv = ["ray", *request["args"]]
     return ray_main()
+
+
+def wait_for_head(args: List[str]) -> None:
+    """Until the head's raylet has registered with the GCS (see above)."""
+    from .compat import head_registered
+
+    address = args[args.index("--address") + 1]
+    deadline = time.monotonic() + HEAD_PATIENCE
+    try:
+        registered = head_registered(address)
+        while not registered() and time.monotonic() < deadline:
+            time.sleep(HEAD_POLL)
+    except Exception as err:  # an older Ray, or the GCS gone: Ray's own retries apply
+        print(f"start_ray: not waiting for the head node ({type(err).__name__}: {err})",
+              flush=True)
 
 
 if __name__ == "__main__":
