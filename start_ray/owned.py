@@ -16,8 +16,8 @@ import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from . import (auth, collect, launcher, logs, proctree, raynode, resources, tempdirs,
-               watchdog)
+from . import (auth, collect, launcher, logs, network, proctree, raynode, resources,
+               tempdirs, watchdog)
 from .agreement import Agreement
 from .cluster_state import NodeTable
 from .options import Options
@@ -25,6 +25,8 @@ from .raynode import RayNode
 
 # In the environment of every process a rank starts: finds any that escaped.
 JOB_MARKER = "START_RAY_JOB"
+# Variables a `ray` imported ahead may get only when it runs (raynode.ReadyRay).
+IMPORT_SAFE = (JOB_MARKER, *auth.VARIABLES, *network.COLLECTIVE_VARIABLES)
 
 
 class OwnedProcesses:
@@ -72,8 +74,18 @@ class OwnedProcesses:
 
     def adopt(self, ready: raynode.ReadyRay) -> None:
         """A `ray` started before MPI (and before set_up): its session is
-        ours like any other, and it serves this rank's first `ray start`."""
+        ours like any other, and it serves this rank's first `ray start`,
+        unless the node's environment differs in more than what Ray reads
+        late (auth, re-read; the marker and the collectives' interface, read
+        by Ray's children): GPU variables, say, which a vendor library may
+        read when Ray is imported. Then it goes, and `ray` starts anew."""
         proctree.announce(ready.process.pid)
+        differ = ready.differs(self.ray_env(), IMPORT_SAFE)
+        if differ:
+            self.log.debug("Ray was imported ahead with other %s: starting it anew",
+                           ", ".join(differ))
+            ready.discard()
+            return
         self.ready = ready
 
     def prepare_node(self) -> None:

@@ -46,7 +46,21 @@ def main() -> int:
     if "--address" in request["args"]:
         wait_for_head(request["args"])
     sys.argv = ["ray", *request["args"]]
+    name_process(sys.argv)
     return ray_main()
+
+
+def name_process(argv: List[str]) -> None:
+    """Look like the `ray start` it now is in `ps`: `ray start --head` or
+    `ray start --address HOST:PORT` (Ray's own setproctitle, which has only
+    the room of this process's command line; the whole command is in the
+    rank's log)."""
+    from ray import _raylet
+
+    rename = getattr(_raylet, "setproctitle", None)
+    role = argv[2:4] if argv[2:3] == ["--address"] else argv[2:3]
+    if rename is not None:
+        rename(" ".join(argv[:2] + role))
 
 
 def wait_for_head(args: List[str]) -> None:

@@ -22,7 +22,7 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence
 
 import psutil
 
-from . import compat, launcher, logs, proctree
+from . import compat, launcher, logs, proctree, resources
 from .errors import NodeError  # noqa: F401  (its old home; still importable here)
 
 READY_MARKER = "Ray runtime started"
@@ -109,6 +109,7 @@ class ReadyRay:
 
     def __init__(self, env: Dict[str, str], ignored_signals: Sequence[int] = ()) -> None:
         self.used = False
+        self.env = env  # what it imported Ray with
         self.process = proctree.popen(
             [sys.executable, "-m", "start_ray.ray_cli"], ignored_signals, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -129,7 +130,14 @@ class ReadyRay:
         first_here = launcher.rank_from_environment() == 0 or launcher.local_rank() == 0
         if not cls.possible(ray_command) or not (first_here or node_per_rank):
             return None
+        resources.raise_open_files_limit()  # before the first child, which inherits it
         return cls(launcher.child_environment({"RAY_ADDRESS": None}), ignored_signals)
+
+    def differs(self, env: Dict[str, str], ignored: Sequence[str]) -> List[str]:
+        """The variables, besides `ignored`, whose value in `env` is not the
+        one Ray was imported with (device libraries may read them at import)."""
+        names = (set(self.env) | set(env)) - set(ignored)
+        return sorted(name for name in names if self.env.get(name) != env.get(name))
 
     def run(self, args: List[str], env: Optional[Dict[str, str]] = None) -> "subprocess.Popen[str]":
         """`ray ARGS` now, in the waiting process, with `env` as its environment."""
