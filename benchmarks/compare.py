@@ -33,7 +33,6 @@ Defaults take about 14 minutes on a 2-core machine.
 from __future__ import annotations
 
 import argparse
-import datetime
 import glob
 import json
 import os
@@ -49,6 +48,9 @@ from typing import Dict, List, Optional
 
 import baselines
 import train_ppo
+
+sys.path.insert(0, os.path.join(baselines.ROOT, "tests"))
+import ray_output  # noqa: E402  (what Ray printed: shared with tests/test_scale.py)
 
 ROOT = baselines.ROOT
 BIN = baselines.BIN
@@ -153,46 +155,29 @@ def seconds_in(pattern: str, text: str) -> Optional[float]:
     return float(found.group(1)) if found else None
 
 
-def per_host(ranks: List[int]) -> List[dict]:
-    """Default placement on this one host: one Ray node, R-1 idle ranks."""
-    rows = []
-    for np in ranks:
-        run = job(np)
-        if run["rc"] != 0:
-            raise SystemExit(f"{np} ranks on one host exited {run['rc']}:\n{run['output']}")
-        rows.append({"ranks": np, "to_driver": run["to_driver"],
-                     "teardown": seconds_in(r"all Ray processes stopped .* in ([\d.]+)s",
-                                            run["output"])})
-        progress(f"per host: {rows[-1]}")
-    return rows
-
-
-_RAY_TIME = re.compile(r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})\s")
+def per_host(ranks: List[int], runs: int) -> List[dict]:
+    """Default placement on this one host: one Ray node, R-1 idle ranks;
+    medians of `runs` runs per R, the Rs alternating."""
+    found: Dict[int, Dict[str, List[float]]] = {
+        np: {"to_driver": [], "teardown": [], "gcs_cpu": []} for np in ranks}
+    for _ in range(runs):
+        for np in ranks:
+            run = job(np)
+            if run["rc"] != 0:
+                raise SystemExit(f"{np} ranks on one host exited {run['rc']}:\n{run['output']}")
+            found[np]["to_driver"].append(run["to_driver"])
+            found[np]["gcs_cpu"].append(run.get("gcs_cpu") or float("nan"))
+            found[np]["teardown"].append(seconds_in(
+                r"all Ray processes stopped .* in ([\d.]+)s", run["output"]))
+            progress(f"per host {np}: {found[np]}")
+    return [{"ranks": np, "runs": found[np], "to_driver": median(found[np]["to_driver"]),
+             "teardown": median(found[np]["teardown"]),
+             "gcs_cpu": median(found[np]["gcs_cpu"])} for np in ranks]
 
 
 def joins_at_once(run_dir: str) -> int:
-    """The most worker `ray start`s running at once, by Ray's own timestamps
-    (first line to "Ray runtime started"; the head's excluded)."""
-    events = []
-    for path in glob.glob(os.path.join(run_dir, "ray", "rank-*", "ray-start-*.out")):
-        if re.match(r"rank-0+-", os.path.basename(os.path.dirname(path))):
-            continue
-        stamps, end = [], None
-        with open(path) as handle:
-            for line in handle:
-                found = _RAY_TIME.match(line)
-                if found:
-                    stamps.append(datetime.datetime.strptime(found.group(1),
-                                                             "%Y-%m-%d %H:%M:%S,%f"))
-                    if "Ray runtime started" in line and end is None:
-                        end = stamps[-1]
-        if stamps:
-            events += [(stamps[0], 1), (end or stamps[-1], -1)]
-    now = peak = 0
-    for _, step in sorted(events, key=lambda event: (event[0], event[1])):
-        now += step
-        peak = max(peak, now)
-    return peak
+    """The most worker `ray start`s running at once, by Ray's own timestamps."""
+    return ray_output.most_at_once(ray_output.join_spans(run_dir))
 
 
 def join_storm(nodes: int, settings: List[str], runs: int) -> Dict[str, List[dict]]:
@@ -271,7 +256,7 @@ def measure(args: argparse.Namespace) -> dict:
         data["ranks"][np] = row
         progress(f"N={np}: {json.dumps({k: v for k, v in row.items() if k != 'held'})}")
     if args.per_host:
-        data["per_host"] = per_host(args.per_host)
+        data["per_host"] = per_host(args.per_host, args.per_host_runs)
     if args.join_storm:
         data["storm"] = join_storm(args.join_storm, args.slots, args.storm_runs)
     if args.ppo_iters:
@@ -334,12 +319,13 @@ def table(data: dict, args: argparse.Namespace) -> str:
         first = data["per_host"][0]["teardown"]
         lines += ["", "Many ranks on one host (default placement: one Ray node, the other "
                   "ranks idle); teardown = rank 0's \"all Ray processes stopped ... in\"; "
-                  "one run each.", "",
+                  f"medians of {args.per_host_runs} runs each, alternating.", "",
                   "| ranks on the host | launch -> driver (s) | teardown (s) | teardown / "
-                  f"teardown({data['per_host'][0]['ranks']}) |", "|---:|---:|---:|---:|"]
+                  f"teardown({data['per_host'][0]['ranks']}) | GCS CPU s at the driver's "
+                  "start (one node) |", "|---:|---:|---:|---:|---:|"]
         for row in data["per_host"]:
             lines.append(f"| {row['ranks']} | {row['to_driver']:.1f} | {row['teardown']:.1f} "
-                         f"| {row['teardown'] / first:.2f} |")
+                         f"| {row['teardown'] / first:.2f} | {row['gcs_cpu']:.2f} |")
     if data.get("storm"):
         lines += ["", f"Join storm: {args.join_storm} Ray nodes (one per rank, 1 CPU each) on "
                   f"this host, {args.storm_runs} run(s) per setting, settings alternating; "
@@ -396,6 +382,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                         help="the MPI every job runs under (mpich: .venv-mpich's Hydra)")
     parser.add_argument("--per-host", type=int, nargs="*", default=[],
                         help="ranks on this one host for the teardown sweep, e.g. 16 128")
+    parser.add_argument("--per-host-runs", type=int, default=3)
     parser.add_argument("--join-storm", type=int, default=0, metavar="N",
                         help="Ray nodes for the join-storm table (0: none)")
     parser.add_argument("--slots", nargs="+", default=["default", "3"],
