@@ -78,6 +78,24 @@ def marked(mark: str) -> List[psutil.Process]:
     return found
 
 
+def _children_cpu() -> float:
+    import resource
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_of(procs: List[psutil.Process]) -> float:
+    """CPU seconds the processes have used so far."""
+    total = 0.0
+    for proc in procs:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.Error:
+            pass
+    return total
+
+
 def left_after(mark: str, within: float = 5.0) -> List[str]:
     """What is still running with `mark` once processes that were exiting
     have had `within` seconds to go."""
@@ -137,17 +155,22 @@ def floor() -> Dict[str, float]:
     tmp = tempfile.mkdtemp(prefix="srbf-", dir="/tmp")
     env, port = _env(mark), _free_port()
     common = ["--num-cpus", "1", "--disable-usage-stats"]
+    children_before = _children_cpu()
     try:
         began = time.time()
         subprocess.run([RAY, "start", "--head", "--node-ip-address", IP, "--port", str(port), "--temp-dir",
                         f"{tmp}/head", "--include-dashboard", "false", *common], env=env,
                        check=True, timeout=120, capture_output=True)
         head = time.time() - began
+        # what the daemons used, plus `ray start` itself (a waited-for child)
+        cpu_head = cpu_of(marked(mark)) + _children_cpu()
         began = time.time()
         subprocess.run([RAY, "start", "--address", f"{IP}:{port}", "--node-ip-address", IP, "--temp-dir",
                         f"{tmp}/w", *common], env=env, check=True, timeout=120,
                        capture_output=True)
-        return {"head": head, "join": time.time() - began}
+        join = time.time() - began
+        return {"head": head, "join": join, "cpu_head": cpu_head - children_before,
+                "cpu_join": cpu_of(marked(mark)) + _children_cpu() - cpu_head}
     finally:
         kill_marked(mark)
         shutil.rmtree(tmp, ignore_errors=True)

@@ -3,9 +3,13 @@
     rank 0: check the input and the job's settings, choose the head's address,
             a run id, an auth token, the driver's grace   -- share -->  Plan
     every rank: probe its host (name, CPUs, IP) and say
-                what it runs (Python, Ray, start_ray)    -- allgather
-                (any difference: software.py's one message, exit 2)
-    every rank: the same placement (placement.place), the same run folder
+                what it runs (Python, Ray, start_ray)    -- gather -->  rank 0
+    rank 0: the placement (placement.place), or the one error (a software
+            difference, a host without an address)      -- share -->  Layout
+    every rank: the same placement, the same run folder
+
+Only rank 0 holds every probe (~400-650 bytes each): an allgather would put
+all of them on every rank, 80 MB on each of 128,000 ranks (1,000 hosts x 128).
 
 Bad input, or a host without a usable address, is a UsageError on every rank
 before anything runs. The result, an Agreement, is the job's fixed part (like
@@ -37,6 +41,10 @@ class Plan:
     grace: float = 30.0  # the driver's grace after SIGTERM, within Slurm's KillWait
     error: Optional[str] = None
     grace_note: str = ""  # why the grace is shorter than --grace, if it is
+
+
+# Up to this many ranks are named one by one in a log line; more are grouped.
+NAMED_ONE_BY_ONE = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +79,11 @@ class Agreement:
         return f"{self.plan.job_tag}/{self.rank}"
 
     def name_ranks(self, ranks: List[int]) -> str:
-        """`rank 3 (host-b), rank 5 (host-c)` for log lines."""
+        """`rank 3 (host-b), rank 5 (host-c)` for log lines; for many,
+        `40 ranks (4-160 every 4) on nid[002-041]`, one line at any size."""
+        if len(ranks) > NAMED_ONE_BY_ONE:
+            return (f"{len(ranks)} ranks ({logs.compact(ranks)}) on " +
+                    logs.hostlist([self.hosts[r] for r in ranks if r < len(self.hosts)]))
         return ", ".join(f"rank {r} ({self.hosts[r] if r < len(self.hosts) else '?'})"
                          for r in ranks)
 
@@ -84,15 +96,36 @@ def agree(channel: Any, options: Options, check: Callable[[], None]) -> Agreemen
     mine = placement.probe(channel.rank, options.interface,
                            plan.head_ip if channel.rank else None)
     runs = software.this_rank()
-    gathered = channel.allgather((mine, runs))
+    gathered = channel.gather((mine, runs))
+    layout = channel.share(lay_out(gathered, options) if channel.rank == 0 else None)
+    if layout.error:
+        raise UsageError(layout.error)
+    return Agreement(plan=plan, rank=channel.rank, size=channel.size, hosts=layout.hosts,
+                     nodes=layout.nodes, run_dir=logs.run_dir(options.log_dir, plan.run_id),
+                     runs=runs)
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Rank 0's placement for everyone: the host of each rank and the nodes."""
+
+    hosts: Tuple[str, ...] = ()
+    nodes: Tuple[NodePlan, ...] = ()
+    error: Optional[str] = None
+
+
+def lay_out(gathered: List[Tuple[placement.Probe, software.Software]],
+            options: Options) -> Layout:
+    """Rank 0: every rank's probe and software -> the placement, or why not."""
     probes = [probe for probe, _ in gathered]
-    differ = software.differences([theirs for _, theirs in gathered], [p.host for p in probes])
+    hosts = [p.host for p in probes]
+    differ = software.differences([theirs for _, theirs in gathered], hosts)
     if differ:
-        raise UsageError(differ)
-    return Agreement(plan=plan, rank=channel.rank, size=channel.size,
-                     hosts=tuple(p.host for p in probes),
-                     nodes=tuple(placement.place(probes, options)),
-                     run_dir=logs.run_dir(options.log_dir, plan.run_id), runs=runs)
+        return Layout(error=differ)
+    try:
+        return Layout(hosts=tuple(hosts), nodes=tuple(placement.place(probes, options)))
+    except UsageError as err:
+        return Layout(error=str(err))
 
 
 def make_plan(options: Options, size: int, check: Callable[[], None]) -> Plan:

@@ -14,6 +14,7 @@ The Ray version is read from the package metadata, not by importing Ray
 from __future__ import annotations
 
 import functools
+import glob
 import importlib.metadata
 import importlib.util
 import json
@@ -40,6 +41,11 @@ DRIVER_PREFERS_HEAD_SINCE: Version = (2, 54)
 # (ONEAPI_DEVICE_SELECTOR before, and still read when ZE is unset).
 AMD_HIP_SINCE: Version = (2, 45)
 INTEL_ZE_SINCE: Version = (2, 58)
+# A head started with `--port 0` writes the GCS's port into this file of its
+# session dir as soon as the GCS serves (seen in 2.57 to 2.60; 2.52 and older
+# pick the port in Python and write no such file): the workers can join from
+# then on, ~3 s before `ray start --head` prints the address.
+GCS_PORT_FILE = "session_*/gcs_server_port_*"
 
 
 def parse(text: str) -> Version:
@@ -129,6 +135,36 @@ def reload_auth(raylet: Any) -> None:
         return
     raylet.Config.initialize("")
     loader.instance().reset_cache()
+
+
+def gcs_port(temp_dir: str) -> Optional[int]:
+    """The GCS port a head in `temp_dir` has published, if any yet."""
+    for path in glob.glob(os.path.join(temp_dir, GCS_PORT_FILE)):
+        try:
+            with open(path) as handle:
+                text = handle.read().strip()
+        except OSError:
+            continue
+        if text.isdigit():
+            return int(text)
+    return None
+
+
+def head_registered(address: str) -> Callable[[], bool]:
+    """A check whether the head's raylet has registered with the GCS at
+    `address`. `ray start --address` asks the GCS for the head node (for its
+    temp dir) and, finding none yet, sleeps 2 s before asking again (2.60:
+    Node.__init__ -> get_all_node_info_until_retrieved; the session name
+    alike), so a worker that starts while the head's raylet is starting
+    loses up to 2 s. Private API, as Ray uses it: GcsClient and GcsNodeInfo's
+    is_head_node; a Ray without them raises here, and its own retries apply."""
+    from ray._raylet import GcsClient  # type: ignore[attr-defined]
+
+    client = GcsClient(address=address)
+
+    def registered() -> bool:
+        return any(info.is_head_node for info in client.get_all_node_info(timeout=2).values())
+    return registered
 
 
 def node_table_reader(address: str) -> Callable[[], List[Dict[str, Any]]]:

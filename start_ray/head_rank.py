@@ -15,12 +15,13 @@ from __future__ import annotations
 import time
 from typing import Any, Dict, List, Optional, Set
 
-from . import raynode, summary
+from . import join_slots, raynode, resources, summary
 from .cluster_state import ClusterInfo, NodeInfo, NodeTable, summarize, total_resources
 from .errors import JobError
 from .handshake import wait_until
 from .logs import level_for
-from .messages import REPORT, Done, Failed, HeadRecord, Joined, Lost, Message, Stop
+from .join_slots import JoinSlots
+from .messages import REPORT, Done, Failed, Go, HeadRecord, Joined, Lost, Message, Stop
 from .raynode import RayNode
 from .role import Role, Teardown
 
@@ -28,6 +29,36 @@ from .role import Role, Teardown
 NODE_WATCH_INTERVAL = 2.0
 # How long teardown waits for the DONE of ranks whose node was lost (they may be dead).
 LOST_RANK_PATIENCE = 3.0
+# While nodes join: a progress line at most this often, and the slowest joins named.
+PROGRESS_EVERY = 10.0
+SLOWEST_SHOWN = 3
+# While the nodes join, rank 0 and the node-table helper look this often at
+# most (a few seconds of start-up; every 0.2 s added ~0.3 s to the start).
+START_POLL = 0.05
+# Reading the node table costs ~N: while nodes join, it is read at most every
+# N / TABLE_LOOKS_PER_SECOND seconds (1,000 nodes: every 2 s).
+TABLE_LOOKS_PER_SECOND = 500.0
+
+
+def table_interval(nodes: int, poll_interval: float) -> float:
+    return max(poll_interval, nodes / TABLE_LOOKS_PER_SECOND)
+
+
+class Progress:
+    """`312/1000 nodes joined (41 s)`, at most every PROGRESS_EVERY seconds,
+    and only when the count changed: readable at any N."""
+
+    def __init__(self, total: int, started: float, log: Any) -> None:
+        self.total, self.started, self.log = total, started, log
+        self.shown = -1
+        self.next_at = time.monotonic() + PROGRESS_EVERY
+
+    def show(self, joined: int) -> None:
+        now = time.monotonic()
+        if now < self.next_at or joined == self.shown or joined >= self.total:
+            return
+        self.shown, self.next_at = joined, now + PROGRESS_EVERY
+        self.log.info("%d/%d nodes joined (%.0f s)", joined, self.total, now - self.started)
 
 
 class HeadRank(Role):
@@ -39,8 +70,13 @@ class HeadRank(Role):
         self.head_core: List[Any] = []  # the head's gcs_server and raylet, once all are up
         self.lost: Set[int] = set()  # ranks whose Ray node was lost
         self.reports: Dict[int, Done] = {}  # teardown reports by rank
+        self.joins: Dict[int, Joined] = {}  # what each worker rank said when it joined
+        workers = self.agreed.node_ranks[1:]
+        self.slots = JoinSlots(workers, join_slots.slots_for(len(workers),
+                                                             self.options.join_slots))
         self.timeline = summary.Timeline(self.agreed, self.started)
         self._next_look = 0.0
+        self.report_by = 0.0  # when the teardown's reports are due (stop_others)
 
     # ---------------------------------------------------------------- start
     def bring_up(self) -> ClusterInfo:
@@ -50,15 +86,25 @@ class HeadRank(Role):
             if self.options.no_auth:
                 self.log.warning("authentication is OFF (--no-auth): anyone who can reach "
                                  "this job's ports can run code as you")
+            for warning in resources.scale_warnings(
+                    len(self.agreed.nodes), len(set(self.agreed.hosts)),
+                    resources.open_files_limit(), resources.arp_limit()):
+                self.log.warning("%s", warning)
             head = self.own.start_node(raynode.head_args(self.options.dashboard))
             self.table = self.own.node_table()
-            head.wait_started(self.deadline, self.options.poll_interval, self._stopping,
-                              need_address=True)
-            address = head.address()
+            my_node = self.agreed.my_node
+            address = head.wait_address(self.deadline, self.options.poll_interval,
+                                        self._stopping,
+                                        ip=my_node.ip if my_node and my_node.ip_given else None)
         except BaseException as err:
             self.channel.share(HeadRecord(error=f"{type(err).__name__}: {err}"))
             raise
+        # The workers join while the head's raylet starts (the GCS serves already).
         self.channel.share(HeadRecord(address=address))
+        self.log.debug("the head's GCS serves at %s after %.1fs: the workers may join",
+                       address, time.monotonic() - self.started)
+        head.wait_started(self.deadline, self.options.poll_interval, self._start_news,
+                          need_address=True)
         self.timeline.note(0, "head up")
         self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
                       address, time.monotonic() - self.started, head.session_dir())
@@ -77,6 +123,11 @@ class HeadRank(Role):
         self.inbox.raise_if_stopping(walltime_too=True)
         return False
 
+    def _start_news(self) -> bool:
+        """While the head finishes starting: the workers' news too."""
+        self.read_news()
+        return self._stopping()
+
     def log_dashboard(self, head: RayNode) -> None:
         port = raynode.option_value(head.command, "--dashboard-port")
         host = self.agreed.host
@@ -87,25 +138,41 @@ class HeadRank(Role):
                       "in $RAY_AUTH_TOKEN" if self.agreed.plan.auth_token else "")
 
     def wait_for_nodes(self, address: str) -> List[NodeInfo]:
-        """Until every rank's node is alive in the GCS, or the deadline."""
+        """Until every rank's node is alive in the GCS and every worker rank
+        said its `ray start` is done, or the deadline.
+
+        The node table is read every `table_interval` (longer as N grows);
+        when the last worker says it joined, once more at once."""
         planned = self.agreed.nodes
-        if len(planned) > 1:
-            self.log.info("waiting for %d worker node(s) to join (deadline %gs)",
-                          len(planned) - 1, self.options.join_timeout)
+        workers = len(planned) - 1
+        if workers:
+            self.log.info("waiting for %d worker node(s) to join%s (deadline %gs)", workers,
+                          f", {self.slots.slots} at a time" if self.slots.slots < workers
+                          else "", self.options.join_timeout)
         assert self.table is not None
         table = self.table
-        table.watch(address, self.options.poll_interval)
+        poll = min(self.options.poll_interval, START_POLL)
+        table.watch(address, table_interval(len(planned), poll))
         expected = set(self.agreed.node_ranks)
         alive: Dict[int, NodeInfo] = {}
+        progress = Progress(len(planned), self.started, self.log)
+        asked = False
 
         def all_alive() -> bool:
-            nonlocal alive
+            nonlocal alive, asked
             self.read_news()
             self._stopping()
+            if not asked and len(self.joins) == workers:
+                asked = True
+                table.look_now()
             alive = table.alive_ranks() or {}
-            return expected <= alive.keys()
+            progress.show(len(expected & (alive.keys() | self.joins.keys())))
+            # Alive in the GCS, and each `ray start` done: one still starting
+            # does not heed SIGINT (a driver that ends at once would wait
+            # out the stop timeout).
+            return expected <= alive.keys() and len(self.joins) == workers
 
-        if not wait_until(all_alive, self.options.poll_interval, self.deadline):
+        if not wait_until(all_alive, poll, self.deadline):
             missing = sorted(expected - alive.keys())
             for rank in missing:
                 if not self.timeline.noted(rank, "could not start its node"):
@@ -121,6 +188,7 @@ class HeadRank(Role):
         self.log.info("Workers are all running! %d node(s) alive after %.1fs: %s",
                       len(nodes), time.monotonic() - self.started,
                       summarize(total_resources(nodes)))
+        self.log_joins(table)
         for node in nodes:
             self.log.log(level_for(len(nodes)), "  node of rank %d on %s (%s): %s",
                          node.rank, node.hostname, node.ip, summarize(node.resources))
@@ -129,6 +197,25 @@ class HeadRank(Role):
                          node.hostname, self.head_ports(address) if node.rank == 0 else "",
                          node.describe_ports())
         return nodes
+
+    def log_joins(self, table: NodeTable) -> None:
+        """The slowest joins, how many joined at once at most, what a look cost."""
+        slowest = sorted(self.joins.items(), key=lambda item: -item[1].took)[:SLOWEST_SHOWN]
+        if len(self.joins) > 1:
+            self.log.info("slowest joins: %s; at most %d node(s) joining at once", "; ".join(
+                f"{self.agreed.name_ranks([rank])} {joined.took:.1f}s (attempt "
+                f"{joined.attempt}, up {joined.elapsed:.1f}s after its start)"
+                for rank, joined in slowest), self.slots.peak)
+        if table.look_took is not None:
+            self.log.debug("one look at the node table (%d nodes) took %.1f ms",
+                           len(self.agreed.nodes), table.look_took * 1000)
+
+    def grant_after(self, rank: int) -> None:
+        """`rank`'s join ended: its slot goes to the next waiting rank(s)."""
+        for granted in self.slots.finished(rank):
+            self.channel.send(granted, Go())
+            self.log.debug("join slot to rank %d (%d joining)", granted,
+                           len(self.slots.in_flight))
 
     def head_ports(self, address: str) -> str:
         """The head's own ports besides the raylet's: GCS, client server, dashboard."""
@@ -165,9 +252,12 @@ class HeadRank(Role):
                 continue
             where = self.agreed.name_ranks([source])
             if isinstance(message, Joined):
+                self.joins[source] = message
+                self.grant_after(source)
                 self.log.debug("%s joined after %.1fs (attempt %d)", where,
                                message.elapsed, message.attempt)
             elif isinstance(message, Failed):
+                self.grant_after(source)
                 raise JobError(f"{where} could not start its Ray node: {message.error}")
             elif isinstance(message, Lost):
                 self.node_lost(source, message.error)
@@ -224,24 +314,29 @@ class HeadRank(Role):
     def stop_others(self, status: int, deadline: float) -> None:
         """Every other rank stops first, while the head is still up: a raylet
         whose GCS is already gone spends its whole stop timeout retrying to
-        unregister. Then hear from every rank that its processes are gone."""
+        unregister. Then hear from every rank with a node that its processes
+        are gone (the other ranks' Done is collected while the head stops:
+        `report`)."""
+        self.report_by = deadline
         if self.table is not None:
             self.table.close()
         if self.agreed.size == 1:
             return
         self.log.info("stopping Ray on all %d ranks", self.agreed.size)
         for rank in range(1, self.agreed.size):
-            self.channel.send(rank, Stop(status))
-        self.collect_done(deadline)
+            self.channel.send(rank, Stop(status, together=not self.lost))
+        self.collect_done(deadline, set(self.agreed.node_ranks) - {0})
 
-    def collect_done(self, deadline: float) -> None:
-        """Every rank's Done, until the deadline. Ranks whose node was lost
-        may be dead themselves: they get LOST_RANK_PATIENCE seconds."""
+    def collect_done(self, deadline: float, ranks: Optional[Set[int]] = None) -> None:
+        """The Done of `ranks` (all others by default), until the deadline.
+        Ranks whose node was lost may be dead themselves: they get
+        LOST_RANK_PATIENCE seconds."""
         lost_by = time.monotonic() + LOST_RANK_PATIENCE
+        ranks = self.others() if ranks is None else ranks
 
         def heard_all() -> bool:
             self.read_news(act=False)  # a late Failed or Lost changes nothing now
-            waiting = self.others() - self.reports.keys()
+            waiting = ranks - self.reports.keys()
             if time.monotonic() >= lost_by:
                 waiting -= self.lost_ranks()
             return not waiting
@@ -256,8 +351,16 @@ class HeadRank(Role):
         return {rank for node in self.agreed.nodes if node.rank in self.lost
                 for rank in node.ranks}
 
+    def leave_by(self, latest: float) -> Optional[float]:
+        """When every other rank reported its teardown and none was lost,
+        they are all about to wait for rank 0: a short wait."""
+        if self.agreed.size == 1 or self.lost or not self.reports.keys() >= self.others():
+            return None
+        return time.monotonic() + LOST_RANK_PATIENCE
+
     def report(self, teardown: Teardown) -> None:
         """One line on how the whole job's teardown went; then summary.txt."""
+        self.collect_done(self.report_by)  # the ranks without a node
         silent = sorted(self.others() - self.reports.keys() - self.lost_ranks())
         dirty = [f"rank {rank}: {report.left}" for rank, report in sorted(self.reports.items())
                  if report.left] + (["rank 0"] if teardown.left else [])

@@ -117,6 +117,21 @@ def launched_tasks(environ: Optional[Mapping[str, str]] = None) -> Optional[int]
     return None
 
 
+# This task's number among the tasks on its host (Open MPI, Hydra and Intel
+# MPI, Slurm, Cray PALS).
+_LOCAL_RANK_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID",
+                         "PALS_LOCAL_RANKID")
+
+
+def local_rank(environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
+    """This task's number on its host, when the launcher says (before MPI)."""
+    env = os.environ if environ is None else environ
+    for name in _LOCAL_RANK_VARIABLES:
+        if env.get(name, "").isdigit():
+            return int(env[name])
+    return None
+
+
 def launcher_rank(environ: Optional[Mapping[str, str]] = None) -> int:
     """The launcher's own number for this task (MPI may disagree, see below)."""
     env = os.environ if environ is None else environ

@@ -15,8 +15,9 @@
     rank 0                                   rank 1..N-1
     ------                                   -----------
     Plan (run id, token, head IP) -- share -> Plan
-    probes (host, CPUs, IP, <-- allgather --> probes: the same placement on
-      Python/Ray versions)                   every rank (one node per host)
+    probes (host, CPUs, IP, <-- gather ----- probes
+      Python/Ray versions)
+    Layout (the placement)  -- share -----> Layout: the same on every rank
     ray start --head --block
     HeadRecord (address | error) -- share -> HeadRecord
     wait until every node alive (GCS) <-- host leaders: ray start --address
@@ -39,7 +40,7 @@ import sys
 import time
 from typing import Any, Callable, Iterator, Optional
 
-from . import handshake, launcher, logs
+from . import handshake, launcher, logs, raynode
 from .agreement import Agreement, agree, log_plan
 from .cluster_state import ClusterInfo
 from .errors import (EXIT_FAILURE, EXIT_USAGE, Interrupted, JobError,  # noqa: F401
@@ -48,13 +49,11 @@ from .head_rank import HeadRank
 from .messages import Stop
 from .options import Options
 from .owned import JOB_MARKER, OwnedProcesses  # noqa: F401  (importable here)
-from .role import Role, Teardown
+from .role import REPORT_SLACK, Role, Teardown
 from .signals import SignalInbox
 from .worker_rank import WorkerRank
 
 Payload = Callable[[ClusterInfo, SignalInbox, Callable[[], None]], int]
-# Teardown reports may take this long past the stop timeout (a busy rank).
-REPORT_SLACK = 15.0
 
 
 def run(options: Options, payload: Payload, comm: Any = None,
@@ -65,10 +64,17 @@ def run(options: Options, payload: Payload, comm: Any = None,
     `check` runs on rank 0 before anything starts and raises UsageError for
     bad input; the error then reaches every rank, which all exit with 2.
     """
-    channel = handshake.Channel(comm if comm is not None else handshake.world(),
-                                options.poll_interval)
-    with SignalInbox([options.walltime_signal]) as inbox:
-        return Job(options, channel, inbox).run(payload, check)
+    # Ray's imports while MPI starts, on the ranks likely to start a node.
+    ready = raynode.ReadyRay.early(options.ray_command, options.node_per_rank,
+                                   [options.walltime_signal])
+    try:
+        channel = handshake.Channel(comm if comm is not None else handshake.world(),
+                                    options.poll_interval)
+        with SignalInbox([options.walltime_signal]) as inbox:
+            return Job(options, channel, inbox, ready=ready).run(payload, check)
+    finally:
+        if ready is not None and ready.process.poll() is None and not ready.used:
+            ready.discard()
 
 
 class Job:
@@ -81,7 +87,8 @@ class Job:
 
     def __init__(self, options: Options, channel: Any, inbox: SignalInbox,
                  own: Callable[..., Any] = OwnedProcesses,
-                 log_name: str = logs.LOGGER_NAME) -> None:
+                 log_name: str = logs.LOGGER_NAME,
+                 ready: Optional[raynode.ReadyRay] = None) -> None:
         self.options = options
         self.channel = channel
         self.inbox = inbox
@@ -95,6 +102,7 @@ class Job:
         self.role: Optional[Role] = None  # HeadRank on rank 0, else WorkerRank
         self.status = EXIT_FAILURE  # this rank's exit status, once ended
         self.failure: Optional[str] = None
+        self.ready = ready  # a `ray` started before MPI, for this rank's node
         self._ended = False
 
     def run(self, payload: Payload, check: Callable[[], None] = lambda: None) -> int:
@@ -134,6 +142,10 @@ class Job:
             # 2. Own: nothing this rank starts may escape unseen.
             if agreed.my_node is not None:
                 self.own.set_up()
+                if self.ready is not None:
+                    self.own.adopt(self.ready)
+            elif self.ready is not None:
+                self.ready.discard()
             # 3. Start: rank 0 brings the cluster up; the others join and serve.
             if isinstance(self.role, HeadRank):
                 return self.role.bring_up()
@@ -169,6 +181,10 @@ class Job:
         self.own.finish(clean=(not failed or copied) and not left)
         if self.rank == 0:
             self.log.info("exit status %d", status)
+        # Leave together: rank 0 may still be stopping its head when the others are done.
+        leave_by = self.role.leave_by(report_by + self.options.stop_timeout + REPORT_SLACK)
+        if leave_by is not None and not self.channel.part(leave_by):
+            self.log.debug("not every rank came to the end of the job; exiting anyway")
 
     @contextlib.contextmanager
     def guard(self) -> Iterator[None]:

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import socket
 import sys
 import time
-from typing import Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import launcher
 
 DATE_FORMAT = "%m/%d/%Y %I:%M:%S %p"
+# The files: 24-hour time with milliseconds (start-up steps take fractions of a second).
+FILE_DATE_FORMAT = "%m/%d/%Y %H:%M:%S"
 LOGGER_NAME = "start_ray"
 # Up to this many nodes, one line per node goes to the console too.
 LISTED_ON_CONSOLE = 16
@@ -47,6 +50,30 @@ def ranges(ranks: Sequence[int]) -> str:
             parts.append(str(start) if start == rank else f"{start}-{rank}")
             start = None
     return ",".join(parts)
+
+
+def hostlist(hosts: Sequence[str]) -> str:
+    """`nid[001-003,010],login1` for those host names (Slurm's form): names
+    that differ only in a trailing number, of the same width, are grouped."""
+    groups: Dict[Tuple[str, int], List[int]] = {}
+    plain: List[str] = []
+    for host in sorted(set(hosts)):
+        match = re.fullmatch(r"(.*?)(\d+)", host)
+        if match:
+            groups.setdefault((match.group(1), len(match.group(2))), []).append(
+                int(match.group(2)))
+        else:
+            plain.append(host)
+    parts = []
+    for (prefix, width), numbers in sorted(groups.items()):
+        if len(numbers) == 1:
+            parts.append(f"{prefix}{numbers[0]:0{width}d}")
+            continue
+        spans = ranges(sorted(numbers)).split(",")
+        text = ",".join("-".join(f"{int(n):0{width}d}" for n in span.split("-"))
+                        for span in spans)
+        parts.append(f"{prefix}[{text}]")
+    return ",".join(parts + plain)
 
 
 def compact(ranks: Sequence[int], width: int = 60) -> str:
@@ -84,7 +111,7 @@ def attach_file(logger: logging.Logger, path: str, name: str) -> logging.Logger:
     logger.propagate = False
     to_file = logging.FileHandler(path)
     to_file.setFormatter(logging.Formatter(
-        f"%(asctime)s | {name} | %(levelname)s | %(message)s", DATE_FORMAT))
+        f"%(asctime)s.%(msecs)03d | {name} | %(levelname)s | %(message)s", FILE_DATE_FORMAT))
     logger.addHandler(to_file)
     return logger
 

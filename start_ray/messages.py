@@ -2,6 +2,7 @@
 
     rank 0 -> all (collective)   Plan (agreement.py), then HeadRecord
     rank > 0 -> rank 0 (REPORT)  Joined | Failed | Lost, then Done at the end
+    rank 0 -> rank > 0 (GO)      Go (a join slot: join_slots.py)
     rank 0 -> rank > 0 (STOP)    Stop
 
 Each point-to-point message names its tag, so the channel needs no table;
@@ -16,6 +17,7 @@ from typing import ClassVar, Union
 # Message tags.
 REPORT = 71   # rank > 0 -> rank 0: joined / failed / lost / done
 STOP = 72     # rank 0 -> rank > 0: tear down now
+GO = 73       # rank 0 -> rank > 0: join now
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +35,7 @@ class Joined:
     tag: ClassVar[int] = REPORT
     attempt: int
     elapsed: float  # seconds since the rank started
+    took: float = 0.0  # seconds from its first `ray start` (after its join slot)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,12 +64,20 @@ class Done:
 
 
 @dataclasses.dataclass(frozen=True)
+class Go:
+    """Rank 0 to a waiting worker rank: a join slot is free, join now."""
+
+    tag: ClassVar[int] = GO
+
+
+@dataclasses.dataclass(frozen=True)
 class Stop:
     """Rank 0 to every other rank: tear down now; the job ends with `status`."""
 
     tag: ClassVar[int] = STOP
     status: int
+    together: bool = True  # every rank is there to leave together (Channel.part)
 
 
 Report = Union[Joined, Failed, Lost, Done]
-Message = Union[Joined, Failed, Lost, Done, Stop]
+Message = Union[Joined, Failed, Lost, Done, Go, Stop]

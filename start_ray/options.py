@@ -111,6 +111,10 @@ SPECS: List[Spec] = [
     Spec("num_cpus", _positive_int, None, "N",
          "CPUs each Ray node offers (default: what the job was given on the host: "
          "Slurm/PBS/ALPS variables, else the ranks' CPU affinity and cgroup quota)"),
+    Spec("head_num_cpus", _non_negative_int, None, "N",
+         "CPUs the head's node offers to Ray's scheduler (default: like every node, "
+         "but 0 in jobs of 32 nodes or more, as Ray's guide advises: the head's GCS "
+         "and the driver keep its CPUs)"),
     Spec("num_gpus", _non_negative_int, None, "N",
          "GPUs each Ray node offers (default: Slurm's GPU variables, else "
          "CUDA_VISIBLE_DEVICES, ROCR/HIP_VISIBLE_DEVICES, ZE_AFFINITY_MASK or "
@@ -128,6 +132,10 @@ SPECS: List[Spec] = [
     Spec("join_timeout", _positive_float, 300.0, "SECONDS",
          "deadline for the head to start and every node to join; failed joins "
          "are retried with backoff until then (default: %(default)s)"),
+    Spec("join_slots", _positive_int, None, "N",
+         "at most N Ray nodes join (register with the head) at once; the others "
+         "wait for a free slot (default: all up to 16 nodes, else 4 x sqrt(nodes), "
+         "at most 128)"),
     Spec("stop_timeout", _positive_float, 10.0, "SECONDS",
          "how long Ray processes get to exit after SIGTERM at teardown before "
          "SIGKILL (default: %(default)s)"),
@@ -187,10 +195,12 @@ class Options:
     """Everything a job needs to know; identical on every rank."""
 
     num_cpus: Optional[int] = None
+    head_num_cpus: Optional[int] = None
     num_gpus: Optional[int] = None
     node_per_rank: bool = False
     interface: Optional[str] = None
     join_timeout: float = 300.0
+    join_slots: Optional[int] = None
     stop_timeout: float = 10.0
     grace: float = 30.0
     walltime_signal: int = signal.SIGUSR1.value

@@ -16,8 +16,8 @@ import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from . import (auth, collect, launcher, logs, proctree, raynode, resources, tempdirs,
-               watchdog)
+from . import (auth, collect, launcher, logs, network, proctree, raynode, resources,
+               tempdirs, watchdog)
 from .agreement import Agreement
 from .cluster_state import NodeTable
 from .options import Options
@@ -25,6 +25,8 @@ from .raynode import RayNode
 
 # In the environment of every process a rank starts: finds any that escaped.
 JOB_MARKER = "START_RAY_JOB"
+# Variables a `ray` imported ahead may get only when it runs (raynode.ReadyRay).
+IMPORT_SAFE = (JOB_MARKER, *auth.VARIABLES, *network.COLLECTIVE_VARIABLES)
 
 
 class OwnedProcesses:
@@ -38,6 +40,7 @@ class OwnedProcesses:
         self.watchdog: Optional[watchdog.Watchdog] = None
         self.temp_dir: Optional[str] = None
         self.node: Optional[RayNode] = None
+        self.ready: Optional[raynode.ReadyRay] = None  # `ray` imported ahead, unused yet
 
     def set_up(self) -> None:
         """Before the rank's first child: nothing it starts can escape unseen."""
@@ -69,8 +72,31 @@ class OwnedProcesses:
         env.pop("RAY_ADDRESS", None)
         return auth.apply(env, self.agreed.plan.auth_token)
 
+    def adopt(self, ready: raynode.ReadyRay) -> None:
+        """A `ray` started before MPI (and before set_up): its session is
+        ours like any other, and it serves this rank's first `ray start`,
+        unless the node's environment differs in more than what Ray reads
+        late (auth, re-read; the marker and the collectives' interface, read
+        by Ray's children): GPU variables, say, which a vendor library may
+        read when Ray is imported. Then it goes, and `ray` starts anew."""
+        proctree.announce(ready.process.pid)
+        differ = ready.differs(self.ray_env(), IMPORT_SAFE)
+        if differ:
+            self.log.debug("Ray was imported ahead with other %s: starting it anew",
+                           ", ".join(differ))
+            ready.discard()
+            return
+        self.ready = ready
+
+    def prepare_node(self) -> None:
+        """While the head starts: a `ray` with its imports done, for this
+        rank's first `ray start` (raynode.ReadyRay)."""
+        if self.ready is None and raynode.ReadyRay.possible(self.options.ray_command):
+            self.ready = raynode.ReadyRay(self.ray_env(), [self.options.walltime_signal])
+
     def start_node(self, role_args: List[str]) -> RayNode:
-        """`ray start ROLE_ARGS --block` with this rank's node plan."""
+        """`ray start ROLE_ARGS --block` with this rank's node plan (in the
+        `ray` prepared ahead, if there is one)."""
         my_node = self.agreed.my_node
         assert self.temp_dir is not None and my_node is not None
         args = raynode.common_args(self.temp_dir, self.agreed.rank,
@@ -78,8 +104,9 @@ class OwnedProcesses:
         env = self.ray_env()
         # Ray's processes ignore the walltime signal: it is for the driver,
         # but Slurm hands it to every process of the job.
+        ready, self.ready = self.ready, None
         self.node = RayNode(role_args + args, env, self.temp_dir, self.options.ray_command,
-                            ignored_signals=[self.options.walltime_signal])
+                            ignored_signals=[self.options.walltime_signal], ready=ready)
         return self.node
 
     def node_table(self) -> NodeTable:
@@ -89,10 +116,22 @@ class OwnedProcesses:
     def stop(self) -> Tuple[int, List[str]]:
         """Stop every process this rank started (all but the watchdog, which
         outlives them): how many there were, and `pid name` of those still
-        running, in our tree, or anywhere in our sessions or with our marker."""
+        running, in our tree, or anywhere in our sessions or with our marker.
+
+        A rank that started nothing (it shares its host's node) has nothing
+        to look for: with 128 ranks on a host, each scanning every process
+        made the teardown grow with the square of the ranks per host."""
+        if self.watchdog is None and not self.sessions:
+            return 0, []
         keep = {self.watchdog.pid} if self.watchdog else set()
         stopped = len(proctree.descendants()) - len(keep)
-        leaders = [self.node.process.pid] if self.node is not None else []
+        leaders = []
+        if self.node is not None and self.node.started:
+            leaders = [self.node.process.pid]
+        elif self.node is not None:
+            # A `ray start` still starting heeds neither SIGINT nor SIGTERM for
+            # seconds (seen: the whole stop timeout); it has nothing to drain.
+            proctree.kill_tree(self.node.process.pid)
         left = proctree.stop_descendants(self.options.stop_timeout, exclude=keep,
                                          leaders=leaders)
         left += [p for p in proctree.owned(JOB_MARKER, self.agreed.marker, self.sessions)

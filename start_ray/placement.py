@@ -138,9 +138,29 @@ def place(probes: List[Probe], options: Options) -> List[NodePlan]:
         by_host.setdefault(p.host, []).append(p)
     groups = ([[p] for p in sorted(probes, key=lambda p: p.rank)] if options.node_per_rank
               else list(by_host.values()))
-    nodes = [_node(group, by_host[group[0].host], options) for group in groups]
+    nodes = sorted((_node(group, by_host[group[0].host], options) for group in groups),
+                   key=lambda node: node.rank)
     _check_addresses(nodes, multi_host=len(by_host) > 1)
-    return sorted(nodes, key=lambda node: node.rank)
+    head = head_cpus(len(nodes), options.head_num_cpus)
+    if head is not None and nodes:
+        nodes[0] = dataclasses.replace(nodes[0], cpus=head)
+    return nodes
+
+
+# From this many nodes on, the head offers no CPUs to tasks by default.
+HEAD_IDLE_FROM = 32
+
+
+def head_cpus(nodes: int, given: Optional[int]) -> Optional[Found]:
+    """The head's CPUs when they differ from its host's: --head-num-cpus, or 0
+    in big jobs (Ray's large-cluster guide: keep tasks off the head, whose
+    GCS serves every node)."""
+    if given is not None:
+        return Found(given, "--head-num-cpus")
+    if nodes >= HEAD_IDLE_FROM:
+        return Found(0, f"the head of {nodes} nodes keeps its CPUs for the GCS and the "
+                        "driver; --head-num-cpus N to change")
+    return None
 
 
 def _node(group: List[Probe], host_group: List[Probe], options: Options) -> NodePlan:

@@ -132,6 +132,15 @@ def stop_descendants(timeout: float, exclude: Optional[set] = None,
     return [p for p in descendants() if p.pid not in exclude and _running(p)]
 
 
+def kill_tree(leader: int) -> None:
+    """SIGKILL `leader` and everything below it (reaped by the waits that follow)."""
+    try:
+        root = psutil.Process(leader)
+    except psutil.NoSuchProcess:
+        return
+    _signal_all([root, *descendants(root)], signal.SIGKILL)
+
+
 def _wait_gone(procs: List[psutil.Process], timeout: float, exclude: set) -> List[psutil.Process]:
     """Wait until `procs` have exited, reaping the ones that were orphaned to
     us on the way (psutil's own wait never reaps a process that became our
@@ -243,11 +252,17 @@ def popen(cmd: Sequence[str], ignored_signals: Sequence[int] = (),
     dying with the rank (PR_SET_PDEATHSIG), announced to the listeners."""
     process = subprocess.Popen(list(cmd), start_new_session=True,
                                preexec_fn=die_with_parent(ignored_signals), **kwargs)
-    began = start_time(process.pid)
+    announce(process.pid)
+    return process
+
+
+def announce(leader: int) -> None:
+    """Tell the listeners of the session `leader` leads (started by `popen`;
+    again later for one started before they listened)."""
+    began = start_time(leader)
     if began is not None:
         for listener in list(_LISTENERS):
-            listener(process.pid, began)
-    return process
+            listener(leader, began)
 
 
 def names(procs: List[psutil.Process]) -> List[str]:

@@ -278,7 +278,19 @@ def cgroup_memory_limit() -> Optional[int]:
 
 def raise_open_files_limit() -> str:
     """Ray opens many sockets and files per worker ("Too many open files"):
-    raise the soft limit to the hard one for this rank and what it starts."""
+    raise the soft limit to the hard one for this rank and what it starts.
+    Done before the rank's first child (a `ray` imported ahead, before MPI)
+    and said again later: the first outcome is kept."""
+    global _RAISED
+    if _RAISED is None:
+        _RAISED = _raise_open_files_limit()
+    return _RAISED
+
+
+_RAISED: Optional[str] = None
+
+
+def _raise_open_files_limit() -> str:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else 1 << 20
     if soft != resource.RLIM_INFINITY and soft < target:
@@ -288,3 +300,46 @@ def raise_open_files_limit() -> str:
         except (ValueError, OSError) as err:
             return f"open files: soft limit stays {soft} ({err})"
     return f"open files: soft limit {soft} (already the hard limit)"
+
+
+# Ray's guide for large clusters: `ulimit -n` of at least 65535. Below that,
+# warn once a job's size makes it matter: ~64 descriptors per node at the head
+# (its GCS, raylet and the driver keep connections to every node's processes).
+OPEN_FILES_ADVISED = 65535
+OPEN_FILES_PER_NODE = 64
+ARP_LIMIT = "/proc/sys/net/ipv4/neigh/default/gc_thresh3"
+
+
+def open_files_limit() -> Optional[int]:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def arp_limit(path: str = ARP_LIMIT) -> Optional[int]:
+    try:
+        with open(path) as handle:
+            return int(handle.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def scale_warnings(nodes: int, hosts: int, open_files: Optional[int],
+                   arp_entries: Optional[int]) -> List[str]:
+    """What is too small on the head's host for a job of this size:
+    the open-files limit ("Too many open files" at the head) and the
+    kernel's ARP table (every host talks to every other: "neighbour table
+    overflow", lost connections)."""
+    found = []
+    needed = min(OPEN_FILES_ADVISED, 1024 + OPEN_FILES_PER_NODE * nodes)
+    if open_files is not None and open_files < needed:
+        found.append(
+            f"open files: the limit here is {open_files}, small for {nodes} Ray nodes "
+            f"(about {needed} wanted; Ray's guide for large clusters says {OPEN_FILES_ADVISED}): "
+            "raise it with `ulimit -n` in the job script (up to the hard limit) or ask the "
+            "admins")
+    if arp_entries is not None and hosts > arp_entries // 2:
+        found.append(
+            f"ARP table: at most {arp_entries} entries (net.ipv4.neigh.default.gc_thresh3) "
+            f"for {hosts} hosts that all talk to each other: expect 'neighbour table overflow' "
+            "and dropped connections; ask the admins to raise gc_thresh1/2/3")
+    return found

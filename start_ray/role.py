@@ -17,6 +17,9 @@ from .agreement import Agreement
 from .options import Options
 from .signals import SignalInbox
 
+# Teardown reports may take this long past the stop timeout (a busy rank).
+REPORT_SLACK = 15.0
+
 
 @dataclasses.dataclass(frozen=True)
 class Teardown:
@@ -53,3 +56,8 @@ class Role:
 
     def report(self, teardown: Teardown) -> None:
         """Teardown, once this rank's own processes are stopped."""
+
+    def leave_by(self, latest: float) -> Optional[float]:
+        """Until when (at most `latest`) to wait for the others at the very
+        end (Channel.part); None when not every rank is known to come."""
+        return None

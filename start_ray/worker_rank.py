@@ -15,10 +15,10 @@ import random
 import time
 from typing import Any, Optional
 
-from . import network, raynode
+from . import join_slots, network, raynode
 from .errors import EXIT_FAILURE, NodeError
 from .handshake import wait_until
-from .messages import STOP, Done, Failed, HeadRecord, Joined, Lost, Stop
+from .messages import GO, STOP, Done, Failed, HeadRecord, Joined, Lost, Stop
 from .raynode import RayNode
 from .role import Role, Teardown
 from .signals import is_stopping
@@ -38,6 +38,8 @@ class WorkerRank(Role):
     def serve(self) -> int:
         """Join the head, then stay out of the way until rank 0 says stop;
         this rank's exit status."""
+        if self.agreed.my_node is not None:
+            self.own.prepare_node()  # Ray's imports while the head starts
         record: HeadRecord = self.channel.share(None)
         if record.error:  # rank 0 says why on the console; no N copies
             self.log.info("exiting: the Ray head could not start on rank 0 (%s): %s",
@@ -84,18 +86,22 @@ class WorkerRank(Role):
         was up, though the GCS already counted it); that is no failure, and
         exiting non-zero here would give mpirun the wrong exit status.
         """
-        attempt, pause = 0, 1.0
+        if not self.wait_for_slot():
+            return None
+        attempt, pause, began = 0, 1.0, time.monotonic()
         while True:
             attempt += 1
             node = self.own.start_node(raynode.worker_args(address))
             try:
                 node.wait_started(self.deadline, self.options.poll_interval, self.told_to_stop)
-                self.channel.send(0, Joined(attempt, time.monotonic() - self.started))
+                now = time.monotonic()
+                self.channel.send(0, Joined(attempt, now - self.started, now - began))
                 self.log.info("joined the cluster at %s (attempt %d)", address, attempt)
                 return node
             except NodeError as err:
                 if self.stop_message is not None:
-                    self.log.info("rank 0 ended the job while this rank was joining")
+                    self.log.info("rank 0 ended the job (status %d) while this rank was "
+                                  "joining", self.stop_message.status)
                     return None
                 _, left = self.own.stop()
                 retry_at = time.monotonic() + pause * random.uniform(0.5, 1.0)
@@ -107,6 +113,26 @@ class WorkerRank(Role):
                     return None
                 self.inbox.raise_if_stopping()
                 pause = min(pause * 2, 30.0)
+
+    def wait_for_slot(self) -> bool:
+        """Unless this rank is among the first to join, wait for rank 0's Go
+        (join_slots.py). False: rank 0 ended the job meanwhile."""
+        workers = self.agreed.node_ranks[1:]
+        slots = join_slots.slots_for(len(workers), self.options.join_slots)
+        if self.agreed.rank in join_slots.first(workers, slots):
+            return True
+        began = time.monotonic()
+        self.log.info("waiting for a join slot (%d node(s) join at a time)", slots)
+        granted = wait_until(lambda: self.told_to_stop() or
+                             self.channel.receive(GO, source=0) is not None,
+                             self.options.poll_interval, self.deadline)
+        if self.stop_message is not None:
+            self.log.info("rank 0 ended the job while this rank waited to join")
+            return False
+        if not granted:
+            raise NodeError("no join slot came before the deadline (--join-timeout)")
+        self.log.info("got a join slot after %.1fs", time.monotonic() - began)
+        return True
 
     def job_failed(self) -> bool:
         return self.stop_message is not None and self.stop_message.status != 0
@@ -149,6 +175,13 @@ class WorkerRank(Role):
             return self.told_to_stop()
 
         wait_until(check, self.options.poll_interval)
+
+    def leave_by(self, latest: float) -> Optional[float]:
+        """After rank 0's Stop (unless a rank is lost): until rank 0 too has
+        stopped its processes, which it does after hearing from everyone."""
+        if self.stop_message is None or not self.stop_message.together:
+            return None
+        return latest
 
     def report(self, teardown: Teardown) -> None:
         """Tell rank 0 how this rank's teardown went."""

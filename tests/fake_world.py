@@ -41,6 +41,7 @@ class Script:
     failed_starts: int = 0  # the first N starts end with Ray's error
     hangs: bool = False  # never says it started (until told to give up)
     mute_after_loss: bool = False  # once its node is lost, the rank sends nothing
+    start_seconds: float = 0.0  # how long each start takes
 
 
 class FakeNode:
@@ -78,6 +79,7 @@ class FakeNode:
             raise NodeError("`ray start` exited with status 1: ConnectionError: "
                             "(fake) timed out during startup")
         until = min(deadline, time.monotonic() + WAIT)
+        time.sleep(script.start_seconds)
         while script.hangs:
             if interrupted():
                 raise NodeError("start abandoned: the job is stopping")
@@ -86,6 +88,17 @@ class FakeNode:
             time.sleep(interval)
         self.up = True
         self.world.event(self.rank, "node up")
+
+    def wait_address(self, deadline: float, interval: float,
+                     interrupted: Callable[[], bool] = lambda: False,
+                     ip: Optional[str] = None) -> str:
+        """The GCS serves at once; a head scripted to fail or hang does so
+        before its GCS serves."""
+        script = self.world.scripts.get(self.rank, Script())
+        if script.failed_starts >= self.attempt or script.hangs:
+            self.wait_started(deadline, interval, interrupted)
+        self.world.event(self.rank, "address known")
+        return self.address()
 
     def alive(self) -> bool:
         return self.returncode is None
@@ -113,7 +126,12 @@ class FakeTable:
     def __init__(self, world: "World") -> None:
         self.world = world
 
+    look_took = None
+
     def watch(self, address: str, interval: float) -> None:
+        pass
+
+    def look_now(self) -> None:
         pass
 
     def alive_ranks(self) -> Dict[int, NodeInfo]:
@@ -144,6 +162,9 @@ class FakeProcesses:
 
     def ray_env(self) -> Dict[str, str]:
         return {"FAKE_RAY_ENV": "1"}
+
+    def prepare_node(self) -> None:
+        self.world.event(self.rank, "prepared")
 
     def start_node(self, role_args: List[str]) -> FakeNode:
         node = FakeNode(self.world, self.rank, len(self.nodes) + 1, "--head" in role_args)
@@ -201,12 +222,14 @@ class FakeChannel:
         self._wait(lambda: len(self.world.shares) > index)
         return pickle.loads(self.world.shares[index])
 
-    def allgather(self, value: Any) -> List[Any]:
+    def gather(self, value: Any) -> Optional[List[Any]]:
         self._check()
         index, self._gathers = self._gathers, self._gathers + 1
         with self.world.lock:
             self.world.gathers.setdefault(index, {})[self.rank] = pickle.dumps(value)
             self.world.lock.notify_all()
+        if self.rank != 0:
+            return None
         self._wait(lambda: len(self.world.gathers[index]) == self.size)
         return [pickle.loads(self.world.gathers[index][r]) for r in range(self.size)]
 
@@ -232,6 +255,14 @@ class FakeChannel:
     def flush(self, deadline: float) -> bool:
         return True
 
+    def part(self, deadline: float) -> bool:
+        with self.world.lock:
+            self.world.parting.add(self.rank)
+            self.world.lock.notify_all()
+            return self.world.lock.wait_for(
+                lambda: len(self.world.parting) == self.size or self.world.aborted is not None,
+                min(WAIT, max(0.0, deadline - time.monotonic())))
+
     def abort(self, status: int) -> None:
         with self.world.lock:
             self.world.aborted = status
@@ -251,6 +282,7 @@ class World:
         self.mail: Dict[Tuple[int, int], List[Tuple[int, bytes]]] = {}
         self.aborted: Optional[int] = None
         self.muted: Set[int] = set()
+        self.parting: Set[int] = set()  # ranks waiting in Channel.part
         self.events: List[Tuple[float, int, str]] = []
         self.agreed: Dict[int, Any] = {}
         self.owned: Dict[int, FakeProcesses] = {}

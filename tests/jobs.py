@@ -215,6 +215,10 @@ class Jobs:
                     # A Ray without token auth (before 2.52) runs only with
                     # --no-auth (tests/test_compat.py checks the refusal).
                     **({} if compat.has_token_auth() else {"START_RAY_NO_AUTH": "1"}),
+                    # Open MPI from PyPI spends ~1 s of every MPI_Init probing
+                    # libfabric's networks; one machine (or emulated hosts on
+                    # TCP) has none: skip the probe (README: Installing).
+                    "OMPI_MCA_btl": os.environ.get("OMPI_MCA_btl", "^ofi"),
                     "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
         env.update(extra or {})
         return env

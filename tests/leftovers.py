@@ -103,8 +103,8 @@ def looks_like_ray_or_mpi(pid: int) -> bool:
         following = args[i + 1] if i + 1 < len(args) else ""
         if base in RAY_BINARIES | LAUNCHER_BINARIES or "/site-packages/ray/" in arg:
             return True
-        if base == "ray" and following == "start":
-            return True
+        if (base == "ray" and following == "start") or arg.startswith("ray start "):
+            return True  # the second: a `ray` imported ahead, renamed (start_ray.ray_cli)
         if arg == "-m" and following.split(".")[0] in ("ray", "start_ray"):
             return True
     return False

@@ -14,7 +14,7 @@ import pytest
 
 from jobs import DRIVER, MPIRUN, PYTHON, assert_nothing_left, leftovers
 
-LOG_LINE = re.compile(r"^\d\d/\d\d/\d{4} \d\d:\d\d:\d\d [AP]M \| rank \d+ \| \S+ \| \w+ \| ")
+LOG_LINE = re.compile(r"^\d\d/\d\d/\d{4} \d\d:\d\d:\d\d\.\d{3} \| rank \d+ \| \S+ \| \w+ \| ")
 
 
 @pytest.mark.parametrize("np", [None, 2, 4], ids=["no-mpirun", "np2", "np4"])
@@ -83,8 +83,10 @@ def test_head_that_cannot_start_stops_every_rank_quickly(jobs):
     assert "minimum allowed is" in result.stdout, "Ray's own reason is shown"
     assert result.seconds < 45
     logs = result.rank_logs()
-    for rank in (1, 2):
-        assert "the Ray head could not start on rank 0" in logs[f"rank-{rank}.log"]
+    for rank in (1, 2):  # the GCS may have served before the raylet failed
+        assert ("the Ray head could not start on rank 0" in logs[f"rank-{rank}.log"] or
+                "rank 0 ended the job (status 1) while this rank was joining"
+                in logs[f"rank-{rank}.log"])
     assert_nothing_left(result)
 
 

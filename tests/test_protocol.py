@@ -84,7 +84,7 @@ def test_a_signal_during_start_up_stops_every_rank(tmp_path, hanging):
     assert world.said(0, "stopped own") and world.said(1, "stopped own")
     assert "received SIGTERM during start-up" in world.log_text(0)
     if hanging == 1:
-        assert "rank 0 ended the job while this rank was joining" in world.log_text(1)
+        assert "rank 0 ended the job (status 143) while this rank was joining" in world.log_text(1)
     else:
         assert "the Ray head could not start on rank 0" in world.log_text(1)
 

@@ -77,12 +77,18 @@ def one_token(running):
     return next(iter(settings))[1]
 
 
-def option_of(running, option):
-    """The value of `option` on the command line of one of the job's processes."""
+def option_of(running, option, program=""):
+    """The value of `option` (`--opt V` or `--opt=V`) on the command line of
+    one of the job's processes (that runs `program`, if given)."""
     for proc in running.processes():
         cmdline = proc.cmdline()
-        if option in cmdline:
-            return cmdline[cmdline.index(option) + 1]
+        if program not in " ".join(cmdline):
+            continue
+        for i, arg in enumerate(cmdline):
+            if arg == option and i + 1 < len(cmdline):
+                return cmdline[i + 1]
+            if arg.startswith(option + "="):
+                return arg.split("=", 1)[1]
     raise AssertionError(f"no process of the job was given {option}")
 
 
@@ -162,7 +168,7 @@ def test_dashboard_without_ray_default_is_refused_up_front(jobs):
                     reason="needs ray[default] (pip install 'ray[default]')")
 def test_dashboard_listens_on_loopback_only(jobs):
     running, _, release = jobs.hold(None, "--dashboard")
-    port = int(option_of(running, "--dashboard-port"))
+    port = int(option_of(running, "--port", "dashboard.py"))
     listening = set()
     for proc in running.processes():
         try:
@@ -191,7 +197,7 @@ except Exception as err:
                     reason="needs ray[client] (grpcio): without it no client server runs")
 def test_ray_client_server_refuses_outsiders(jobs):
     running, address, release = jobs.hold(None)
-    port = option_of(running, "--ray-client-server-port")
+    port = option_of(running, "--port", "ray.util.client.server")
     assert port != "10001", "the client server is not on the fixed default port"
     url = f"ray://{address.split(':')[0]}:{port}"
     env = {key: value for key, value in os.environ.items() if not key.startswith("RAY_")}

@@ -1,0 +1,67 @@
+"""How many Ray nodes register with the GCS at once (rank 0's grants).
+
+Hundreds of raylets registering at the same moment have hung a GCS
+(ray-project/ray#30113), and on a small machine parallel joins time out.
+So at most SLOTS nodes are joining at any moment: the first SLOTS worker
+nodes (in rank order) start at once without asking; each of the others
+waits for rank 0's Go, which rank 0 sends when a join ends: the rank says
+its node joined (`ray start` printed that it runs, which comes after the
+GCS registered the node), or that it gave up. A rank keeps its slot through
+its retries.
+
+    workers:   first SLOTS join at once ... the rest wait for Go
+    rank 0:    Joined/Failed from rank r  ->  Go to the next waiting rank
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from typing import Deque, List, Optional, Sequence, Set
+
+# Below this many worker nodes every node joins at once.
+ALL_AT_ONCE = 16
+# Never more than this many at once.
+MOST = 128
+
+
+def default_slots(workers: int) -> int:
+    """All of them up to 16; then 4 x sqrt(N), at most 128 (1,000 nodes:
+    126 at a time, ~8 waves): the GCS sees a bounded burst while the
+    waves stay few."""
+    return max(1, min(workers, max(ALL_AT_ONCE, min(MOST, 4 * math.ceil(math.sqrt(workers))))))
+
+
+def slots_for(workers: int, given: Optional[int]) -> int:
+    return max(1, min(workers, given)) if given else default_slots(workers)
+
+
+def first(worker_ranks: Sequence[int], slots: int) -> Set[int]:
+    """The ranks that join without waiting (every rank computes the same)."""
+    return set(worker_ranks[:slots])
+
+
+class JoinSlots:
+    """Rank 0's book of who may join: in flight, waiting, done."""
+
+    def __init__(self, worker_ranks: Sequence[int], slots: int) -> None:
+        self.slots = slots
+        self.in_flight: Set[int] = first(worker_ranks, slots)
+        self.waiting: Deque[int] = collections.deque(worker_ranks[slots:])
+        self.done: Set[int] = set()
+        self.peak = len(self.in_flight)
+
+    def finished(self, rank: int) -> List[int]:
+        """`rank`'s join ended (joined or failed): the ranks that may join
+        now (rank 0 sends each a Go)."""
+        if rank in self.done:
+            return []
+        self.done.add(rank)
+        self.in_flight.discard(rank)
+        granted = []
+        while self.waiting and len(self.in_flight) < self.slots:
+            nxt = self.waiting.popleft()
+            self.in_flight.add(nxt)
+            granted.append(nxt)
+        self.peak = max(self.peak, len(self.in_flight))
+        return granted
