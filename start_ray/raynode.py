@@ -36,14 +36,20 @@ _ERROR_LINE = re.compile(r"^([\w.]*(Error|Exception)|Error|ERROR)\b.*:")
 
 def ray_executable() -> str:
     """The `ray` beside this interpreter (the venv's), else the one on PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), "ray")
-    if os.access(beside, os.X_OK):
+    beside = ray_beside_python()
+    if beside:
         return beside
     found = shutil.which("ray")
     if not found:
         raise NodeError("the `ray` command was not found beside "
                         f"{sys.executable} nor on PATH; install ray[rllib]")
     return found
+
+
+def ray_beside_python() -> Optional[str]:
+    """The `ray` of this Python's environment, if it has one."""
+    beside = os.path.join(os.path.dirname(sys.executable), "ray")
+    return beside if os.access(beside, os.X_OK) else None
 
 
 def free_port() -> int:
@@ -117,8 +123,7 @@ class ReadyRay:
     @staticmethod
     def possible(ray_command: Optional[List[str]]) -> bool:
         """Whether the `ray` that would run is the one of this Python."""
-        beside = os.path.join(os.path.dirname(sys.executable), "ray")
-        return not ray_command and os.access(beside, os.X_OK)
+        return not ray_command and ray_beside_python() is not None
 
     @classmethod
     def early(cls, ray_command: Optional[List[str]], node_per_rank: bool,
