@@ -4,12 +4,16 @@ that owns a worker node, a rank that owns no node (SIGKILL) or the launcher
 teardown (see tests/chaos.py for the cases and what each run checks).
 
     python benchmarks/chaos.py [--runs 60] [--seed N] [--mpi openmpi mpich]
+    python benchmarks/chaos.py --case openmpi-rank0-head --case mpich-rank0-head \
+        --repeat 50 --out chaos-rank0-head.md
 
-Every case runs at least once, the rest are drawn at random. Prints a table
-per case (runs, victim hit, leftovers 5 s after the launcher exited, worst
-launcher exit and worst time to clean) and writes it to
-logs/benchmarks/chaos.md (copied to benchmarks/results/). Exits 1 if any run
-left a process or broke a bound. About 12 s a run on a 2-core machine.
+Every case runs at least once, the rest are drawn at random; with --case,
+only the named cases run, each --repeat times. Prints a table per case (runs,
+victim hit, exit statuses, leftovers 5 s after the launcher exited, worst
+launcher exit, worst time to clean, worst time for a helper's rank to notice
+its death) and writes it to logs/benchmarks/<out> (copied to
+benchmarks/results/). Exits 1 if any run failed its case. About 12 s a run
+on a 2-core machine.
 """
 
 from __future__ import annotations
@@ -41,6 +45,22 @@ def plan(runs: int, mpis: List[str], rng: random.Random) -> List[chaos.Case]:
     return chosen
 
 
+def named(names: List[str], repeat: int, rng: random.Random) -> List[chaos.Case]:
+    """Each named case `repeat` times, in a random order."""
+    by_name = {case.name: case for case in chaos.all_cases()}
+    unknown = [name for name in names if name not in by_name]
+    if unknown:
+        raise SystemExit(f"unknown case(s) {unknown}; known: {sorted(by_name)}")
+    chosen = [by_name[name] for name in names for _ in range(repeat)]
+    rng.shuffle(chosen)
+    return chosen
+
+
+def _worst(values: List[Optional[float]]) -> str:
+    known = [v for v in values if v is not None]
+    return f"{max(known):.1f}" if known else "-"
+
+
 def table(outcomes: List[chaos.Outcome], seconds: float, seed: int) -> str:
     by_case: Dict[str, List[chaos.Outcome]] = defaultdict(list)
     for outcome in outcomes:
@@ -51,24 +71,24 @@ def table(outcomes: List[chaos.Outcome], seconds: float, seed: int) -> str:
         f"{chaos.LAUNCHER_EXIT_BOUND:g} s after the kill; nothing left "
         f"{chaos.CLEAN_BOUND:g} s after the launcher exit.",
         "",
-        "| case (mpi-victim-phase) | runs | victim hit | leftovers at 5 s | silent logs "
-        "| worst launcher exit (s) | worst time to clean (s) |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| case (mpi-victim-phase) | runs | failed | victim hit | exit statuses "
+        "| leftovers at 5 s | silent logs | worst launcher exit (s) | worst time to clean (s) "
+        "| worst notice of a killed helper (s) |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
-    for name in sorted(by_case):
-        group = by_case[name]
-        lines.append(
-            f"| {name} | {len(group)} | {sum(o.hit for o in group)} "
-            f"| {sum(len(o.left_at_bound) for o in group)} "
-            f"| {sum(len(o.silent_logs) for o in group)} "
-            f"| {max(o.launcher_seconds for o in group):.1f} "
-            f"| {max(o.clean_seconds for o in group):.1f} |")
-    lines.append(
-        f"| **all** | {len(outcomes)} | {sum(o.hit for o in outcomes)} "
-        f"| {sum(len(o.left_at_bound) for o in outcomes)} "
-        f"| {sum(len(o.silent_logs) for o in outcomes)} "
-        f"| {max(o.launcher_seconds for o in outcomes):.1f} "
-        f"| {max(o.clean_seconds for o in outcomes):.1f} |")
+
+    def row(name: str, group: List[chaos.Outcome]) -> str:
+        statuses = sorted({o.returncode for o in group})
+        return (f"| {name} | {len(group)} | {sum(not o.ok for o in group)} "
+                f"| {sum(o.hit for o in group)} | {', '.join(map(str, statuses))} "
+                f"| {sum(len(o.left_at_bound) for o in group)} "
+                f"| {sum(len(o.silent_logs) for o in group)} "
+                f"| {_worst([o.launcher_seconds for o in group])} "
+                f"| {_worst([o.clean_seconds for o in group])} "
+                f"| {_worst([o.noticed_seconds for o in group])} |")
+
+    lines += [row(name, by_case[name]) for name in sorted(by_case)]
+    lines.append(row("**all**", outcomes))
     return "\n".join(lines) + "\n"
 
 
@@ -77,13 +97,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--runs", type=int, default=60)
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--mpi", nargs="+", default=list(MPIS), choices=list(MPIS))
+    parser.add_argument("--case", action="append", default=[],
+                        help="run only this case (mpi-victim-phase); repeatable")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each --case")
+    parser.add_argument("--out", default="chaos.md", help="the table's file name")
     args = parser.parse_args(argv)
     for name in args.mpi:
         missing = MPIS[name].missing()
         if missing:
             parser.error(f"{name}: {missing}")
     seed = args.seed if args.seed is not None else random.randrange(10**6)
-    cases = plan(args.runs, args.mpi, random.Random(seed))
+    rng = random.Random(seed)
+    cases = named(args.case, args.repeat, rng) if args.case else plan(args.runs, args.mpi, rng)
     workdir = tempfile.mkdtemp(prefix="srchaos-")
     os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
     os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -95,21 +120,22 @@ def main(argv: Optional[List[str]] = None) -> int:
             outcome = chaos.run(jobs, case, workdir)
         except AssertionError as err:  # the run never reached its phase, or hung
             outcome = chaos.Outcome(case, False, float("inf"), -1, [], float("inf"), [],
-                                    f"harness: {err}")
+                                    f"harness: {err}", "harness error")
         finally:
             jobs.cleanup()
         outcomes.append(outcome)
         print(f"[{i}/{len(cases)}] {case.name}: {'ok' if outcome.ok else 'FAILED'} "
-              f"(hit {outcome.hit}, launcher exit {outcome.launcher_seconds:.1f}s, "
-              f"clean {outcome.clean_seconds:.1f}s)", flush=True)
+              f"(struck {outcome.struck}; status {outcome.returncode}, launcher exit "
+              f"{outcome.launcher_seconds:.1f}s, clean {outcome.clean_seconds:.1f}s)",
+              flush=True)
         if not outcome.ok:
             print(outcome.explain(), flush=True)
     text = table(outcomes, time.monotonic() - began, seed)
     print("\n" + text)
     os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, "chaos.md"), "w") as handle:
+    with open(os.path.join(OUT, args.out), "w") as handle:
         handle.write(text)
-    shutil.copy(os.path.join(OUT, "chaos.md"), os.path.join(HERE, "results", "chaos.md"))
+    shutil.copy(os.path.join(OUT, args.out), os.path.join(HERE, "results", args.out))
     shutil.rmtree(workdir, ignore_errors=True)
     return 0 if all(outcome.ok for outcome in outcomes) else 1
 

@@ -84,15 +84,38 @@ def total_resources(nodes: List[NodeInfo]) -> Dict[str, float]:
 class NodeTable:
     """Rank 0's view of the GCS node table, kept fresh by the helper."""
 
+    what = "the node-table helper start_ray.cluster_state"
+
     def __init__(self, env: Dict[str, str]) -> None:
         self.nodes: Optional[List[NodeInfo]] = None  # None: no answer yet
         self.look_took: Optional[float] = None  # seconds the helper's last look took
         self._watching = ""
         self._lock = threading.Lock()
-        self.process = proctree.popen(
-            [sys.executable, "-m", "start_ray.cluster_state"], env=env, text=True,
+        self._env = env
+        self.process = self._spawn()
+
+    def _spawn(self) -> "subprocess.Popen[str]":
+        process = proctree.popen(
+            [sys.executable, "-m", "start_ray.cluster_state"], env=self._env, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        threading.Thread(target=self._read, daemon=True, name="node-table").start()
+        threading.Thread(target=self._read, args=(process,), daemon=True,
+                         name="node-table").start()
+        return process
+
+    # helpers.Helper: rank 0 watches the helper while it relies on it.
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def returncode(self) -> Optional[int]:
+        return self.process.poll()
+
+    def restart(self) -> None:
+        """A new helper, told what the old one watched (its whole state)."""
+        self.process.wait()
+        self.process = self._spawn()
+        if self._watching:
+            self._say(self._watching)
 
     def watch(self, address: str, interval: float) -> None:
         """Look at `address` every `interval` seconds (a new interval
@@ -111,11 +134,11 @@ class NodeTable:
             self.process.stdin.write(line + "\n")
             self.process.stdin.flush()
         except (OSError, ValueError):
-            pass  # the helper is gone; `alive_ranks` stays as it was
+            pass  # the helper is gone: rank 0's Helpers.check restarts it
 
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
+    def _read(self, process: "subprocess.Popen[str]") -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
             try:
                 message = json.loads(line)
             except ValueError:

@@ -119,8 +119,10 @@ class HeadRank(Role):
                            env=env, grace=self.agreed.plan.grace)
 
     def _stopping(self) -> bool:
-        """During start-up a stopping signal, or a walltime warning, ends the job."""
+        """During start-up a stopping signal, or a walltime warning, ends the
+        job; so does a helper that ended twice."""
         self.inbox.raise_if_stopping(walltime_too=True)
+        self.own.check_helpers("rank 0 started the Ray head")
         return False
 
     def _start_news(self) -> bool:
@@ -161,7 +163,8 @@ class HeadRank(Role):
         def all_alive() -> bool:
             nonlocal alive, asked
             self.read_news()
-            self._stopping()
+            self.inbox.raise_if_stopping(walltime_too=True)
+            self.own.check_helpers("rank 0 waited for the nodes to join")
             if not asked and len(self.joins) == workers:
                 asked = True
                 table.look_now()
@@ -258,7 +261,8 @@ class HeadRank(Role):
                                message.elapsed, message.attempt)
             elif isinstance(message, Failed):
                 self.grant_after(source)
-                raise JobError(f"{where} could not start its Ray node: {message.error}")
+                raise JobError(f"{where} could not start its Ray node: {message.error}"
+                               if message.starting else f"{where} failed: {message.error}")
             elif isinstance(message, Lost):
                 self.node_lost(source, message.error)
 
@@ -267,7 +271,8 @@ class HeadRank(Role):
         if isinstance(message, Joined):
             self.timeline.joined(source, message.attempt, message.elapsed)
         elif isinstance(message, Failed):
-            self.timeline.note(source, f"could not start its node: {message.error}")
+            self.timeline.note(source, f"could not start its node: {message.error}"
+                               if message.starting else f"failed: {message.error}")
         elif isinstance(message, Lost):
             self.timeline.note(source, f"lost its node: {message.error}")
         elif isinstance(message, Done):  # also from a rank that stopped on its own
@@ -280,6 +285,7 @@ class HeadRank(Role):
         the GCS's word on the nodes (a rank that died, e.g. under `mpirun
         --enable-recovery`, reports nothing itself)."""
         self.read_news()
+        self.own.check_helpers("the driver ran")
         if not self.head_alive():
             raise JobError("the Ray head's GCS server or raylet ended: the cluster is "
                            "gone, so the driver is stopped now")
@@ -319,7 +325,7 @@ class HeadRank(Role):
         `report`)."""
         self.report_by = deadline
         if self.table is not None:
-            self.table.close()
+            self.own.close_node_table(self.table)
         if self.agreed.size == 1:
             return
         self.log.info("stopping Ray on all %d ranks", self.agreed.size)

@@ -40,10 +40,12 @@ class Joined:
 
 @dataclasses.dataclass(frozen=True)
 class Failed:
-    """This rank's worker node could not start; the job cannot have it."""
+    """This rank's worker node could not start (`starting`), or the rank
+    cannot go on (a helper it relies on is gone): the job ends."""
 
     tag: ClassVar[int] = REPORT
     error: str
+    starting: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

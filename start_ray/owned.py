@@ -16,8 +16,8 @@ import os
 import sys
 from typing import Dict, List, Optional, Tuple
 
-from . import (auth, collect, launcher, logs, network, proctree, raynode, resources,
-               tempdirs, watchdog)
+from . import (auth, collect, helpers, launcher, logs, network, proctree, raynode,
+               resources, tempdirs, watchdog)
 from .agreement import Agreement
 from .cluster_state import NodeTable
 from .options import Options
@@ -41,6 +41,7 @@ class OwnedProcesses:
         self.temp_dir: Optional[str] = None
         self.node: Optional[RayNode] = None
         self.ready: Optional[raynode.ReadyRay] = None  # `ray` imported ahead, unused yet
+        self.helpers = helpers.Helpers(log)  # what this rank's waits rely on
 
     def set_up(self) -> None:
         """Before the rank's first child: nothing it starts can escape unseen."""
@@ -50,6 +51,7 @@ class OwnedProcesses:
         self.watchdog = watchdog.Watchdog(JOB_MARKER, self.agreed.marker,
                                           logs.file_path(self.agreed.run_dir, rank, size),
                                           logs.label(rank, size))
+        self.helpers.add(self.watchdog)
         job_tag = self.agreed.plan.job_tag
         root, why = tempdirs.choose_root(self.options.temp_dir, job_tag, rank)
         self.temp_dir = tempdirs.rank_dir(root, job_tag, rank)
@@ -105,13 +107,29 @@ class OwnedProcesses:
         # Ray's processes ignore the walltime signal: it is for the driver,
         # but Slurm hands it to every process of the job.
         ready, self.ready = self.ready, None
+        if ready is not None and ready.process.poll() is not None:
+            self.log.warning("the `ray` imported ahead (pid %d, python -m start_ray.ray_cli) "
+                             "%s before it was used: running `ray start` anew",
+                             ready.process.pid, helpers.how_it_ended(ready.process.wait()))
+            ready = None
         self.node = RayNode(role_args + args, env, self.temp_dir, self.options.ray_command,
                             ignored_signals=[self.options.walltime_signal], ready=ready)
         return self.node
 
     def node_table(self) -> NodeTable:
-        """Rank 0's reader of the GCS node table (a helper process)."""
-        return NodeTable(self.ray_env())
+        """Rank 0's reader of the GCS node table (a helper process, watched)."""
+        table = NodeTable(self.ray_env())
+        self.helpers.add(table)
+        return table
+
+    def close_node_table(self, table: NodeTable) -> None:
+        """The node table is no longer relied on: it goes, unwatched."""
+        self.helpers.remove(table)
+        table.close()
+
+    def check_helpers(self, doing: str) -> None:
+        """Restart a helper that ended (once), or raise helpers.HelperLost."""
+        self.helpers.check(doing)
 
     def stop(self) -> Tuple[int, List[str]]:
         """Stop every process this rank started (all but the watchdog, which
@@ -159,6 +177,11 @@ class OwnedProcesses:
         dir goes if `clean` (nothing left, and the job succeeded or its logs
         are copied) and the user does not keep it."""
         if self.watchdog is not None:
+            self.helpers.remove(self.watchdog)
+            ended = self.watchdog.returncode()
+            if ended is not None:  # the teardown did its work without it
+                self.log.warning("%s (pid %d) %s during the teardown", self.watchdog.what,
+                                 self.watchdog.pid, helpers.how_it_ended(ended))
             self.watchdog.stop()
         proctree.remove_listener(self.started_session)
         if self.temp_dir is None:

@@ -24,7 +24,7 @@ import signal
 import subprocess
 import sys
 import time
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from . import proctree
 
@@ -34,31 +34,53 @@ class RankGone(Exception):
 
 
 class Watchdog:
-    """The rank's handle on its watchdog process."""
+    """The rank's handle on its watchdog process (a helpers.Helper: its whole
+    state is the sessions it was told of, which the handle keeps too, so a
+    watchdog that was killed is restarted with all of them)."""
+
+    what = "the rank's watchdog start_ray.watchdog"
 
     def __init__(self, variable: str, value: str, log_file: str, label: str) -> None:
         # Without the marker: the watchdog must not find (and kill) itself.
-        env = {key: val for key, val in os.environ.items() if key != variable}
+        self._env = {key: val for key, val in os.environ.items() if key != variable}
+        self._args = [sys.executable, "-m", "start_ray.watchdog", str(os.getpid()), variable,
+                      value, log_file, label]
+        self._told: List[Tuple[int, int]] = []
+        self.process = self._spawn()
+        proctree.add_listener(self.watch)
+
+    def _spawn(self) -> "subprocess.Popen[str]":
         # A session of its own: launchers signal a rank's process group, and
         # only the rank's death means anything here.
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "start_ray.watchdog", str(os.getpid()), variable, value,
-             log_file, label], env=env, stdin=subprocess.PIPE, text=True,
-            start_new_session=True)
-        proctree.add_listener(self.watch)
+        return subprocess.Popen(self._args, env=self._env, stdin=subprocess.PIPE, text=True,
+                                start_new_session=True)
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
+    def returncode(self) -> Optional[int]:
+        return self.process.poll()
+
+    def restart(self) -> None:
+        """A new watchdog, told every session the old one was told."""
+        self.process.wait()
+        self.process = self._spawn()
+        for leader, began in self._told:
+            self._say(leader, began)
+
     def watch(self, leader: int, began: int) -> None:
         """Tell the watchdog of a session the rank just started."""
+        self._told.append((leader, began))
+        self._say(leader, began)
+
+    def _say(self, leader: int, began: int) -> None:
         try:
             assert self.process.stdin is not None
             self.process.stdin.write(f"{leader} {began}\n")
             self.process.stdin.flush()
         except (OSError, ValueError):
-            pass  # the watchdog is gone; the marker still finds what it would
+            pass  # the watchdog is gone: the rank's Helpers.check restarts it
 
     def stop(self) -> None:
         """After a normal teardown there is nothing left for it to do."""

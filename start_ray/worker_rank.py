@@ -18,6 +18,7 @@ from typing import Any, Optional
 from . import join_slots, network, raynode
 from .errors import EXIT_FAILURE, NodeError
 from .handshake import wait_until
+from .helpers import HelperLost
 from .messages import GO, STOP, Done, Failed, HeadRecord, Joined, Lost, Stop
 from .raynode import RayNode
 from .role import Role, Teardown
@@ -54,7 +55,7 @@ class WorkerRank(Role):
         try:
             self.check_reach(record.address)
             node = self.join(record.address)
-        except NodeError as err:
+        except (NodeError, HelperLost) as err:
             self.channel.send(0, Failed(str(err)))
             self.log.error("could not join the cluster at %s: %s", record.address, err)
             self.wait_for_stop()
@@ -143,6 +144,12 @@ class WorkerRank(Role):
                    self.options.poll_interval)
 
     def told_to_stop(self) -> bool:
+        """While joining: whether rank 0 said Stop (raises HelperLost for a
+        helper that ended twice: this rank's waits look at its helpers too)."""
+        self.own.check_helpers("this rank joined the cluster")
+        return self._stop_received()
+
+    def _stop_received(self) -> bool:
         if self.stop_message is None:
             news = self.channel.receive(STOP, source=0)
             if news is not None:
@@ -155,10 +162,17 @@ class WorkerRank(Role):
         it to the driver and needs the cluster until the driver is done; we
         wait at most for the driver's grace and the teardown after it."""
         stop_by: Optional[float] = None
-        reported = False
+        reported = broken = False
 
         def check() -> bool:
-            nonlocal stop_by, reported
+            nonlocal stop_by, reported, broken
+            if not broken:
+                try:
+                    self.own.check_helpers("this rank waited for the end of the job")
+                except HelperLost as err:  # rank 0 ends the job and says why
+                    broken = True
+                    self.channel.send(0, Failed(str(err), starting=False))
+                    self.log.error("%s", err)
             signum = self.inbox.pop()
             if signum is not None and is_stopping(signum) and stop_by is None:
                 stop_by = (time.monotonic() + self.agreed.plan.grace +
@@ -172,7 +186,7 @@ class WorkerRank(Role):
             if stop_by is not None and time.monotonic() >= stop_by:
                 self.log.error("no word from rank 0 after the signal: stopping on my own")
                 return True
-            return self.told_to_stop()
+            return self._stop_received()
 
         wait_until(check, self.options.poll_interval)
 

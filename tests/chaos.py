@@ -4,17 +4,30 @@ of the job is alive 5 s after it does, and the logs say what happened.
 
 A case is an MPI (Open MPI's mpirun, MPICH's Hydra mpiexec), a victim, and a
 phase. Victims: rank 0 (the head), a rank that owns a worker node, a rank
-that owns no node (SIGKILL each), and the launcher (SIGTERM, as Ctrl-C or a
-scheduler would). Phases, each recognised from the rank logs as it begins:
+that owns no node (SIGKILL each), the launcher (SIGTERM, as Ctrl-C or a
+scheduler would), and start_ray's helpers (SIGKILL): rank 0's node-table
+helper, the worker rank's watchdog, and the worker rank's `ray` imported
+ahead (before it is used). Phases, each recognised as it begins:
 
+    start     the victim exists (the `ray` imported ahead: before MPI starts)
     head      rank 0 logged "starting the Ray head"
     join      the worker rank logged its `ray start --address` command
     driver    the driver is attached to the whole cluster
     teardown  rank 0 logged "stopping Ray on all" (the driver has ended)
 
-A rank that owns no node exists only with one node per host, where nothing
-joins: it has no join phase. tests/test_chaos.py runs a subset of the cases
-in CI; benchmarks/chaos.py runs the randomized full matrix and prints a table.
+A rank is found as a child of the launcher's daemon (jobs.rank_processes), a
+helper as a child of its rank with the helper's command line: a child of a
+rank between fork and exec looks like the rank by its command line and
+environment, and once took its place as the victim. What was struck (PID,
+command line, parent) goes into the outcome.
+
+A killed rank ends the job (non-zero); a killed helper must not: the rank
+notices it within NOTICE_BOUND seconds (its log names the helper's PID), a
+restart or a fresh `ray start` takes its place, and the job, released then,
+exits 0. A rank that owns no node exists only with one node per host, where
+nothing joins: it has no join phase. tests/test_chaos.py runs a subset of the
+cases in CI; benchmarks/chaos.py runs the randomized full matrix and prints a
+table.
 """
 
 from __future__ import annotations
@@ -25,14 +38,25 @@ import os
 import signal
 import time
 import uuid
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import psutil
 
-from jobs import HOLD_DRIVER, MPIS, Jobs, Running, describe, leftovers, rank_processes
+import leftovers as found_by
+from jobs import (HOLD_DRIVER, MPIS, Jobs, Mpi, Running, describe, helper_process, leftovers,
+                  rank_processes)
 
-PHASES = ("head", "join", "driver", "teardown")
-VICTIMS = ("rank0", "node-rank", "idle-rank", "launcher")
+PHASES = ("start", "head", "join", "driver", "teardown")
+RANK_VICTIMS = ("rank0", "node-rank", "idle-rank", "launcher")
+# helper victim -> (the rank that started it, its module, the phases it lives in)
+HELPERS = {
+    "table-helper": (0, "cluster_state", ("head", "join", "driver")),
+    "watchdog": (1, "watchdog", ("head", "join", "driver", "teardown")),
+    "ray-ahead": (1, "ray_cli", ("start",)),
+}
+VICTIMS = RANK_VICTIMS + tuple(HELPERS)
+# From a helper's kill until its rank's log names it (the rank noticed).
+NOTICE_BOUND = 10.0
 # From the kill (or SIGTERM) to the launcher's exit. Measured: under 2 s;
 # the bound leaves room for a loaded 2-core machine.
 LAUNCHER_EXIT_BOUND = 30.0
@@ -60,30 +84,51 @@ class Case:
         return self.victim != "idle-rank"
 
 
+    @property
+    def helper(self) -> bool:
+        return self.victim in HELPERS
+
+
+def phases_of(victim: str) -> Tuple[str, ...]:
+    if victim in HELPERS:
+        return HELPERS[victim][2]
+    return tuple(p for p in PHASES if p != "start" and not (victim == "idle-rank" and
+                                                              p == "join"))
+
+
 def all_cases() -> List[Case]:
     return [Case(mpi, victim, phase) for mpi in MPIS for victim in VICTIMS
-            for phase in PHASES if not (victim == "idle-rank" and phase == "join")]
+            for phase in phases_of(victim)]
 
 
 @dataclasses.dataclass
 class Outcome:
     case: Case
     hit: bool               # the victim was alive when the phase began
-    launcher_seconds: float  # kill -> launcher exit
+    launcher_seconds: float  # kill (a helper: the driver's release) -> launcher exit
     returncode: int
     left_at_bound: List[str]  # processes alive CLEAN_BOUND s after the launcher's exit
     clean_seconds: float     # launcher exit -> none left (measured up to 30 s)
     silent_logs: List[str]   # rank logs that started processes and say nothing of the end
     output: str
+    struck: str = ""         # `pid cmdline (parent: name)` of what was struck
+    noticed_seconds: Optional[float] = None  # a helper: kill -> its rank's log names it
 
     @property
     def ok(self) -> bool:
-        return (self.launcher_seconds <= LAUNCHER_EXIT_BOUND and not self.left_at_bound
-                and not self.silent_logs)
+        bounded = (self.launcher_seconds <= LAUNCHER_EXIT_BOUND and not self.left_at_bound
+                   and not self.silent_logs)
+        if not self.case.helper or not self.hit:
+            return bounded
+        return (bounded and self.returncode == 0 and self.noticed_seconds is not None
+                and self.noticed_seconds <= NOTICE_BOUND)
 
     def explain(self) -> str:
-        return (f"{self.case.name}: launcher exit {self.launcher_seconds:.1f}s "
-                f"(bound {LAUNCHER_EXIT_BOUND:g}), left after {CLEAN_BOUND:g}s: "
+        noticed = ("" if not self.case.helper else
+                   f", noticed after {self.noticed_seconds}s (bound {NOTICE_BOUND:g})")
+        return (f"{self.case.name}: struck {self.struck}; exit status {self.returncode}; "
+                f"launcher exit {self.launcher_seconds:.1f}s "
+                f"(bound {LAUNCHER_EXIT_BOUND:g}){noticed}, left after {CLEAN_BOUND:g}s: "
                 f"{self.left_at_bound}, clean after {self.clean_seconds:.1f}s, silent logs: "
                 f"{self.silent_logs}\n{self.output[-4000:]}")
 
@@ -120,9 +165,14 @@ def run(jobs: Jobs, case: Case, workdir: str) -> Outcome:
            "START_RAY_NODE_PER_RANK": "1" if case.node_per_rank else "0"}
     running = jobs.start(2, ["--num-cpus", "1", "--join-timeout", "120", HOLD_DRIVER,
                              "--ready", ready, "--until", until], env=env, mpi=mpi)
+    noticed: Optional[float] = None
     try:
         _reach_phase(case, running, log_dir, ready, until)
-        hit, killed = _strike(case, running, mpi)
+        hit, killed, struck = _strike(case, running, mpi)
+        if case.helper:  # the job goes on: once its rank noticed, let it end
+            noticed = _noticed(case, log_dir, struck, killed, running) if hit else None
+            open(until, "w").close()
+            killed = time.monotonic()
         result = running.wait(LAUNCHER_EXIT_BOUND + 60)
     except BaseException:
         if running.proc.poll() is None:
@@ -131,11 +181,13 @@ def run(jobs: Jobs, case: Case, workdir: str) -> Outcome:
     exited = time.monotonic()
     left, clean = _measure_clean(result, exited)
     return Outcome(case, hit, exited - killed, result.returncode, left, clean,
-                   _silent_logs(log_dir), result.output)
+                   _silent_logs(log_dir), result.output, struck, noticed)
 
 
 def _reach_phase(case: Case, running: Running, log_dir: str, ready: str, until: str) -> None:
-    if case.phase == "head":
+    if case.phase == "start":
+        pass  # the victim is looked for at once
+    elif case.phase == "head":
         _wait(_log_has(log_dir, 0, "starting the Ray head"), running, 120, "the head's start")
     elif case.phase == "join":
         _wait(_log_has(log_dir, 1, "start --address"), running, 120, "a join")
@@ -146,30 +198,72 @@ def _reach_phase(case: Case, running: Running, log_dir: str, ready: str, until: 
             _wait(_log_has(log_dir, 0, "stopping Ray on all"), running, 60, "the teardown")
 
 
-def _strike(case: Case, running: Running, mpi) -> tuple:
-    """End the victim; (whether it was still alive, when)."""
+def _strike(case: Case, running: Running, mpi: Mpi) -> Tuple[bool, float, str]:
+    """End the victim: (whether it was still alive, when, what was struck)."""
     if case.victim == "launcher":
         target: Optional[psutil.Process] = psutil.Process(running.proc.pid)
         sig = signal.SIGTERM
     else:
-        rank = 0 if case.victim == "rank0" else 1
-        deadline = time.monotonic() + 5
-        target = rank_processes(running, mpi).get(rank)
-        while target is None and time.monotonic() < deadline and running.proc.poll() is None:
-            time.sleep(0.05)  # a /proc read that failed in passing: look again
-            target = rank_processes(running, mpi).get(rank)
-        if target is None:
-            raise AssertionError(f"no rank {rank} among the job's processes: "
-                                 f"{describe(running.processes())}")
+        target = _find_victim(case, running, mpi)
         sig = signal.SIGKILL
+    struck = _describe_struck(target) if target is not None else "nothing"
     killed = time.monotonic()
     try:
         if target is None:
-            return False, killed
+            return False, killed, struck
         target.send_signal(sig)
-        return True, killed
+        return True, killed, struck
     except psutil.NoSuchProcess:
-        return False, killed
+        return False, killed, struck
+
+
+def _find_victim(case: Case, running: Running, mpi: Mpi) -> Optional[psutil.Process]:
+    """The victim's process, looked for up to a few seconds (a rank not yet
+    started, a helper not yet started, a /proc read that failed in passing).
+    A rank that cannot be found is a harness error; a helper that cannot be
+    found (gone already, e.g. the `ray` imported ahead was used) is a miss."""
+    if case.helper:
+        rank, module, _ = HELPERS[case.victim]
+
+        def find() -> Optional[psutil.Process]:
+            return helper_process(running, module, rank, mpi)
+    else:
+        rank = 0 if case.victim == "rank0" else 1
+
+        def find() -> Optional[psutil.Process]:
+            return rank_processes(running, mpi).get(rank)
+    deadline = time.monotonic() + (20 if case.helper else 5)
+    target = find()
+    while target is None and time.monotonic() < deadline and running.proc.poll() is None:
+        time.sleep(0.02)
+        target = find()
+    if target is None and not case.helper:
+        raise AssertionError(f"no rank {rank} among the job's processes: "
+                             f"{describe(running.processes())}")
+    return target
+
+
+def _describe_struck(proc: psutil.Process) -> str:
+    """`pid cmdline (parent: name)` from raw /proc, read before the strike."""
+    try:
+        parent = found_by.kernel_name(proc.ppid())
+    except psutil.Error:
+        parent = "?"
+    return f"{proc.pid} {' '.join(found_by.cmdline(proc.pid))[:100]} (parent: {parent})"
+
+
+def _noticed(case: Case, log_dir: str, struck: str, killed: float,
+             running: Running) -> Optional[float]:
+    """Seconds from the kill until the helper's rank logged its PID with
+    what happened to it (None: not within NOTICE_BOUND)."""
+    rank, pid = HELPERS[case.victim][0], struck.split()[0]
+    named = [_log_has(log_dir, rank, f"(pid {pid}{end}") for end in (")", ",")]
+    deadline = killed + NOTICE_BOUND
+    while time.monotonic() < deadline and running.proc.poll() is None:
+        if any(check() for check in named):
+            return time.monotonic() - killed
+        time.sleep(0.05)
+    return None
 
 
 def _measure_clean(result, exited: float) -> tuple:

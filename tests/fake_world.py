@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
-from start_ray import logs
+from start_ray import helpers, logs
 from start_ray.cluster_state import NodeInfo
 from start_ray.errors import NodeError
 from start_ray.lifecycle import Job
@@ -120,11 +120,32 @@ class FakeNode:
         return self.alive()
 
 
-class FakeTable:
-    """The GCS's node table: the nodes that said they were up and still run."""
+class FakeHelper:
+    """A helper process (helpers.Helper) that a test can kill."""
+
+    def __init__(self, world: "World", rank: int, what: str) -> None:
+        self.world, self.rank, self.what = world, rank, what
+        self.pid = next(FakeNode.pids)
+        self.code: Optional[int] = None
+
+    def returncode(self) -> Optional[int]:
+        return self.code
+
+    def kill(self) -> None:
+        self.code = -9
+        self.world.event(self.rank, f"{self.what} killed")
+
+    def restart(self) -> None:
+        self.code, self.pid = None, next(FakeNode.pids)
+        self.world.event(self.rank, f"{self.what} restarted")
+
+
+class FakeTable(FakeHelper):
+    """The GCS's node table: the nodes that said they were up and still run.
+    While its helper is dead it answers nothing new (as the real one)."""
 
     def __init__(self, world: "World") -> None:
-        self.world = world
+        super().__init__(world, 0, "the fake node table")
 
     look_took = None
 
@@ -135,6 +156,8 @@ class FakeTable:
         pass
 
     def alive_ranks(self) -> Dict[int, NodeInfo]:
+        if self.code is not None:
+            return {}
         return {rank: NodeInfo(node_id=f"n{rank}", ip=self.world.agreed[rank].my_node.ip,
                                hostname="fake", alive=True, rank=rank,
                                resources={"CPU": 1.0})
@@ -152,12 +175,16 @@ class FakeProcesses:
         self.world, self.agreed, self.rank = world, agreed, agreed.rank
         world.agreed[self.rank] = agreed
         self.nodes: List[FakeNode] = []
+        self.helpers = helpers.Helpers(log)
+        self.watchdog = FakeHelper(world, self.rank, "the fake watchdog")
+        self.table: Optional[FakeTable] = None
 
     @property
     def node(self) -> Optional[FakeNode]:
         return self.nodes[-1] if self.nodes else None
 
     def set_up(self) -> None:
+        self.helpers.add(self.watchdog)
         self.world.event(self.rank, "set up")
 
     def ray_env(self) -> Dict[str, str]:
@@ -173,7 +200,16 @@ class FakeProcesses:
         return node
 
     def node_table(self) -> FakeTable:
-        return FakeTable(self.world)
+        self.table = FakeTable(self.world)
+        self.helpers.add(self.table)
+        return self.table
+
+    def close_node_table(self, table: FakeTable) -> None:
+        self.helpers.remove(table)
+        table.close()
+
+    def check_helpers(self, doing: str) -> None:
+        self.helpers.check(doing)
 
     def stop(self) -> Tuple[int, List[str]]:
         for node in self.nodes:

@@ -338,18 +338,51 @@ def assert_nothing_left(result: Result, within: float = 5.0) -> None:
     assert not left, f"processes left by the job:\n{describe(left)}\n{result.output}"
 
 
+# The processes whose children are an MPI job's ranks: Open MPI's prterun
+# (local ranks) and prted (remote hosts), MPICH's hydra_pmi_proxy, Slurm's
+# slurmstepd.
+RANK_PARENTS = {"prterun", "prted", "orted", "hydra_pmi_proxy", "slurmstepd"}
+
+
 def rank_processes(running: Running, mpi: Mpi = OPENMPI) -> Dict[int, psutil.Process]:
     """The job's start_ray rank processes, by rank (from the launcher's rank
-    variable in their raw environment; 0 without a launcher)."""
+    variable in their raw environment; 0 without a launcher).
+
+    A rank is a child of the launcher's daemon (or the launched process
+    itself, without a launcher). The command line and environment alone do
+    not tell: a child of a rank between fork and exec carries both, and the
+    chaos test once killed such a child (the node-table helper) instead of
+    rank 0."""
     ranks = {}
     for proc in running.processes():
         try:
             cmdline = proc.cmdline()
+            parent = found_by.kernel_name(proc.ppid())
         except psutil.Error:
+            continue
+        if proc.pid != running.proc.pid and parent not in RANK_PARENTS:
             continue
         if "start_ray" in cmdline and os.path.basename(cmdline[0]).startswith("py"):
             ranks[int(found_by.environ(proc.pid).get(mpi.rank_variable, "0"))] = proc
     return ranks
+
+
+def helper_process(running: Running, module: str, rank: int,
+                   mpi: Mpi = OPENMPI) -> Optional[psutil.Process]:
+    """The helper `python -m start_ray.<module>` that `rank` started (a child
+    of the rank process itself), or None."""
+    owner = rank_processes(running, mpi).get(rank)
+    if owner is None:
+        return None
+    try:
+        children = owner.children()
+    except psutil.Error:
+        return None
+    for child in children:
+        args = found_by.cmdline(child.pid)
+        if args[1:3] == ["-m", f"start_ray.{module}"]:
+            return child
+    return None
 
 
 def ray_process(running: Running, name: str, rank: int) -> psutil.Process:

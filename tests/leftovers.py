@@ -89,11 +89,21 @@ def environ(pid: int) -> Dict[str, str]:
     return dict(entry.split("=", 1) for entry in entries)
 
 
+def kernel_name(pid: int) -> str:
+    """The kernel's name for a process (/proc/PID/comm), '' if gone."""
+    return (_read(f"/proc/{pid}/comm") or b"").decode(errors="replace").strip()
+
+
+def cmdline(pid: int) -> List[str]:
+    """A process's command line from its raw bytes ([] if gone)."""
+    return [arg.decode(errors="replace")
+            for arg in (_read(f"/proc/{pid}/cmdline") or b"").split(b"\0") if arg]
+
+
 def looks_like_ray_or_mpi(pid: int) -> bool:
     """Judged by the command line and the kernel's name for the process."""
-    comm = (_read(f"/proc/{pid}/comm") or b"").decode(errors="replace").strip()
-    args = [arg.decode(errors="replace")
-            for arg in (_read(f"/proc/{pid}/cmdline") or b"").split(b"\0") if arg]
+    comm = kernel_name(pid)
+    args = cmdline(pid)
     if comm.startswith("ray::") or (args and args[0].startswith("ray::")):
         return True
     if comm in RAY_BINARIES | LAUNCHER_BINARIES:

@@ -1,7 +1,8 @@
 """Chaos under both MPIs (a representative subset; benchmarks/chaos.py runs
 the randomized full matrix): every phase and every victim at least once, and
 every case must end within the bound, leave nothing 5 s after the launcher
-exits, and leave logs that say what happened."""
+exits, and leave logs that say what happened; a killed helper must be
+noticed within seconds and cost the job nothing (exit 0)."""
 
 import pytest
 
@@ -20,6 +21,10 @@ SUBSET = [
     chaos.Case("mpich", "node-rank", "driver"),
     chaos.Case("mpich", "launcher", "teardown"),
     chaos.Case("mpich", "idle-rank", "teardown"),
+    chaos.Case("openmpi", "table-helper", "join"),
+    chaos.Case("mpich", "table-helper", "driver"),
+    chaos.Case("openmpi", "watchdog", "driver"),
+    chaos.Case("mpich", "ray-ahead", "start"),
 ]
 
 
@@ -30,3 +35,8 @@ def test_chaos_case_ends_bounded_and_clean(jobs, tmp_path, case):
         skip_or_fail(case.mpi, missing)
     outcome = chaos.run(jobs, case, str(tmp_path))
     assert outcome.ok, outcome.explain()
+    if case.victim in ("rank0", "node-rank", "idle-rank") or case.helper:
+        assert outcome.hit, f"the victim was gone before the strike: {outcome.explain()}"
+    if case.victim in ("rank0", "node-rank", "idle-rank"):
+        assert "(parent: prterun)" in outcome.struck or \
+            "(parent: hydra_pmi_proxy)" in outcome.struck, outcome.struck

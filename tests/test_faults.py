@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from jobs import (DRIVER, MPIRUN, PYTHON, SIGNALS_DRIVER, assert_nothing_left,
-                  finish_held, rank_processes, ray_process)
+                  finish_held, helper_process, rank_processes, ray_process)
 from start_ray import compat
 
 # These jobs lose a worker node while the driver (on the head's host, among
@@ -174,6 +174,34 @@ def test_lost_worker_node_with_fail_fast_stops_the_job(jobs):
     assert result.returncode == 1, result.output
     assert re.search(r"stopping the job \(--fail-fast\): rank 1 \(\S+\) lost its Ray node",
                      result.stdout)
+    assert_nothing_left(result)
+
+
+@pytest.mark.parametrize("module,rank", [("cluster_state", 0), ("watchdog", 1)],
+                         ids=["node-table-helper", "worker-watchdog"])
+def test_a_helper_killed_twice_ends_the_job_in_seconds_naming_it(jobs, module, rank):
+    """The first kill is survived (a restart); the second ends the job at
+    once, with one message that names the helper, not the nodes."""
+    running, _, _ = jobs.hold(2)
+    first = helper_process(running, module, rank)
+    first.kill()
+    deadline = time.monotonic() + 20
+    second = helper_process(running, module, rank)
+    while (second is None or second.pid == first.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+        second = helper_process(running, module, rank)
+    assert second is not None and second.pid != first.pid, "no restarted helper"
+    second.kill()
+    killed = time.monotonic()
+    result = running.wait(90)
+    assert time.monotonic() - killed < 20, result.output
+    assert result.returncode == 1, result.output
+    assert re.search(rf"start_ray\.{module} \(pid {first.pid}\) was killed by SIGKILL "
+                     rf"while .*: restarted it \(pid {second.pid}\)",
+                     "".join(result.rank_logs().values())), result.output
+    assert re.search(rf"start_ray\.{module} \(pid {second.pid}\) was killed by SIGKILL "
+                     r"while .*, and it had been restarted 1 time\(s\) already", result.stdout)
+    assert "lost its Ray node" not in result.stdout
     assert_nothing_left(result)
 
 

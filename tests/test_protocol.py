@@ -179,3 +179,52 @@ def test_a_failing_ray_init_in_the_api_stops_the_cluster_on_every_rank(tmp_path,
     assert "rank 0 ended the cluster with status 1" in str(statuses[1])
     assert world.said(0, "stopped own") and world.said(1, "stopped own")
     assert world.index(0, "send Stop to 1") < world.index(0, "stopped own")
+
+
+def test_a_node_table_helper_killed_during_the_joins_is_restarted(tmp_path):
+    world = World(3, {2: Script(start_seconds=0.3)})
+    after(world, 2, "start attempt 1", lambda: world.owned[0].table.kill())
+    statuses = world.run(options(tmp_path), done_at_once)
+    assert statuses == {0: 0, 1: 0, 2: 0}
+    assert world.said(0, "the fake node table restarted")
+    head = world.log_text(0)
+    assert "the fake node table (pid" in head and "was killed by SIGKILL while rank 0 " \
+        "waited for the nodes to join: restarted it (pid" in head, head
+
+
+def test_a_node_table_helper_killed_twice_ends_the_job_naming_it(tmp_path):
+    world = World(2, {1: Script(start_seconds=1.0)})
+
+    def kill_twice():
+        table = world.owned[0].table
+        table.kill()
+        world.wait_for(0, "the fake node table restarted")
+        table.kill()
+
+    after(world, 1, "start attempt 1", kill_twice)
+    began = time.monotonic()
+    statuses = world.run(options(tmp_path, join_timeout=8), never_runs)
+    assert statuses[0] == 1, statuses
+    assert time.monotonic() - began < 3.0, "it waited for the join deadline"
+    head = world.log_text(0)
+    assert ("the fake node table (pid" in head and "was killed by SIGKILL while rank 0 "
+            "waited for the nodes to join, and it had been restarted 1 time(s)") in head
+    assert "did not join" not in head, "the nodes were blamed"
+
+
+def test_a_worker_whose_watchdog_dies_twice_during_the_run_ends_the_job(tmp_path):
+    world = World(2)
+
+    def payload(info, inbox, on_tick):
+        watchdog = world.owned[1].watchdog
+        watchdog.kill()
+        world.wait_for(1, "the fake watchdog restarted")
+        watchdog.kill()
+        return tick_until(on_tick, lambda: False)  # on_tick raises first
+
+    statuses = world.run(options(tmp_path), payload)
+    assert statuses[0] == 1, statuses
+    head = world.log_text(0)
+    assert "rank 1 (" in head and ") failed: the fake watchdog (pid" in head, head
+    assert "while this rank waited for the end of the job" in head
+    assert world.said(1, "stopped own")
