@@ -3,6 +3,7 @@
 #               rank, as on 4 hosts), train PPO for 3 iterations
 #   make test   create .venv (Open MPI) and .venv-mpich (MPICH), install, run the
 #               tests (real MPI, real Ray)
+#   make test-fast  the in-process unit and protocol tests only (under a minute)
 #   make compat the lifecycle, security and fault tests on older Rays (a table)
 PYTHON   ?= python3
 VENV     ?= .venv
@@ -11,7 +12,7 @@ VENV     ?= .venv
 # the venv it runs from, so each MPI needs a venv of its own.
 MPICH_VENV ?= .venv-mpich
 NP       ?= 4
-EXTRAS   ?= mpi,test,torch
+EXTRAS   ?= mpi,rl,test,torch
 # PyTorch is an extra; installed first, pinned, so that pip does not pick the
 # newest build with several GB of CUDA packages (override for a GPU machine).
 TORCH    ?= torch==2.13.0
@@ -32,7 +33,7 @@ BIN      := $(VENV)/bin
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: venv venv-mpich run test bench chaos compat clean
+.PHONY: venv venv-mpich run test test-fast bench chaos compat clean
 
 venv: $(VENV)/.installed
 
@@ -67,6 +68,10 @@ run: venv
 
 test: venv venv-mpich .venv-ray-$(OTHER_RAY)/.installed
 	START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV)) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# While you change start_ray: the in-process tests (a pytest marker), seconds.
+test-fast: venv
+	$(BIN)/python -m pytest -m fast -q $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/compare.py

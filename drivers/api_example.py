@@ -3,11 +3,12 @@ its ranks, uses it from rank 0, and carries on with MPI afterwards.
 
     mpirun -np 3 python drivers/api_example.py [--fail]
 
-Only rank 0 runs the body of the `with` statement, with ray.init() already
-connected to the job's private cluster; the other ranks serve as Ray worker
-nodes meanwhile. Every rank continues after the block once the cluster is
-stopped. With --fail the body raises: rank 0 re-raises the error and the
-other ranks raise start_ray.ClusterError, so every rank exits non-zero.
+`start_ray.execute(main)` runs `main(info)` on rank 0 only, with ray.init()
+already connected to the job's private cluster; the other ranks serve as Ray
+worker nodes meanwhile. Every rank continues after it once the cluster is
+stopped; rank 0 gets main's result, the others None. With --fail the body
+raises: rank 0 re-raises the error and the other ranks raise
+start_ray.ClusterError, so every rank exits non-zero.
 """
 
 import argparse
@@ -33,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
 
-    with start_ray.cluster(comm=comm, num_cpus=args.num_cpus) as info:
+    def body(info: start_ray.ClusterInfo) -> int:
         results = ray.get([square.remote(i) for i in range(12)])
         report = {"nodes": info.num_nodes, "address": info.address,
                   "cpus": info.resources.get("CPU"), "sum": sum(r[0] for r in results),
@@ -41,11 +42,14 @@ def main() -> None:
         print("API_BODY " + json.dumps(report), flush=True)
         if args.fail:
             raise RuntimeError("the body failed on purpose")
+        return report["sum"]
+
+    total = start_ray.execute(body, comm=comm, num_cpus=args.num_cpus)
 
     # Every rank is back, the cluster is gone, MPI works as before.
     ranks = comm.allreduce(1)
     if comm.Get_rank() == 0:
-        print(f"API_AFTER ranks={ranks}", flush=True)
+        print(f"API_AFTER ranks={ranks} sum={total}", flush=True)
 
 
 if __name__ == "__main__":

@@ -2,18 +2,19 @@
 on it, and leave the nodes clean.
 
 Command line: `mpirun -np N python -m start_ray DRIVER [ARGS]`.
-Python API:   `with start_ray.cluster() as info: ...` (see start_ray.api).
+Python API:   `start_ray.execute(fn)` or `with start_ray.cluster() as info:`
+              (see start_ray.api).
 """
 
 from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["cluster", "ClusterError", "ClusterInfo", "UsageError", "__version__"]
+__all__ = ["cluster", "execute", "ClusterError", "ClusterInfo", "UsageError", "__version__"]
 
 # Imported on first use: `python -m start_ray --help` and the watchdog
 # (`python -m start_ray.watchdog`) need none of the lifecycle.
-_EXPORTS = {"cluster": "api", "ClusterError": "api", "ClusterInfo": "cluster_state",
-            "UsageError": "options"}
+_EXPORTS = {"cluster": "api", "execute": "api", "ClusterError": "errors",
+            "ClusterInfo": "cluster_state", "UsageError": "errors"}
 
 
 def __getattr__(name: str) -> Any:

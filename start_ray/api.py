@@ -1,118 +1,175 @@
-"""The lifecycle from inside a Python MPI program (dask-mpi style):
+"""The lifecycle from inside a Python MPI program, in dask-mpi's shapes.
 
     import start_ray
+
+    def main(info):            # rank 0 only, with ray.init() connected
+        ...                    # info.walltime_warning: set when the walltime signal came
+        return 42
+
+    result = start_ray.execute(main, num_cpus=1)   # 42 on rank 0, None elsewhere
+
+or, for code that every rank runs around the cluster:
+
     with start_ray.cluster(num_cpus=1) as info:
-        # only rank 0 runs this, with ray.init() already connected
-        ...
+        if info:               # rank 0; the other ranks served the cluster
+            ...                # inside `with` and get None here
     # every rank continues here once the cluster is stopped
 
-Launched with `mpirun -np N python my_program.py`. The worker ranks serve
-the cluster inside the `with` statement and skip its body; if the body
-raises, rank 0 re-raises it and every other rank raises ClusterError, so
-no rank carries on as if all went well.
+Launched with `mpirun -np N python my_program.py`. It is the command line's
+lifecycle (lifecycle.Job) with the user's code as the payload: while the
+body runs, rank 0 watches the cluster (watch.WatchThread): a lost node is
+logged within seconds, and with fail_fast=True it interrupts the body with
+ClusterError. The walltime signal (SIGUSR1 by default) sets
+`info.walltime_warning` and nothing else: the cluster stays up until the
+body returns. SIGTERM/SIGHUP end the body with SystemExit(128+N), SIGINT
+with KeyboardInterrupt, both through the teardown. If the body raises, rank
+0 re-raises it and every other rank raises ClusterError, so no rank carries
+on as if all went well.
 """
 
 from __future__ import annotations
 
 import signal
-import sys
-import threading
 import types
-from typing import Any, Optional, Type
+from typing import Any, Callable, Literal, Optional, Tuple, Type, TypeVar
 
 from . import auth, handshake
 from .cluster_state import ClusterInfo
-from .errors import ClusterError, JobFailed
-from .lifecycle import Job
+from .errors import EXIT_FAILURE, ClusterError
+from .head_rank import HeadRank
+from .lifecycle import Job, Phase
 from .options import make_options
-from .signals import SignalInbox
+from .signals import SignalInbox, is_stopping
+from .watch import WatchThread
 
-__all__ = ["cluster", "ClusterError"]
+__all__ = ["cluster", "execute", "ClusterError"]
+
+T = TypeVar("T")
 
 
-class _SkipBody(Exception):
-    """Raised into a worker rank's `with` body before its first line runs."""
-
-
-def _exit_on_sigterm(signum: int, frame: Any) -> None:
-    # SIGTERM (scancel) during the body: unwind through __exit__, so the
-    # cluster is stopped, instead of dying with Ray still running.
-    raise SystemExit(128 + signum)
+def execute(fn: Callable[..., T], *args: Any, comm: Any = None,
+            **options: Any) -> Optional[T]:
+    """Bring a cluster up over the ranks of `comm` (default: COMM_WORLD),
+    run `fn(info, *args)` on rank 0 with ray.init() connected, stop the
+    cluster; fn's result on rank 0, None on the others. Keyword arguments
+    are the command line's options (num_cpus, fail_fast, log_dir, ...)."""
+    with cluster(comm=comm, **options) as info:
+        if info is not None:
+            return fn(info, *args)
+    return None
 
 
 class cluster:
     """A Ray cluster over the ranks of `comm` (default: COMM_WORLD) for the
-    duration of a `with` block. Keyword arguments are the command line's
-    options (num_cpus, num_gpus, join_timeout, log_dir, temp_dir, ...), with
-    the same START_RAY_* environment variables as fallback."""
+    duration of a `with` block; rank 0 gets its ClusterInfo, the others
+    serve the cluster inside `__enter__` and get None. Keyword arguments are
+    the command line's options (num_cpus, num_gpus, join_timeout, fail_fast,
+    log_dir, temp_dir, ...), with the same START_RAY_* variables as fallback."""
 
     def __init__(self, comm: Any = None, **options: Any) -> None:
         self.options = make_options(**options)
         self.comm = comm
         self.job: Optional[Job] = None
         self.info: Optional[ClusterInfo] = None
-        self._previous_trace: Any = None
-        self._previous_sigterm: Any = None
-        self._sigterm_set = False  # our SIGTERM handler is installed
+        self._inbox: Optional[SignalInbox] = None
+        self._watch: Optional[WatchThread] = None
 
     def _job(self, inbox: SignalInbox) -> Job:
         comm = self.comm if self.comm is not None else handshake.world()
         return Job(self.options, handshake.Channel(comm, self.options.poll_interval), inbox)
 
     def __enter__(self) -> Optional[ClusterInfo]:
+        self._inbox = SignalInbox([self.options.walltime_signal]).__enter__()
         try:
-            with SignalInbox([self.options.walltime_signal]) as inbox:
-                self.job = self._job(inbox)
-                self.info = self.job.start()
-        except JobFailed as failed:
-            raise ClusterError(str(failed)) from None
-        if self.info is None:
-            self._skip_body(sys._getframe(1))
-            return None
-        try:
-            assert self.job.agreed is not None
-            attach(self.info.address, self.job.agreed.plan.auth_token)
-        except BaseException as err:  # __exit__ will not run: stop the cluster here
-            why = f"ray.init() could not attach to the cluster: {err}"
-            self.job.end(1, why)
-            raise ClusterError(why) from err
-        if threading.current_thread() is threading.main_thread():  # else no signal comes
-            self._previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm)
-            self._sigterm_set = True
+            self.job = self._job(self._inbox)
+            self.info = self.job.start()
+            if self.job.phase is Phase.SERVE:  # a worker rank: its whole part
+                self._serve(self.job)
+                return None
+            if self.info is None:
+                raise ClusterError(self.job.cause or "the cluster did not come up")
+            self._attach(self.job, self.info)
+        except BaseException:
+            self._release()
+            raise
         return self.info
 
-    def __exit__(self, exc_type: Optional[Type[BaseException]],
-                 exc: Optional[BaseException], tb: Optional[types.TracebackType]) -> bool:
-        assert self.job is not None
-        if self.info is None:  # a worker rank: its part ended in __enter__
-            sys.settrace(self._previous_trace)
-            stop = self.job.stop_message
-            if stop is not None and stop.status != 0:
-                raise ClusterError(
-                    f"rank 0 ended the cluster with status {stop.status}") from None
-            return exc_type is _SkipBody
-        if self._sigterm_set:  # None: a handler set outside Python; the default then
-            signal.signal(signal.SIGTERM, self._previous_sigterm
-                          if self._previous_sigterm is not None else signal.SIG_DFL)
+    def _serve(self, job: Job) -> None:
+        status = job.serve()
+        self._release()
+        stop = job.stop_status
+        if stop:
+            raise ClusterError(f"rank 0 ended the cluster with status {stop}")
+        if status:
+            raise ClusterError(f"this rank's part of the cluster failed (status {status}; "
+                               "see its log in the run folder)")
+
+    def _attach(self, job: Job, info: ClusterInfo) -> None:
+        """Rank 0: ray.init() to the cluster, then the body's watch and signals."""
+        assert job.agreed is not None and isinstance(job.role, HeadRank)
+        assert self._inbox is not None
         try:
+            attach(info.address, job.agreed.plan.auth_token)
+        except BaseException as err:
+            why = f"ray.init() could not attach to the cluster: {err}"
+            job.finish(EXIT_FAILURE, why)
+            raise ClusterError(why) from err
+        self._watch = WatchThread(job.role.watch, self.options.poll_interval,
+                                  job.channel.threads_ok(), job.log).start()
+        self._inbox.react(self._body_signal)  # after ray.init(), which sets its own
+
+    def _body_signal(self, signum: int) -> None:
+        """A signal while the body runs (rank 0, main thread)."""
+        assert self.job is not None and self.info is not None
+        if signum == signal.SIGINT and self._watch is not None and self._watch.error:
+            raise ClusterError(str(self._watch.error))
+        if is_stopping(signum):
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            raise SystemExit(128 + signum)
+        if signum == self.options.walltime_signal:
+            self.info.walltime_warning.set()
+            self.job.log.info("received %s (the walltime warning): info.walltime_warning "
+                              "is set; the cluster stays up until the body returns",
+                              signal.Signals(signum).name)
+
+    def __exit__(self, exc_type: Optional[Type[BaseException]],
+                 exc: Optional[BaseException],
+                 tb: Optional[types.TracebackType]) -> Literal[False]:
+        if self.job is None or self.job.phase is not Phase.RUN:
+            return False  # a worker rank: its part ended in __enter__
+        watched: Optional[BaseException] = None
+        try:
+            if self._inbox is not None:
+                self._inbox.react(None)
+            watched = self._watch.stop() if self._watch is not None else None
             detach()
         finally:
-            status = 0 if exc_type is None else _status_of(exc)
-            self.job.end(status, None if exc is None else
-                         f"the `with start_ray.cluster()` body raised {type(exc).__name__}: {exc}")
+            status, cause = _outcome(exc, watched)
+            self.job.finish(status, cause)
+            self._release()
+        if watched is not None and exc is None:  # the body could not be interrupted
+            raise ClusterError(str(watched))
         return False
 
-    def _skip_body(self, frame: types.FrameType) -> None:
-        """Make the caller's `with` body raise _SkipBody before its first line
-        (the trace function is the only way Python offers); __exit__
-        swallows it and restores the previous trace function."""
-        self._previous_trace = sys.gettrace()
+    def _release(self) -> None:
+        if self._inbox is not None:
+            self._inbox.__exit__(None, None, None)
+            self._inbox = None
 
-        def skip(frame: types.FrameType, event: str, arg: Any) -> None:
-            raise _SkipBody()
 
-        sys.settrace(lambda *args: None)
-        frame.f_trace = skip  # type: ignore[assignment]
+def _outcome(exc: Optional[BaseException],
+             watched: Optional[BaseException]) -> Tuple[int, Optional[str]]:
+    """(status, cause) of the job from how the body ended."""
+    if watched is not None:
+        return EXIT_FAILURE, str(watched)
+    if exc is None:
+        return 0, None
+    if isinstance(exc, SystemExit) and isinstance(exc.code, int):
+        return exc.code, f"the body exited with status {exc.code}" if exc.code else None
+    if isinstance(exc, KeyboardInterrupt):
+        return 128 + signal.SIGINT, "interrupted (SIGINT)"
+    return EXIT_FAILURE, f"the body raised {type(exc).__name__}: {exc}"
 
 
 def attach(address: str, token: Optional[str]) -> None:
@@ -127,8 +184,3 @@ def detach() -> None:
     import ray
     ray.shutdown()
 
-
-def _status_of(exc: Optional[BaseException]) -> int:
-    if isinstance(exc, SystemExit) and isinstance(exc.code, int):
-        return exc.code or 0
-    return 1

@@ -15,7 +15,7 @@ import sys
 from typing import Dict, Optional
 
 from . import compat
-from .options import UsageError
+from .errors import UsageError
 
 # Every variable through which Ray can be told an auth mode or token. All
 # are set or removed explicitly: an inherited one, or ~/.ray/auth_token, must

@@ -13,7 +13,8 @@ import sys
 from typing import List, Optional, Tuple
 
 from . import __version__, driver, errors, launcher, lifecycle
-from .options import SPECS, Options, UsageError, make_options
+from .errors import UsageError
+from .options import SPECS, Options, make_options
 
 DESCRIPTION = """\
 Turn an MPI allocation into a Ray cluster, run DRIVER on it, and leave the
@@ -109,4 +110,4 @@ def refuse(err: UsageError) -> int:
 
     def fail() -> None:
         raise err
-    return lifecycle.run(Options(), lambda *_: 0, check=fail)
+    return lifecycle.run(Options(), lambda _: 0, check=fail)

@@ -63,6 +63,10 @@ class ClusterInfo:
     run_dir: str
     env: Dict[str, str] = dataclasses.field(repr=False)
     grace: float = 30.0  # seconds the driver gets after a stopping signal
+    # Set when the job got the walltime signal while an API body runs: time to
+    # checkpoint and return; the cluster stays up until the body returns.
+    walltime_warning: threading.Event = dataclasses.field(
+        default_factory=threading.Event, repr=False, compare=False)
 
     @property
     def num_nodes(self) -> int:
@@ -86,16 +90,17 @@ class NodeTable:
 
     what = "the node-table helper start_ray.cluster_state"
 
-    def __init__(self, env: Dict[str, str]) -> None:
+    def __init__(self, env: Dict[str, str], spawn: proctree.Spawn = proctree.popen) -> None:
         self.nodes: Optional[List[NodeInfo]] = None  # None: no answer yet
         self.look_took: Optional[float] = None  # seconds the helper's last look took
         self._watching = ""
         self._lock = threading.Lock()
         self._env = env
+        self._popen = spawn
         self.process = self._spawn()
 
     def _spawn(self) -> "subprocess.Popen[str]":
-        process = proctree.popen(
+        process = self._popen(
             [sys.executable, "-m", "start_ray.cluster_state"], env=self._env, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         threading.Thread(target=self._read, args=(process,), daemon=True,

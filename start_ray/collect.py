@@ -14,10 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import glob
+import logging
 import os
 import re
 import shutil
-from typing import List, Tuple
+from typing import TYPE_CHECKING, List, Tuple
+
+from . import logs
+
+if TYPE_CHECKING:
+    from .agreement import Agreement
 
 LIMIT = 50 * 2**20  # bytes per node
 # A file smaller than this is not worth a tail: it is left out instead.
@@ -136,3 +142,17 @@ def _copy_tail(path: str, target: str, size: int) -> int:
         data = source.read(size)
         copy.write(data)
     return len(data)
+
+
+def copy_node_logs(agreed: "Agreement", temp_dir: str, log: logging.Logger) -> bool:
+    """Copy Ray's logs of this rank's node into the run folder (shared
+    storage; the temp dir is node-local). A copy that fails is logged and
+    changes nothing else. Whether the logs are safe in the run folder."""
+    dest = logs.ray_logs_dir(agreed.run_dir, agreed.rank, agreed.size, agreed.host)
+    try:
+        done = collect(temp_dir, dest)
+    except Exception as err:  # a full disk, a vanished file: never the job's status
+        log.error("could not copy Ray's logs into %s: %s", dest, err)
+        return False
+    log.info("Ray's logs of this node copied into %s (%s)", dest, done.describe())
+    return True

@@ -15,11 +15,14 @@ import signal
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 from . import logs, proctree
-from .options import UsageError
+from .errors import UsageError
 from .signals import is_stopping
+
+if TYPE_CHECKING:
+    from .lifecycle import Running
 
 # Written in the driver's arguments, replaced by the cluster's address: for
 # drivers that want it as a flag, e.g. `train_ppo.py --ray-address {ray_address}`.
@@ -52,9 +55,10 @@ def exit_status(returncode: int) -> int:
 class Driver:
     """The running driver process."""
 
-    def __init__(self, cmd: List[str], env: Dict[str, str]) -> None:
+    def __init__(self, cmd: List[str], env: Dict[str, str],
+                 spawn: proctree.Spawn = proctree.popen) -> None:
         self._log = logs.get()
-        self.process = proctree.popen(cmd, env=env)
+        self.process = spawn(cmd, env=env)
         self.pid = self.process.pid
         try:  # wakes us the moment the driver exits, and otherwise not at all
             self._pidfd: Optional[int] = os.pidfd_open(self.pid)
@@ -110,16 +114,17 @@ class Driver:
         return exit_status(returncode)
 
 
-def payload(cmd: List[str], interval: float) -> Callable[..., int]:
+def payload(cmd: List[str], interval: float) -> Callable[["Running"], int]:
     """The lifecycle's payload for the command line: run `cmd` as the driver
     (with the grace the job settled on: --grace, within Slurm's KillWait)."""
-    def run_driver(info, inbox, on_tick: Callable[[], None]) -> int:
+    def run_driver(running: "Running") -> int:
         log = logs.get()
+        info = running.info
         filled = fill_in(cmd, info.address)
         log.info("running the driver: %s", " ".join(filled))
         began = time.monotonic()
-        driver = Driver(filled, info.env)
-        status = driver.wait(interval, on_tick, inbox.pop, info.grace)
+        driver = Driver(filled, info.env, running.spawn)
+        status = driver.wait(interval, running.tick, running.inbox.pop, info.grace)
         log.info("the driver exited with status %d after %.1fs", status,
                  time.monotonic() - began)
         return status

@@ -8,13 +8,12 @@
     Interrupted   a stopping signal while the cluster was starting     128 + N
     JobFailed     what start-up failures become once every rank has
                   stopped what it started; carries the status          its status
+    HelperLost    a helper a rank relies on ended twice (helpers.py)   1
     ClusterError  the Python API's one error for its caller            -
 
-The modules that raise them re-export them under their old names
-(`options.UsageError`, `raynode.NodeError`, `network.AddressError`,
-`signals.Interrupted`, `lifecycle.JobError`, `lifecycle.JobFailed`,
-`api.ClusterError`). The watchdog's internal `RankGone` never leaves it.
-This module imports nothing: every other module may import it.
+Import them from here (or `start_ray.ClusterError`, `start_ray.UsageError`).
+The watchdog's internal `RankGone` never leaves it. This module imports
+nothing: every other module may import it.
 """
 
 from __future__ import annotations

@@ -75,6 +75,13 @@ class Channel:
         from .launcher import library_name
         return library_name(MPI.Get_library_version())
 
+    def threads_ok(self) -> bool:
+        """Whether a second thread may use MPI (MPI_THREAD_MULTIPLE)."""
+        if not type(self.comm).__module__.startswith("mpi4py"):
+            return True
+        from mpi4py import MPI
+        return bool(MPI.Query_thread() == MPI.THREAD_MULTIPLE)
+
     def gather(self, value: Any) -> Optional[List[Any]]:
         """Every rank's `value`, on rank 0 (None elsewhere; all ranks are
         ready by then: they just received the plan)."""

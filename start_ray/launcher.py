@@ -147,7 +147,7 @@ def check_world(mpi_size: int, environ: Optional[Mapping[str, str]] = None) -> N
     Ray cluster and train alone, and the job would 'succeed' N times."""
     tasks = launched_tasks(environ)
     if mpi_size == 1 and tasks is not None and tasks > 1:
-        from .options import UsageError  # here: launcher stays import-light
+        from .errors import UsageError
         raise UsageError(
             f"{launcher_name(environ)} started {tasks} tasks, but MPI sees a world of 1 "
             "process in each: this MPI library does not speak the launcher's process "

@@ -1,69 +1,111 @@
-"""The life of one job, on every rank, as numbered phases (Job.run):
+"""The life of one job on one rank: the phases, their transitions, and the
+one loop that drives them (Job.advance).
 
-    1. agree     the plan from rank 0, every rank's probe, the same placement
-                 and run folder everywhere                      (agreement.py)
-    2. own       subreaper, watchdog, temp dir: before the first child  (owned.py)
-    3. start     rank 0: the head, then wait until every node is alive
-                                                                (head_rank.py)
-                 the others: join with retries, then wait for Stop  (worker_rank.py)
-    4. run       rank 0 runs the payload (the driver) and watches the nodes
-    5. stop      rank 0 sends Stop; every rank stops exactly what it started
-                 (the workers first, while the head is up)       (owned.py)
-                 and, if the job failed, copies its node's Ray logs (collect.py)
-    6. report    the others send Done; rank 0 sums up (summary.py); the exit status
+    AGREE ---> OWN ---> START ---> RUN (rank 0) ----> STOP ---> REPORT ---> DONE
+      |          |        |   `--> SERVE (others) --^
+      |          `--------+--(a failure, a stopping signal)--^
+      `--(bad input: exit 2, nothing started)------------------------------> DONE
+
+    AGREE   the plan from rank 0, every rank's probe, the same placement and
+            run folder everywhere                                (agreement.py)
+    OWN     subreaper, watchdog, temp dir: before the first child   (owned.py)
+    START   rank 0: the head, then every node alive             (bring_up.py)
+            the others: join with retries                    (worker_rank.py)
+    RUN     rank 0: the payload (the driver, or an API body), watched (watch.py)
+    SERVE   the others: wait quietly for Stop                (worker_rank.py)
+    STOP    every rank stops exactly what it started, the workers first while
+            the head is up (head_teardown.py); a failed job's Ray logs are copied
+    REPORT  Done to rank 0, rank 0's summary (summary.py); the ranks leave
+            together; the exit status
 
     rank 0                                   rank 1..N-1
     ------                                   -----------
     Plan (run id, token, head IP) -- share -> Plan
-    probes (host, CPUs, IP, <-- gather ----- probes
-      Python/Ray versions)
-    Layout (the placement)  -- share -----> Layout: the same on every rank
+    probes <-- gather --------------------- probes
+    Layout (the placement)  -- share -----> Layout
     ray start --head --block
     HeadRecord (address | error) -- share -> HeadRecord
-    wait until every node alive (GCS) <-- host leaders: ray start --address
-                                          --block, retried until the deadline
-                                          (Joined | Failed)
-    payload (the driver) runs               wait quietly for Stop (Lost)
+    wait until every node alive <---------- ray start --address --block
+                                            (Joined | Failed)
+    payload runs, watched                   wait for Stop (Lost)
     Stop ----------------------------------> stop own process tree
     stop own process tree
-    collect Done  <------------------------- Done (what was stopped, what is left)
+    collect Done  <------------------------- Done
 
-Errors and the exit status each means: errors.py. What travels between the
-ranks: messages.py. The command line and the Python API are thin layers
-over `run` and `Job`.
+The command line runs every phase (`run`); the Python API (api.py) runs
+them in two goes around the user's body (`start`, then `finish`). Errors and
+the exit status each means: errors.py; what travels between ranks: messages.py.
 """
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
+import enum
 import sys
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import Callable, Dict, FrozenSet, List, Optional, Union
 
-from . import handshake, launcher, logs, raynode
+from . import handshake, launcher, logs, raynode, resources
 from .agreement import Agreement, agree, log_plan
 from .cluster_state import ClusterInfo
-from .errors import (EXIT_FAILURE, EXIT_USAGE, Interrupted, JobError,  # noqa: F401
-                     JobFailed, NodeError, UsageError, exit_status)
+from .collect import copy_node_logs
+from .contracts import Channel, Launcher, Owner
+from .errors import EXIT_FAILURE, EXIT_USAGE, Interrupted, JobError, NodeError, UsageError
+from .errors import exit_status as status_of
 from .head_rank import HeadRank
-from .messages import Stop
+from .node_launcher import NodeLauncher
 from .options import Options
-from .owned import JOB_MARKER, OwnedProcesses  # noqa: F401  (importable here)
-from .role import REPORT_SLACK, Role, Teardown
+from .owned import ProcessOwner
+from .proctree import Spawn
+from .role import REPORT_SLACK, Teardown
 from .signals import SignalInbox
 from .worker_rank import WorkerRank
 
-Payload = Callable[[ClusterInfo, SignalInbox, Callable[[], None]], int]
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """What the RUN phase's payload (the driver) gets."""
+
+    info: ClusterInfo
+    inbox: SignalInbox  # the signals the job received, to forward
+    tick: Callable[[], None]  # the watch: call it between polls; raises when the job must end
+    spawn: Spawn  # start a child that this rank owns (owned.ProcessOwner.popen)
 
 
-def run(options: Options, payload: Payload, comm: Any = None,
+# The payload of the RUN phase -> its exit status.
+Payload = Callable[[Running], int]
+
+
+class Phase(enum.Enum):
+    AGREE = "agree"
+    OWN = "own"
+    START = "start"
+    RUN = "run"
+    SERVE = "serve"
+    STOP = "stop"
+    REPORT = "report"
+    DONE = "done"
+
+
+# Every allowed transition (the diagram above); the loop refuses any other.
+NEXT: Dict[Phase, FrozenSet[Phase]] = {
+    Phase.AGREE: frozenset({Phase.OWN, Phase.DONE}),
+    Phase.OWN: frozenset({Phase.START, Phase.STOP}),
+    Phase.START: frozenset({Phase.RUN, Phase.SERVE, Phase.STOP}),
+    Phase.RUN: frozenset({Phase.STOP}),
+    Phase.SERVE: frozenset({Phase.STOP}),
+    Phase.STOP: frozenset({Phase.REPORT}),
+    Phase.REPORT: frozenset({Phase.DONE}),
+    Phase.DONE: frozenset(),
+}
+
+
+def run(options: Options, payload: Payload, comm: object = None,
         check: Callable[[], None] = lambda: None) -> int:
-    """Run one job on this rank and return this rank's exit status: the
-    cluster comes up, rank 0 runs `payload`, everything is stopped.
-
+    """The command line's job on this rank: every phase; its exit status.
     `check` runs on rank 0 before anything starts and raises UsageError for
-    bad input; the error then reaches every rank, which all exit with 2.
-    """
+    bad input; the error then reaches every rank, which all exit with 2."""
+    # Before the first child, which inherits it (Job would do it too).
+    open_files = resources.raise_open_files_limit()
     # Ray's imports while MPI starts, on the ranks likely to start a node.
     ready = raynode.ReadyRay.early(options.ray_command, options.node_per_rank,
                                    [options.walltime_signal])
@@ -71,150 +113,229 @@ def run(options: Options, payload: Payload, comm: Any = None,
         channel = handshake.Channel(comm if comm is not None else handshake.world(),
                                     options.poll_interval)
         with SignalInbox([options.walltime_signal]) as inbox:
-            return Job(options, channel, inbox, ready=ready).run(payload, check)
+            job = Job(options, channel, inbox, ready=ready, open_files=open_files)
+            job.payload = payload
+            job.check = check
+            return job.advance(Phase.DONE)
     finally:
         if ready is not None and ready.process.poll() is None and not ready.used:
             ready.discard()
 
 
 class Job:
-    """One rank's part of the job, and everything it started.
+    """One rank's part of the job: its phase, its outcome, what it started.
 
-    `channel` (handshake.Channel), `own` (a factory like OwnedProcesses) and
-    `log_name` are what the protocol tests replace: ranks as threads, fake
-    Ray nodes, a logger per thread.
-    """
+    `channel`, `own` and `launch` (factories of the process owner and the
+    node launcher) and `log_name` are the seams the protocol tests replace:
+    ranks as threads, fake Ray nodes, a logger per thread."""
 
-    def __init__(self, options: Options, channel: Any, inbox: SignalInbox,
-                 own: Callable[..., Any] = OwnedProcesses,
+    def __init__(self, options: Options, channel: Channel, inbox: SignalInbox,
+                 own: Callable[..., Owner] = ProcessOwner,
+                 launch: Callable[..., Launcher] = NodeLauncher,
                  log_name: str = logs.LOGGER_NAME,
-                 ready: Optional[raynode.ReadyRay] = None) -> None:
-        self.options = options
-        self.channel = channel
-        self.inbox = inbox
-        self.rank: int = channel.rank
-        self.make_own = own
+                 ready: Optional[raynode.ReadyRay] = None,
+                 open_files: Optional[str] = None) -> None:
+        self.options, self.channel, self.inbox = options, channel, inbox
+        self.make_owner, self.make_launcher = own, launch
         self.log_name = log_name
         self.log = logs.get(log_name)
-        self.started = time.monotonic()
-        self.agreed: Optional[Agreement] = None
-        self.own: Any = None  # what this rank started (owned.OwnedProcesses)
-        self.role: Optional[Role] = None  # HeadRank on rank 0, else WorkerRank
-        self.status = EXIT_FAILURE  # this rank's exit status, once ended
-        self.failure: Optional[str] = None
         self.ready = ready  # a `ray` started before MPI, for this rank's node
-        self._ended = False
+        # The open-files limit is raised before this rank's first child.
+        self.open_files = open_files or resources.raise_open_files_limit()
+        self.started = time.monotonic()
+        self.phase = Phase.AGREE
+        self.history = [Phase.AGREE]  # every phase this rank went through, in order
+        self.status = EXIT_FAILURE  # this rank's exit status, final once DONE
+        self.cause: Optional[str] = None  # why the job failed, when it did
+        self.payload: Optional[Payload] = None
+        self.check: Callable[[], None] = lambda: None
+        self.info: Optional[ClusterInfo] = None  # rank 0's cluster, from START
+        self.agreed: Optional[Agreement] = None
+        self.owner: Optional[Owner] = None
+        self.launcher: Optional[Launcher] = None
+        self.role: Optional[Union[HeadRank, WorkerRank]] = None
+        self.teardown_began = 0.0
+        self.stopped = 0  # processes this rank's teardown stopped
+        self.left: List[str] = []  # `pid name` of those it could not stop
+        self.logs_safe = True  # the job succeeded, or its Ray logs are copied
 
-    def run(self, payload: Payload, check: Callable[[], None] = lambda: None) -> int:
-        """Phases 1 to 6 on this rank; its exit status (see errors.py)."""
-        try:
-            info = self.start(check)  # phases 1-3
-        except UsageError as err:
-            self.say_usage_error(err)
-            return EXIT_USAGE
-        except JobFailed as failed:
-            return failed.status
-        if info is None:  # a worker rank: its whole part is done
-            return self.status
-        with self.guard():
-            # 4. Run: the payload, which calls keep_watch between its polls.
-            assert isinstance(self.role, HeadRank)
-            status = payload(info, self.inbox, self.role.keep_watch)
-            self.end(status, f"the driver exited with status {status}" if status else None)
+    # ------------------------------------------------------------ the loop
+    def advance(self, until: Phase) -> int:
+        """Run phases until `until` (or DONE); this rank's exit status."""
+        steps = {Phase.AGREE: self._agree, Phase.OWN: self._own, Phase.START: self._start,
+                 Phase.RUN: self._run, Phase.SERVE: self._serve, Phase.STOP: self._stop,
+                 Phase.REPORT: self._report}
+        while self.phase not in (until, Phase.DONE):
+            self.go(self._guarded(steps[self.phase]))
         return self.status
 
-    def start(self, check: Callable[[], None] = lambda: None) -> Optional[ClusterInfo]:
-        """Bring the cluster up. Rank 0 gets the cluster's description back;
-        the other ranks do their whole part (join, wait for Stop, stop) and
-        get None. Raises UsageError (nothing started) or JobFailed (whatever
-        started is stopped again)."""
-        with self.guard():
-            # 1. Agree on the plan, the placement and the run folder.
-            agreed = agree(self.channel, self.options, check)
-            self.log = logs.setup(agreed.run_dir, agreed.rank, agreed.size, self.log_name)
-            self.own = self.make_own(agreed, self.options, self.log)
-            parts = (agreed, self.options, self.channel, self.own, self.inbox, self.log,
-                     self.started)
-            self.role = HeadRank(*parts) if self.rank == 0 else WorkerRank(*parts)
-            self.agreed = agreed
-            if self.rank == 0:
-                log_plan(agreed, self.options, self.log, self.channel.mpi_library())
-            # 2. Own: nothing this rank starts may escape unseen.
-            if agreed.my_node is not None:
-                self.own.set_up()
-                if self.ready is not None:
-                    self.own.adopt(self.ready)
-            elif self.ready is not None:
-                self.ready.discard()
-            # 3. Start: rank 0 brings the cluster up; the others join and serve.
-            if isinstance(self.role, HeadRank):
-                return self.role.bring_up()
-            assert isinstance(self.role, WorkerRank)
-            self.end(self.role.serve())
-            return None
-        raise JobFailed(self.failure or "start-up failed", self.status)
+    def go(self, phase: Phase) -> None:
+        if phase not in NEXT[self.phase]:
+            raise RuntimeError(f"no transition from {self.phase.name} to {phase.name}")
+        self.log.debug("phase %s -> %s", self.phase.name, phase.name)
+        self.phase = phase
+        self.history.append(phase)
 
-    def end(self, status: int, cause: Optional[str] = None) -> None:
-        """Stop everything this rank started, confirm it, and tidy up; `cause`
-        says why the job failed, if the job does not know yet. Idempotent."""
-        if self._ended or self.role is None:
-            return
-        self._ended = True
+    def _guarded(self, step: Callable[[], Phase]) -> Phase:
+        """A step's next phase. Expected failures (start-up errors, signals,
+        the job's end) are logged and lead to STOP, or DONE if nothing was
+        started; anything else also aborts the MPI job, so that no rank
+        waits for this one forever."""
+        ending = self.phase in (Phase.STOP, Phase.REPORT)
+        try:
+            return step()
+        except UsageError as err:
+            if self.phase is not Phase.AGREE or ending:
+                raise
+            self.say_usage_error(err)
+            self.status = EXIT_USAGE
+            return Phase.DONE
+        except (JobError, NodeError, Interrupted) as err:
+            if ending:
+                raise
+            self.log.error("%s during start-up: stopping the job"
+                           if isinstance(err, Interrupted) else "%s", err)
+            self.fail(status_of(err), str(err))
+            return Phase.DONE if self.phase is Phase.AGREE else Phase.STOP
+        except BaseException:
+            self.log.exception("start_ray failed on this rank; stopping its Ray processes")
+            if not ending and self.phase is not Phase.AGREE:
+                self.fail(EXIT_FAILURE, "start_ray failed on this rank")
+                self.go(Phase.STOP)
+                self.advance(Phase.DONE)
+            self.abort()
+            raise
+
+    def fail(self, status: int, cause: Optional[str]) -> None:
+        """The outcome, if not known yet (the first failure is the cause)."""
         self.status = status
-        self.failure = self.failure or cause
-        began = time.monotonic()
-        report_by = began + self.options.stop_timeout + REPORT_SLACK
-        # 5. Stop: rank 0 stops the others first (and hears their Done), then its own.
-        self.role.stop_others(status, report_by)
-        stopped, left = self.own.stop()
-        if left:
-            self.log.error("%d process(es) would not stop: %s", len(left), ", ".join(left))
+        self.cause = self.cause or cause
+
+    # ---------------------------------------------------------- the phases
+    def _agree(self) -> Phase:
+        agreed = agree(self.channel, self.options, self.check)
+        self.log = logs.setup(agreed.run_dir, agreed.rank, agreed.size, self.log_name)
+        self.agreed = agreed
+        self.owner = self.make_owner(agreed, self.options, self.log)
+        self.launcher = self.make_launcher(agreed, self.options, self.log, self.owner)
+        parts = (agreed, self.options, self.channel, self.owner, self.launcher, self.inbox,
+                 self.log, self.started)
+        self.role = HeadRank(*parts) if agreed.rank == 0 else WorkerRank(*parts)
+        if agreed.rank == 0:
+            log_plan(agreed, self.options, self.log, self.channel.mpi_library())
+        return Phase.OWN
+
+    def _own(self) -> Phase:
+        """Nothing this rank starts may escape unseen."""
+        assert self.agreed and self.owner and self.launcher
+        if self.agreed.my_node is not None:
+            self.owner.set_up()
+            self.log.debug("%s", self.open_files)
+            if self.ready is not None:
+                self.launcher.adopt(self.ready)
+        elif self.ready is not None:
+            self.ready.discard()
+        return Phase.START
+
+    def _start(self) -> Phase:
+        if isinstance(self.role, HeadRank):
+            self.info = self.role.start()
+            self.status = 0
+            return Phase.RUN
+        assert isinstance(self.role, WorkerRank)
+        serve = self.role.start()
+        self.status = self.role.status
+        return Phase.SERVE if serve else Phase.STOP
+
+    def _run(self) -> Phase:
+        assert self.payload is not None and self.info is not None
+        assert isinstance(self.role, HeadRank)
+        assert self.owner is not None
+        status = self.payload(Running(self.info, self.inbox, self.role.watch.tick,
+                                      self.owner.popen))
+        self.status = status
+        if status:
+            self.cause = self.cause or f"the driver exited with status {status}"
+        return Phase.STOP
+
+    def _serve(self) -> Phase:
+        assert isinstance(self.role, WorkerRank)
+        self.role.serve()
+        return Phase.STOP
+
+    def _stop(self) -> Phase:
+        """Rank 0 stops the others first (and hears their Done), then every
+        rank its own processes; a failed job's Ray logs are copied."""
+        assert self.agreed and self.owner and self.launcher and self.role
+        self.teardown_began = time.monotonic()
+        report_by = self.teardown_began + self.options.stop_timeout + REPORT_SLACK
+        self.role.stop_others(self.status, report_by)
+        self.stopped, self.left = self.owner.stop(self.launcher.node)
+        if self.left:
+            self.log.error("%d process(es) would not stop: %s", len(self.left),
+                           ", ".join(self.left))
         else:
-            self.log.debug("stopped %d process(es); none left", stopped)
-        failed = bool(status) or self.role.job_failed()
-        copied = (self.options.collect_logs == "always" or
-                  (self.options.collect_logs == "on-failure" and failed)
-                  ) and self.own.collect_logs()  # before Done: rank 0's summary reads them
-        # 6. Report: Done to rank 0, or rank 0's summary; then tidy up.
-        self.role.report(Teardown(status, self.failure, stopped, left, began))
+            self.log.debug("stopped %d process(es); none left", self.stopped)
+        failed = bool(self.status) or self.role.job_failed()
+        collect = self.options.collect_logs
+        temp_dir = self.owner.temp_dir
+        copied = ((collect == "always" or (collect == "on-failure" and failed)) and
+                  temp_dir is not None and  # before Done: rank 0's summary reads them
+                  copy_node_logs(self.agreed, temp_dir, self.log))
+        self.logs_safe = not failed or copied
+        return Phase.REPORT
+
+    def _report(self) -> Phase:
+        """Done to rank 0, or rank 0's summary; then tidy up and leave together."""
+        assert self.role and self.owner
+        report_by = self.teardown_began + self.options.stop_timeout + REPORT_SLACK
+        self.role.report(Teardown(self.status, self.cause, self.stopped, self.left,
+                                  self.teardown_began))
         self.channel.flush(report_by)
-        self.own.finish(clean=(not failed or copied) and not left)
-        if self.rank == 0:
-            self.log.info("exit status %d", status)
+        self.owner.finish(clean=self.logs_safe and not self.left)
+        if self.channel.rank == 0:
+            self.log.info("exit status %d", self.status)
         # Leave together: rank 0 may still be stopping its head when the others are done.
         leave_by = self.role.leave_by(report_by + self.options.stop_timeout + REPORT_SLACK)
         if leave_by is not None and not self.channel.part(leave_by):
             self.log.debug("not every rank came to the end of the job; exiting anyway")
+        return Phase.DONE
 
-    @contextlib.contextmanager
-    def guard(self) -> Iterator[None]:
-        """Failures inside end the job on this rank: expected ones (start-up
-        errors, signals) are logged and stop what was started; anything else
-        also aborts the MPI job, so that no rank waits for this one forever."""
-        try:
-            yield
-        except UsageError:
-            raise
-        except (JobError, NodeError, Interrupted) as err:
-            self.log.error("%s during start-up: stopping the job"
-                           if isinstance(err, Interrupted) else "%s", err)
-            self.failure = str(err)
-            self.end(exit_status(err))
-        except BaseException:
-            self.log.exception("start_ray failed on this rank; stopping its Ray processes")
-            self.end(EXIT_FAILURE)
-            self.abort()
-            raise
+    # ------------------------------------------------- for the Python API
+    def start(self) -> Optional[ClusterInfo]:
+        """AGREE to START: rank 0's cluster (None elsewhere, and None on
+        rank 0 when the start failed: `phase` is DONE then)."""
+        self.advance(Phase.RUN if self.channel.rank == 0 else Phase.SERVE)
+        return self.info if self.phase is Phase.RUN else None
+
+    def serve(self) -> int:
+        """A worker rank, after `start`: SERVE to DONE."""
+        return self.advance(Phase.DONE)
+
+    def finish(self, status: Optional[int] = None, cause: Optional[str] = None) -> int:
+        """Rank 0 after its body (or any rank after a failure): STOP to DONE."""
+        if status is not None:
+            self.status = status
+            if status:
+                self.cause = self.cause or cause
+        if self.phase in (Phase.RUN, Phase.SERVE):
+            self.go(Phase.STOP)
+        if self.phase is Phase.STOP or self.phase is Phase.REPORT:
+            return self.advance(Phase.DONE)
+        return self.status
 
     @property
-    def stop_message(self) -> Optional[Stop]:
-        """Rank 0's Stop (with the job's status), as a worker rank received it."""
-        return self.role.stop_message if isinstance(self.role, WorkerRank) else None
+    def stop_status(self) -> Optional[int]:
+        """Rank 0's Stop status, as a worker rank received it."""
+        if isinstance(self.role, WorkerRank) and self.role.stop_message is not None:
+            return self.role.stop_message.status
+        return None
 
+    # ------------------------------------------------------------- errors
     def say_usage_error(self, err: UsageError) -> None:
         """Once per job: by MPI rank 0, and, where MPI saw singletons, only
         by the launcher's task 0."""
-        if self.rank == 0 and (self.channel.size > 1 or launcher.launcher_rank() == 0):
+        if self.channel.rank == 0 and (self.channel.size > 1 or launcher.launcher_rank() == 0):
             print(f"start_ray: error: {err}", file=sys.stderr, flush=True)
 
     def abort(self) -> None:

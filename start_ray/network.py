@@ -17,7 +17,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 
 import psutil
 
-from .errors import AddressError  # noqa: F401  (its old home; still importable here)
+from .errors import AddressError
 
 
 def ipv4_addresses() -> List[Tuple[str, str]]:

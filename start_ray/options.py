@@ -9,7 +9,7 @@ import shlex
 import signal
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-from .errors import UsageError  # noqa: F401  (its old home; still importable here)
+from .errors import UsageError
 
 
 # Arguments start_ray sets itself on every `ray start`; letting users pass them

@@ -17,7 +17,8 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import psutil
 
 from . import accelerators, compat, logs, network, resources
-from .options import Options, UsageError
+from .errors import UsageError
+from .options import Options
 from .resources import Found
 
 

@@ -232,37 +232,19 @@ def owned(variable: str, value: str,
     return found
 
 
-# Told of every session `popen` starts: the rank's watchdog listens here.
-_LISTENERS: List[Callable[[int, int], None]] = []
-
-
-def add_listener(listener: Callable[[int, int], None]) -> None:
-    _LISTENERS.append(listener)
-
-
-def remove_listener(listener: Callable[[int, int], None]) -> None:
-    if listener in _LISTENERS:
-        _LISTENERS.remove(listener)
+# Starts a child the way a rank starts everything: `popen`, or the process
+# owner's (owned.ProcessOwner.popen), which books it.
+Spawn = Callable[..., subprocess.Popen]
 
 
 def popen(cmd: Sequence[str], ignored_signals: Sequence[int] = (),
           **kwargs: Any) -> subprocess.Popen:
     """Start a child the way a rank starts everything: in a session of its
-    own (so the session ID finds all it starts, even after the rank is gone),
-    dying with the rank (PR_SET_PDEATHSIG), announced to the listeners."""
-    process = subprocess.Popen(list(cmd), start_new_session=True,
-                               preexec_fn=die_with_parent(ignored_signals), **kwargs)
-    announce(process.pid)
-    return process
-
-
-def announce(leader: int) -> None:
-    """Tell the listeners of the session `leader` leads (started by `popen`;
-    again later for one started before they listened)."""
-    began = start_time(leader)
-    if began is not None:
-        for listener in list(_LISTENERS):
-            listener(leader, began)
+    own (so the session ID finds all it starts, even after the rank is gone)
+    and dying with the rank (PR_SET_PDEATHSIG). The rank's process owner
+    books the session (owned.ProcessOwner.popen)."""
+    return subprocess.Popen(list(cmd), start_new_session=True,
+                            preexec_fn=die_with_parent(ignored_signals), **kwargs)
 
 
 def names(procs: List[psutil.Process]) -> List[str]:

@@ -22,8 +22,9 @@ from typing import Callable, Deque, Dict, List, Optional, Sequence
 
 import psutil
 
-from . import compat, launcher, logs, proctree, resources
-from .errors import NodeError  # noqa: F401  (its old home; still importable here)
+from . import compat, launcher, logs, proctree
+from .errors import NodeError
+from .proctree import Spawn
 
 READY_MARKER = "Ray runtime started"
 # How often a starting head's session dir is looked at for the GCS port.
@@ -113,10 +114,11 @@ class ReadyRay:
     MPI initialises (`early`); the environment it runs with is sent with
     the arguments. Only for the `ray` of this Python (not --ray-command)."""
 
-    def __init__(self, env: Dict[str, str], ignored_signals: Sequence[int] = ()) -> None:
+    def __init__(self, env: Dict[str, str], ignored_signals: Sequence[int] = (),
+                 spawn: Spawn = proctree.popen) -> None:
         self.used = False
         self.env = env  # what it imported Ray with
-        self.process = proctree.popen(
+        self.process = spawn(
             [sys.executable, "-m", "start_ray.ray_cli"], ignored_signals, env=env,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
@@ -135,7 +137,6 @@ class ReadyRay:
         first_here = launcher.rank_from_environment() == 0 or launcher.local_rank() == 0
         if not cls.possible(ray_command) or not (first_here or node_per_rank):
             return None
-        resources.raise_open_files_limit()  # before the first child, which inherits it
         return cls(launcher.child_environment({"RAY_ADDRESS": None}), ignored_signals)
 
     def differs(self, env: Dict[str, str], ignored: Sequence[str]) -> List[str]:
@@ -166,7 +167,8 @@ class RayNode:
 
     def __init__(self, args: List[str], env: Dict[str, str], temp_dir: str,
                  ray_command: Optional[List[str]] = None,
-                 ignored_signals: Sequence[int] = (), ready: Optional[ReadyRay] = None) -> None:
+                 ignored_signals: Sequence[int] = (), ready: Optional[ReadyRay] = None,
+                 spawn: Spawn = proctree.popen) -> None:
         self.command = [*(ray_command or [ray_executable()]), "start", *args, "--block"]
         self.temp_dir = temp_dir
         self._log = logs.get()
@@ -178,7 +180,7 @@ class RayNode:
         self._log.debug("running%s: %s", " (Ray imported ahead)" if ready else "",
                         " ".join(self.command))
         try:
-            self.process = ready.run(self.command[1:], env) if ready else proctree.popen(
+            self.process = ready.run(self.command[1:], env) if ready else spawn(
                 self.command, ignored_signals, env=env, stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         except OSError as err:
@@ -296,12 +298,6 @@ class RayNode:
         if errors:
             return errors[-1]
         return " / ".join(useful[-lines:]) or "(no output)"
-
-    def address(self) -> str:
-        """The GCS address a head printed for workers to join."""
-        if self._address is None:
-            raise NodeError(f"the head printed no address: {self.last_words()}")
-        return self._address
 
     def session_dir(self) -> str:
         """Where Ray keeps this node's own logs."""

@@ -279,18 +279,8 @@ def cgroup_memory_limit() -> Optional[int]:
 def raise_open_files_limit() -> str:
     """Ray opens many sockets and files per worker ("Too many open files"):
     raise the soft limit to the hard one for this rank and what it starts.
-    Done before the rank's first child (a `ray` imported ahead, before MPI)
-    and said again later: the first outcome is kept."""
-    global _RAISED
-    if _RAISED is None:
-        _RAISED = _raise_open_files_limit()
-    return _RAISED
-
-
-_RAISED: Optional[str] = None
-
-
-def _raise_open_files_limit() -> str:
+    Called once per rank, before its first child (the lifecycle keeps what
+    it says for the rank's log)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     target = hard if hard != resource.RLIM_INFINITY else 1 << 20
     if soft != resource.RLIM_INFINITY and soft < target:

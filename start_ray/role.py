@@ -1,21 +1,16 @@
-"""What a rank works with, whichever part it plays: rank 0's
-(head_rank.HeadRank) or every other rank's (worker_rank.WorkerRank).
+"""The part a rank plays: rank 0's (head_rank.HeadRank) or every other
+rank's (worker_rank.WorkerRank), as the lifecycle sees it.
 
-The two parts differ in what they do at start-up, and in two steps of the
-teardown (lifecycle.Job.end): before a rank stops its own processes (rank 0
-tells the others to stop and hears from them) and after (the others report
-to rank 0, rank 0 sums up). Everything they share is fixed at construction.
+The two differ in what they do at start-up, and in two steps of the
+teardown: before a rank stops its own processes (rank 0 tells the others to
+stop and hears from them) and after (the others report to rank 0, rank 0
+sums up).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import logging
-from typing import Any, List, Optional
-
-from .agreement import Agreement
-from .options import Options
-from .signals import SignalInbox
+from typing import List, Optional, Protocol
 
 # Teardown reports may take this long past the stop timeout (a busy rank).
 REPORT_SLACK = 15.0
@@ -23,7 +18,7 @@ REPORT_SLACK = 15.0
 
 @dataclasses.dataclass(frozen=True)
 class Teardown:
-    """How this rank's teardown went (lifecycle.Job.end)."""
+    """How this rank's teardown went (lifecycle.Job)."""
 
     status: int  # this rank's exit status
     cause: Optional[str]  # why the job failed, as this rank knows it
@@ -32,24 +27,11 @@ class Teardown:
     began: float  # time.monotonic() when the teardown began
 
 
-class Role:
-    """One rank's part in the job (the policy; the plan is `agreed`, the
-    processes `own`, the conversation `channel`)."""
-
-    def __init__(self, agreed: Agreement, options: Options, channel: Any, own: Any,
-                 inbox: SignalInbox, log: logging.Logger, started: float) -> None:
-        self.agreed = agreed
-        self.options = options
-        self.channel = channel
-        self.own = own  # an owned.OwnedProcesses (a fake one in the protocol tests)
-        self.inbox = inbox
-        self.log = log
-        self.started = started  # time.monotonic() when the job began on this rank
-        self.deadline = started + options.join_timeout  # for the whole cluster to be up
+class Role(Protocol):
+    """What the lifecycle asks of a rank's part in the teardown."""
 
     def job_failed(self) -> bool:
         """Whether the whole job is known to have failed (beyond this rank)."""
-        return False
 
     def stop_others(self, status: int, deadline: float) -> None:
         """Teardown, before this rank stops its own processes."""
@@ -60,4 +42,3 @@ class Role:
     def leave_by(self, latest: float) -> Optional[float]:
         """Until when (at most `latest`) to wait for the others at the very
         end (Channel.part); None when not every rank is known to come."""
-        return None

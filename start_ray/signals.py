@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import signal
 import threading
-from typing import Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
-from .errors import Interrupted  # noqa: F401  (its old home; still importable here)
+from .errors import Interrupted
 
 # Signals that mean "the job must end" (scancel, Ctrl-C, a closed terminal).
 STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -27,6 +27,7 @@ class SignalInbox:
         self.handled = tuple(dict.fromkeys([*STOPPING, *forwarded]))
         self._pending: List[int] = []
         self._previous: Dict[int, object] = {}
+        self._reaction: Optional[Callable[[int], None]] = None
 
     def __enter__(self) -> "SignalInbox":
         if threading.current_thread() is not threading.main_thread():
@@ -41,7 +42,19 @@ class SignalInbox:
             signal.signal(signum, handler)  # type: ignore[arg-type]
 
     def record(self, signum: int, frame: object = None) -> None:
+        if self._reaction is not None:
+            self._reaction(signum)  # may raise, into the code it interrupted
+            return
         self._pending.append(signum)
+
+    def react(self, reaction: Optional[Callable[[int], None]]) -> None:
+        """From now on call `reaction(signum)` instead of recording (None:
+        record again); the handlers are installed anew, since a library
+        (ray.init() sets one for SIGTERM) may have replaced them."""
+        self._reaction = reaction
+        if reaction is not None and threading.current_thread() is threading.main_thread():
+            for signum in self.handled:
+                signal.signal(signum, self.record)
 
     def pop(self) -> Optional[int]:
         return self._pending.pop(0) if self._pending else None

@@ -1,4 +1,5 @@
-"""Rank 0's short account of the run: LOG_DIR/<run-id>/summary.txt.
+"""Rank 0's short account of the run: LOG_DIR/<run-id>/summary.txt for
+people, summary.json (the same events as records) for programs.
 
     the cause of a failure, first
     a timeline per rank: head up, joined (after k attempts), lost, stopped,
@@ -8,102 +9,85 @@
         collected into ray/ (collect.py)
 
 Rank 0 hears everything it needs over the protocol anyway (Joined, Failed,
-Lost, Done); the timeline only writes it down.
+Lost, Done); its ledger writes it down as typed events (events.py).
 """
 
 from __future__ import annotations
 
 import glob
+import json
 import os
-import time
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from . import collect, logs
+from . import collect, events, logs
 from .agreement import Agreement
+from .ledger import Ledger
 
-# Events that make a rank's node worth a look in its Ray logs.
-TROUBLE = ("could not start its node", "its node never joined", "lost its node")
+JSON = "summary.json"
 # The logs whose error lines the summary quotes, most telling first.
 TELLING_LOGS = ("raylet.err", "raylet.out", "gcs_server.err", "gcs_server.out",
                 "ray-start-*.out")
 
 
-class Timeline:
-    """What happened to each rank, in seconds since rank 0 started."""
-
-    def __init__(self, agreed: Agreement, started: float) -> None:
-        self.agreed = agreed
-        self.started = started
-        self.events: Dict[int, List[Tuple[str, Optional[float]]]] = {
-            rank: [] for rank in range(agreed.size)}
-        for node in agreed.nodes:
-            for rank in node.ranks:
-                if rank != node.rank:  # the same words for all: such ranks group
-                    self.events[rank].append(("served by its host's node", None))
-
-    def note(self, rank: int, what: str, at: Optional[float] = None) -> None:
-        """`what` happened to `rank`; `at` seconds since start (None: now)."""
-        if at is None:
-            at = time.monotonic() - self.started
-        self.events.setdefault(rank, []).append((what, at))
-
-    def joined(self, rank: int, attempt: Optional[int] = None,
-               at: Optional[float] = None) -> None:
-        """A worker node joined: seen alive in the GCS (no attempt count), or
-        said so itself (which is more precise and takes the GCS's place)."""
-        events = self.events.setdefault(rank, [])
-        what = "joined" if attempt is None else f"joined (attempt {attempt})"
-        seen = [i for i, (event, _) in enumerate(events) if event.startswith("joined")]
-        if seen and attempt is None:
-            return
-        if seen:
-            events[seen[0]] = (what, at)
-        else:
-            self.note(rank, what, at)
-
-    def noted(self, rank: int, what: str) -> bool:
-        return any(event.startswith(what) for event, _ in self.events.get(rank, []))
-
-    def lines(self) -> List[str]:
-        """One line per group of ranks whose stories read alike."""
-        groups: Dict[Tuple[str, ...], List[int]] = {}
-        for rank in range(self.agreed.size):
-            story = tuple(what for what, _ in self.events[rank]) or ("no news",)
-            groups.setdefault(story, []).append(rank)
-        out = []
-        for story, ranks in sorted(groups.items(), key=lambda item: item[1][0]):
-            parts = []
-            for i, what in enumerate(story):
-                times = [self.events[r][i][1] for r in ranks if self.events[r]]
-                parts.append(what + _when([t for t in times if t is not None]))
-            out.append(f"{_name(ranks, self.agreed)}: " + "; ".join(parts))
-        return out
-
-    def troubled(self) -> List[int]:
-        return [rank for rank in self.agreed.node_ranks
-                if any(self.noted(rank, what) for what in TROUBLE)]
+def lines(ledger: Ledger) -> List[str]:
+    """The timeline, one line per group of ranks whose stories read alike."""
+    agreed = ledger.agreed
+    by_rank: Dict[int, List[events.Event]] = {rank: [] for rank in range(agreed.size)}
+    for event in ledger.events:
+        by_rank.setdefault(event.rank, []).append(event)
+    groups: Dict[Tuple[str, ...], List[int]] = {}
+    for rank in range(agreed.size):
+        story = tuple(events.describe(event) for event in by_rank[rank]) or ("no news",)
+        groups.setdefault(story, []).append(rank)
+    out = []
+    for story, ranks in sorted(groups.items(), key=lambda item: item[1][0]):
+        parts = []
+        for i, what in enumerate(story):
+            times = [by_rank[r][i].at for r in ranks if by_rank[r]]
+            parts.append(what + _when([t for t in times if t is not None]))
+        out.append(f"{_name(ranks, agreed)}: " + "; ".join(parts))
+    return out
 
 
-def write(timeline: Timeline, status: int, cause: Optional[str]) -> str:
-    """Write summary.txt into the run folder; its path."""
-    agreed = timeline.agreed
-    lines = [f"start_ray run {agreed.plan.run_id}: exit status {status}; {agreed.size} "
-             f"rank(s) on {len(set(agreed.hosts))} host(s), {len(agreed.nodes)} Ray node(s)"]
+def troubled(ledger: Ledger) -> List[int]:
+    """The node ranks whose Ray logs explain a failure."""
+    return [rank for rank in ledger.agreed.node_ranks if ledger.has(rank, *events.TROUBLE)]
+
+
+def write(ledger: Ledger, status: int, cause: Optional[str]) -> str:
+    """Write summary.txt and summary.json into the run folder; the first's path."""
+    agreed = ledger.agreed
+    text = [f"start_ray run {agreed.plan.run_id}: exit status {status}; {agreed.size} "
+            f"rank(s) on {len(set(agreed.hosts))} host(s), {len(agreed.nodes)} Ray node(s)"]
     if status != 0 or cause:
-        lines.append(f"cause: {cause or 'unknown (see the rank logs)'}")
-    lines += ["", "timeline (seconds since rank 0 started):"]
-    lines += [f"  {line}" for line in timeline.lines()]
-    troubled = timeline.troubled()
-    if troubled:
-        lines += ["", "first error lines in the Ray logs of the nodes in trouble "
-                  "(copies under ray/):"]
-        for rank in troubled:
-            lines += [f"  {agreed.name_ranks([rank])}:"] + [
+        text.append(f"cause: {cause or 'unknown (see the rank logs)'}")
+    text += ["", "timeline (seconds since rank 0 started):"]
+    text += [f"  {line}" for line in lines(ledger)]
+    trouble = troubled(ledger)
+    if trouble:
+        text += ["", "first error lines in the Ray logs of the nodes in trouble "
+                 "(copies under ray/):"]
+        for rank in trouble:
+            text += [f"  {agreed.name_ranks([rank])}:"] + [
                 f"    {line}" for line in _errors_of(agreed, rank)]
+    with open(os.path.join(agreed.run_dir, JSON), "w") as handle:
+        json.dump(record(ledger, status, cause), handle, indent=1)
     path = os.path.join(agreed.run_dir, "summary.txt")
     with open(path, "w") as handle:
-        handle.write("\n".join(lines) + "\n")
+        handle.write("\n".join(text) + "\n")
     return path
+
+
+def record(ledger: Ledger, status: int, cause: Optional[str]) -> Dict[str, Any]:
+    """summary.json: the run, its outcome and every event, for programs."""
+    agreed = ledger.agreed
+    return {
+        "run_id": agreed.plan.run_id, "status": status, "cause": cause,
+        "ranks": agreed.size, "hosts": list(agreed.hosts),
+        "nodes": [{"rank": node.rank, "host": node.host, "ip": node.ip,
+                   "ranks": list(node.ranks)} for node in agreed.nodes],
+        "events": [event.record() for event in ledger.events],
+    }
 
 
 def _errors_of(agreed: Agreement, rank: int, per_file: int = 3) -> List[str]:

@@ -11,7 +11,7 @@ import os
 import shutil
 from typing import Mapping, Optional, Tuple
 
-from .options import UsageError
+from .errors import UsageError
 
 UNIX_PATH_MAX = 107
 # The longest tail Ray appends: a session name (timestamp, 7-digit PID) and

@@ -7,7 +7,7 @@ OOM-killed, and so on. `ray start` and the driver then get SIGKILL
 live on for ~60 s. So each rank that starts anything first starts this small
 process. It holds the read end of a pipe whose write end only the rank holds:
 the rank writes the session of every child it starts down it (`Watchdog.
-watch`, called by proctree.popen), and when the rank dies the pipe reaches
+watch`, called by owned.ProcessOwner.adopt), and when the rank dies the pipe reaches
 end of file. Then the watchdog kills everything the rank started (the
 processes in those sessions, or carrying the rank's marker; see proctree),
 writes what it did into the rank's log, and exits. When the rank ends
@@ -47,7 +47,6 @@ class Watchdog:
                       value, log_file, label]
         self._told: List[Tuple[int, int]] = []
         self.process = self._spawn()
-        proctree.add_listener(self.watch)
 
     def _spawn(self) -> "subprocess.Popen[str]":
         # A session of its own: launchers signal a rank's process group, and
@@ -84,7 +83,6 @@ class Watchdog:
 
     def stop(self) -> None:
         """After a normal teardown there is nothing left for it to do."""
-        proctree.remove_listener(self.watch)
         self.process.kill()
         self.process.wait()
         if self.process.stdin is not None:

@@ -1,68 +1,79 @@
 """Every other rank's part: reach the head, join, stay out of the way until
 rank 0 says Stop, report Done.
 
-    HeadRecord from rank 0 (its address, or why the head failed)
-    a rank that starts a node: check the head is reachable, then
-        `ray start --address HEAD --block`, retried with backoff until the
-        deadline (Joined, or Failed with Ray's words)
-    every rank: wait quietly for Stop; a node that ends meanwhile is Lost
-    teardown (lifecycle.Job.end): stop own processes, then Done
+    start   HeadRecord from rank 0 (its address, or why the head failed);
+            a rank that starts a node: check the head is reachable, then
+            `ray start --address HEAD --block`, retried with backoff until the
+            deadline (Joined, or Failed with Ray's words)
+    serve   every rank: wait quietly for Stop; a node that ends meanwhile is Lost
+    stop    (lifecycle): stop own processes, then Done
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
-from typing import Any, Optional
+from typing import Optional
 
 from . import join_slots, network, raynode
+from .agreement import Agreement
+from .contracts import Channel, Launcher, Node, Owner
 from .errors import EXIT_FAILURE, NodeError
 from .handshake import wait_until
 from .helpers import HelperLost
 from .messages import GO, STOP, Done, Failed, HeadRecord, Joined, Lost, Stop
-from .raynode import RayNode
-from .role import Role, Teardown
-from .signals import is_stopping
+from .options import Options
+from .role import Teardown
+from .signals import SignalInbox, is_stopping
 
 # After a stopping signal, how long past the driver's grace and the teardown
 # a rank waits for rank 0's Stop before it stops on its own.
 STOP_SLACK = 15.0
 
 
-class WorkerRank(Role):
+class WorkerRank:
     """A rank other than 0: joins (if it starts a node), serves, follows rank 0."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, agreed: Agreement, options: Options, channel: Channel, owner: Owner,
+                 launcher: Launcher, inbox: SignalInbox, log: logging.Logger,
+                 started: float) -> None:
+        self.agreed, self.options, self.channel = agreed, options, channel
+        self.owner, self.launcher, self.inbox, self.log = owner, launcher, inbox, log
+        self.started = started  # time.monotonic() when the job began on this rank
+        self.deadline = started + options.join_timeout  # for the whole cluster to be up
+        self.status = 0  # this rank's exit status so far
+        self.node: Optional[Node] = None  # this rank's node, once it joined
         self.stop_message: Optional[Stop] = None  # rank 0's Stop, once received
 
-    def serve(self) -> int:
-        """Join the head, then stay out of the way until rank 0 says stop;
-        this rank's exit status."""
+    def start(self) -> bool:
+        """Join the head (if this rank starts a node); whether to serve next
+        (False: the head never came up, there is nothing to serve)."""
         if self.agreed.my_node is not None:
-            self.own.prepare_node()  # Ray's imports while the head starts
+            self.launcher.prepare()  # Ray's imports while the head starts
         record: HeadRecord = self.channel.share(None)
         if record.error:  # rank 0 says why on the console; no N copies
             self.log.info("exiting: the Ray head could not start on rank 0 (%s): %s",
                           self.agreed.hosts[0], record.error)
-            return EXIT_FAILURE
+            self.status = EXIT_FAILURE
+            return False
         if self.agreed.my_node is None:
             leader = next(node for node in self.agreed.nodes if self.agreed.rank in node.ranks)
             self.log.info("the Ray node of rank %d serves this rank too; waiting for the "
                           "end of the job", leader.rank)
-            self.wait_for_stop()
-            return 0
+            return True
         try:
             self.check_reach(record.address)
-            node = self.join(record.address)
+            self.node = self.join(record.address)
         except (NodeError, HelperLost) as err:
             self.channel.send(0, Failed(str(err)))
             self.log.error("could not join the cluster at %s: %s", record.address, err)
-            self.wait_for_stop()
-            return EXIT_FAILURE
-        if node is not None:
-            self.wait_for_stop(node)
-        return 0
+            self.status = EXIT_FAILURE
+        return True
+
+    def serve(self) -> None:
+        """Stay out of the way until rank 0 says stop (wait_for_stop)."""
+        self.wait_for_stop(self.node)
 
     def check_reach(self, address: str) -> None:
         """A worker that cannot open a connection to the head fails at once,
@@ -78,7 +89,7 @@ class WorkerRank(Role):
                 "choose a network that connects the hosts with --interface NAME "
                 f"(here: {network.interfaces()})")
 
-    def join(self, address: str) -> Optional[RayNode]:
+    def join(self, address: str) -> Optional[Node]:
         """Start a worker node; retry with backoff until the deadline.
 
         On a loaded machine a join can fail with Ray's "timed out during
@@ -92,7 +103,7 @@ class WorkerRank(Role):
         attempt, pause, began = 0, 1.0, time.monotonic()
         while True:
             attempt += 1
-            node = self.own.start_node(raynode.worker_args(address))
+            node = self.launcher.start_node(raynode.worker_args(address))
             try:
                 node.wait_started(self.deadline, self.options.poll_interval, self.told_to_stop)
                 now = time.monotonic()
@@ -104,7 +115,7 @@ class WorkerRank(Role):
                     self.log.info("rank 0 ended the job (status %d) while this rank was "
                                   "joining", self.stop_message.status)
                     return None
-                _, left = self.own.stop()
+                _, left = self.owner.stop(node)
                 retry_at = time.monotonic() + pause * random.uniform(0.5, 1.0)
                 if retry_at >= self.deadline or left:
                     raise NodeError(f"attempt {attempt}: {err}") from None
@@ -138,6 +149,9 @@ class WorkerRank(Role):
     def job_failed(self) -> bool:
         return self.stop_message is not None and self.stop_message.status != 0
 
+    def stop_others(self, status: int, deadline: float) -> None:
+        """Nothing: rank 0 stops the others."""
+
     def pause_until(self, when: float) -> None:
         """Back off before a retry, but not past a Stop from rank 0."""
         wait_until(lambda: self.told_to_stop() or time.monotonic() >= when,
@@ -146,7 +160,7 @@ class WorkerRank(Role):
     def told_to_stop(self) -> bool:
         """While joining: whether rank 0 said Stop (raises HelperLost for a
         helper that ended twice: this rank's waits look at its helpers too)."""
-        self.own.check_helpers("this rank joined the cluster")
+        self.owner.check_helpers("this rank joined the cluster")
         return self._stop_received()
 
     def _stop_received(self) -> bool:
@@ -156,7 +170,7 @@ class WorkerRank(Role):
                 self.stop_message = news[1]
         return self.stop_message is not None
 
-    def wait_for_stop(self, node: Optional[RayNode] = None) -> None:
+    def wait_for_stop(self, node: Optional[Node] = None) -> None:
         """Wait quietly for rank 0's Stop. Report a lost node once. A signal
         here (scancel hits every rank) does not stop us early: rank 0 forwards
         it to the driver and needs the cluster until the driver is done; we
@@ -168,7 +182,7 @@ class WorkerRank(Role):
             nonlocal stop_by, reported, broken
             if not broken:
                 try:
-                    self.own.check_helpers("this rank waited for the end of the job")
+                    self.owner.check_helpers("this rank waited for the end of the job")
                 except HelperLost as err:  # rank 0 ends the job and says why
                     broken = True
                     self.channel.send(0, Failed(str(err), starting=False))

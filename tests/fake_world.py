@@ -17,12 +17,12 @@ import pickle
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from start_ray import helpers, logs
+from start_ray import contracts, helpers, logs
 from start_ray.cluster_state import NodeInfo
 from start_ray.errors import NodeError
-from start_ray.lifecycle import Job
+from start_ray.lifecycle import Job, Phase
 from start_ray.options import Options
 from start_ray.signals import SignalInbox
 
@@ -100,10 +100,14 @@ class FakeNode:
         self.world.event(self.rank, "address known")
         return self.address()
 
+    @property
+    def started(self) -> bool:
+        return self.up
+
     def alive(self) -> bool:
         return self.returncode is None
 
-    def last_words(self) -> str:
+    def last_words(self, lines: int = 4) -> str:
         return "(fake) raylet died"
 
     def address(self) -> str:
@@ -168,29 +172,70 @@ class FakeTable(FakeHelper):
         self.world.event(0, "table closed")
 
 
-class FakeProcesses:
-    """owned.OwnedProcesses without processes: records what the rank asks."""
+class FakeOwner:
+    """owned.ProcessOwner without processes: records what the rank asks."""
 
     def __init__(self, world: "World", agreed: Any, options: Options, log: Any) -> None:
         self.world, self.agreed, self.rank = world, agreed, agreed.rank
         world.agreed[self.rank] = agreed
-        self.nodes: List[FakeNode] = []
         self.helpers = helpers.Helpers(log)
         self.watchdog = FakeHelper(world, self.rank, "the fake watchdog")
+        self.temp_dir: Optional[str] = None
+
+    def set_up(self) -> None:
+        self.helpers.add(self.watchdog)
+        self.temp_dir = "/nonexistent/fake-temp"
+        self.world.event(self.rank, "set up")
+
+    def popen(self, cmd: Sequence[str], ignored_signals: Sequence[int] = (),
+              **kwargs: Any) -> Any:
+        raise AssertionError("the fake world starts no process")
+
+    def adopt(self, pid: int) -> None:
+        self.world.event(self.rank, f"adopted {pid}")
+
+    def watch_helper(self, helper: helpers.Helper) -> None:
+        self.helpers.add(helper)
+
+    def forget_helper(self, helper: helpers.Helper) -> None:
+        self.helpers.remove(helper)
+
+    def check_helpers(self, doing: str) -> None:
+        self.helpers.check(doing)
+
+    def stop(self, node: Optional[contracts.Node]) -> Tuple[int, List[str]]:
+        nodes = self.world.launchers[self.rank].nodes
+        for each in nodes:
+            if each.alive():
+                each.returncode = 0
+        self.world.event(self.rank, "stopped own")
+        return len(nodes), []
+
+    def finish(self, clean: bool) -> None:
+        self.world.event(self.rank, f"finished clean={clean}")
+
+
+class FakeLauncher:
+    """node_launcher.NodeLauncher with FakeNodes."""
+
+    def __init__(self, world: "World", agreed: Any, options: Options, log: Any,
+                 owner: FakeOwner) -> None:
+        self.world, self.rank, self.owner = world, agreed.rank, owner
+        self.nodes: List[FakeNode] = []
         self.table: Optional[FakeTable] = None
+        world.launchers[self.rank] = self
 
     @property
     def node(self) -> Optional[FakeNode]:
         return self.nodes[-1] if self.nodes else None
 
-    def set_up(self) -> None:
-        self.helpers.add(self.watchdog)
-        self.world.event(self.rank, "set up")
-
     def ray_env(self) -> Dict[str, str]:
         return {"FAKE_RAY_ENV": "1"}
 
-    def prepare_node(self) -> None:
+    def adopt(self, ready: Any) -> None:
+        raise AssertionError("the fake world imports no Ray ahead")
+
+    def prepare(self) -> None:
         self.world.event(self.rank, "prepared")
 
     def start_node(self, role_args: List[str]) -> FakeNode:
@@ -201,29 +246,12 @@ class FakeProcesses:
 
     def node_table(self) -> FakeTable:
         self.table = FakeTable(self.world)
-        self.helpers.add(self.table)
+        self.owner.watch_helper(self.table)
         return self.table
 
-    def close_node_table(self, table: FakeTable) -> None:
-        self.helpers.remove(table)
+    def close_node_table(self, table: contracts.Table) -> None:
+        self.owner.forget_helper(table)
         table.close()
-
-    def check_helpers(self, doing: str) -> None:
-        self.helpers.check(doing)
-
-    def stop(self) -> Tuple[int, List[str]]:
-        for node in self.nodes:
-            if node.alive():
-                node.returncode = 0
-        self.world.event(self.rank, "stopped own")
-        return len(self.nodes), []
-
-    def collect_logs(self) -> bool:
-        self.world.event(self.rank, "collected logs")
-        return True
-
-    def finish(self, clean: bool) -> None:
-        self.world.event(self.rank, f"finished clean={clean}")
 
 
 class FakeChannel:
@@ -247,6 +275,9 @@ class FakeChannel:
 
     def mpi_library(self) -> str:
         return ""
+
+    def threads_ok(self) -> bool:
+        return True  # the mailboxes have a lock
 
     def share(self, value: Any) -> Any:
         self._check()
@@ -321,9 +352,11 @@ class World:
         self.parting: Set[int] = set()  # ranks waiting in Channel.part
         self.events: List[Tuple[float, int, str]] = []
         self.agreed: Dict[int, Any] = {}
-        self.owned: Dict[int, FakeProcesses] = {}
+        self.owned: Dict[int, FakeOwner] = {}
+        self.launchers: Dict[int, FakeLauncher] = {}
         self.inboxes = {rank: SignalInbox() for rank in range(size)}
         self.statuses: Dict[int, Any] = {}
+        self.jobs: Dict[int, Job] = {}
         self._gcs = socket.create_server(("127.0.0.1", 0))  # closed by run()
         self.gcs_port: int = self._gcs.getsockname()[1]
 
@@ -343,27 +376,38 @@ class World:
         with self.lock:
             assert self.lock.wait_for(lambda: self.said(rank, what), WAIT), (rank, what)
 
-    def own(self, agreed: Any, options: Options, log: Any) -> FakeProcesses:
-        processes = FakeProcesses(self, agreed, options, log)
-        self.owned[agreed.rank] = processes
-        return processes
+    def own(self, agreed: Any, options: Options, log: Any) -> FakeOwner:
+        owner = FakeOwner(self, agreed, options, log)
+        self.owned[agreed.rank] = owner
+        return owner
+
+    def launch(self, agreed: Any, options: Options, log: Any, owner: FakeOwner) -> FakeLauncher:
+        return FakeLauncher(self, agreed, options, log, owner)
 
     def latest_nodes(self) -> Dict[int, FakeNode]:
-        return {rank: owned.nodes[-1] for rank, owned in list(self.owned.items())
-                if owned.nodes}
+        return {rank: launcher.nodes[-1] for rank, launcher in list(self.launchers.items())
+                if launcher.nodes}
 
     def job(self, rank: int, options: Options) -> Job:
+        """Rank `rank`'s Job: the real lifecycle over the fake seams (mypy
+        checks each fake against its Protocol in start_ray.contracts here)."""
         return Job(options, FakeChannel(self, rank), self.inboxes[rank], own=self.own,
-                   log_name=f"{self.name}.rank{rank}")
+                   launch=self.launch, log_name=f"{self.name}.rank{rank}")
 
-    def run(self, options: Options, payload: Callable[..., int],
+    def run(self, options: Optional[Options], payload: Callable[..., int],
             on_rank: Optional[Callable[[int], Any]] = None) -> Dict[int, Any]:
-        """Every rank's `Job.run(payload)` (or `on_rank(rank)`) in a thread of
-        its own: each rank's exit status, or the exception it ended with."""
+        """Every rank's whole job with `payload` (or `on_rank(rank)`) in a
+        thread of its own: each rank's exit status, or the exception it ended with."""
         def rank_main(rank: int) -> None:
             try:
-                self.statuses[rank] = (on_rank(rank) if on_rank is not None
-                                       else self.job(rank, options).run(payload))
+                if on_rank is not None:
+                    self.statuses[rank] = on_rank(rank)
+                else:
+                    assert options is not None
+                    job = self.job(rank, options)
+                    job.payload = payload
+                    self.jobs[rank] = job
+                    self.statuses[rank] = job.advance(Phase.DONE)
             except BaseException as err:  # the test looks at it
                 self.statuses[rank] = err
             finally:
@@ -379,6 +423,11 @@ class World:
         assert not any(thread.is_alive() for thread in threads), \
             f"ranks still running; events: {self.events}"
         return dict(self.statuses)
+
+    def ledger_events(self, kind: type) -> List[Any]:
+        """Rank 0's ledger: the events of one type (start_ray.events)."""
+        return [event for event in self.jobs[0].role.ledger.events  # type: ignore[union-attr]
+                if isinstance(event, kind)]
 
     def log_text(self, rank: int) -> str:
         agreed = self.agreed[rank]

@@ -175,6 +175,11 @@ class Result:
                 if os.path.isfile(path))
         return found
 
+    def run_record(self) -> dict:
+        """The run's summary.json: its status, cause and typed events."""
+        with open(os.path.join(self.run_dir, "summary.json")) as handle:
+            return json.load(handle)
+
     def cluster_info(self) -> dict:
         return self.report("CLUSTER_INFO")
 
@@ -307,6 +312,28 @@ class Running:
                       self.mark, self.log_root, self.temp_root, self.before)
 
 
+def run_record(result: Result) -> dict:
+    return result.run_record()
+
+
+def events_of(result: Result, kind: str) -> List[dict]:
+    """The run's events of one kind (summary.json), e.g. "node_lost"."""
+    return [event for event in result.run_record()["events"] if event["event"] == kind]
+
+
+def wait_for_rank0_log(running: "Running", needle: str, timeout: float) -> str:
+    """Rank 0's log of a running job once it contains `needle` (or whatever
+    it holds when `timeout` seconds have passed)."""
+    deadline = time.monotonic() + timeout
+    text = ""
+    while time.monotonic() < deadline and needle not in text:
+        time.sleep(0.2)
+        text = "".join(open(os.path.join(root, name)).read()
+                       for root, _, names in os.walk(running.log_root) for name in names
+                       if name == "rank-0.log")
+    return text
+
+
 def finish_held(running: "Running", release) -> Result:
     """Release a held job; it must then end well, its cluster still working."""
     return finish_all_held([(running, release)])[0]
@@ -345,8 +372,9 @@ RANK_PARENTS = {"prterun", "prted", "orted", "hydra_pmi_proxy", "slurmstepd"}
 
 
 def rank_processes(running: Running, mpi: Mpi = OPENMPI) -> Dict[int, psutil.Process]:
-    """The job's start_ray rank processes, by rank (from the launcher's rank
-    variable in their raw environment; 0 without a launcher).
+    """The job's rank processes (`python -m start_ray`, or a program using
+    the API), by rank (from the launcher's rank variable in their raw
+    environment; 0 without a launcher).
 
     A rank is a child of the launcher's daemon (or the launched process
     itself, without a launcher). The command line and environment alone do
@@ -362,7 +390,7 @@ def rank_processes(running: Running, mpi: Mpi = OPENMPI) -> Dict[int, psutil.Pro
             continue
         if proc.pid != running.proc.pid and parent not in RANK_PARENTS:
             continue
-        if "start_ray" in cmdline and os.path.basename(cmdline[0]).startswith("py"):
+        if cmdline and os.path.basename(cmdline[0]).startswith("py"):  # start_ray or an API program
             ranks[int(found_by.environ(proc.pid).get(mpi.rank_variable, "0"))] = proc
     return ranks
 

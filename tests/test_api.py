@@ -1,9 +1,18 @@
-"""The Python API (`with start_ray.cluster() as info:`) under real mpirun."""
+"""The Python API (`start_ray.execute(fn)`, `with start_ray.cluster() as
+info:`) under real mpirun: the same lifecycle as the command line, the same
+watch while the body runs, the walltime signal for the body to see."""
 
 import json
 import os
+import re
+import signal
+import time
 
-from jobs import MPIRUN, PYTHON, ROOT, assert_nothing_left
+import pytest
+
+from jobs import (MPIRUN, PYTHON, ROOT, assert_nothing_left, rank_processes, ray_process,
+                  run_record, wait_for_rank0_log)
+from start_ray import compat
 
 PROGRAM = os.path.join(ROOT, "tests", "drivers", "api_program.py")
 EXAMPLE = os.path.join(ROOT, "drivers", "api_example.py")
@@ -17,6 +26,19 @@ def outcomes(outdir, np):
     return found
 
 
+def api_job(jobs, tmp_path, np, *flags):
+    return jobs.launch([MPIRUN, "--oversubscribe", "-np", str(np), PYTHON, PROGRAM,
+                        str(tmp_path), *flags])
+
+
+def wait_for(path, running, timeout=180):
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        assert running.proc.poll() is None, running.proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.1)
+
+
 def test_worked_example_runs_the_body_once_on_three_nodes(jobs):
     result = jobs.launch([MPIRUN, "--oversubscribe", "-np", "3", PYTHON, EXAMPLE]).wait(240)
     assert result.returncode == 0, result.output
@@ -24,31 +46,94 @@ def test_worked_example_runs_the_body_once_on_three_nodes(jobs):
     assert len(bodies) == 1, result.output
     body = json.loads(bodies[0][len("API_BODY "):])
     assert body["nodes"] == 3 and body["cpus"] == 3 and body["sum"] == sum(i * i for i in range(12))
-    assert "API_AFTER ranks=3" in result.stdout
-    assert "none left" in result.stdout
+    assert f"API_AFTER ranks=3 sum={body['sum']}" in result.stdout
+    record = run_record(result)
+    assert record["status"] == 0 and all(not e["left"] for e in record["events"]
+                                         if e["event"] == "stopped")
     assert_nothing_left(result)
 
 
-def test_exception_in_the_body_fails_every_rank(jobs, tmp_path):
-    cmd = [MPIRUN, "--oversubscribe", "-np", "3", PYTHON, PROGRAM, str(tmp_path), "--fail"]
-    result = jobs.launch(cmd).wait(240)
+@pytest.mark.parametrize("form", ["execute", "with"])
+def test_exception_in_the_body_fails_every_rank(jobs, tmp_path, form):
+    flags = ["--fail"] + (["--with"] if form == "with" else [])
+    result = api_job(jobs, tmp_path, 3, *flags).wait(240)
     assert result.returncode != 0, result.output
     seen = outcomes(tmp_path, 3)
     assert [seen[r]["body_ran"] for r in range(3)] == [True, False, False]
     assert seen[0]["error"] == "RuntimeError"
     assert seen[1]["error"] == seen[2]["error"] == "ClusterError"
     assert all(seen[r]["world_sum"] == 3 for r in range(3)), "every rank got past teardown"
+    record = run_record(result)
+    assert record["status"] == 1
+    assert record["cause"] == "the body raised RuntimeError: the body failed on purpose"
     assert_nothing_left(result)
 
 
 def test_cluster_on_a_sub_communicator_while_others_use_mpi(jobs, tmp_path):
-    cmd = [MPIRUN, "--oversubscribe", "-np", "4", PYTHON, PROGRAM, str(tmp_path), "--split"]
-    result = jobs.launch(cmd).wait(240)
+    result = api_job(jobs, tmp_path, 4, "--split", "--with").wait(240)
     assert result.returncode == 0, result.output
     seen = outcomes(tmp_path, 4)
     assert seen[0]["body_ran"] and seen[0]["nodes"] == 2 and seen[0]["alive"] == 2
+    assert seen[0]["result"] == "result of rank 0" and "result" not in seen[2]
     assert not seen[1]["body_ran"]
     assert seen[2]["side_sum"] == seen[3]["side_sum"] == 2 * sum(range(200))
     assert all(seen[r]["world_sum"] == 4 and seen[r]["error"] is None for r in range(4))
-    assert "2 rank(s) on 1 host(s)" in result.stdout
+    assert run_record(result)["ranks"] == 2
+    assert_nothing_left(result)
+
+
+def test_the_walltime_signal_in_the_body_is_seen_and_the_cluster_stays(jobs, tmp_path):
+    """SIGUSR1 to rank 0 while its body runs: the body sees it
+    (info.walltime_warning), runs a task on every node after it, returns;
+    the job exits 0. (Before, rank 0 died of it: exit 138, nothing torn down.)"""
+    running = api_job(jobs, tmp_path, 2, "--hold")
+    wait_for(os.path.join(tmp_path, "ready"), running)
+    rank_processes(running)[0].send_signal(signal.SIGUSR1)
+    result = running.wait(120)
+    assert result.returncode == 0, result.output
+    seen = outcomes(tmp_path, 2)
+    assert seen[0]["walltime_warning"] is True and seen[0]["tasks_after"] == 2
+    assert seen[0]["error"] is None and seen[1]["error"] is None
+    assert run_record(result)["status"] == 0
+    assert_nothing_left(result)
+
+
+driver_on_the_head = pytest.mark.skipif(
+    not compat.driver_prefers_head(),
+    reason=f"Ray {compat.ray_version()} may attach the driver to the lost node")
+
+
+@driver_on_the_head
+@pytest.mark.parametrize("fail_fast", [False, True], ids=["goes-on", "fail-fast"])
+def test_a_node_lost_during_the_body_is_seen_at_once(jobs, tmp_path, fail_fast):
+    """A worker's raylet is SIGKILLed while the body runs: rank 0 logs it
+    within seconds; with fail_fast the body is interrupted with ClusterError
+    and every rank exits non-zero, otherwise the body goes on."""
+    running = api_job(jobs, tmp_path, 2, "--hold", *(["--fail-fast"] if fail_fast else []))
+    wait_for(os.path.join(tmp_path, "ready"), running)
+    ray_process(running, "raylet", 1).kill()
+    killed = time.monotonic()
+    text = wait_for_rank0_log(running, "lost its Ray node", 10)
+    noticed = time.monotonic() - killed
+    assert "lost its Ray node" in text, f"nothing logged 10 s after the kill:\n{text}"
+    if not fail_fast:
+        open(os.path.join(tmp_path, "until"), "w").close()
+    result = running.wait(120)
+    seen = outcomes(tmp_path, 2)
+    record = run_record(result)
+    lost = [e for e in record["events"] if e["event"] == "node_lost"]
+    assert [e["rank"] for e in lost] == [1], record
+    if fail_fast:
+        assert result.returncode != 0, result.output
+        assert seen[0]["error"] == "ClusterError", seen
+        assert re.match(r"stopping the job \(--fail-fast\): rank 1 \(\S+\) lost its Ray node",
+                        seen[0]["message"]), seen
+        assert "tasks_after" not in seen[0], "the body was interrupted"
+        assert seen[1]["error"] == "ClusterError"
+        assert record["status"] == 1 and record["cause"] == seen[0]["message"]
+    else:
+        assert result.returncode == 0, result.output
+        assert seen[0]["error"] is None and seen[0]["tasks_after"] == 2  # on the node left
+        assert record["status"] == 0
+    print(f"lost node noticed after {noticed:.1f}s")
     assert_nothing_left(result)

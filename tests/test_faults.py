@@ -2,7 +2,6 @@
 checks the exit status, that the job ends within a bound, the message, and
 that no process the job started is left on the machine."""
 
-import os
 import re
 import signal
 import socket
@@ -11,8 +10,9 @@ import time
 import psutil
 import pytest
 
-from jobs import (DRIVER, MPIRUN, PYTHON, SIGNALS_DRIVER, assert_nothing_left,
-                  finish_held, helper_process, rank_processes, ray_process)
+from jobs import (DRIVER, MPIRUN, PYTHON, SIGNALS_DRIVER, assert_nothing_left, events_of,
+                  finish_held, helper_process, rank_processes, ray_process,
+                  wait_for_rank0_log)
 from start_ray import compat
 
 # These jobs lose a worker node while the driver (on the head's host, among
@@ -34,18 +34,6 @@ def start_signals_job(jobs, tmp_path, np, *args, driver_args=()):
 def ranks(running):
     """The job's start_ray rank processes."""
     return list(rank_processes(running).values())
-
-
-def wait_for_rank0_log(running, needle, timeout):
-    """Rank 0's log once it contains `needle` (or whatever it has by then)."""
-    deadline = time.monotonic() + timeout
-    text = ""
-    while time.monotonic() < deadline and needle not in text:
-        time.sleep(0.5)
-        text = "".join(open(os.path.join(root, name)).read()
-                       for root, _, names in os.walk(running.log_root) for name in names
-                       if name == "rank-0.log")
-    return text
 
 
 def read(path):
@@ -151,9 +139,10 @@ def test_lost_worker_node_is_logged_and_the_job_goes_on(jobs):
     ray_process(running, "raylet", 1).kill()
     # The later of the two lines: the log may be read between them.
     text = wait_for_rank0_log(running, "the job goes on", 60)
-    assert re.search(r"rank 1 \(\S+\) lost its Ray node", text)
     assert "the job goes on with the remaining 1 node(s)" in text
-    finish_held(running, release)
+    result = finish_held(running, release)
+    assert [e["rank"] for e in events_of(result, "node_lost")] == [1]
+    assert result.run_record()["status"] == 0
 
 
 @driver_on_the_head
@@ -162,9 +151,10 @@ def test_dead_worker_rank_under_enable_recovery_the_job_goes_on(jobs):
     reports nothing itself, so rank 0 learns it from the GCS."""
     running, _, release = jobs.hold(2, mpirun_args=["--enable-recovery"])
     rank_processes(running)[1].kill()
-    text = wait_for_rank0_log(running, "lost its Ray node", 90)
-    assert re.search(r"rank 1 \(\S+\) lost its Ray node: the GCS reports its node dead", text)
-    finish_held(running, release)
+    wait_for_rank0_log(running, "lost its Ray node", 90)
+    result = finish_held(running, release)
+    lost = events_of(result, "node_lost")
+    assert [(e["rank"], e["why"]) for e in lost] == [(1, "the GCS reports its node dead")]
 
 
 def test_lost_worker_node_with_fail_fast_stops_the_job(jobs):
@@ -172,8 +162,8 @@ def test_lost_worker_node_with_fail_fast_stops_the_job(jobs):
     ray_process(running, "raylet", 1).kill()
     result = running.wait(90)
     assert result.returncode == 1, result.output
-    assert re.search(r"stopping the job \(--fail-fast\): rank 1 \(\S+\) lost its Ray node",
-                     result.stdout)
+    assert re.fullmatch(r"stopping the job \(--fail-fast\): rank 1 \(\S+\) lost its Ray node",
+                        result.run_record()["cause"])
     assert_nothing_left(result)
 
 
@@ -200,8 +190,9 @@ def test_a_helper_killed_twice_ends_the_job_in_seconds_naming_it(jobs, module, r
                      rf"while .*: restarted it \(pid {second.pid}\)",
                      "".join(result.rank_logs().values())), result.output
     assert re.search(rf"start_ray\.{module} \(pid {second.pid}\) was killed by SIGKILL "
-                     r"while .*, and it had been restarted 1 time\(s\) already", result.stdout)
-    assert "lost its Ray node" not in result.stdout
+                     r"while .*, and it had been restarted 1 time\(s\) already",
+                     result.run_record()["cause"])
+    assert not events_of(result, "node_lost"), "the nodes were blamed"
     assert_nothing_left(result)
 
 
@@ -214,8 +205,9 @@ def test_dead_head_gcs_stops_the_driver_at_once(jobs):
     killed = time.monotonic()
     result = running.wait(120)
     assert result.returncode == 1, result.output
-    assert "the Ray head's GCS server or raylet ended: the cluster is gone" in result.stdout
-    assert "none left" in result.stdout
+    assert result.run_record()["cause"].startswith(
+        "the Ray head's GCS server or raylet ended: the cluster is gone")
+    assert all(e["left"] == "" for e in events_of(result, "stopped"))
     assert time.monotonic() - killed < 60
     assert_nothing_left(result)
 
@@ -230,7 +222,7 @@ def test_driver_crash_status_is_the_jobs(jobs, tmp_path, code, status):
     crash.write_text(code + "\n")
     result = jobs.run(2, ["--num-cpus", "1", str(crash)])
     assert result.returncode == status, result.output
-    assert f"the driver exited with status {status}" in result.stdout
+    assert result.run_record()["cause"] == f"the driver exited with status {status}"
     assert_nothing_left(result)
 
 

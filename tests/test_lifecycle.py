@@ -12,7 +12,7 @@ import subprocess
 
 import pytest
 
-from jobs import DRIVER, MPIRUN, PYTHON, assert_nothing_left, leftovers
+from jobs import DRIVER, MPIRUN, PYTHON, assert_nothing_left, events_of, leftovers
 
 LOG_LINE = re.compile(r"^\d\d/\d\d/\d{4} \d\d:\d\d:\d\d\.\d{3} \| rank \d+ \| \S+ \| \w+ \| ")
 
@@ -32,9 +32,14 @@ def test_cluster_of_n_nodes_runs_the_driver_and_leaves_nothing(jobs, np):
     # Rank 0 tells the short story once; not one copy per rank.
     assert result.stdout.count("Workers are all running!") == 1
     assert "Ray head is up at " + info["address"] in result.stdout
-    assert "Ray's own logs: " in result.stdout
-    assert "the driver exited with status 0" in result.stdout
-    assert "none left" in result.stdout
+    # The run's record: every rank stopped and left nothing.
+    record = result.run_record()
+    assert record["status"] == 0 and record["cause"] is None
+    stopped = events_of(result, "stopped")
+    assert sorted(e["rank"] for e in stopped) == list(range(nodes))
+    assert all(e["left"] == "" for e in stopped)
+    assert [e["rank"] for e in events_of(result, "head_up")] == [0]
+    assert sorted(e["rank"] for e in events_of(result, "joined")) == list(range(1, nodes))
     # One log per rank, every line dated and naming its rank and host.
     logs = result.rank_logs()
     assert sorted(logs) == [f"rank-{r}.log" for r in range(nodes)]
@@ -49,7 +54,8 @@ def test_cluster_of_n_nodes_runs_the_driver_and_leaves_nothing(jobs, np):
 def test_driver_exit_status_is_the_jobs(jobs):
     result = jobs.run(2, ["--num-cpus", "1", DRIVER, "--exit-code", "3"])
     assert result.returncode == 3, result.output
-    assert "the driver exited with status 3" in result.stdout
+    record = result.run_record()
+    assert record["status"] == 3 and record["cause"] == "the driver exited with status 3"
     assert_nothing_left(result)
 
 
@@ -107,10 +113,12 @@ def test_join_timeout_names_the_missing_rank(jobs, tmp_path):
     assert result.seconds < 25 + 45
     # summary.txt names the cause first, then what happened to rank 1, with
     # what its hung `ray start` said last (copied from the node's temp dir).
+    record = result.run_record()
+    assert re.match(r"timed out after 25s: 1 of 2 Ray node\(s\) did not join: rank 1 ",
+                    record["cause"]), record
+    assert [e["rank"] for e in events_of(result, "never_joined")] == [1]
     lines = result.summary().splitlines()
-    assert re.match(r"cause: timed out after 25s: 1 of 2 Ray node\(s\) did not join: rank 1 ",
-                    lines[1]), lines
-    assert re.search(r"rank 1 \(\S+\): its node never joined", "\n".join(lines)), lines
+    assert lines[1] == "cause: " + record["cause"]
     assert "pretending to start" in "\n".join(lines)
     worker = result.ray_logs()[f"rank-1-{os.uname().nodename}"]
     assert any(re.fullmatch(r"ray-start-\d+\.out", name) for name in worker), worker
@@ -138,7 +146,7 @@ def test_failed_join_is_retried(jobs, tmp_path):
     logs = result.rank_logs()
     assert "attempt 1 to join failed (`ray start` exited with status 1: Exception: The " \
            "current node timed out during startup.); retrying" in logs["rank-1.log"]
-    assert re.search(r"rank 1 \(\S+\) joined after [\d.]+s \(attempt 2\)", logs["rank-0.log"])
+    assert [(e["rank"], e["attempt"]) for e in events_of(result, "joined")] == [(1, 2)]
     assert_nothing_left(result)
 
 

@@ -3,6 +3,7 @@ MPI and no cluster: a process renamed the way Ray renames its agents, a
 session whose leader PID now belongs to someone else, and the watchdog of a
 rank that dies by SIGKILL."""
 
+import logging
 import os
 import re
 import signal
@@ -17,6 +18,8 @@ import pytest
 import leftovers as found_by
 from jobs import ROOT
 from start_ray import proctree
+from start_ray.options import Options
+from start_ray.owned import ProcessOwner
 
 MARK = "START_RAY_JOB"
 
@@ -33,27 +36,23 @@ RENAMED = textwrap.dedent("""
 
 
 @pytest.fixture
-def sessions():
-    found = []
-
-    def listener(leader, began):
-        found.append((leader, began))
-    proctree.add_listener(listener)
-    yield found
-    proctree.remove_listener(listener)
+def owner():
+    """A process owner that books the sessions it starts (no watchdog)."""
+    return ProcessOwner(None, Options(), logging.getLogger("test_ownership"))
 
 
-def start_renamed(value):
+def start_renamed(value, owner=None):
     env = {**os.environ, MARK: value}
-    proc = proctree.popen([sys.executable, "-c", RENAMED], env=env,
-                          stdout=subprocess.PIPE, text=True)
+    proc = (owner.popen if owner else proctree.popen)(
+        [sys.executable, "-c", RENAMED], env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "renamed"
     return proc
 
 
-def test_a_renamed_process_is_found_by_its_session_and_by_the_tests_check(sessions):
+def test_a_renamed_process_is_found_by_its_session_and_by_the_tests_check(owner):
+    sessions = owner.sessions
     before = found_by.snapshot()
-    proc = start_renamed("job1/0")
+    proc = start_renamed("job1/0", owner)
     try:
         assert psutil.Process(proc.pid).environ().get(MARK) is None, \
             "psutil is blind to the renamed process (the bug this guards against)"

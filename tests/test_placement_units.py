@@ -4,8 +4,11 @@ source the detection reads, and the placement every rank computes."""
 import pytest
 
 from start_ray import accelerators, compat, network, placement, resources
-from start_ray.options import UsageError, make_options
+from start_ray.errors import UsageError
+from start_ray.options import make_options
 from start_ray.placement import Probe
+
+pytestmark = pytest.mark.fast  # in-process: `make test-fast`
 
 GIB = 2**30
 

@@ -10,18 +10,21 @@ import time
 
 import pytest
 
-from fake_world import WAIT, Script, World, options
-from start_ray import api, head_rank, lifecycle
-from start_ray.errors import ClusterError
+from fake_world import WAIT, FakeOwner, Script, World, options
+from start_ray import api, events, head_teardown, lifecycle
+from start_ray.errors import ClusterError, UsageError
+from start_ray.lifecycle import NEXT, Phase
+
+pytestmark = pytest.mark.fast  # in-process: `make test-fast`
 
 SIGTERM_STATUS = 128 + signal.SIGTERM
 
 
-def done_at_once(info, inbox, on_tick):
+def done_at_once(running):
     return 0
 
 
-def never_runs(info, inbox, on_tick):
+def never_runs(running):
     raise AssertionError("the payload ran although the cluster never came up")
 
 
@@ -70,7 +73,9 @@ def test_stop_during_a_join_backoff_ends_the_rank_without_another_attempt(tmp_pa
     assert time.monotonic() - began < 2.0
     worker = world.log_text(1)
     assert "attempt 1 to join failed" in worker and "could not join" not in worker
-    assert "received SIGTERM during start-up: stopping the job" in world.log_text(0)
+    assert world.jobs[0].cause == "received SIGTERM"
+    assert world.jobs[1].history == FAILED_START[:3] + [P.SERVE, P.STOP, P.REPORT, P.DONE]
+    assert not world.ledger_events(events.JoinFailed), "a join stopped by rank 0 did not fail"
 
 
 @pytest.mark.parametrize("hanging", [0, 1], ids=["while-the-head-starts", "while-a-worker-joins"])
@@ -82,7 +87,8 @@ def test_a_signal_during_start_up_stops_every_rank(tmp_path, hanging):
     # joining when rank 0 ended the job did nothing wrong: 0.
     assert statuses == {0: SIGTERM_STATUS, 1: 1 if hanging == 0 else 0}
     assert world.said(0, "stopped own") and world.said(1, "stopped own")
-    assert "received SIGTERM during start-up" in world.log_text(0)
+    assert world.jobs[0].cause == "received SIGTERM"
+    assert world.jobs[0].history == FAILED_START
     if hanging == 1:
         assert "rank 0 ended the job (status 143) while this rank was joining" in world.log_text(1)
     else:
@@ -92,45 +98,46 @@ def test_a_signal_during_start_up_stops_every_rank(tmp_path, hanging):
 def test_a_lost_node_during_the_run_is_logged_once_and_the_job_goes_on(tmp_path):
     world = World(3)
 
-    def payload(info, inbox, on_tick):
+    def payload(running):
         world.latest_nodes()[2].end()
-        return tick_until(on_tick, lambda: world.said(2, "send Lost to 0"), after=0.05)
+        return tick_until(running.tick, lambda: world.said(2, "send Lost to 0"), after=0.05)
 
     statuses = world.run(options(tmp_path), payload)
     assert statuses == {0: 0, 1: 0, 2: 0}
-    head = world.log_text(0)
-    assert head.count("lost its Ray node") == 1, head  # the GCS and the rank both said so
-    assert "the job goes on with the remaining 2 node(s)" in head
-    assert "the Ray node of this rank ended" in world.log_text(2)
+    # the GCS and the rank both said so: one loss, one event, one log line
+    assert [event.rank for event in world.ledger_events(events.NodeLost)] == [2]
+    assert world.jobs[0].role.ledger.lost == {2}
+    assert world.log_text(0).count("lost its Ray node") == 1
+    assert "the job goes on with the remaining 2 node(s)" in world.log_text(0)
 
 
 def test_fail_fast_stops_the_job_when_a_node_is_lost(tmp_path):
     world = World(3)
 
-    def payload(info, inbox, on_tick):
+    def payload(running):
         world.latest_nodes()[1].end()
-        return tick_until(on_tick, lambda: False)  # on_tick raises first
+        return tick_until(running.tick, lambda: False)  # on_tick raises first
 
     statuses = world.run(options(tmp_path, fail_fast=True), payload)
     assert statuses[0] == 1 and statuses[1] == statuses[2] == 0
-    head = world.log_text(0)
-    assert "stopping the job (--fail-fast): rank 1 (" in head
+    assert world.jobs[0].cause.startswith("stopping the job (--fail-fast): rank 1 (")
+    assert [event.rank for event in world.ledger_events(events.NodeLost)] == [1]
     assert world.index(0, "send Stop to 2") < world.index(0, "stopped own")
 
 
 @pytest.mark.parametrize("node_lost", [True, False], ids=["lost-rank-excused", "silent-rank-named"])
 def test_collect_done_waits_briefly_for_ranks_whose_node_was_lost(tmp_path, monkeypatch,
                                                                    node_lost):
-    monkeypatch.setattr(head_rank, "LOST_RANK_PATIENCE", 0.2)
+    monkeypatch.setattr(head_teardown, "LOST_RANK_PATIENCE", 0.2)
     # A lost rank is excused after the patience, long before the deadline.
     monkeypatch.setattr(lifecycle, "REPORT_SLACK", WAIT if node_lost else 0.5)
     world = World(3, {2: Script(mute_after_loss=True)})
 
-    def payload(info, inbox, on_tick):
+    def payload(running):
         if node_lost:  # rank 2 dies with its node: rank 0 hears it from the GCS
             world.latest_nodes()[2].end()
             head = world.log_text
-            return tick_until(on_tick, lambda: "rank 2 (" in head(0) and "lost" in head(0))
+            return tick_until(running.tick, lambda: "rank 2 (" in head(0) and "lost" in head(0))
         world.muted.add(2)  # rank 2 goes silent, its node still up
         return 0
 
@@ -183,20 +190,21 @@ def test_a_failing_ray_init_in_the_api_stops_the_cluster_on_every_rank(tmp_path,
 
 def test_a_node_table_helper_killed_during_the_joins_is_restarted(tmp_path):
     world = World(3, {2: Script(start_seconds=0.3)})
-    after(world, 2, "start attempt 1", lambda: world.owned[0].table.kill())
+    after(world, 2, "start attempt 1", lambda: world.launchers[0].table.kill())
     statuses = world.run(options(tmp_path), done_at_once)
     assert statuses == {0: 0, 1: 0, 2: 0}
     assert world.said(0, "the fake node table restarted")
     head = world.log_text(0)
     assert "the fake node table (pid" in head and "was killed by SIGKILL while rank 0 " \
         "waited for the nodes to join: restarted it (pid" in head, head
+    assert sorted(event.rank for event in world.ledger_events(events.NodeJoined)) == [1, 2]
 
 
 def test_a_node_table_helper_killed_twice_ends_the_job_naming_it(tmp_path):
     world = World(2, {1: Script(start_seconds=1.0)})
 
     def kill_twice():
-        table = world.owned[0].table
+        table = world.launchers[0].table
         table.kill()
         world.wait_for(0, "the fake node table restarted")
         table.kill()
@@ -206,25 +214,181 @@ def test_a_node_table_helper_killed_twice_ends_the_job_naming_it(tmp_path):
     statuses = world.run(options(tmp_path, join_timeout=8), never_runs)
     assert statuses[0] == 1, statuses
     assert time.monotonic() - began < 3.0, "it waited for the join deadline"
-    head = world.log_text(0)
-    assert ("the fake node table (pid" in head and "was killed by SIGKILL while rank 0 "
-            "waited for the nodes to join, and it had been restarted 1 time(s)") in head
-    assert "did not join" not in head, "the nodes were blamed"
+    assert world.jobs[0].cause.startswith("the fake node table (pid")
+    assert ("was killed by SIGKILL while rank 0 waited for the nodes to join, and it had "
+            "been restarted 1 time(s)") in world.jobs[0].cause
+    assert not world.ledger_events(events.NeverJoined), "the nodes were blamed"
 
 
 def test_a_worker_whose_watchdog_dies_twice_during_the_run_ends_the_job(tmp_path):
     world = World(2)
 
-    def payload(info, inbox, on_tick):
+    def payload(running):
         watchdog = world.owned[1].watchdog
         watchdog.kill()
         world.wait_for(1, "the fake watchdog restarted")
         watchdog.kill()
-        return tick_until(on_tick, lambda: False)  # on_tick raises first
+        return tick_until(running.tick, lambda: False)  # on_tick raises first
 
     statuses = world.run(options(tmp_path), payload)
     assert statuses[0] == 1, statuses
-    head = world.log_text(0)
-    assert "rank 1 (" in head and ") failed: the fake watchdog (pid" in head, head
-    assert "while this rank waited for the end of the job" in head
+    cause = world.jobs[0].cause
+    assert cause.startswith("rank 1 (") and ") failed: the fake watchdog (pid" in cause, cause
+    assert "while this rank waited for the end of the job" in cause
+    assert [event.rank for event in world.ledger_events(events.RankFailed)] == [1]
     assert world.said(1, "stopped own")
+
+
+# ------------------------------------------------------------------ phases
+P = Phase
+HEAD_PATH = [P.AGREE, P.OWN, P.START, P.RUN, P.STOP, P.REPORT, P.DONE]
+WORKER_PATH = [P.AGREE, P.OWN, P.START, P.SERVE, P.STOP, P.REPORT, P.DONE]
+FAILED_START = [P.AGREE, P.OWN, P.START, P.STOP, P.REPORT, P.DONE]
+
+
+def test_every_transition_taken_is_one_the_table_allows():
+    """The table is the diagram: every phase but DONE leads on, DONE nowhere,
+    and each path below uses only its edges."""
+    assert set(NEXT) == set(Phase) and NEXT[P.DONE] == frozenset()
+    for path in (HEAD_PATH, WORKER_PATH, FAILED_START, [P.AGREE, P.DONE]):
+        assert all(b in NEXT[a] for a, b in zip(path, path[1:])), path
+
+
+def test_a_transition_outside_the_table_is_refused(tmp_path):
+    job = World(1).job(0, options(tmp_path))
+    with pytest.raises(RuntimeError, match="no transition from AGREE to RUN"):
+        job.go(P.RUN)
+
+
+def test_a_whole_job_goes_through_the_phases_in_order(tmp_path):
+    world = World(3)
+    assert world.run(options(tmp_path), done_at_once) == {0: 0, 1: 0, 2: 0}
+    assert world.jobs[0].history == HEAD_PATH
+    assert world.jobs[1].history == world.jobs[2].history == WORKER_PATH
+
+
+def test_bad_input_goes_from_agree_to_done_on_every_rank(tmp_path):
+    world = World(2)
+
+    def on_rank(rank):
+        job = world.job(rank, options(tmp_path))
+        job.payload, job.check = never_runs, refuse_input
+        world.jobs[rank] = job
+        return job.advance(P.DONE)
+
+    def refuse_input():
+        raise UsageError("(fake) no such driver")
+
+    assert world.run(None, never_runs, on_rank=on_rank) == {0: 2, 1: 2}
+    assert world.jobs[0].history == world.jobs[1].history == [P.AGREE, P.DONE]
+    assert not world.said(0, "set up") and not world.said(1, "set up")
+
+
+def test_a_head_that_fails_sends_every_rank_from_start_to_stop(tmp_path):
+    world = World(2, {0: Script(failed_starts=1)})
+    statuses = world.run(options(tmp_path), never_runs)
+    assert statuses == {0: 1, 1: 1}
+    assert world.jobs[0].history == world.jobs[1].history == FAILED_START
+    assert world.said(1, "stopped own")
+
+
+def test_an_unexpected_error_while_owning_stops_the_rank_and_aborts_the_job(tmp_path,
+                                                                         monkeypatch):
+    world = World(2)
+    real_set_up = FakeOwner.set_up
+
+    def set_up(owner):
+        if owner.rank == 1:
+            raise OSError("(fake) the temp dir cannot be made")
+        real_set_up(owner)
+
+    monkeypatch.setattr(FakeOwner, "set_up", set_up)
+    statuses = world.run(options(tmp_path), never_runs)
+    assert isinstance(statuses[1], OSError)
+    assert world.jobs[1].history == [P.AGREE, P.OWN, P.STOP, P.REPORT, P.DONE]
+    assert world.aborted == 1, "no rank may wait for rank 1 forever"
+
+
+def test_a_lost_node_in_the_run_phase_under_fail_fast_goes_from_run_to_stop(tmp_path):
+    world = World(2)
+
+    def payload(running):
+        world.latest_nodes()[1].end()
+        return tick_until(running.tick, lambda: False)  # the tick raises first
+
+    statuses = world.run(options(tmp_path, fail_fast=True), payload)
+    assert statuses[0] == 1
+    assert world.jobs[0].history == HEAD_PATH
+    assert world.jobs[0].cause.startswith("stopping the job (--fail-fast): rank 1")
+
+
+# --------------------------------------------------------------- API body
+class FakeCluster(api.cluster):
+    """api.cluster whose Job runs in the fake world (ranks are threads)."""
+
+    def __init__(self, world, rank, **given):
+        settings = dict(node_per_rank=True, poll_interval=0.01, join_timeout=5,
+                        stop_timeout=0.1, num_cpus=1)
+        settings.update(given)
+        super().__init__(**settings)
+        self.world, self.rank = world, rank
+
+    def _job(self, inbox):
+        self.world.inboxes[self.rank] = inbox
+        job = self.world.job(self.rank, self.options)
+        self.world.jobs[self.rank] = job
+        return job
+
+
+def api_world(tmp_path, size, body, monkeypatch, **given):
+    """Every rank runs `with FakeCluster(...) as info: if info: body(info)`;
+    each rank's outcome (status, or the exception it ended with)."""
+    monkeypatch.setattr(api, "attach", lambda address, token: None)
+    monkeypatch.setattr(api, "detach", lambda: None)
+    world = World(size)
+
+    def on_rank(rank):
+        with FakeCluster(world, rank, log_dir=str(tmp_path / "logs"), **given) as info:
+            if info:
+                body(world, info)
+        return world.jobs[rank].status
+
+    return world, world.run(None, never_runs, on_rank=on_rank)
+
+
+def test_the_walltime_signal_during_an_api_body_is_seen_and_ends_nothing(tmp_path,
+                                                                        monkeypatch):
+    seen = []
+
+    def body(world, info):
+        world.inboxes[0].record(signal.SIGUSR1)  # as the signal handler would
+        seen.append(info.walltime_warning.is_set())
+        seen.append(world.jobs[0].phase)
+
+    world, statuses = api_world(tmp_path, 2, body, monkeypatch)
+    assert seen == [True, P.RUN], "the body saw it, the cluster stayed up"
+    assert statuses == {0: 0, 1: 0}
+    assert world.jobs[0].history == HEAD_PATH
+    assert world.jobs[1].history == WORKER_PATH
+
+
+@pytest.mark.parametrize("fail_fast", [False, True], ids=["goes-on", "fail-fast"])
+def test_a_node_lost_during_an_api_body_is_watched(tmp_path, monkeypatch, fail_fast):
+    def body(world, info):
+        world.latest_nodes()[1].end()
+        until = time.monotonic() + WAIT
+        while not world.jobs[0].role.ledger.lost and time.monotonic() < until:
+            time.sleep(0.01)  # the watch thread reads the news meanwhile
+
+    world, statuses = api_world(tmp_path, 2, body, monkeypatch, fail_fast=fail_fast)
+    head = world.log_text(0)
+    assert "rank 1 (" in head and "lost its Ray node" in head, head
+    if fail_fast:
+        # A thread can get no signal: the body ended, then the error was raised.
+        assert isinstance(statuses[0], ClusterError), statuses
+        assert str(statuses[0]).startswith("stopping the job (--fail-fast): rank 1")
+        assert isinstance(statuses[1], ClusterError)
+        assert world.jobs[0].status == 1
+    else:
+        assert statuses == {0: 0, 1: 0}
+        assert "the job goes on with the remaining 1 node(s)" in head

@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from jobs import PYTHON, ROOT
 
 sys.path.insert(0, os.path.join(ROOT, "drivers"))
@@ -25,10 +27,12 @@ def rows(folder):
         return [(row["link"], int(row["training_iteration"])) for row in csv.DictReader(handle)]
 
 
+@pytest.mark.fast
 def test_an_empty_folder_starts_fresh(tmp_path):
     assert rl_chain.resume_point(str(tmp_path)) == (None, 0, [])
 
 
+@pytest.mark.fast
 def test_the_newest_recorded_checkpoint_wins_and_unrecorded_ones_are_skipped(tmp_path):
     folder = str(tmp_path)
     old = checkpoint(folder, "001-1", 0)
@@ -46,6 +50,7 @@ def test_the_newest_recorded_checkpoint_wins_and_unrecorded_ones_are_skipped(tmp
     assert rl_chain.resume_point(folder)[:2] == (old, 5)
 
 
+@pytest.mark.fast
 def test_resuming_drops_the_iterations_after_the_checkpoint(tmp_path):
     """Link 1 ran iterations 1-4 but its last checkpoint is at 3: link 2
     redoes 4, and progress.csv has no repeat and no gap."""
@@ -65,6 +70,7 @@ def test_resuming_drops_the_iterations_after_the_checkpoint(tmp_path):
     assert record["links"][0]["why"] == "stopped by SIGUSR1" and record["done"] is False
 
 
+@pytest.mark.fast
 def test_done_says_whether_the_chain_is_over(tmp_path):
     folder = str(tmp_path)
     def done():

@@ -9,9 +9,11 @@ import threading
 import pytest
 
 from fake_world import Script, World, options
-from start_ray import head_rank, join_slots, logs, placement, resources
+from start_ray import bring_up, join_slots, logs, placement, resources
 from start_ray.agreement import Agreement
 from test_placement_units import probe
+
+pytestmark = pytest.mark.fast  # in-process: `make test-fast`
 
 
 @pytest.mark.parametrize("workers, slots", [
@@ -54,14 +56,14 @@ def test_many_ranks_are_named_in_one_line():
 
 def test_progress_lines_are_rare_and_only_on_change(monkeypatch):
     now = [100.0]
-    monkeypatch.setattr(head_rank.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(bring_up.time, "monotonic", lambda: now[0])
     lines = []
 
     class Log:
         def info(self, text, *args):
             lines.append(text % args)
 
-    progress = head_rank.Progress(1000, 59.0, Log())
+    progress = bring_up.Progress(1000, 59.0, Log())
     for second, joined in [(1, 10), (5, 100), (10, 312), (12, 400), (20, 400), (21, 500),
                            (40, 999), (60, 1000)]:
         now[0] = 100.0 + second
@@ -72,8 +74,8 @@ def test_progress_lines_are_rare_and_only_on_change(monkeypatch):
 
 
 def test_the_node_table_is_read_less_often_as_n_grows():
-    assert head_rank.table_interval(4, 0.2) == 0.2
-    assert head_rank.table_interval(1000, 0.2) == 2.0
+    assert bring_up.table_interval(4, 0.2) == 0.2
+    assert bring_up.table_interval(1000, 0.2) == 2.0
 
 
 def test_scale_warnings_name_the_limit_and_the_fix():

@@ -1,9 +1,18 @@
 """summary.txt's timeline stays short at any job size (pure; no processes)."""
 
-from start_ray import logs, software, summary
+import json
+import os
+import time
+
+import pytest
+
+from start_ray import events, logs, software, summary
 from start_ray.agreement import Agreement, Plan
+from start_ray.ledger import Ledger
 from start_ray.options import make_options
 from start_ray.placement import Probe, place
+
+pytestmark = pytest.mark.fast  # in-process: `make test-fast`
 
 GIB = 2**30
 
@@ -22,16 +31,18 @@ def agreement(tmp_path, hosts, per_host):
 
 def test_a_thousand_ranks_read_in_a_few_lines(tmp_path):
     agreed = agreement(tmp_path, hosts=250, per_host=4)
-    timeline = summary.Timeline(agreed, started=0.0)
-    timeline.note(0, "head up", 2.0)
+    ledger = Ledger(agreed, started=0.0)
+    ledger.note(events.HeadUp(0, 2.0))
     for rank in agreed.node_ranks[1:]:
-        timeline.joined(rank, 1 if rank != 8 else 3, 5.0 + rank / 1000)
-    timeline.note(500, "lost its node: `ray start` exited with status 1: raylet died", 60.0)
+        ledger.joined(rank, 1 if rank != 8 else 3, 5.0 + rank / 1000)
+    ledger.note(events.NodeLost(500, 60.0, "`ray start` exited with status 1: raylet died"))
     for rank in range(agreed.size):
         if rank != 500:
-            timeline.note(rank, "stopped, none left", 70.0)
-    timeline.note(500, "no teardown report", 75.0)
-    path = summary.write(timeline, 0, None)
+            ledger.note(events.Stopped(rank, 70.0))
+    ledger.note(events.NoReport(500, 75.0))
+    began = time.perf_counter()
+    path = summary.write(ledger, 0, None)
+    assert time.perf_counter() - began < 2.0, "the summary of 1,000 ranks is quick"
     text = open(path).read()
     lines = text.splitlines()
     assert len(lines) < 16, text
@@ -45,6 +56,25 @@ def test_a_thousand_ranks_read_in_a_few_lines(tmp_path):
     assert any(line.startswith("  ranks 4,12,16,...,996 (247 ranks) (247 hosts): joined "
                                "(attempt 1) at 5.0-6.0s; stopped") for line in lines), text
     assert "rank 500 (nid00125):" in text and "no Ray logs were collected" in text
+    # summary.json holds the same events, as records a program can read back
+    with open(os.path.join(agreed.run_dir, "summary.json")) as handle:
+        record = json.load(handle)
+    assert record["status"] == 0 and record["ranks"] == 1000 and len(record["nodes"]) == 250
+    back = [events.from_record(item) for item in record["events"]]
+    assert back == ledger.events
+    assert events.NodeLost(500, 60.0, "`ray start` exited with status 1: raylet died") in back
+    assert [e for e in back if isinstance(e, events.NodeJoined) and e.rank == 8] == [
+        events.NodeJoined(8, 5.008, 3)]
+
+
+def test_the_rank_s_own_word_on_its_join_replaces_the_gcs_s(tmp_path):
+    ledger = Ledger(agreement(tmp_path, hosts=2, per_host=1), started=0.0)
+    ledger.joined(1, at=4.0)  # seen alive in the GCS
+    ledger.joined(1, at=5.0)  # seen again: nothing new
+    assert ledger.events == [events.NodeJoined(1, 4.0, None)]
+    ledger.joined(1, 2, 3.5)  # the rank says it joined at its second attempt
+    assert ledger.events == [events.NodeJoined(1, 3.5, 2)]
+    assert summary.lines(ledger)[1].endswith("joined (attempt 2) at 3.5s")
 
 
 def test_compact_rank_lists():

@@ -1,0 +1,121 @@
+"""What happened to each rank, as typed records (rank 0's timeline).
+
+Rank 0 writes these into its ledger as it learns them (ledger.py); the
+summary renders them (summary.txt) and stores them (summary.json). Code and
+tests ask for an event by its type, never by the words a log line uses: the
+words are made here, in `describe`, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, ClassVar, Dict, Optional, Tuple, Type
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+    """Something that happened to `rank`, `at` seconds after rank 0 started
+    (None: no moment, e.g. a rank served by its host's node)."""
+
+    kind: ClassVar[str] = ""
+    rank: int
+    at: Optional[float]
+
+    def record(self) -> Dict[str, Any]:
+        """The event as summary.json stores it: {"event": kind, fields...}."""
+        return {"event": self.kind, **dataclasses.asdict(self)}
+
+
+@dataclasses.dataclass(frozen=True)
+class ServedByNode(Event):
+    kind: ClassVar[str] = "served_by_node"
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadUp(Event):
+    kind: ClassVar[str] = "head_up"
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeJoined(Event):
+    """A worker node joined: said so by its rank (`attempt`), or seen alive
+    in the GCS (attempt None; the rank's own word replaces it)."""
+
+    kind: ClassVar[str] = "joined"
+    attempt: Optional[int] = None
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinFailed(Event):
+    kind: ClassVar[str] = "join_failed"
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class NeverJoined(Event):
+    kind: ClassVar[str] = "never_joined"
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeLost(Event):
+    kind: ClassVar[str] = "node_lost"
+    why: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class RankFailed(Event):
+    """A rank could not go on (a helper it relies on was gone)."""
+
+    kind: ClassVar[str] = "rank_failed"
+    error: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Stopped(Event):
+    """A rank's teardown: what it left running ("" when none)."""
+
+    kind: ClassVar[str] = "stopped"
+    left: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class NoReport(Event):
+    """Rank 0 heard nothing of this rank's teardown."""
+
+    kind: ClassVar[str] = "no_report"
+
+
+# The events that send a reader to the node's Ray logs.
+TROUBLE: Tuple[Type[Event], ...] = (JoinFailed, NeverJoined, NodeLost)
+KINDS: Dict[str, Type[Event]] = {cls.kind: cls for cls in (
+    ServedByNode, HeadUp, NodeJoined, JoinFailed, NeverJoined, NodeLost, RankFailed, Stopped,
+    NoReport)}
+
+
+def describe(event: Event) -> str:
+    """The words for an event in summary.txt (the one place they are made)."""
+    if isinstance(event, ServedByNode):
+        return "served by its host's node"
+    if isinstance(event, HeadUp):
+        return "head up"
+    if isinstance(event, NodeJoined):
+        return "joined" if event.attempt is None else f"joined (attempt {event.attempt})"
+    if isinstance(event, JoinFailed):
+        return f"could not start its node: {event.error}"
+    if isinstance(event, NeverJoined):
+        return "its node never joined"
+    if isinstance(event, NodeLost):
+        return f"lost its node: {event.why}"
+    if isinstance(event, RankFailed):
+        return f"failed: {event.error}"
+    if isinstance(event, Stopped):
+        return f"stopped; left: {event.left}" if event.left else "stopped, none left"
+    if isinstance(event, NoReport):
+        return "no teardown report"
+    return event.kind.replace("_", " ")
+
+
+def from_record(record: Dict[str, Any]) -> Event:
+    """An event back from its summary.json record."""
+    fields = dict(record)
+    return KINDS[fields.pop("event")](**fields)

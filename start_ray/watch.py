@@ -1,0 +1,153 @@
+"""Rank 0's watch over the cluster: the other ranks' news, its own helpers,
+the head's GCS and raylet, and the GCS's word on every node.
+
+The same watch serves both entry points. The command line's driver loop
+calls `Watch.tick` between its polls; the Python API's body is the user's
+own code, so a `WatchThread` calls `tick` beside it and, when the job must
+end (a lost node under fail_fast, the head gone, a helper lost), interrupts
+the body with that error.
+
+    news (REPORT)   Joined -> ledger, join slot to the next rank
+                    Failed -> the job ends (JobError)
+                    Lost   -> the node is lost (policy below)
+    every tick      helpers restarted once, else the job ends
+                    the head's gcs_server and raylet still run, else it ends
+    every NODE_WATCH_INTERVAL   the GCS's node table: a node missing is lost
+    a lost node     logged once; with --fail-fast the job ends
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from typing import List, Optional
+
+from .agreement import Agreement
+from .contracts import Alive, Channel, Owner, Table
+from .errors import JobError
+from .join_slots import JoinSlots
+from .ledger import Ledger
+from .messages import REPORT, Failed, Go, Joined, Lost
+from .options import Options
+
+# How often rank 0 asks the GCS about the nodes while the driver runs (~30 ms).
+NODE_WATCH_INTERVAL = 2.0
+
+
+class Watch:
+    """Rank 0's reading of the news and its policy for what it reads."""
+
+    def __init__(self, agreed: Agreement, options: Options, channel: Channel, owner: Owner,
+                 ledger: Ledger, slots: JoinSlots, log: logging.Logger) -> None:
+        self.agreed, self.options, self.channel = agreed, options, channel
+        self.owner, self.ledger, self.slots, self.log = owner, ledger, slots, log
+        self.table: Optional[Table] = None  # the GCS's node table, once the head runs
+        self.head_core: List[Alive] = []  # the head's gcs_server and raylet, once all are up
+        self._next_look = 0.0
+        self.mpi_news = True  # False: another thread may not use MPI (WatchThread)
+
+    def read_news(self) -> None:
+        """Act on what the other ranks reported since the last look."""
+        while self.mpi_news:
+            news = self.channel.receive(REPORT)
+            if news is None:
+                return
+            source, message = news
+            self.ledger.record(source, message)
+            where = self.agreed.name_ranks([source])
+            if isinstance(message, Joined):
+                self.grant_after(source)
+                self.log.debug("%s joined after %.1fs (attempt %d)", where,
+                               message.elapsed, message.attempt)
+            elif isinstance(message, Failed):
+                self.grant_after(source)
+                raise JobError(f"{where} could not start its Ray node: {message.error}"
+                               if message.starting else f"{where} failed: {message.error}")
+            elif isinstance(message, Lost):
+                self.node_lost(source, message.error)
+
+    def grant_after(self, rank: int) -> None:
+        """`rank`'s join ended: its slot goes to the next waiting rank(s)."""
+        for granted in self.slots.finished(rank):
+            self.channel.send(granted, Go())
+            self.log.debug("join slot to rank %d (%d joining)", granted,
+                           len(self.slots.in_flight))
+
+    def tick(self) -> None:
+        """While the payload runs: news from the ranks, the helpers, the
+        head, and every few seconds the GCS's word on the nodes (a rank that
+        died, e.g. under `mpirun --enable-recovery`, reports nothing itself)."""
+        self.read_news()
+        self.owner.check_helpers("the driver ran")
+        if not all(process.is_running() for process in self.head_core):
+            raise JobError("the Ray head's GCS server or raylet ended: the cluster is "
+                           "gone, so the driver is stopped now")
+        if self.table is None or time.monotonic() < self._next_look:
+            return
+        self._next_look = time.monotonic() + NODE_WATCH_INTERVAL
+        alive = self.table.alive_ranks()
+        if alive is None:
+            return
+        for rank in sorted(set(self.agreed.node_ranks) - alive.keys() - self.ledger.lost):
+            self.node_lost(rank, "the GCS reports its node dead")
+
+    def node_lost(self, rank: int, why: str) -> None:
+        """Log a lost node once; stop the job if --fail-fast says so."""
+        if not self.ledger.lose(rank, why):
+            return
+        where = self.agreed.name_ranks([rank])
+        self.log.error("%s lost its Ray node: %s", where, why)
+        if self.options.fail_fast:
+            raise JobError(f"stopping the job (--fail-fast): {where} lost its Ray node")
+        self.log.info("the job goes on with the remaining %d node(s) (--fail-fast would "
+                      "stop it)", len(self.agreed.nodes) - len(self.ledger.lost))
+
+
+class WatchThread:
+    """`Watch.tick` beside an API body (which is the user's code, in the main
+    thread). When the job must end, the error is kept and the main thread is
+    interrupted (SIGINT to that thread: it wakes a blocking call; the API's
+    handler raises the error in the body)."""
+
+    def __init__(self, watch: Watch, interval: float, threads_ok: bool,
+                 log: logging.Logger) -> None:
+        self.watch, self.interval, self.log = watch, interval, log
+        # MPI from a second thread needs MPI_THREAD_MULTIPLE; without it the
+        # news waits for the body's end, the GCS's word and the helpers do not.
+        watch.mpi_news = threads_ok
+        if not threads_ok:
+            log.debug("MPI gives no MPI_THREAD_MULTIPLE: during the body rank 0 reads the "
+                      "ranks' news only at its end")
+        self.error: Optional[JobError] = None
+        self._stop = threading.Event()
+        # Only a rank that is a process has a main thread to interrupt (the
+        # protocol tests' ranks are threads: their body sees the error at its end).
+        self._main = (threading.main_thread().ident
+                      if threading.current_thread() is threading.main_thread() else None)
+        self._thread = threading.Thread(target=self._run, name="start_ray-watch", daemon=True)
+
+    def start(self) -> "WatchThread":
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.watch.tick()
+            except JobError as err:
+                self.error = err
+                self.log.error("%s", err)
+                if self._main is not None:
+                    signal.pthread_kill(self._main, signal.SIGINT)
+                return
+
+    def stop(self) -> Optional[JobError]:
+        """Before the teardown uses the channel again: the thread is gone.
+        The error that ended the job, if the watch found one."""
+        self._stop.set()
+        self._thread.join()
+        self.watch.mpi_news = True
+        return self.error
+
