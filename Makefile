@@ -12,7 +12,7 @@ VENV     ?= .venv
 # the venv it runs from, so each MPI needs a venv of its own.
 MPICH_VENV ?= .venv-mpich
 NP       ?= 4
-EXTRAS   ?= mpi,rl,test,torch
+EXTRAS   ?= mpi,rl,dashboard,test,torch
 # PyTorch is an extra; installed first, pinned, so that pip does not pick the
 # newest build with several GB of CUDA packages (override for a GPU machine).
 TORCH    ?= torch==2.13.0
@@ -33,7 +33,7 @@ BIN      := $(VENV)/bin
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: venv venv-mpich run test test-fast bench chaos compat clean
+.PHONY: venv venv-mpich run test test-fast docs bench chaos compat clean
 
 venv: $(VENV)/.installed
 
@@ -72,6 +72,11 @@ test: venv venv-mpich .venv-ray-$(OTHER_RAY)/.installed
 # While you change start_ray: the in-process tests (a pytest marker), seconds.
 test-fast: venv
 	$(BIN)/python -m pytest -m fast -q $(PYTEST_ARGS)
+
+# docs/options.md from the option table (tests/test_docs.py checks they agree).
+docs: venv
+	$(BIN)/python -c "from start_ray import options; print(options.markdown(), end='')" \
+		> docs/options.md
 
 bench: venv
 	$(BIN)/python benchmarks/compare.py

@@ -14,8 +14,13 @@ current iteration and exit cleanly; resume with --restore CHECKPOINT.
 Training longer than one job: give every job the same --experiment-dir and it
 continues from the newest complete checkpoint there (--resume auto, the
 default), iterations, env steps, progress.csv and TensorBoard going on as one
-run; the stop criteria count over the whole chain (drivers/rl_chain.py,
-jobs/slurm_chain.sbatch).
+run; the stop criteria count over the whole chain (drivers/rl_chain.py). In a
+chain of jobs (jobs/slurm_chain.sbatch) the folder is chains/ppo-<first job
+id> by default, and a link stopped by a signal before its criterion exits 75
+(the chain goes on); at the criterion it exits 0 (the chain ends).
+
+Every option can also come from the environment, as PPO_<OPTION>
+(PPO_STOP_ITERS=500): the batch scripts in jobs/ set those for this driver.
 
 Output: one line per iteration; --verbose brings back Tune's tables.
 
@@ -34,7 +39,8 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 os.environ.setdefault("TUNE_DISABLE_SIGINT_HANDLER", "1")
 # One line per iteration unless --verbose: TensorFlow's start-up lines and
 # Tune's tables off before either is imported (the workers: see main()).
-if "--verbose" not in sys.argv[1:]:
+if "--verbose" not in sys.argv[1:] and os.environ.get("PPO_VERBOSE", "").lower() not in (
+        "1", "true", "yes", "on"):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # its verbose=0 is silent
 
@@ -56,6 +62,8 @@ from rl_metrics import RETURN_KEYS, STEP_KEYS  # noqa: E402
 from start_ray import launcher  # noqa: E402  (the batch job's id names a chain's links)
 
 FRAMEWORK_PACKAGES = {"tf2": ("tensorflow", "tf_keras"), "torch": ("torch",)}
+NOT_DONE = 75  # a chain's "not done yet" (start_ray.chain)
+DEFAULT_ITERS = 200  # the stop when none is given (with the env's reward threshold)
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -105,9 +113,13 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--ray-address", default=None,
         help="cluster address (default: RAY_ADDRESS, as start_ray sets it)")
     add("--name", default=None, help="experiment name (default: <algo>_<env>_<framework>)")
+    defaults_from_environment(parser)
     args = parser.parse_args(argv)
     if not any((args.stop_iters, args.stop_timesteps, args.stop_reward)):
-        parser.error("give at least one of --stop-iters, --stop-timesteps, --stop-reward")
+        default_stop(args)
+    chain_id = os.environ.get("START_RAY_CHAIN_ID")
+    if chain_id and not args.experiment_dir and not args.restore:  # a link of a chain
+        args.experiment_dir = os.path.join("chains", f"ppo-{chain_id}")
     if args.restore and args.experiment_dir:
         parser.error("--restore and --experiment-dir: give one (the experiment folder "
                      "finds its own checkpoint)")
@@ -116,6 +128,37 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     except ValueError:
         parser.error(f"--hidden {args.hidden!r}: expected sizes like 256,256")
     return args
+
+
+def default_stop(args: argparse.Namespace) -> None:
+    """No stop criterion given: the environment's own "solved" return (its
+    reward_threshold, 475 for CartPole-v1), or DEFAULT_ITERS iterations,
+    whichever comes first."""
+    args.stop_iters = DEFAULT_ITERS
+    try:
+        import gymnasium
+        args.stop_reward = gymnasium.spec(args.env).reward_threshold
+    except Exception:  # not a gymnasium id (one of rl_envs), or no threshold
+        args.stop_reward = None
+    print(f"train_ppo.py: no stop criterion given: stopping after {DEFAULT_ITERS} "
+          "iterations" + (f" or at a mean return of {args.stop_reward:g} (the "
+                          f"environment's reward threshold)" if args.stop_reward else "")
+          + "; --stop-iters, --stop-timesteps, --stop-reward choose", flush=True)
+
+
+def defaults_from_environment(parser: argparse.ArgumentParser) -> None:
+    """Every option's default from PPO_<OPTION> if set (PPO_STOP_ITERS=500
+    for --stop-iters 500): batch scripts set these for this driver alone, and
+    any other driver ignores them."""
+    for action in parser._actions:
+        name = "PPO_" + action.dest.upper()
+        if not action.option_strings or name not in os.environ:
+            continue
+        text = os.environ[name]
+        if action.nargs == 0:  # a flag
+            parser.set_defaults(**{action.dest: text.lower() in ("1", "true", "yes", "on")})
+        else:
+            parser.set_defaults(**{action.dest: text})  # argparse applies its type
 
 
 def fail(message: str) -> None:
@@ -219,7 +262,36 @@ def make_stopper(iters: Optional[int], timesteps: Optional[int], reward: Optiona
     return stopper, CatchSignals()
 
 
-def progress_callback(verbose: bool, chain: Optional[str], link: str, first_iteration: int):
+def progress_line(it: int, steps: float, ret: Optional[float], args: argparse.Namespace,
+                  elapsed: float, pace: Optional[Tuple[float, float]]) -> str:
+    """`iteration 12/200, 48000 env steps (1250/s), mean return 45.2 (target
+    475), elapsed 0:38, ETA 10:12`: where training stands against its stop
+    criteria, and how fast it goes. `pace`: (seconds an iteration, env steps
+    a second) in this job so far (None after its first iteration)."""
+    etas = []
+    if pace and args.stop_iters:
+        etas.append((args.stop_iters - it) * pace[0])
+    if pace and args.stop_timesteps and pace[1] > 0:
+        etas.append((args.stop_timesteps - steps) / pace[1])
+    target = f" (target {args.stop_reward:g})" if args.stop_reward is not None else ""
+    return (f"iteration {it}" + (f"/{args.stop_iters}" if args.stop_iters else "") +
+            f", {int(steps)} env steps" +
+            (f"/{args.stop_timesteps}" if args.stop_timesteps else "") +
+            (f" ({pace[1]:.0f}/s)" if pace else "") + ", mean return " +
+            (f"{ret:.1f}" if ret is not None else "n/a") + target +
+            f", elapsed {clock(elapsed)}" +
+            (f", ETA {clock(max(0.0, min(etas)))}" if etas else ""))
+
+
+def clock(seconds: float) -> str:
+    """`1:02:03` or `2:03`."""
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def progress_callback(args: argparse.Namespace, chain: Optional[str], link: str,
+                      first_iteration: int):
     """A Tune callback: one line per iteration (unless --verbose), and for a
     chained experiment its progress.csv, TensorBoard run and checkpoint record."""
     from ray import tune
@@ -227,6 +299,9 @@ def progress_callback(verbose: bool, chain: Optional[str], link: str, first_iter
     class Progress(tune.Callback):
         def setup(self, **info: Any) -> None:
             self.board = None
+            self.began = time.monotonic()
+            # this job's first result: (iteration, env steps, when)
+            self.first: Optional[Tuple[int, float, float]] = None
             if chain:
                 from tensorboardX import SummaryWriter
                 self.board = SummaryWriter(os.path.join(chain, "tensorboard"),
@@ -236,10 +311,16 @@ def progress_callback(verbose: bool, chain: Optional[str], link: str, first_iter
             it = int(result.get("training_iteration", 0))
             steps, ret = first(result, STEP_KEYS), first(result, RETURN_KEYS)
             seconds = float(result.get("time_this_iter_s") or 0)
-            if not verbose:
-                shown = f"{ret:.1f}" if ret is not None else "n/a"
-                print(f"train_ppo.py: iteration {it}: {int(steps or 0)} env steps, mean return "
-                      f"{shown}, {seconds:.1f}s", flush=True)
+            now, total = time.monotonic(), float(steps or 0)
+            pace = None
+            if self.first is None:
+                self.first = (it, total, now)
+            elif it > self.first[0] and now > self.first[2]:
+                pace = ((now - self.first[2]) / (it - self.first[0]),
+                        (total - self.first[1]) / (now - self.first[2]))
+            if not args.verbose:
+                print("train_ppo.py: " + progress_line(it, total, ret, args, now - self.began,
+                                                       pace), flush=True)
             if chain:
                 rl_chain.append_progress(chain, link, {
                     "training_iteration": it, STEP_KEYS[0]: steps, RETURN_KEYS[0]: ret,
@@ -375,7 +456,7 @@ def main(argv: Optional[List[str]] = None) -> int:
                                           args.stop_reward)
     analysis = tune.run(
         args.run, config=build_config(args, runners, placement_file), stop=stopper,
-        callbacks=[catch_signals, progress_callback(args.verbose, chain, name, resumed_at + 1)],
+        callbacks=[catch_signals, progress_callback(args, chain, name, resumed_at + 1)],
         storage_path=where, name=name, restore=restore, verbose=1 if args.verbose else 0,
         checkpoint_config=rl_versions.checkpoint_config()(
             checkpoint_frequency=args.checkpoint_frequency, checkpoint_at_end=True,
@@ -403,7 +484,11 @@ def main(argv: Optional[List[str]] = None) -> int:
                  "--experiment-dir continues it"), flush=True)
     elif stopper.signal is not None:
         print(f"train_ppo.py: resume with --restore {checkpoint}", flush=True)
-    return 0 if trial.status == "TERMINATED" else 1
+    if trial.status != "TERMINATED":
+        return 1
+    # A link of a chain stopped by a signal before its criterion: not done,
+    # whatever the signal was (the chain's contract: 75 goes on).
+    return NOT_DONE if chain and met is None and stopper.signal is not None else 0
 
 
 if __name__ == "__main__":

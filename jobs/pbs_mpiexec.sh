@@ -1,17 +1,24 @@
 #!/bin/bash
-# PPO under PBS Pro with mpiexec --ppn (Polaris style: Cray PALS or MPICH).
-# One Ray node per host, offering the host's ranks x OMP_NUM_THREADS CPUs.
+# Your program (or the PPO example) under PBS Pro with mpiexec --ppn (Polaris
+# style: Cray PALS or MPICH). One Ray node per host, offering the host's
+# ranks x OMP_NUM_THREADS CPUs.
 #
 #   qsub jobs/pbs_mpiexec.sh
+#   qsub -v DRIVER=train.py,DRIVER_ARGS="--epochs 5" -A MY_PROJECT jobs/pbs_mpiexec.sh
+#
+# PBS starts the job in $HOME: the script first goes to the submit folder
+# (PBS_O_WORKDIR), so relative paths (VENV, DRIVER) are that folder's.
 #
 # --- EDIT: size, time, account -------------------------------------------------
-#PBS -N ppo
+#PBS -N start_ray
 #PBS -l select=2:system=polaris
 #PBS -l walltime=01:00:00
 #PBS -l filesystems=home
 #PBS -j oe
 ##PBS -A MY_PROJECT
 ##PBS -q debug
+set -euo pipefail
+cd "${PBS_O_WORKDIR:-.}"
 
 # --- EDIT: your environment ----------------------------------------------------
 # module use /soft/modulefiles; module load conda; conda activate base
@@ -21,14 +28,15 @@ NODES=${NODES:-$(sort -u "${PBS_NODEFILE:-/dev/null}" | wc -l)}
 PER_NODE=${PER_NODE:-4}                         # ranks per host (mpiexec --ppn)
 DEPTH=${DEPTH:-8}                               # CPUs per rank (mpiexec --depth)
 INTERFACE=${INTERFACE:-}                        # e.g. hsn0 (Slingshot); empty: the route to the head
-FRAMEWORK=${FRAMEWORK:-torch}
-STOP_ITERS=${STOP_ITERS:-200}
-LEARNER_GPUS=${LEARNER_GPUS:-0}                 # train_ppo.py --num-gpus
-EXTRA_ARGS=${EXTRA_ARGS:-}
+WARNING=${WARNING:-300}                         # PBS sends no walltime warning: start_ray
+                                                # sends SIGUSR1 this long before the walltime
 
-cd "${PBS_O_WORKDIR:-.}"
+# --- EDIT: what to run ---------------------------------------------------------
+DRIVER=${DRIVER:-$(python -m start_ray.jobs example)}   # a .py file or a command
+DRIVER_ARGS=${DRIVER_ARGS:-}
+export PPO_FRAMEWORK=${PPO_FRAMEWORK:-torch}             # the example's options: PPO_*
+
 export OMP_NUM_THREADS=$DEPTH                   # start_ray reads it: CPUs per rank under PBS
-
-mpiexec -n $((NODES * PER_NODE)) --ppn "$PER_NODE" --depth "$DEPTH" --cpu-bind depth \
-    python -m start_ray ${INTERFACE:+--interface "$INTERFACE"} drivers/train_ppo.py \
-    --framework "$FRAMEWORK" --num-gpus "$LEARNER_GPUS" --stop-iters "$STOP_ITERS" $EXTRA_ARGS
+exec python -m start_ray.jobs run --warn-before "$WARNING" -- \
+    mpiexec -n $((NODES * PER_NODE)) --ppn "$PER_NODE" --depth "$DEPTH" --cpu-bind depth \
+    python -m start_ray ${INTERFACE:+--interface "$INTERFACE"} "$DRIVER" $DRIVER_ARGS

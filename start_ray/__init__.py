@@ -8,7 +8,7 @@ Python API:   `start_ray.execute(fn)` or `with start_ray.cluster() as info:`
 
 from typing import Any
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 __all__ = ["cluster", "execute", "ClusterError", "ClusterInfo", "UsageError", "__version__"]
 
 # Imported on first use: `python -m start_ray --help` and the watchdog

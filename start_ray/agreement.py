@@ -24,7 +24,8 @@ import logging
 import secrets
 from typing import Any, Callable, List, Optional, Tuple
 
-from . import auth, compat, launcher, logs, network, placement, software, tempdirs
+from . import (auth, checks, compat, join_slots, launcher, logs, network, placement, software,
+               tempdirs)
 from .errors import AddressError, UsageError
 from .options import Options
 from .placement import NodePlan
@@ -195,7 +196,20 @@ def log_plan(agreed: Agreement, options: Options, log: logging.Logger,
                     compat.show(compat.NEWEST))
     how = "one per rank (--node-per-rank)" if options.node_per_rank else "one per host"
     log.info("placement: %d Ray node(s), %s", len(agreed.nodes), how)
+    # Every number and where it came from: the rank's log, the console on a dry run.
+    detail = logging.INFO if options.dry_run else logging.DEBUG
     for node in agreed.nodes:
-        log.log(logs.level_for(len(agreed.nodes)), "  %s", node.describe())
+        if options.dry_run and len(agreed.nodes) <= logs.LISTED_ON_CONSOLE:
+            for line in node.describe_lines():
+                log.info("  %s", line)
+        else:
+            log.debug("  %s", node.describe())
+    workers = len(agreed.nodes) - 1
+    slots = join_slots.slots_for(workers, options.join_slots)
+    if workers:
+        log.log(detail, "join slots: %s", f"all {workers} worker node(s) at once"
+                if slots >= workers else f"{slots} of {workers} worker nodes at a time")
     if agreed.plan.grace_note:
         log.info("%s", agreed.plan.grace_note)
+    for warning in checks.warnings(agreed, options, mpi):
+        log.warning("%s", warning)

@@ -14,15 +14,15 @@ import logging
 import time
 from typing import Any, Dict, List
 
-from . import raynode, resources
+from . import raynode
 from .agreement import Agreement
 from .cluster_state import ClusterInfo, NodeInfo, summarize, total_resources
-from .contracts import Channel, Launcher, Node, Owner, Table
+from .contracts import Channel, Launcher, Owner, Table
 from .errors import JobError
 from .events import HeadUp, JoinFailed, NeverJoined
 from .handshake import wait_until
 from .ledger import Ledger
-from .logs import level_for
+from .logs import LISTED_ON_CONSOLE
 from .messages import HeadRecord
 from .options import Options
 from .signals import SignalInbox
@@ -78,10 +78,6 @@ class BringUp:
             if self.options.no_auth:
                 self.log.warning("authentication is OFF (--no-auth): anyone who can reach "
                                  "this job's ports can run code as you")
-            for warning in resources.scale_warnings(
-                    len(self.agreed.nodes), len(set(self.agreed.hosts)),
-                    resources.open_files_limit(), resources.arp_limit()):
-                self.log.warning("%s", warning)
             head = self.launcher.start_node(raynode.head_args(self.options.dashboard))
             self.watch.table = self.launcher.node_table()
             my_node = self.agreed.my_node
@@ -100,8 +96,6 @@ class BringUp:
         self.ledger.note(HeadUp(0, self.ledger.since_start()))
         self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
                       address, self.ledger.since_start(), head.session_dir())
-        if self.options.dashboard:
-            self.log_dashboard(head)
         nodes = self.wait_for_nodes(address)
         self.watch.head_core = list(head.core_processes())
         env = self.launcher.ray_env()
@@ -121,15 +115,6 @@ class BringUp:
         """While the head finishes starting: the workers' news too."""
         self.watch.read_news()
         return self._stopping()
-
-    def log_dashboard(self, head: Node) -> None:
-        port = raynode.option_value(head.command, "--dashboard-port")
-        host = self.agreed.host
-        self.log.info("Ray dashboard: http://127.0.0.1:%s on %s (bound to that host's "
-                      "loopback only). From your own machine: ssh -N -L 8265:127.0.0.1:%s "
-                      "%s, then open http://localhost:8265%s", port, host, port,
-                      host, "; it asks for the job's token, which the driver finds "
-                      "in $RAY_AUTH_TOKEN" if self.agreed.plan.auth_token else "")
 
     def wait_for_nodes(self, address: str) -> List[NodeInfo]:
         """Until every rank's node is alive in the GCS and every worker rank
@@ -182,16 +167,18 @@ class BringUp:
             self.ledger.joined(rank)
         self.check_addresses(nodes)
         table.watch(address, NODE_WATCH_INTERVAL)  # from now on, a look now and then
-        self.log.info("Workers are all running! %d node(s) alive after %.1fs: %s",
-                      len(nodes), self.ledger.since_start(), summarize(total_resources(nodes)))
+        # The READY block tells the story on the console (ready.py); these lines, the
+        # rank's log (the slowest joins, at a size where they matter, the console too).
+        self.log.debug("Workers are all running! %d node(s) alive after %.1fs: %s",
+                       len(nodes), self.ledger.since_start(), summarize(total_resources(nodes)))
         self.log_joins(table)
         for node in nodes:
-            self.log.log(level_for(len(nodes)), "  node of rank %d on %s (%s): %s",
-                         node.rank, node.hostname, node.ip, summarize(node.resources))
+            self.log.debug("  node of rank %d on %s (%s): %s", node.rank, node.hostname,
+                           node.ip, summarize(node.resources))
         for node in nodes:
-            self.log.log(level_for(len(nodes)), "  ports of rank %d on %s: %s%s", node.rank,
-                         node.hostname, self.head_ports(address) if node.rank == 0 else "",
-                         node.describe_ports())
+            self.log.debug("  ports of rank %d on %s: %s%s", node.rank, node.hostname,
+                           self.head_ports(address) if node.rank == 0 else "",
+                           node.describe_ports())
         return nodes
 
     def log_joins(self, table: Table) -> None:
@@ -199,7 +186,9 @@ class BringUp:
         joins = self.ledger.joins
         slowest = sorted(joins.items(), key=lambda item: -item[1].took)[:SLOWEST_SHOWN]
         if len(joins) > 1:
-            self.log.info("slowest joins: %s; at most %d node(s) joining at once", "; ".join(
+            many = len(joins) > LISTED_ON_CONSOLE
+            self.log.log(logging.INFO if many else logging.DEBUG,
+                         "slowest joins: %s; at most %d node(s) joining at once", "; ".join(
                 f"{self.agreed.name_ranks([rank])} {joined.took:.1f}s (attempt "
                 f"{joined.attempt}, up {joined.elapsed:.1f}s after its start)"
                 for rank, joined in slowest), self.watch.slots.peak)

@@ -12,7 +12,7 @@ import io
 import sys
 from typing import List, Optional, Tuple
 
-from . import __version__, driver, errors, launcher, lifecycle
+from . import __version__, attach, driver, errors, launcher, lifecycle, serve
 from .errors import UsageError
 from .options import SPECS, Options, make_options
 
@@ -27,22 +27,34 @@ The exit status is DRIVER's.
 DRIVER is a .py file (run with this Python) or a command. It finds the cluster
 through RAY_ADDRESS, so a plain `ray.init()` attaches to it; a driver that
 wants the address as an argument can be given the placeholder {ray_address}.
+
+  python -m start_ray attach [RUN] [-- COMMAND]   a command on a running cluster
+  python -m start_ray stop [RUN]                  end a --serve job
 """
 
+USAGE = """\
+python -m start_ray [OPTIONS] DRIVER [DRIVER_ARGS ...]
+       python -m start_ray [OPTIONS] --serve [DRIVER [DRIVER_ARGS ...]]
+       python -m start_ray {attach,stop} [RUN] ...   (see --help of each)"""
+
 EPILOG = """\
-examples:
-  mpirun -np 4 python -m start_ray drivers/train_ppo.py --stop-iters 10
-  srun --ntasks-per-node=4 python -m start_ray --interface ib0 drivers/train_ppo.py
-  mpirun -np 4 python -m start_ray --node-per-rank drivers/cluster_info.py  # 4 nodes on a laptop
-  mpirun -np 2 python -m start_ray my_driver.py --ray-address {ray_address}
-  python -m start_ray drivers/cluster_info.py        # one process: a one-node cluster
-  START_RAY_JOIN_TIMEOUT=600 mpirun -np 64 python -m start_ray drivers/train_ppo.py
+examples on a laptop (in the project folder, its venv active):
+  python -m start_ray --dry-run drivers/cluster_info.py
+  mpirun -np 2 python -m start_ray --node-per-rank drivers/cluster_info.py
+  mpirun -np 2 python -m start_ray --node-per-rank drivers/train_ppo.py --stop-iters 2
+  mpirun -np 2 python -m start_ray --node-per-rank --serve --serve-timeout 30
+  python -m start_ray drivers/cluster_info.py --ray-address {ray_address}
+
+examples in a batch job:
+  srun --mpi=pmix python -m start_ray --interface ib0 my_driver.py --epochs 10
+  mpiexec -n 8 --ppn 4 python -m start_ray --dry-run my_driver.py
 
 Every option can also be set through the environment variable named in
 brackets; an option on the command line wins over its variable.
 
 exit status: DRIVER's (128+N if it was killed by signal N); 2 for bad input;
-1 when the cluster could not be brought up (the log names the rank and host).
+1 when the cluster could not be brought up (the log names the rank and host);
+75 when the walltime warning came before the cluster was up (not done yet).
 """
 
 
@@ -51,42 +63,65 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+class _YesNo(argparse.Action):
+    """`--x` sets True, `--no-x` False (for `--no-auth`: `--auth` sets False)."""
+
+    def __init__(self, option_strings: List[str], dest: str, **kwargs: object) -> None:
+        super().__init__(option_strings, dest, nargs=0, **kwargs)  # type: ignore[arg-type]
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: Optional[str] = None) -> None:
+        setattr(namespace, self.dest, option_string == self.option_strings[0])
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m start_ray", description=DESCRIPTION, epilog=EPILOG,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)
+                     usage=USAGE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    groups = {False: parser.add_argument_group("options most jobs use"),
+              True: parser.add_argument_group("advanced options")}
     for spec in SPECS:
         help_text = f"{spec.help} [{spec.env}]"
+        group = groups[spec.advanced]
         if spec.metavar is None:
-            parser.add_argument(spec.option, dest=spec.name, action="store_true",
-                                default=None, help=help_text)
+            group.add_argument(spec.option, spec.negative, dest=spec.name, action=_YesNo,
+                               default=None, help=help_text)
         else:
-            parser.add_argument(spec.option, dest=spec.name, metavar=spec.metavar,
-                                default=None, help=help_text.replace("%(default)s",
-                                                                     str(spec.default)))
+            group.add_argument(spec.option, dest=spec.name, metavar=spec.metavar,
+                               default=None, help=help_text.replace("%(default)s",
+                                                                    str(spec.default)))
     parser.add_argument("--version", action="version", version=f"start_ray {__version__}")
-    parser.add_argument("driver", metavar="DRIVER", help="the program to run on rank 0")
+    parser.add_argument("driver", metavar="DRIVER", nargs="?",
+                        help="the program to run on rank 0 (optional with --serve)")
     parser.add_argument("driver_args", metavar="DRIVER_ARGS", nargs=argparse.REMAINDER,
                         help="arguments for DRIVER, passed as they are")
     return parser
 
 
 def parse(argv: List[str]) -> Tuple[Options, List[str]]:
-    """Options and the driver command; UsageError for bad input."""
+    """Options and the driver command ([] when serving alone); UsageError
+    for bad input."""
     namespace = build_parser().parse_args(argv)
     options = make_options(**{spec.name: getattr(namespace, spec.name) for spec in SPECS})
     args = list(namespace.driver_args)
     if args[:1] == ["--"]:
         args = args[1:]
-    return options, [namespace.driver, *args]
+    if namespace.driver is None and not options.serve and not options.dry_run:
+        raise UsageError("give a DRIVER to run, or --serve to hold the cluster for "
+                         "programs that attach to it")
+    if options.serve_timeout and not options.serve:
+        raise UsageError("--serve-timeout goes with --serve")
+    return options, [namespace.driver, *args] if namespace.driver else []
 
 
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] in (["attach"], ["stop"]):  # a cluster that runs, not a job
+        return attach.main(argv[0], argv[1:])
     first_rank = launcher.rank_from_environment() == 0
     try:
         # --help and --version print once per job, not once per rank.
         with contextlib.redirect_stdout(sys.stdout if first_rank else io.StringIO()):
-            options, (program, *program_args) = parse(argv)
+            options, given = parse(argv)
     except UsageError as err:
         return refuse(err)
     except SystemExit as done:  # --help, --version
@@ -94,10 +129,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     cmd: List[str] = []
 
     def check() -> None:
-        cmd.extend(driver.command(program, program_args))
+        if given:
+            cmd.extend(driver.command(given[0], given[1:]))
 
-    run_driver = driver.payload(cmd, options.poll_interval)
-    return lifecycle.run(options, run_driver, check=check)
+    run = (serve.payload(cmd, options.poll_interval, options.serve_timeout) if options.serve
+           else driver.payload(cmd, options.poll_interval))
+    return lifecycle.run(options, run, check=check)
 
 
 def refuse(err: UsageError) -> int:

@@ -1,6 +1,7 @@
 """The seams of the lifecycle, as typing.Protocols: what the lifecycle and
 the rank roles need of the MPI conversation, of the process owner, of the
-node launcher, of a Ray node and of the GCS's node table.
+node launcher, of a Ray node and of the GCS's node table; and what the RUN
+phase's payload (the driver) gets.
 
 The real classes (handshake.Channel, owned.ProcessOwner, node_launcher.
 NodeLauncher, raynode.RayNode, cluster_state.NodeTable) and the protocol
@@ -11,11 +12,14 @@ fails there, not silently in a green test.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from .cluster_state import NodeInfo
+from .cluster_state import ClusterInfo, NodeInfo
 from .helpers import Helper
 from .messages import Message
+from .proctree import Spawn
+from .signals import SignalInbox
 
 class Channel(Protocol):
     """Everything the ranks say to each other (handshake.Channel)."""
@@ -113,3 +117,18 @@ class Launcher(Protocol):
     def start_node(self, role_args: List[str]) -> Node: ...
     def node_table(self) -> Table: ...
     def close_node_table(self, table: Table) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class Running:
+    """What the RUN phase's payload (the driver) gets."""
+
+    info: ClusterInfo
+    inbox: SignalInbox  # the signals the job received, to forward
+    tick: Callable[[], None]  # the watch: call it between polls; raises when the job must end
+    spawn: Spawn  # start a child that this rank owns (owned.ProcessOwner.popen)
+    explain: Callable[[str], None]  # why the payload's status is not 0, in words
+
+
+# The payload of the RUN phase -> its exit status.
+Payload = Callable[[Running], int]

@@ -12,17 +12,22 @@ import os
 import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
 from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
 
 from . import logs, proctree
+from .driver_output import Tee
 from .errors import UsageError
 from .signals import is_stopping
 
 if TYPE_CHECKING:
-    from .lifecycle import Running
+    from .contracts import Running
+
+# The driver's output in the run folder (driver_output.py).
+OUTPUT = "driver.log"
 
 # Written in the driver's arguments, replaced by the cluster's address: for
 # drivers that want it as a flag, e.g. `train_ppo.py --ray-address {ray_address}`.
@@ -53,12 +58,19 @@ def exit_status(returncode: int) -> int:
 
 
 class Driver:
-    """The running driver process."""
+    """The running driver process; its output goes to the console and, when
+    `output` names a file, into it too (driver_output.Tee)."""
 
     def __init__(self, cmd: List[str], env: Dict[str, str],
-                 spawn: proctree.Spawn = proctree.popen) -> None:
+                 spawn: proctree.Spawn = proctree.popen, output: Optional[str] = None) -> None:
         self._log = logs.get()
-        self.process = spawn(cmd, env=env)
+        self.tee = Tee(output) if output else None
+        pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE) if self.tee else {}
+        self.process = spawn(cmd, env=env, **pipes)
+        if self.tee is not None:
+            assert self.process.stdout is not None and self.process.stderr is not None
+            self.tee.follow(self.process.stdout, sys.stdout.fileno())
+            self.tee.follow(self.process.stderr, sys.stderr.fileno(), errors=True)
         self.pid = self.process.pid
         try:  # wakes us the moment the driver exits, and otherwise not at all
             self._pidfd: Optional[int] = os.pidfd_open(self.pid)
@@ -111,6 +123,8 @@ class Driver:
             on_tick()
         if self._pidfd is not None:
             os.close(self._pidfd)
+        if self.tee is not None:
+            self.tee.close()
         return exit_status(returncode)
 
 
@@ -123,9 +137,38 @@ def payload(cmd: List[str], interval: float) -> Callable[["Running"], int]:
         filled = fill_in(cmd, info.address)
         log.info("running the driver: %s", " ".join(filled))
         began = time.monotonic()
-        driver = Driver(filled, info.env, running.spawn)
-        status = driver.wait(interval, running.tick, running.inbox.pop, info.grace)
-        log.info("the driver exited with status %d after %.1fs", status,
-                 time.monotonic() - began)
+        output = os.path.join(info.run_dir, OUTPUT)
+        driver = Driver(filled, info.env, running.spawn, output)
+        try:
+            status = driver.wait(interval, running.tick, running.inbox.pop, info.grace)
+        finally:
+            if driver.tee is not None:  # the job ends now (a lost node, a signal)
+                driver.tee.close(0.0)
+        log.info("the driver exited with status %d after %.1fs; its output: %s", status,
+                 time.monotonic() - began, output)
+        board = tensorboard_folder(info.run_dir)
+        if board:
+            log.info("TensorBoard: tensorboard --logdir %s --host 127.0.0.1 (from your own "
+                     "machine: ssh -N -L 6006:127.0.0.1:6006 %s, then http://localhost:6006)",
+                     board, socket.gethostname())
+        error = driver.tee.last_exception() if status and driver.tee else None
+        if error:
+            running.explain(f"the driver exited with status {status}; its last exception: "
+                            f"{error} (in {OUTPUT})")
         return status
     return run_driver
+
+
+def tensorboard_folder(run_dir: str, depth: int = 6) -> Optional[str]:
+    """The run folder's subfolder that holds every TensorBoard event file the
+    driver wrote (their common parent), or None if it wrote none."""
+    found = []
+    for folder, dirs, files in os.walk(run_dir):
+        if folder[len(run_dir):].count(os.sep) >= depth:
+            dirs[:] = []
+        if folder == run_dir:
+            dirs[:] = [d for d in dirs if d != "ray"]  # Ray's own logs
+        if any(name.startswith("events.out.tfevents.") for name in files):
+            found.append(folder)
+    return os.path.commonpath(found) if found else None
+

@@ -6,6 +6,7 @@
     JobError      the job cannot go on (no cluster, a lost node
                   under --fail-fast, the head gone)                    1
     Interrupted   a stopping signal while the cluster was starting     128 + N
+                  (the walltime warning: not done yet, as for a chain)  75
     JobFailed     what start-up failures become once every rank has
                   stopped what it started; carries the status          its status
     HelperLost    a helper a rank relies on ended twice (helpers.py)   1
@@ -22,6 +23,7 @@ import signal
 
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+EXIT_NOT_DONE = 75  # EX_TEMPFAIL: out of time before the work began (start_ray.chain)
 
 
 class UsageError(ValueError):
@@ -42,11 +44,14 @@ class JobError(RuntimeError):
 
 
 class Interrupted(Exception):
-    """The job got a stopping signal while it was starting up."""
+    """The job got a stopping signal, or the walltime warning, while it was
+    starting up."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"received {signal.Signals(signum).name}")
+    def __init__(self, signum: int, walltime: bool = False) -> None:
+        super().__init__(f"received {signal.Signals(signum).name}" +
+                         (" (the walltime warning)" if walltime else ""))
         self.signum = signum
+        self.walltime = walltime
 
 
 class JobFailed(RuntimeError):
@@ -67,7 +72,7 @@ def exit_status(error: BaseException) -> int:
     if isinstance(error, (UsageError, AddressError)):
         return EXIT_USAGE
     if isinstance(error, Interrupted):
-        return 128 + error.signum
+        return EXIT_NOT_DONE if error.walltime else 128 + error.signum
     if isinstance(error, JobFailed):
         return error.status
     return EXIT_FAILURE

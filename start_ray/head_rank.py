@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Optional
 
-from . import join_slots
+from . import join_slots, ready
 from .agreement import Agreement
 from .bring_up import BringUp
 from .cluster_state import ClusterInfo
@@ -30,6 +30,7 @@ class HeadRank:
     def __init__(self, agreed: Agreement, options: Options, channel: Channel, owner: Owner,
                  launcher: Launcher, inbox: SignalInbox, log: logging.Logger,
                  started: float) -> None:
+        self.agreed, self.options, self.launcher, self.log = agreed, options, launcher, log
         self.ledger = Ledger(agreed, started)
         workers = agreed.node_ranks[1:]
         slots = JoinSlots(workers, join_slots.slots_for(len(workers), options.join_slots))
@@ -40,7 +41,13 @@ class HeadRank:
                                      self.watch, log)
 
     def start(self) -> ClusterInfo:
-        return self.bring_up.run()
+        """The cluster, then its card and the READY block."""
+        info = self.bring_up.run()
+        node = self.launcher.node
+        ready.announce(self.agreed, self.options, info, node.command if node else [],
+                       self.ledger.since_start(), self.log)
+        self.teardown.card_published = True
+        return info
 
     def job_failed(self) -> bool:
         return False  # rank 0 knows the status itself

@@ -16,7 +16,7 @@ import logging
 import time
 from typing import Optional, Set
 
-from . import summary
+from . import card, summary
 from .agreement import Agreement
 from .contracts import Channel, Launcher
 from .events import NoReport, Stopped
@@ -40,6 +40,7 @@ class HeadTeardown:
         self.agreed, self.options, self.channel = agreed, options, channel
         self.launcher, self.ledger, self.watch, self.log = launcher, ledger, watch, log
         self.report_by = 0.0  # when the teardown's reports are due (stop_others)
+        self.card_published = False  # the cluster was ready: its card says so (ready.py)
 
     def stop_others(self, status: int, deadline: float) -> None:
         """Every other rank stops first, while the head is still up; then
@@ -101,6 +102,8 @@ class HeadTeardown:
             self.log.info("all Ray processes stopped (%d process(es) on %d rank(s), none "
                           "left) in %.1fs", total, self.agreed.size,
                           time.monotonic() - teardown.began)
+        if self.card_published:
+            card.retire(self.agreed.run_dir, teardown.status)
         ledger.note(Stopped(0, ledger.since_start(), ", ".join(teardown.left)))
         for rank in sorted(ledger.others() - reports.keys()):
             ledger.note(NoReport(rank, ledger.since_start()))

@@ -39,7 +39,6 @@ the exit status each means: errors.py; what travels between ranks: messages.py.
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import sys
 import time
@@ -48,32 +47,17 @@ from typing import Callable, Dict, FrozenSet, List, Optional, Union
 from . import handshake, launcher, logs, raynode, resources
 from .agreement import Agreement, agree, log_plan
 from .cluster_state import ClusterInfo
-from .collect import copy_node_logs
-from .contracts import Channel, Launcher, Owner
+from .contracts import Channel, Launcher, Owner, Payload, Running
 from .errors import EXIT_FAILURE, EXIT_USAGE, Interrupted, JobError, NodeError, UsageError
 from .errors import exit_status as status_of
 from .head_rank import HeadRank
+from .log_sync import NodeLogs
 from .node_launcher import NodeLauncher
 from .options import Options
 from .owned import ProcessOwner
-from .proctree import Spawn
 from .role import REPORT_SLACK, Teardown
 from .signals import SignalInbox
 from .worker_rank import WorkerRank
-
-@dataclasses.dataclass(frozen=True)
-class Running:
-    """What the RUN phase's payload (the driver) gets."""
-
-    info: ClusterInfo
-    inbox: SignalInbox  # the signals the job received, to forward
-    tick: Callable[[], None]  # the watch: call it between polls; raises when the job must end
-    spawn: Spawn  # start a child that this rank owns (owned.ProcessOwner.popen)
-
-
-# The payload of the RUN phase -> its exit status.
-Payload = Callable[[Running], int]
-
 
 class Phase(enum.Enum):
     AGREE = "agree"
@@ -158,6 +142,7 @@ class Job:
         self.stopped = 0  # processes this rank's teardown stopped
         self.left: List[str] = []  # `pid name` of those it could not stop
         self.logs_safe = True  # the job succeeded, or its Ray logs are copied
+        self.node_logs: Optional[NodeLogs] = None  # this rank's node's Ray logs
 
     # ------------------------------------------------------------ the loop
     def advance(self, until: Phase) -> int:
@@ -193,8 +178,11 @@ class Job:
         except (JobError, NodeError, Interrupted) as err:
             if ending:
                 raise
-            self.log.error("%s during start-up: stopping the job"
-                           if isinstance(err, Interrupted) else "%s", err)
+            if isinstance(err, Interrupted):
+                self.log.error("%s during start-up: stopping the job%s", err,
+                               " (exit status 75: not done yet)" if err.walltime else "")
+            else:
+                self.log.error("%s", err)
             self.fail(status_of(err), str(err))
             return Phase.DONE if self.phase is Phase.AGREE else Phase.STOP
         except BaseException:
@@ -223,6 +211,11 @@ class Job:
         self.role = HeadRank(*parts) if agreed.rank == 0 else WorkerRank(*parts)
         if agreed.rank == 0:
             log_plan(agreed, self.options, self.log, self.channel.mpi_library())
+        if self.options.dry_run:  # every rank probed; nothing starts
+            if agreed.rank == 0:
+                self.log.info("dry run: nothing was started (without --dry-run, this would)")
+            self.status = 0
+            return Phase.DONE
         return Phase.OWN
 
     def _own(self) -> Phase:
@@ -233,6 +226,9 @@ class Job:
             self.log.debug("%s", self.open_files)
             if self.ready is not None:
                 self.launcher.adopt(self.ready)
+            if self.owner.temp_dir is not None:
+                period = self.options.sync_logs if self.options.collect_logs != "never" else 0
+                self.node_logs = NodeLogs(self.agreed, self.owner.temp_dir, period, self.log)
         elif self.ready is not None:
             self.ready.discard()
         return Phase.START
@@ -252,11 +248,14 @@ class Job:
         assert isinstance(self.role, HeadRank)
         assert self.owner is not None
         status = self.payload(Running(self.info, self.inbox, self.role.watch.tick,
-                                      self.owner.popen))
+                                      self.owner.popen, self._explain))
         self.status = status
         if status:
             self.cause = self.cause or f"the driver exited with status {status}"
         return Phase.STOP
+
+    def _explain(self, cause: str) -> None:
+        self.cause = self.cause or cause
 
     def _serve(self) -> Phase:
         assert isinstance(self.role, WorkerRank)
@@ -278,10 +277,9 @@ class Job:
             self.log.debug("stopped %d process(es); none left", self.stopped)
         failed = bool(self.status) or self.role.job_failed()
         collect = self.options.collect_logs
-        temp_dir = self.owner.temp_dir
-        copied = ((collect == "always" or (collect == "on-failure" and failed)) and
-                  temp_dir is not None and  # before Done: rank 0's summary reads them
-                  copy_node_logs(self.agreed, temp_dir, self.log))
+        wanted = collect == "always" or (collect == "on-failure" and failed)
+        # before Done: rank 0's summary reads them
+        copied = self.node_logs is not None and self.node_logs.finish(wanted)
         self.logs_safe = not failed or copied
         return Phase.REPORT
 

@@ -17,9 +17,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from . import launcher
 
-DATE_FORMAT = "%m/%d/%Y %I:%M:%S %p"
-# The files: 24-hour time with milliseconds (start-up steps take fractions of a second).
-FILE_DATE_FORMAT = "%m/%d/%Y %H:%M:%S"
+# ISO 8601 (local time) everywhere; the files add milliseconds (start-up
+# steps take fractions of a second).
+DATE_FORMAT = "%Y-%m-%dT%H:%M:%S"
+FILE_DATE_FORMAT = DATE_FORMAT
 LOGGER_NAME = "start_ray"
 # Up to this many nodes, one line per node goes to the console too.
 LISTED_ON_CONSOLE = 16
@@ -104,13 +105,27 @@ def ray_logs_dir(run_dir: str, rank: int, size: int, host: str) -> str:
     return os.path.join(run_dir, "ray", f"rank-{_rank(rank, size)}-{host}")
 
 
+# Terminal escape sequences (colors, cursor moves, titles): never in a file.
+ESCAPES = r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(\x07|\x1b\\)|\x1b[@-_]"
+
+
+class _PlainFormatter(logging.Formatter):
+    """The file's format, with terminal escape sequences removed (Ray's and
+    the driver's output may carry colors)."""
+
+    _escapes = re.compile(ESCAPES)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return self._escapes.sub("", super().format(record))
+
+
 def attach_file(logger: logging.Logger, path: str, name: str) -> logging.Logger:
     """`logger` writing every detail to the rank's file `path`, in the
     rank's format (the watchdog writes there too, after the rank is gone)."""
     logger.setLevel(logging.DEBUG)
     logger.propagate = False
     to_file = logging.FileHandler(path)
-    to_file.setFormatter(logging.Formatter(
+    to_file.setFormatter(_PlainFormatter(
         f"%(asctime)s.%(msecs)03d | {name} | %(levelname)s | %(message)s", FILE_DATE_FORMAT))
     logger.addHandler(to_file)
     return logger
@@ -139,11 +154,6 @@ def setup(directory: str, rank: int, size: int, name: str = LOGGER_NAME) -> logg
 
 def get(name: str = LOGGER_NAME) -> logging.Logger:
     return logging.getLogger(name)
-
-
-def level_for(count: int) -> int:
-    """Per-node lines: on the console for a few nodes, in the file only for many."""
-    return logging.INFO if count <= LISTED_ON_CONSOLE else logging.DEBUG
 
 
 def close(name: str = LOGGER_NAME) -> None:

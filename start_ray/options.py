@@ -90,17 +90,27 @@ def _ray_args(text: str) -> List[str]:
 
 @dataclasses.dataclass(frozen=True)
 class Spec:
-    """One setting: its option, its environment variable, how to parse it."""
+    """One setting: its option, its environment variable, how to parse it,
+    and whether most people need it (`advanced` ones come later in --help)."""
 
     name: str
     parse: Callable[[str], Any]
     default: Any
-    metavar: Optional[str]
+    metavar: Optional[str]  # None: a yes/no setting (--x and --no-x)
     help: str
+    advanced: bool = False
 
     @property
     def option(self) -> str:
         return "--" + self.name.replace("_", "-")
+
+    @property
+    def negative(self) -> str:
+        """The option that turns a yes/no setting off (`--no-x`; `--auth`
+        for `--no-auth`)."""
+        if self.name.startswith("no_"):
+            return "--" + self.name[3:].replace("_", "-")
+        return "--no-" + self.name.replace("_", "-")
 
     @property
     def env(self) -> str:
@@ -108,83 +118,104 @@ class Spec:
 
 
 SPECS: List[Spec] = [
+    # ------------------------------------------------ what most people set
     Spec("num_cpus", _positive_int, None, "N",
          "CPUs each Ray node offers (default: what the job was given on the host: "
          "Slurm/PBS/ALPS variables, else the ranks' CPU affinity and cgroup quota)"),
-    Spec("head_num_cpus", _non_negative_int, None, "N",
-         "CPUs the head's node offers to Ray's scheduler (default: like every node, "
-         "but 0 in jobs of 32 nodes or more, as Ray's guide advises: the head's GCS "
-         "and the driver keep its CPUs)"),
     Spec("num_gpus", _non_negative_int, None, "N",
          "GPUs each Ray node offers (default: Slurm's GPU variables, else "
          "CUDA_VISIBLE_DEVICES, ROCR/HIP_VISIBLE_DEVICES, ZE_AFFINITY_MASK or "
          "ONEAPI_DEVICE_SELECTOR (the union over the node's ranks), else what "
          "Ray detects)"),
-    Spec("node_per_rank", _flag, False, None,
-         "one Ray node per MPI rank instead of one per host (the ranks of a host "
-         "otherwise share one node with all their resources); handy to try the "
-         "multi-node path on a laptop"),
     Spec("interface", str, None, "NAME",
          "network interface whose address every Ray node uses, e.g. ib0, hsn0, "
          "ipogif0 (default: the address a worker uses to reach the head; the "
          "head's host name's address). Gloo and NCCL get the interface of "
          "that address too (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME), unless set"),
-    Spec("join_timeout", _positive_float, 300.0, "SECONDS",
-         "deadline for the head to start and every node to join; failed joins "
-         "are retried with backoff until then (default: %(default)s)"),
-    Spec("join_slots", _positive_int, None, "N",
-         "at most N Ray nodes join (register with the head) at once; the others "
-         "wait for a free slot (default: all up to 16 nodes, else 4 x sqrt(nodes), "
-         "at most 128)"),
-    Spec("stop_timeout", _positive_float, 10.0, "SECONDS",
-         "how long Ray processes get to exit after SIGTERM at teardown before "
-         "SIGKILL (default: %(default)s)"),
-    Spec("grace", _non_negative_float, 30.0, "SECONDS",
-         "when the job gets SIGTERM/SIGINT/SIGUSR1 the driver gets the signal and "
-         "this long to finish (e.g. checkpoint) before it is killed "
-         "(default: %(default)s)"),
-    Spec("walltime_signal", _signal_number, signal.SIGUSR1.value, "SIGNAL",
-         "the scheduler's walltime warning (Slurm: #SBATCH --signal=B:USR1@120): "
-         "forwarded to the driver, which should checkpoint and exit; unlike SIGTERM "
-         "it starts no kill timer (default: USR1)"),
+    Spec("node_per_rank", _flag, False, None,
+         "one Ray node per MPI rank instead of one per host (the ranks of a host "
+         "otherwise share one node with all their resources); handy to try the "
+         "multi-node path on a laptop"),
+    Spec("dry_run", _flag, False, None,
+         "probe every rank, print the plan (hosts, nodes, each node's CPUs, GPUs "
+         "and memory and where each number came from, addresses, join slots, "
+         "warnings) and exit 0, starting no Ray process and no driver: the first "
+         "thing to run on a new site"),
+    Spec("serve", _flag, False, None,
+         "keep the cluster up (after DRIVER, if one is given) for programs that "
+         "attach to it (`python -m start_ray attach`), until `python -m start_ray "
+         "stop RUN`, SIGTERM, the walltime signal or --serve-timeout"),
+    Spec("serve_timeout", _positive_float, None, "SECONDS",
+         "with --serve: stop the cluster after this long"),
+    Spec("dashboard", _flag, False, None,
+         "start Ray's dashboard (needs start_ray[dashboard], i.e. ray[default]), "
+         "bound to 127.0.0.1 on the head's host; the READY block prints the ssh "
+         "tunnel command, and it asks for the job's token"),
     Spec("fail_fast", _flag, False, None,
          "stop the job (exit status 1) when a Ray node is lost; by default the "
          "loss is logged and the job goes on with the remaining nodes (RLlib "
          "restarts lost env runners)"),
+    Spec("join_timeout", _positive_float, 300.0, "SECONDS",
+         "deadline for the head to start and every node to join; failed joins "
+         "are retried with backoff until then (default: %(default)s)"),
     Spec("log_dir", str, "logs", "DIR",
-         "where each run gets its folder LOG_DIR/<run-id>/ with one log file per "
-         "rank (default: %(default)s)"),
-    Spec("temp_dir", str, None, "DIR",
-         "node-local folder under which each rank's Ray temp dir is made and "
-         "removed; must be short: Ray's unix sockets must fit in 107 bytes "
-         "(default: $TMPDIR when short enough, else /tmp)"),
+         "where each run gets its folder LOG_DIR/<run-id>/: one log per rank, the "
+         "driver's output, the summary, the cluster's card (default: %(default)s)"),
+    # ----------------------------------------------------------- advanced
+    Spec("head_num_cpus", _non_negative_int, None, "N",
+         "CPUs the head's node offers to Ray's scheduler (default: like every node, "
+         "but 0 in jobs of 32 nodes or more, as Ray's guide advises: the head's GCS "
+         "and the driver keep its CPUs)", advanced=True),
+    Spec("join_slots", _positive_int, None, "N",
+         "at most N Ray nodes join (register with the head) at once; the others "
+         "wait for a free slot (default: all up to 16 nodes, else 4 x sqrt(nodes), "
+         "at most 128)", advanced=True),
+    Spec("grace", _non_negative_float, 30.0, "SECONDS",
+         "after SIGTERM, SIGINT or SIGHUP (scancel, Ctrl-C) the driver gets the "
+         "signal and this long to finish (e.g. checkpoint) before SIGKILL; the "
+         "walltime signal starts no such timer (default: %(default)s)", advanced=True),
+    Spec("walltime_signal", _signal_number, signal.SIGUSR1.value, "SIGNAL",
+         "the scheduler's walltime warning (Slurm: #SBATCH --signal=B:USR1@120): "
+         "passed to the driver, which should checkpoint and exit (default: USR1)",
+         advanced=True),
+    Spec("stop_timeout", _positive_float, 10.0, "SECONDS",
+         "how long Ray processes get to exit at teardown before SIGKILL "
+         "(default: %(default)s)", advanced=True),
     Spec("collect_logs", _collect_logs, "on-failure", "WHEN",
          "copy each node's Ray logs (raylet, GCS, agents, workers, `ray start`'s "
          "output) into LOG_DIR/<run-id>/ray/ at the end of the job, since a "
          "node's /tmp is gone or out of reach afterwards: on-failure (a non-zero "
          "exit status), always, or never; at most 50 MB per node "
-         "(default: %(default)s)"),
+         "(default: %(default)s)", advanced=True),
+    Spec("sync_logs", _non_negative_float, 30.0, "SECONDS",
+         "while the job runs, copy each node's new Ray log lines into "
+         "LOG_DIR/<run-id>/ray/ every SECONDS, so that a job the scheduler kills "
+         "(walltime, node crash) still leaves them; 0: only at the end "
+         "(default: %(default)s)", advanced=True),
+    Spec("temp_dir", str, None, "DIR",
+         "node-local folder under which each rank's Ray temp dir is made and "
+         "removed; must be short: Ray's unix sockets must fit in 107 bytes "
+         "(default: $TMPDIR when short enough, else /tmp)", advanced=True),
+    Spec("keep_temp_dir", _flag, False, None,
+         "keep the Ray temp dirs (Ray's own session logs) on the nodes after the "
+         "job; by default each goes once the job succeeded or its logs are copied "
+         "into the run folder, and stays when that copy failed or a process "
+         "would not stop", advanced=True),
     Spec("ray_args", _ray_args, [], "'ARGS'",
          "extra arguments for every `ray start`, as one quoted string, e.g. "
-         "'--object-store-memory 2000000000'"),
+         "'--object-store-memory 2000000000'", advanced=True),
     Spec("ray_command", shlex.split, None, "'COMMAND'",
          "the command that runs Ray, for Ray in a container, e.g. "
          "'apptainer exec ray.sif ray' (default: the `ray` beside this Python, "
-         "else the one on PATH)"),
+         "else the one on PATH)", advanced=True),
     Spec("no_auth", _flag, False, None,
-         "turn Ray's token authentication off. By default every job gets a fresh "
-         "random token (sent over MPI, passed only in the environment), and Ray "
-         "refuses any process without it; without it, anyone who can reach the "
-         "nodes' ports can run code as you"),
-    Spec("dashboard", _flag, False, None,
-         "start Ray's dashboard (needs ray[default]), bound to 127.0.0.1 on the "
-         "head's host; the log prints the ssh tunnel command to reach it"),
-    Spec("keep_temp_dir", _flag, False, None,
-         "keep the Ray temp dirs (Ray's own session logs) on the nodes after the "
-         "job; they are always kept when the job fails"),
+         "turn Ray's token authentication off (--auth: on, the default). Every job "
+         "gets a fresh random token and Ray refuses any process without it; "
+         "without it, anyone who can reach the nodes' ports can run code as you",
+         advanced=True),
     Spec("poll_interval", _positive_float, 0.2, "SECONDS",
          "how often waiting ranks look for news; waiting costs almost no CPU "
-         "(default: %(default)s)"),
+         "(default: %(default)s)", advanced=True),
 ]
 
 SPECS_BY_NAME: Dict[str, Spec] = {spec.name: spec for spec in SPECS}
@@ -208,9 +239,13 @@ class Options:
     log_dir: str = "logs"
     temp_dir: Optional[str] = None
     collect_logs: str = "on-failure"
+    sync_logs: float = 30.0
     ray_args: List[str] = dataclasses.field(default_factory=list)
     ray_command: Optional[List[str]] = None
     no_auth: bool = False
+    dry_run: bool = False
+    serve: bool = False
+    serve_timeout: Optional[float] = None
     dashboard: bool = False
     keep_temp_dir: bool = False
     poll_interval: float = 0.2
@@ -247,3 +282,30 @@ def make_options(environ: Optional[Mapping[str, str]] = None, **given: Any) -> O
         text = shlex.join(value) if isinstance(value, (list, tuple)) else str(value)
         values[name] = parse_value(spec, text, spec.option)
     return Options(**values)
+
+
+def markdown() -> str:
+    """docs/options.md, from the table above (`make docs` writes it; a test
+    fails when the two disagree)."""
+    lines = ["# Options", "",
+             "Generated from `start_ray/options.py` by `make docs`; `python -m start_ray "
+             "--help` prints the same. Every option can also be set through its environment "
+             "variable; the command line wins over the variable. A yes/no option has a form "
+             "that turns it off (`--no-serve`; `--auth` for `--no-auth`).", ""]
+    for advanced, title in ((False, "Options most jobs use"), (True, "Advanced options")):
+        lines += [f"## {title}", "", "| option | variable | default | what it does |",
+                  "|---|---|---|---|"]
+        for spec in SPECS:
+            if spec.advanced != advanced:
+                continue
+            option = (f"`{spec.option}`, `{spec.negative}`" if spec.metavar is None
+                      else f"`{spec.option} {spec.metavar}`")
+            default = ("off" if spec.default is False else "-" if spec.default in (None, [])
+                       else f"`{'USR1' if spec.name == 'walltime_signal' else spec.default}`")
+            text = (spec.help.replace("%(default)s", str(spec.default)).replace("|", "\\|")
+                    .replace("<", "&lt;"))
+            text = text.split(" (default: ")[0] if "(default: " in text and \
+                spec.default not in (None, [], False) else text
+            lines.append(f"| {option} | `{spec.env}` | {default} | {text} |")
+        lines.append("")
+    return "\n".join(lines)

@@ -114,6 +114,17 @@ class NodePlan:
                 f"object store {self.memory['--object-store-memory'].text('GiB')}; "
                 f"{self._collectives_text()}")
 
+    def describe_lines(self) -> List[str]:
+        """The same, one number a line (--dry-run prints this)."""
+        return [f"node of rank {self.rank} on {self.host}, for rank(s) "
+                f"{logs.ranges(self.ranks)}:",
+                f"    address       {self.ip} ({self.ip_source})",
+                f"    CPUs          {self.cpus.text()}",
+                f"    GPUs          {self.gpus.text()}{self._device_text()}",
+                f"    memory        {self.memory['--memory'].text('GiB')}",
+                f"    object store  {self.memory['--object-store-memory'].text('GiB')}",
+                f"    {self._collectives_text().replace(': ', '   ', 1)}"]
+
     def _device_text(self) -> str:
         if not self.device_env:
             return ""

@@ -66,4 +66,4 @@ class SignalInbox:
         before it could handle it. Other ranks leave the warning to rank 0."""
         for signum in self._pending:
             if walltime_too or is_stopping(signum):
-                raise Interrupted(signum)
+                raise Interrupted(signum, walltime=not is_stopping(signum))

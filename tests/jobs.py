@@ -159,6 +159,13 @@ class Result:
                 logs[name] = handle.read()
         return logs
 
+    @property
+    def rank0_log(self) -> str:
+        """Rank 0's log file: every detail (the console gets the short story)."""
+        name = min(self.rank_logs())
+        assert re.fullmatch(r"rank-0+\.log", name), name
+        return self.rank_logs()[name]
+
     def summary(self) -> str:
         """The run's summary.txt (rank 0 writes it at the end)."""
         with open(os.path.join(self.run_dir, "summary.txt")) as handle:
@@ -241,11 +248,13 @@ class Jobs:
         os.mkdir(temp_dir)
         return mark, self.env(mark, {"START_RAY_TEMP_DIR": temp_dir, **(env or {})}), temp_dir
 
-    def launch(self, cmd: Sequence[str], env: Optional[Dict[str, str]] = None) -> "Running":
-        """Start any command line as a marked job with a temp dir of its own."""
+    def launch(self, cmd: Sequence[str], env: Optional[Dict[str, str]] = None,
+               cwd: Optional[str] = None) -> "Running":
+        """Start any command line as a marked job with a temp dir of its own
+        (in the test's folder, or `cwd`)."""
         mark, full_env, temp_dir = self.new_job(env)
         before = found_by.snapshot()
-        proc = subprocess.Popen(list(cmd), cwd=self.workdir, env=full_env,
+        proc = subprocess.Popen(list(cmd), cwd=cwd or self.workdir, env=full_env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 start_new_session=True)
         return Running(proc, mark, os.path.join(self.workdir, "logs"), temp_dir, before)

@@ -178,6 +178,12 @@ class LocalSlurm:
                     env={**os.environ, **self.env})
         return bool(done.stdout.strip())
 
+    def running_now(self) -> List[str]:
+        """The ids of the jobs running (not pending)."""
+        done = _run(["squeue", "-h", "-t", "RUNNING", "-o", "%i"],
+                    env={**os.environ, **self.env})
+        return done.stdout.split()
+
     def queue(self) -> List[str]:
         """The ids of every job pending or running."""
         done = _run(["squeue", "-h", "-o", "%i"], env={**os.environ, **self.env})

@@ -222,7 +222,10 @@ def test_driver_crash_status_is_the_jobs(jobs, tmp_path, code, status):
     crash.write_text(code + "\n")
     result = jobs.run(2, ["--num-cpus", "1", str(crash)])
     assert result.returncode == status, result.output
-    assert result.run_record()["cause"] == f"the driver exited with status {status}"
+    cause = f"the driver exited with status {status}"
+    if status == 1:  # it raised: the cause names its exception
+        cause += "; its last exception: RuntimeError: driver bug (in driver.log)"
+    assert result.run_record()["cause"] == cause
     assert_nothing_left(result)
 
 

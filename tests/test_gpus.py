@@ -44,7 +44,7 @@ def test_amd_rocr_set_by_the_scheduler_reaches_ray_as_hip(jobs, mpi):
     result, info = gpu_job(jobs, "ROCR_VISIBLE_DEVICES", ["2", "3"], standin="amd", mpi=mpi)
     assert info["gpus"] == 2
     assert ("GPUs 2 (ROCR_VISIBLE_DEVICES=2 | 3 (AMD)), Ray gets HIP_VISIBLE_DEVICES=2,3, "
-            "no ROCR_VISIBLE_DEVICES") in result.stdout
+            "no ROCR_VISIBLE_DEVICES") in result.rank0_log
     # Ray's AMD path gave each task its own device in HIP: 2 and 3.
     assert [(t["gpu_ids"], t["HIP_VISIBLE_DEVICES"], t["ROCR_VISIBLE_DEVICES"])
             for t in info["tasks"]] == [(["2"], "2", None), (["3"], "3", None)]
@@ -57,7 +57,7 @@ def test_intel_ze_affinity_mask_per_rank_is_the_nodes_union(jobs):
     result, info = gpu_job(jobs, "ZE_AFFINITY_MASK", ["0.0", "0.1"], standin="intel")
     assert info["gpus"] == 2
     assert "GPUs 2 (ZE_AFFINITY_MASK=0.0 | 0.1 (Intel)), Ray gets ZE_AFFINITY_MASK=0.0,0.1" \
-        in result.stdout
+        in result.rank0_log
     assert [(t["gpu_ids"], t["ZE_AFFINITY_MASK"]) for t in info["tasks"]] == [
         (["0.0"], "0.0"), (["0.1"], "0.1")]
 
@@ -66,7 +66,7 @@ def test_nvidia_cuda_visible_devices_per_rank_is_the_nodes_union(jobs):
     result, info = gpu_job(jobs, "CUDA_VISIBLE_DEVICES", ["1", "3"])
     assert info["gpus"] == 2
     assert "GPUs 2 (CUDA_VISIBLE_DEVICES=1 | 3 (NVIDIA)), Ray gets CUDA_VISIBLE_DEVICES=1,3" \
-        in result.stdout
+        in result.rank0_log
     assert [(t["gpu_ids"], t["CUDA_VISIBLE_DEVICES"]) for t in info["tasks"]] == [
         (["1"], "1"), (["3"], "3")]
 

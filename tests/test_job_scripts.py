@@ -1,27 +1,29 @@
-"""The batch scripts for machines this one is not (PBS with aprun or
-mpiexec, Frontier's AMD GPUs, Aurora's Intel GPUs), run for real with a stub
-launcher and the variables the scheduler would set: the script's arithmetic
-and command line reach start_ray, which derives the node's CPUs, GPUs and the
-run id from them. GPU nodes also get a stand-in for the vendor's device
-library (tests/gpu_standins), so that Ray takes that vendor's path. Every
-script also has to parse (`bash -n`)."""
+"""The batch scripts in jobs/, run for real with stand-in launchers (aprun,
+mpiexec, srun, qsub, qdel, qstat) and the variables the scheduler would set,
+the way a user submits them: from a folder of their own, with a relative
+VENV and their own DRIVER and DRIVER_ARGS; PBS starts the job in $HOME. Each
+run checks which Python ran which driver, with which arguments, from which
+folder, and what the launcher was asked. GPU nodes also get a stand-in for
+the vendor's device library (tests/gpu_standins), so that Ray takes that
+vendor's path. Every script also has to parse (`bash -n`). The Slurm
+scripts run on a real Slurm in test_slurm.py."""
 
+import json
 import os
 import re
+import shutil
 import subprocess
-import sys
 
 import psutil
 import pytest
 
 from jobs import MPIRUN, PYTHON, ROOT, assert_nothing_left
 
-sys.path.insert(0, os.path.join(ROOT, "drivers"))
-import rl_chain  # noqa: E402
-
 JOBS = os.path.join(ROOT, "jobs")
 STANDINS = os.path.join(ROOT, "tests", "gpu_standins")
-SHORT = "--train-batch-size 400 --minibatch-size 64 --num-epochs 1"
+WHOAMI = os.path.join(ROOT, "tests", "drivers", "whoami.py")
+COUNTER = os.path.join(ROOT, "tests", "drivers", "counter.py")
+REAL_VENV = os.path.dirname(os.path.dirname(PYTHON))
 
 # Stand-ins for aprun / mpiexec: record the command line, then start the same
 # ranks with Open MPI, each with the variables the real launcher would set.
@@ -45,7 +47,8 @@ exec {mpirun} --oversubscribe -np "$n" sh -c \
     'export PALS_RANKID=$OMPI_COMM_WORLD_RANK PALS_LOCAL_RANKID=$OMPI_COMM_WORLD_LOCAL_RANK
      exec "$@"' sh "$@"
 """
-# PBS's queue commands for the chain script: qsub queues 4243.pbs01, 4244.pbs01...
+# PBS's queue commands for the chain: qsub queues 4243.pbs01, 4244.pbs01...;
+# qstat -f says what a real PBS Pro says of the job (a few of its fields).
 QSUB = """#!/bin/bash
 echo "$0 $*" >> "$STUB_LOG"
 n=$(( $(cat "$STUB_LOG.jobs" 2>/dev/null || echo 4242) + 1 )); echo "$n" > "$STUB_LOG.jobs"
@@ -55,7 +58,17 @@ QDEL = """#!/bin/bash
 echo "$0 $*" >> "$STUB_LOG"
 """
 QSTAT = """#!/bin/bash
-echo "    Resource_List.walltime = $STUB_WALLTIME"
+cat <<END
+Job Id: $PBS_JOBID
+    Job_Name = start_ray-chain
+    Account_Name = MY_PROJECT
+    queue = debug
+    Resource_List.select = 1:ncpus=64
+    Resource_List.walltime = $STUB_WALLTIME
+    Output_Path = login1:/home/me/start_ray-chain.o${{PBS_JOBID%%.*}}
+    Join_Path = oe
+    Submit_arguments = -A MY_PROJECT $STUB_SCRIPT
+END
 """
 # srun inside the batch script: its tasks get the batch's Slurm variables.
 SRUN = """#!/bin/bash
@@ -63,65 +76,112 @@ echo "$0 $*" >> "$STUB_LOG"
 while [ $# -gt 0 ]; do case "$1" in --*) shift ;; -*) shift 2 ;; *) break ;; esac; done
 exec {mpirun} --oversubscribe -np "$SLURM_NTASKS" "$@"
 """
+ARGS = "--epochs 5 --name x"
 
 
 @pytest.mark.parametrize("script", sorted(os.listdir(JOBS)))
-def test_every_script_parses(script):
+def test_every_script_parses_and_stops_on_the_first_error(script):
     done = subprocess.run(["bash", "-n", os.path.join(JOBS, script)], capture_output=True,
                           text=True, timeout=30)
     assert done.returncode == 0, done.stderr
+    with open(os.path.join(JOBS, script)) as handle:
+        text = handle.read()
+    assert "set -euo pipefail" in text
+    assert "jobs/walltime.sh" not in text and "drivers/rl_chain.py" not in text
+    assert 'DRIVER_ARGS' in text or script == "template.sbatch"
 
 
 @pytest.fixture
-def stubs(tmp_path):
-    """A fake venv whose activate puts the stub launchers first on PATH."""
-    bin_dir = tmp_path / "venv" / "bin"
+def site(tmp_path):
+    """A user's submit folder (a relative .venv: the real Python and the stub
+    launchers; their driver, my_driver.py) and a separate $HOME."""
+    submit, home = tmp_path / "submit", tmp_path / "home"
+    home.mkdir()
+    bin_dir = submit / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     for name, text in (("aprun", APRUN), ("mpiexec", MPIEXEC), ("srun", SRUN),
                        ("qsub", QSUB), ("qdel", QDEL), ("qstat", QSTAT)):
         path = bin_dir / name
         path.write_text(text.format(mpirun=MPIRUN))
         path.chmod(0o755)
-    (bin_dir / "activate").write_text(
-        f'export PATH="{bin_dir}:{os.path.dirname(PYTHON)}:$PATH"\n')
+    # A venv of its own (bin/python, pyvenv.cfg) over the real one's packages.
+    for name in ("python", "python3", "ray", "mpirun"):
+        os.symlink(os.path.join(REAL_VENV, "bin", name), bin_dir / name)
+    shutil.copy(os.path.join(REAL_VENV, "pyvenv.cfg"), submit / ".venv" / "pyvenv.cfg")
+    os.symlink(os.path.join(REAL_VENV, "lib"), submit / ".venv" / "lib")
+    (bin_dir / "activate").write_text(f'export PATH="{bin_dir}:$PATH"\n')
+    shutil.copy(WHOAMI, submit / "my_driver.py")
     nodefile = tmp_path / "nodefile"
     nodefile.write_text("node01\nnode01\n")
-    return {"VENV": str(tmp_path / "venv"), "STUB_LOG": str(tmp_path / "stub.log"),
-            "PBS_NODEFILE": str(nodefile), "PBS_O_WORKDIR": ROOT,
-            "START_RAY_NODE_PER_RANK": "0", "STOP_ITERS": "1", "EXTRA_ARGS": SHORT}
+    env = {"VENV": ".venv", "STUB_LOG": str(tmp_path / "stub.log"),
+           "PBS_NODEFILE": str(nodefile), "PBS_O_WORKDIR": str(submit),
+           "SLURM_SUBMIT_DIR": str(submit), "HOME": str(home),
+           "START_RAY_NODE_PER_RANK": "0", "DRIVER": "my_driver.py", "DRIVER_ARGS": ARGS}
+    return {"submit": str(submit), "home": str(home), "env": env, "python": str(bin_dir / "python")}
 
 
-def run_script(jobs, script, env, timeout=420):
-    result = jobs.launch(["bash", os.path.join(JOBS, script)], env).wait(timeout)
+def run_script(jobs, site, script, env, timeout=300):
+    """The script run from the user's $HOME; what my_driver.py said."""
+    result = jobs.launch(["bash", os.path.join(JOBS, script)], {**site["env"], **env},
+                         cwd=site["home"]).wait(timeout)
     assert result.returncode == 0, result.output
-    assert "train_ppo.py: TERMINATED after 1 iteration(s)" in result.stdout
     assert "none left" in result.stdout
     assert_nothing_left(result)
-    return result
+    return result, whoami(result)
 
 
-def test_pbs_aprun_script_on_a_stub_alps(jobs, stubs):
-    """Theta style (Cobalt + aprun): 2 PEs per host, depth 1 each."""
-    result = run_script(jobs, "pbs_aprun.sh", {
-        **stubs, "COBALT_JOBID": "777", "NODES": "1", "PER_NODE": "2", "DEPTH": "1",
-        "INTERFACE": "lo", "FRAMEWORK": "tf2"})
-    with open(stubs["STUB_LOG"]) as handle:
-        assert re.search(r"aprun -n 2 -N 2 -d 1 -cc depth -b python -m start_ray "
-                         r"--interface lo drivers/train_ppo.py", handle.read())
-    assert "CPUs 2 (ALPS_APP_DEPTH=1 (aprun -d) x 2 tasks)" in result.stdout
-    assert "in Cobalt job 777" in result.stdout and result.run_dir.endswith("-777")
+def whoami(result):
+    found = re.search(r"^WHOAMI (.*)$", result.stdout, re.M)
+    assert found, result.output
+    return json.loads(found.group(1))
 
 
-def test_pbs_mpiexec_script_on_a_stub_pbs(jobs, stubs):
-    """Polaris style: NODES from $PBS_NODEFILE, OMP_NUM_THREADS per rank."""
-    result = run_script(jobs, "pbs_mpiexec.sh", {
-        **stubs, "PBS_JOBID": "4242.pbs01", "NCPUS": "64", "PER_NODE": "2", "DEPTH": "1",
-        "FRAMEWORK": "torch"})
-    with open(stubs["STUB_LOG"]) as handle:
-        assert re.search(r"mpiexec -n 2 --ppn 2 --depth 1 --cpu-bind depth python -m "
-                         r"start_ray drivers/train_ppo.py --framework torch", handle.read())
-    assert "CPUs 2 (OMP_NUM_THREADS=1 x 2 tasks (PBS NCPUS=64))" in result.stdout
+def launched(site):
+    with open(site["env"]["STUB_LOG"]) as handle:
+        return handle.read()
+
+
+def ran_the_users_driver(site, seen):
+    """The activated relative venv's Python ran the user's driver, with its
+    arguments, in the submit folder."""
+    assert seen["python"] == site["python"], seen
+    assert seen["argv"] == ARGS.split() and seen["cwd"] == site["submit"], seen
+
+
+def test_pbs_mpiexec_script_from_home_with_a_relative_venv(jobs, site):
+    """Polaris style, as PBS Pro starts it: in $HOME. NODES from
+    $PBS_NODEFILE, OMP_NUM_THREADS per rank."""
+    result, seen = run_script(jobs, site, "pbs_mpiexec.sh", {
+        "PBS_JOBID": "4242.pbs01", "NCPUS": "64", "PER_NODE": "2", "DEPTH": "1",
+        "STUB_WALLTIME": "01:00:00"})
+    ran_the_users_driver(site, seen)
+    assert re.search(rf"mpiexec -n 2 --ppn 2 --depth 1 --cpu-bind depth python -m "
+                     rf"start_ray my_driver.py {ARGS}$", launched(site), re.M)
+    assert "CPUs 2 (OMP_NUM_THREADS=1 x 2 tasks (PBS NCPUS=64))" in result.rank0_log
     assert "in PBS job 4242" in result.stdout and result.run_dir.endswith("-4242")
+    assert "the walltime warning in 3300s" in result.stdout  # 1 h less WARNING (300 s)
+
+
+def test_pbs_sends_its_own_walltime_warning_to_the_driver(jobs, site):
+    """PBS has no warning signal: `start_ray.jobs run --warn-before` sends
+    SIGUSR1 WARNING seconds before the walltime that qstat reports."""
+    result, seen = run_script(jobs, site, "pbs_mpiexec.sh", {
+        "PBS_JOBID": "4243.pbs01", "NCPUS": "64", "PER_NODE": "2", "DEPTH": "1",
+        "STUB_WALLTIME": "00:01:00", "WARNING": "35", "DRIVER_ARGS": "--wait-for-warning"})
+    assert seen["warned"] is True, result.output
+    assert "walltime warning (SIGUSR1, from start_ray, before the time limit)" in result.stdout
+
+
+def test_pbs_aprun_script_on_a_stub_alps(jobs, site):
+    """Theta style (Cobalt + aprun): 2 PEs per host, depth 1 each."""
+    result, seen = run_script(jobs, site, "pbs_aprun.sh", {
+        "COBALT_JOBID": "777", "COBALT_WORKDIR": site["submit"], "PBS_O_WORKDIR": "",
+        "NODES": "1", "PER_NODE": "2", "DEPTH": "1", "INTERFACE": "lo"})
+    ran_the_users_driver(site, seen)
+    assert re.search(rf"aprun -n 2 -N 2 -d 1 -cc depth -b python -m start_ray "
+                     rf"--interface lo my_driver.py {ARGS}$", launched(site), re.M)
+    assert "CPUs 2 (ALPS_APP_DEPTH=1 (aprun -d) x 2 tasks)" in result.rank0_log
+    assert "in Cobalt job 777" in result.stdout and result.run_dir.endswith("-777")
 
 
 def an_interface():
@@ -134,79 +194,134 @@ def an_interface():
                 None)
 
 
-def test_slurm_amd_gpu_script_on_a_stub_frontier(jobs, stubs):
+def test_slurm_amd_gpu_script_on_a_stub_frontier(jobs, site):
     """Frontier style: --gpus-per-node makes Slurm set SLURM_GPUS_ON_NODE and
     ROCR_VISIBLE_DEVICES in every task; Ray (here on the AMD stand-in) would
     refuse ROCR alone, and the script's INTERFACE reaches gloo and RCCL."""
     interface = an_interface()
-    result = run_script(jobs, "slurm_amd_gpu.sbatch", {
-        **stubs, "SLURM_JOB_ID": "9191", "SLURM_SUBMIT_DIR": ROOT, "SLURM_NTASKS": "2",
-        "SLURM_CPUS_PER_TASK": "1", "SLURM_GPUS_ON_NODE": "2", "ROCR_VISIBLE_DEVICES": "0,1",
-        "INTERFACE": interface or "", "LEARNER_GPUS": "0", "TRAIN_BATCH_SIZE": "400",
+    result, seen = run_script(jobs, site, "slurm_amd_gpu.sbatch", {
+        "SLURM_JOB_ID": "9191", "SLURM_NTASKS": "2", "SLURM_CPUS_PER_TASK": "1",
+        "SLURM_GPUS_ON_NODE": "2", "ROCR_VISIBLE_DEVICES": "0,1", "INTERFACE": interface or "",
         "PYTHONPATH": os.path.join(STANDINS, "amd") + os.pathsep + ROOT,
         "START_RAY_TEST_GPUS": "2"})
-    with open(stubs["STUB_LOG"]) as handle:
-        assert re.search(r"srun --kill-on-bad-exit=1 --gpus-per-node=2 --cpus-per-task=1 "
-                         r"python -m start_ray (--interface \S+ )?drivers/train_ppo.py "
-                         r"--framework torch --num-gpus 0", handle.read())
+    ran_the_users_driver(site, seen)
+    assert seen["ppo"] == {"PPO_FRAMEWORK": "torch", "PPO_NUM_GPUS": "1"}, \
+        "the example's variables are there, for the example alone to read"
+    assert re.search(r"srun --kill-on-bad-exit=1 --gpus-per-node=2 --cpus-per-task=1 "
+                     rf"python -m start_ray (--interface \S+ )?my_driver.py {ARGS}$",
+                     launched(site), re.M)
     assert ("GPUs 2 (SLURM_GPUS_ON_NODE=2), Ray gets HIP_VISIBLE_DEVICES=0,1, "
-            "no ROCR_VISIBLE_DEVICES;") in result.stdout
+            "no ROCR_VISIBLE_DEVICES;") in result.rank0_log
     if interface:
         assert f"collectives: GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME={interface}" \
-            in result.stdout
+            in result.rank0_log
     assert "in Slurm job 9191" in result.stdout and result.run_dir.endswith("-9191")
-    assert "start_ray exited with status 0" in result.stdout
+    assert "start_ray.jobs: the step ended with status 0" in result.stdout
 
 
-def test_pbs_intel_gpu_script_on_a_stub_aurora(jobs, stubs):
+@pytest.mark.parametrize("script", ["slurm_cpu.sbatch", "slurm_hetjob_gpu.sbatch"])
+def test_slurm_scripts_on_a_stub_srun(jobs, site, script):
+    result, seen = run_script(jobs, site, script, {
+        "SLURM_JOB_ID": "9292", "SLURM_NTASKS": "2", "SLURM_CPUS_PER_TASK": "1"})
+    ran_the_users_driver(site, seen)
+    assert re.search(rf"srun --mpi=pmix --kill-on-bad-exit=1 (--het-group=0,1 )?python -m "
+                     rf"start_ray my_driver.py {ARGS}$", launched(site), re.M)
+
+
+def test_the_template_runs_the_users_program(jobs, site):
+    shutil.copy(WHOAMI, os.path.join(site["submit"], "my_training.py"))
+    result, seen = run_script(jobs, site, "template.sbatch", {
+        "SLURM_JOB_ID": "9393", "SLURM_NTASKS": "2", "SLURM_CPUS_PER_TASK": "1"})
+    assert seen["python"] == site["python"] and seen["argv"] == ["--epochs", "10"]
+    assert seen["cwd"] == site["submit"]
+
+
+def test_pbs_intel_gpu_script_on_a_stub_aurora(jobs, site):
     """Aurora style: one GPU tile per rank (ZE_AFFINITY_MASK from PALS's
     local rank); the host's Ray node offers the union (here on the Intel
     stand-in, so Ray's Intel path reads it)."""
-    result = run_script(jobs, "pbs_intel_gpu.sh", {
-        **stubs, "PBS_JOBID": "5151.aurora-pbs", "NCPUS": "208", "PER_NODE": "2",
-        "DEPTH": "1", "INTERFACE": "", "FRAMEWORK": "torch",
+    result, seen = run_script(jobs, site, "pbs_intel_gpu.sh", {
+        "PBS_JOBID": "5151.aurora-pbs", "NCPUS": "208", "PER_NODE": "2",
+        "DEPTH": "1", "INTERFACE": "", "STUB_WALLTIME": "01:00:00",
         "PYTHONPATH": os.path.join(STANDINS, "intel") + os.pathsep + ROOT,
         "START_RAY_TEST_GPUS": "12"})
-    with open(stubs["STUB_LOG"]) as handle:
-        assert re.search(r"mpiexec -n 2 --ppn 2 --depth 1 --cpu-bind depth bash -c .* tile "
-                         r"python -m start_ray drivers/train_ppo.py", handle.read())
+    ran_the_users_driver(site, seen)
+    assert re.search(r"mpiexec -n 2 --ppn 2 --depth 1 --cpu-bind depth bash -c .* tile "
+                     rf"python -m start_ray my_driver.py {ARGS}$", launched(site), re.M)
     assert "GPUs 2 (ZE_AFFINITY_MASK=0 | 1 (Intel)), Ray gets ZE_AFFINITY_MASK=0,1;" \
-        in result.stdout
-    assert "CPUs 2 (OMP_NUM_THREADS=1 x 2 tasks (PBS NCPUS=208))" in result.stdout
+        in result.rank0_log
+    assert "CPUs 2 (OMP_NUM_THREADS=1 x 2 tasks (PBS NCPUS=208))" in result.rank0_log
     assert "in PBS job 5151" in result.stdout
 
 
-def test_pbs_chain_script_warns_queues_the_next_link_and_resumes(jobs, stubs, tmp_path):
-    """PBS has no walltime warning: the script sends USR1 itself WARNING
-    seconds before the walltime qstat reports. Link 1 queues link 2
-    (afterany), is warned, checkpoints and leaves the chain to it; link 2
-    resumes and meets the criterion, so it deletes the link it queued (4244)."""
-    experiment = tmp_path / "experiment"
-    chain = {**stubs, "PBS_JOBID": "4242.pbs01", "NCPUS": "64", "PER_NODE": "2", "DEPTH": "1",
-             "EXPERIMENT": str(experiment), "STOP_ITERS": "1000", "STUB_WALLTIME": "00:01:00",
-             "WARNING": "35", "EXTRA_ARGS": "--train-batch-size 400 --minibatch-size 64 "
-                                           "--num-epochs 1 --checkpoint-frequency 0"}
-    script = ["bash", os.path.join(JOBS, "pbs_chain.sh")]
-    first = jobs.launch(script, chain).wait(300)
-    assert first.returncode == 0, first.output
-    with open(stubs["STUB_LOG"]) as handle:
-        log = handle.read()
-    assert (f"qsub -V -W depend=afterany:4242.pbs01 -v EXPERIMENT={experiment},LINK=2 "
-            "jobs/pbs_chain.sh") in log
-    assert "the walltime warning (USR1) after 25s" in first.stdout
-    assert "walltime warning (USR1): asking the driver" in first.stdout
-    assert "train_ppo.py: got SIGUSR1" in first.stdout
-    assert "chain: not done; job 4243.pbs01 continues it" in first.stdout
-    assert "qdel" not in log
-    assert_nothing_left(first)
-    done = rl_chain.read(str(experiment))["links"][0]["last_iteration"]
+def test_local_script_runs_from_anywhere(jobs, site):
+    result, seen = run_script(jobs, site, "local_mpirun.sh", {
+        "NP": "2", "DRIVER": os.path.join(site["submit"], "my_driver.py"),
+        "VENV": os.path.join(site["submit"], ".venv")})
+    assert seen["python"] == site["python"] and seen["argv"] == ARGS.split()
+    assert seen["ppo"]["PPO_STOP_ITERS"] == "3"
 
-    second = jobs.launch(script, {**chain, "PBS_JOBID": "4243.pbs01", "LINK": "2",
-                                  "STOP_ITERS": str(done + 1),
-                                  "STUB_WALLTIME": "01:00:00"}).wait(300)
+
+def test_the_default_driver_is_the_ppo_example_with_its_variables(jobs, site):
+    """No DRIVER: the example of this checkout, found through the package
+    from any folder, with its options from PPO_* variables."""
+    env = {key: value for key, value in site["env"].items()
+           if key not in ("DRIVER", "DRIVER_ARGS")}
+    result = jobs.launch(["bash", os.path.join(JOBS, "pbs_mpiexec.sh")], {
+        **env, "PBS_JOBID": "4244.pbs01", "NCPUS": "64", "PER_NODE": "2", "DEPTH": "1",
+        "STUB_WALLTIME": "01:00:00", "PPO_FRAMEWORK": "tf2", "PPO_STOP_ITERS": "1",
+        "PPO_TRAIN_BATCH_SIZE": "400", "PPO_MINIBATCH_SIZE": "64", "PPO_NUM_EPOCHS": "1"},
+        cwd=site["home"]).wait(420)
+    assert result.returncode == 0, result.output
+    assert f"python -m start_ray {ROOT}/drivers/train_ppo.py" in launched(site)
+    assert "train_ppo.py: TERMINATED after 1 iteration(s)" in result.stdout
+    assert_nothing_left(result)
+
+
+def test_pbs_chain_queues_the_next_link_with_its_options_and_ends_when_done(jobs, site,
+                                                                           tmp_path):
+    """Any driver in a chain: the counter (tests/drivers/counter.py) keeps the
+    contract. Link 1 queues link 2 (afterany, the options qstat reports, the
+    script as submitted), gets start_ray's walltime warning, saves and exits 0:
+    the chain goes on. Link 2 reaches the target unwarned: done, so it
+    deletes the link it queued (4244)."""
+    state = tmp_path / "count"
+    script = os.path.join(JOBS, "pbs_chain.sh")
+    chain = {"PBS_JOBID": "4242.pbs01", "NCPUS": "64", "PER_NODE": "2", "DEPTH": "1",
+             "STUB_WALLTIME": "00:01:00", "WARNING": "40", "STUB_SCRIPT": script,
+             "DRIVER": COUNTER, "DRIVER_ARGS": f"--state {state} --target 1000"}
+    first = jobs.launch(["bash", script], {**site["env"], **chain},
+                        cwd=site["home"]).wait(300)
+    assert first.returncode == 0, first.output
+    assert (f"qsub -V -W depend=afterany:4242.pbs01 -N start_ray-chain -A MY_PROJECT "
+            f"-q debug -j oe -l select=1:ncpus=64 -l walltime=00:01:00 -v "
+            f"START_RAY_CHAIN_LINK=2,START_RAY_CHAIN_ID=4242 {script}") in launched(site), \
+        launched(site)
+    counted = int(state.read_text())
+    assert re.search(rf"COUNTER link=1 chain=4242 from=0 to={counted} warned=1", first.stdout)
+    assert "chain 4242: not done; job 4243.pbs01 continues it" in first.stdout
+    assert "qdel" not in launched(site)
+    assert_nothing_left(first)
+
+    second = jobs.launch(["bash", script], {
+        **site["env"], **chain, "PBS_JOBID": "4243.pbs01", "START_RAY_CHAIN_LINK": "2",
+        "START_RAY_CHAIN_ID": "4242", "STUB_WALLTIME": "01:00:00",
+        "DRIVER_ARGS": f"--state {state} --target {counted + 2}"}, cwd=site["home"]).wait(300)
     assert second.returncode == 0, second.output
-    assert f"resuming after iteration {done}" in second.stdout
-    assert f"chain: done after 2 link(s); experiment folder: {experiment}" in second.stdout
-    with open(stubs["STUB_LOG"]) as handle:
-        assert re.search(r"qdel 4244\.pbs01$", handle.read(), re.M)
+    assert f"COUNTER link=2 chain=4242 from={counted} to={counted + 2} warned=0" \
+        in second.stdout
+    assert "chain 4242: done after 2 link(s)" in second.stdout
+    assert re.search(r"qdel 4244\.pbs01$", launched(site), re.M)
     assert_nothing_left(second)
+
+
+def test_a_chain_link_that_fails_ends_the_chain(jobs, site):
+    result = jobs.launch(["bash", os.path.join(JOBS, "pbs_chain.sh")], {
+        **site["env"], "PBS_JOBID": "4242.pbs01", "NCPUS": "64", "PER_NODE": "2",
+        "DEPTH": "1", "STUB_WALLTIME": "01:00:00", "STUB_SCRIPT": "pbs_chain.sh",
+        "DRIVER": "no_such_driver.py"}, cwd=site["home"]).wait(120)
+    assert result.returncode == 2, result.output
+    assert "driver not found: no_such_driver.py" in result.output
+    assert "chain 4242: link 1 failed (status 2): the chain ends here" in result.stdout
+    assert re.search(r"qdel 4243\.pbs01$", launched(site), re.M)
+    assert_nothing_left(result)

@@ -112,6 +112,7 @@ RANK = textwrap.dedent("""
     starter = proctree.popen([sys.executable, "-c", {starter!r}, {renamed!r}],
                              env=dict(os.environ, **{{{mark!r}: "job3/1"}}),
                              stdout=subprocess.PIPE, text=True)
+    dog.watch(starter.pid, proctree.start_time(starter.pid))  # as ProcessOwner.adopt does
     print(dog.pid, starter.stdout.readline().strip(), flush=True)
     time.sleep(120)
 """)
@@ -137,7 +138,7 @@ def test_watchdog_kills_what_a_sigkilled_rank_left_and_says_so(tmp_path):
         assert re.search(rf"watchdog: the rank \(pid {rank.pid}\) ended without its teardown; "
                          rf"killed \d process\(es\) it left: .*{child_pid} ray::FakeAgent", text)
         assert "none left" in text
-        assert text.startswith(time.strftime("%m/%d/%Y")) and "| rank 1 | host | ERROR |" in text
+        assert text.startswith(time.strftime("%Y-%m-%dT")) and "| rank 1 | host | ERROR |" in text
     finally:
         for proc in (child, dog):
             try:

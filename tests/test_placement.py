@@ -26,8 +26,8 @@ def test_ranks_of_one_host_share_one_ray_node(jobs):
     assert info["cpus"] == 3
     assert info["task_open_files"] == [8192], "Ray's workers get the hard limit"
     assert "placement: 1 Ray node(s), one per host" in result.stdout
-    assert "for rank(s) 0-2" in result.stdout
-    assert "CPUs 3 (SLURM_CPUS_PER_TASK=1 x 3 tasks" in result.stdout
+    assert "for rank(s) 0-2" in result.rank0_log
+    assert "CPUs 3 (SLURM_CPUS_PER_TASK=1 x 3 tasks" in result.rank0_log
     logs = result.rank_logs()
     assert sorted(logs) == ["rank-0.log", "rank-1.log", "rank-2.log"]
     for name in ("rank-1.log", "rank-2.log"):
@@ -82,7 +82,7 @@ def test_three_hosts_two_ranks_each_make_three_nodes(jobs, hosts):
     assert "6 rank(s) on 3 host(s)" in result.stdout
     assert "placement: 3 Ray node(s), one per host" in result.stdout
     assert f"IP {hosts.address(1)} (the route to the head ({hosts.address(0)}))" \
-        in result.stdout
+        in result.rank0_log
     assert "all Ray processes stopped" in result.stdout and "none left" in result.stdout
     assert_nothing_left(result)
     assert os.listdir(result.temp_root) == []
@@ -94,7 +94,7 @@ def test_interface_option_picks_that_network(jobs, hosts):
     info = result.cluster_info()
     assert info["task_ips"] == [hosts.address(i, "hsn0") for i in range(3)]
     assert info["address"].startswith(hosts.address(0, "hsn0") + ":")
-    assert "(interface hsn0)" in result.stdout
+    assert "(interface hsn0)" in result.rank0_log
     assert_nothing_left(result)
 
 
@@ -140,7 +140,7 @@ def test_ray_train_all_reduces_across_hosts_on_the_named_network(jobs, two_netwo
     assert {w["GLOO_SOCKET_IFNAME"] for w in workers} == {"eth1"}
     assert {w["NCCL_SOCKET_IFNAME"] for w in workers} == {"eth1"}
     assert report["driver"] == {"GLOO_SOCKET_IFNAME": "eth1", "NCCL_SOCKET_IFNAME": "eth1"}
-    assert result.stdout.count("collectives: GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME=eth1") == 3
+    assert result.rank0_log.count("collectives: GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME=eth1") == 3
     assert "none left" in result.stdout
     assert_nothing_left(result)
 

@@ -5,10 +5,13 @@ Real mpirun, real Ray."""
 
 import os
 import re
+import signal
+import time
 
+import psutil
 import pytest
 
-from jobs import DRIVER, assert_nothing_left, ray_process
+from jobs import DRIVER, assert_nothing_left, leftovers, ray_process
 from start_ray import collect
 
 
@@ -59,10 +62,10 @@ def test_each_nodes_ports_are_logged_as_it_joins(jobs):
     result = jobs.run(2, ["--num-cpus", "1", DRIVER])
     assert result.returncode == 0, result.output
     ports = re.findall(r"ports of rank (\d) .*node manager (\d+), object manager (\d+)",
-                       result.stdout)
+                       result.rank0_log)
     assert sorted(rank for rank, *_ in ports) == ["0", "1"], result.stdout
     assert all(int(port) > 0 for _, *pair in ports for port in pair)
-    assert re.search(r"ports of rank 0 .*GCS \d+", result.stdout)
+    assert re.search(r"ports of rank 0 .*GCS \d+", result.rank0_log)
 
 
 def test_a_lost_worker_node_is_named_with_its_ray_errors(jobs):
@@ -105,3 +108,52 @@ def test_the_copy_is_bounded_and_errors_come_first(tmp_path, limit):
         assert "old.log" in listing and "left out" in listing
     assert collect.error_lines(str(logs / "raylet.out")) == [
         "[2026-01-01 00:00:00,000 E 12 34] node_manager.cc:1: boom"]
+
+
+def test_a_failing_drivers_traceback_is_kept_and_named_in_the_summary(jobs, tmp_path):
+    """The driver's output goes to the console as before and into
+    driver.log; its last exception is the summary's cause."""
+    crash = tmp_path / "crash.py"
+    crash.write_text("print('\\x1b[32mstarting\\x1b[0m', flush=True)\n"
+                     "def train():\n    raise ValueError('learning rate must be > 0')\n"
+                     "train()\n")
+    result = jobs.run(2, ["--num-cpus", "1", str(crash)])
+    assert result.returncode == 1, result.output
+    assert "ValueError: learning rate must be > 0" in result.stderr, "still shown live"
+    with open(os.path.join(result.run_dir, "driver.log")) as handle:
+        kept = handle.read()
+    assert "starting" in kept and "\x1b" not in kept, "no escape codes in the file"
+    assert "Traceback (most recent call last):" in kept and 'line 3, in train' in kept
+    cause = ("the driver exited with status 1; its last exception: ValueError: learning "
+             "rate must be > 0 (in driver.log)")
+    assert result.run_record()["cause"] == cause
+    assert result.summary().splitlines()[1] == "cause: " + cause
+    assert_nothing_left(result)
+
+
+def test_ray_logs_survive_a_job_killed_with_sigkill(jobs):
+    """Every process of the job SIGKILLed at once (the scheduler after its
+    KillWait, a node crash) after two sync periods: no teardown runs, yet the
+    run folder holds each node's raylet log and the head's GCS log."""
+    running, _, _ = jobs.hold(2, "--sync-logs", "1")
+    time.sleep(2.5)
+    for proc in running.processes():  # the launcher, the ranks, Ray, the watchdogs
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    os.killpg(running.proc.pid, signal.SIGKILL)
+    result = running.wait(60)
+    assert result.returncode != 0
+    folders = result.ray_logs()
+    assert sorted(folders) == [f"rank-0-{os.uname().nodename}", f"rank-1-{os.uname().nodename}"]
+    head, worker = folders.values()
+    for files in (head, worker):
+        assert has(files, r"session_[^/]+/raylet\.out"), files
+    assert has(head, r"session_[^/]+/gcs_server\.out"), head
+    raylet = next(name for name in worker if re.fullmatch(r"session_[^/]+/raylet\.out", name))
+    copy = os.path.join(result.run_dir, "ray", f"rank-1-{os.uname().nodename}", raylet)
+    assert os.path.getsize(copy) > 0
+    # What outlives a SIGKILL of everything (Ray's agents, for a minute) is ours to end.
+    for proc in leftovers(result.mark, result.temp_root, result.before):
+        proc.kill()

@@ -19,7 +19,7 @@ def test_join_slots_bound_the_nodes_registering_at_once(jobs):
     assert most_at_once(spans) <= 3, sorted(spans)
     assert "waiting for 11 worker node(s) to join, 3 at a time" in result.stdout
     assert re.search(r"slowest joins: rank \d+ \(\S+\) \d+\.\d+s .*; at most [1-3] node\(s\) "
-                     r"joining at once", result.stdout), result.stdout
+                     r"joining at once", result.rank0_log), result.rank0_log
     logs = result.rank_logs()
     waited = [name for name, text in logs.items() if "waiting for a join slot" in text]
     assert len(waited) == 8, waited  # ranks 4-11; ranks 1-3 join at once

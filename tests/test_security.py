@@ -14,7 +14,7 @@ import subprocess
 import pytest
 
 import leftovers as found_by
-from jobs import DRIVER, PYTHON, assert_nothing_left, finish_all_held, finish_held
+from jobs import PYTHON, finish_all_held, finish_held
 from start_ray import compat
 
 # Ray before 2.52 has no token auth: jobs there run with --no-auth, and what
@@ -153,15 +153,6 @@ def test_no_auth_opts_out_with_a_warning(jobs):
     assert probe_result(start_probe(address)).startswith("CONNECTED 1")
     result = finish_held(running, release)
     assert "authentication is OFF (--no-auth)" in result.stdout
-
-
-@pytest.mark.skipif(importlib.util.find_spec("aiohttp") is not None,
-                    reason="ray[default] is installed: the dashboard can start")
-def test_dashboard_without_ray_default_is_refused_up_front(jobs):
-    result = jobs.run(None, ["--dashboard", DRIVER], timeout=60)
-    assert result.returncode == 2, result.output
-    assert "--dashboard needs Ray's dashboard" in result.stderr
-    assert_nothing_left(result)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("aiohttp") is None,

@@ -1,5 +1,7 @@
-"""jobs/slurm_cpu.sbatch and `srun python -m start_ray` on a real Slurm
-(tests/local_slurm.py: slurmctld + slurmd on this machine, one node).
+"""jobs/slurm_cpu.sbatch, jobs/slurm_chain.sbatch and `srun python -m
+start_ray` on a real Slurm (tests/local_slurm.py: slurmctld + slurmd on this
+machine, one node). The scripts are submitted from a folder of the test's
+own, as a user would, not from the checkout.
 
 Jobs run in the test's marked environment (sbatch and srun pass it on), so
 `leftovers` finds anything they leave."""
@@ -26,6 +28,7 @@ VENV = os.path.dirname(os.path.dirname(PYTHON))
 # 2 tasks x 1 CPU on the one node: one Ray node with 2 CPUs (1 env runner).
 SIZE = ["-N", "1", "--ntasks-per-node=2", "--cpus-per-task=1"]
 SHORT = "--minibatch-size 64 --num-epochs 2 --checkpoint-frequency 1"
+COUNTER = os.path.join(ROOT, "tests", "drivers", "counter.py")
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +41,13 @@ def slurm():
 
 
 def submit(jobs, slurm, tmp_path, stop_iters, extra=SHORT):
+    """The PPO example (the script's default driver), submitted from tmp_path."""
     mark, env, _ = jobs.new_job({"START_RAY_NODE_PER_RANK": "0", "VENV": VENV,
-                                 "FRAMEWORK": "tf2", "STOP_ITERS": str(stop_iters),
-                                 "TRAIN_BATCH_SIZE": "500", "EXTRA_ARGS": extra})
+                                 "PPO_FRAMEWORK": "tf2", "PPO_STOP_ITERS": str(stop_iters),
+                                 "PPO_TRAIN_BATCH_SIZE": "500", "DRIVER_ARGS": extra})
     before = found_by.snapshot()
-    job_id = slurm.sbatch(SCRIPT, [*SIZE, f"--output={tmp_path}/slurm-%j.out"], env, ROOT)
+    job_id = slurm.sbatch(SCRIPT, [*SIZE, f"--output={tmp_path}/slurm-%j.out"], env,
+                          str(tmp_path))
     return job_id, (mark, before), os.path.join(tmp_path, f"slurm-{job_id}.out")
 
 
@@ -88,12 +93,14 @@ def test_sbatch_script_trains_and_leaves_nothing(jobs, slurm, tmp_path):
     record = slurm.wait(job_id, timeout=420)
     output = read(out)
     assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", output
-    assert "start_ray exited with status 0" in output
+    assert "start_ray.jobs: the step ended with status 0" in output
     assert re.search(rf"started by srun \(Open MPI [\d.]+\) in Slurm job {job_id}\b", output)
     assert run_dir(output).endswith(f"-{job_id}"), "the run id names the Slurm job"
     assert "2 rank(s) on 1 host(s)" in output and "placement: 1 Ray node(s)" in output
-    assert "CPUs 2 (SLURM_CPUS_PER_TASK=1 x 2 tasks" in output
+    assert "CPUs 2 (SLURM_CPUS_PER_TASK=1 x 2 tasks" in read(os.path.join(run_dir(output),
+                                                                      "rank-0.log"))
     assert "train_ppo.py: TERMINATED after 2 iteration(s)" in output
+    assert f"TensorBoard: tensorboard --logdir {run_dir(output)}/results" in output
     assert "none left" in output
     assert_job_left_nothing(job)
 
@@ -154,7 +161,7 @@ def test_walltime_warning_reaches_the_driver(jobs, slurm, tmp_path):
     record = slurm.wait(job_id, timeout=180)
     output = read(out)
     assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", output
-    assert "walltime warning (USR1)" in output
+    assert "walltime warning (SIGUSR1, from the scheduler)" in output
     assert "train_ppo.py: got SIGUSR1: saving a checkpoint" in output
     assert "resume with --restore" in output
     assert glob.glob(os.path.join(run_dir(output), "results", "*", "*", "checkpoint_*"))
@@ -162,38 +169,30 @@ def test_walltime_warning_reaches_the_driver(jobs, slurm, tmp_path):
 
 
 # ------------------------------------------------------------- chained jobs
-def submit_chain(jobs, slurm, tmp_path, stop_iters, extra=""):
-    """jobs/slurm_chain.sbatch, each link limited to 5 minutes (Slurm's
-    own warning, 30 s before that, never comes: the test warns each link)."""
-    experiment = tmp_path / "experiment"
-    mark, env, _ = jobs.new_job({
-        "START_RAY_NODE_PER_RANK": "0", "VENV": VENV, "FRAMEWORK": "torch",
-        "STOP_ITERS": str(stop_iters), "TRAIN_BATCH_SIZE": "1000", "MAX_LINKS": "6",
-        "EXTRA_ARGS": f"--minibatch-size 128 --num-epochs 1 {extra}",
-        "EXPERIMENT": str(experiment), "SBATCH_TIMELIMIT": "5", "SBATCH_SIGNAL": "B:USR1@30",
-        "SBATCH_OUTPUT": f"{tmp_path}/slurm-%j.out"})
+def submit_chain(jobs, slurm, tmp_path, env, options=()):
+    """jobs/slurm_chain.sbatch from tmp_path, each link limited to 5 minutes
+    (Slurm's own warning, 30 s before that, never comes: the test warns each
+    link), every link's output in tmp_path/out/ as the first sbatch says."""
+    (tmp_path / "out").mkdir()
+    mark, env, _ = jobs.new_job({"START_RAY_NODE_PER_RANK": "0", "VENV": VENV,
+                                 "MAX_LINKS": "6", "SBATCH_SIGNAL": "B:USR1@30", **env})
     before = found_by.snapshot()
-    first = slurm.sbatch(CHAIN, SIZE, env, ROOT)
-    return first, (mark, before), str(experiment)
+    first = slurm.sbatch(CHAIN, [*SIZE, "--time=5", f"--output={tmp_path}/out/link-%j.log",
+                                 *options], env, str(tmp_path))
+    return first, (mark, before)
 
 
-def warn_each_link(slurm, experiment, after, timeout):
+def warn_each_link(slurm, progress, timeout):
     """What the script's `#SBATCH --signal=B:USR1@600` does at each link's
-    warning time, done once the link has trained `after` iterations (Slurm
-    sends it up to a minute early, too coarse for a test): USR1 to the batch
-    shell (scancel --batch). Returns when no job is queued."""
+    warning time, done once `progress()` says the link has done its share
+    (Slurm sends it up to a minute early, too coarse for a test): USR1 to
+    the batch shell (scancel --batch). Returns when no job is queued."""
     warned = set()
     deadline = time.monotonic() + timeout
     while slurm.queue():
         assert time.monotonic() < deadline, f"the chain still runs after {timeout}s"
-        trained = {}
-        if os.path.exists(os.path.join(experiment, "progress.csv")):
-            with open(os.path.join(experiment, "progress.csv"), newline="") as handle:
-                for row in csv.DictReader(handle):
-                    job_id = row["link"].split("-", 1)[1]
-                    trained[job_id] = trained.get(job_id, 0) + 1
-        for job_id, count in trained.items():
-            if count >= after and job_id not in warned and slurm.running(job_id):
+        for job_id in progress():
+            if job_id not in warned and slurm.running(job_id):
                 slurm.scancel(job_id, "--batch", "--signal=USR1")
                 warned.add(job_id)
         time.sleep(0.5)
@@ -201,18 +200,74 @@ def warn_each_link(slurm, experiment, after, timeout):
 
 def link_outputs(tmp_path):
     """(job id, output) of every link that ran, in order."""
-    found = glob.glob(os.path.join(tmp_path, "slurm-*.out"))
-    ids = sorted(int(re.search(r"slurm-(\d+)\.out", path).group(1)) for path in found)
-    return [(str(i), read(os.path.join(tmp_path, f"slurm-{i}.out"))) for i in ids]
+    found = glob.glob(os.path.join(tmp_path, "out", "link-*.log"))
+    ids = sorted(int(re.search(r"link-(\d+)\.log", path).group(1)) for path in found)
+    return [(str(i), read(os.path.join(tmp_path, "out", f"link-{i}.log"))) for i in ids]
 
 
-def test_a_chain_of_jobs_trains_to_its_stop_criterion(jobs, slurm, tmp_path):
-    """Each link is warned after 2 iterations, so 8 do not fit in one: the
-    chain queues the next link itself, each link resumes from the last one's
-    checkpoint, and the iterations go on with no gap and no repeat."""
+def test_any_driver_chains_over_links_with_the_first_jobs_options(jobs, slurm, tmp_path):
+    """A driver with no Ray in it (tests/drivers/counter.py) keeps the
+    chain's contract: warned, it saves its count and exits 0, and the next
+    link (queued by the link itself, with the first sbatch's options: here
+    --output, which only the command line gave) goes on from there; at the
+    target it exits 0 unwarned, and the chain ends."""
+    state = tmp_path / "count"
+    first, job = submit_chain(jobs, slurm, tmp_path, {
+        "DRIVER": COUNTER, "DRIVER_ARGS": f"--state {state} --target 8 --step-seconds 1.5"})
+    share = {}
+
+    def progress():  # a link is warned once it counted 2 more
+        count = int(state.read_text()) if state.exists() else 0
+        running = slurm.running_now()
+        for job_id in running:
+            share.setdefault(job_id, count)
+        return [job_id for job_id in running if count >= share[job_id] + 2]
+
+    warn_each_link(slurm, progress, timeout=600)
+    links = link_outputs(tmp_path)
+    assert len(links) >= 2 and links[0][0] == first, links
+    for number, (job_id, output) in enumerate(links, 1):
+        record = slurm.record(job_id)
+        assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", output
+        assert re.search(rf"COUNTER link={number} chain={first} from=\d+ to=\d+", output), output
+        assert "none left" in output
+    for job_id, output in links[:-1]:
+        assert "walltime warning (SIGUSR1, from the scheduler)" in output
+        assert f"chain {first}: not done; job" in output
+    last = links[-1][1]
+    assert f"chain {first}: done after {len(links)} link(s)" in last
+    assert state.read_text() == "8"
+    # The link queued after the last one was cancelled: it never ran.
+    queued = re.search(r"cancelled the queued link \(job (\d+)\)", last).group(1)
+    assert slurm.record(queued)["JobState"] == "CANCELLED"
+    assert_job_left_nothing(job)
+
+
+def test_the_ppo_example_chains_to_its_stop_criterion(jobs, slurm, tmp_path):
+    """train_ppo's side of the contract: each link is warned after 2
+    iterations, so 8 do not fit in one; each link resumes from the last
+    one's checkpoint (chains/ppo-<first job>), and the iterations go on with
+    no gap and no repeat."""
     assert "#SBATCH --signal=B:USR1@" in read(CHAIN)
-    first, job, experiment = submit_chain(jobs, slurm, tmp_path, stop_iters=8)
-    warn_each_link(slurm, experiment, after=2, timeout=600)
+    first, job = submit_chain(jobs, slurm, tmp_path, {
+        "PPO_FRAMEWORK": "torch", "PPO_STOP_ITERS": "8", "PPO_TRAIN_BATCH_SIZE": "1000",
+        "DRIVER_ARGS": "--minibatch-size 128 --num-epochs 1"})
+    experiment = os.path.join(tmp_path, "chains", f"ppo-{first}")
+
+    def progress():  # links warned after 2 iterations of their own, unless all 8 are done
+        trained = {}
+        if os.path.exists(os.path.join(experiment, "progress.csv")):
+            with open(os.path.join(experiment, "progress.csv"), newline="") as handle:
+                for row in csv.DictReader(handle):
+                    job_id = row["link"].split("-", 1)[1]
+                    trained[job_id] = trained.get(job_id, 0) + 1
+        # A link warned as it finishes would be one more (short) link: the
+        # contract reads exit 0 after a warning as "go on".
+        if sum(trained.values()) >= 8:
+            return []
+        return [job_id for job_id, count in trained.items() if count >= 2]
+
+    warn_each_link(slurm, progress, timeout=600)
     links = link_outputs(tmp_path)
     with open(os.path.join(experiment, "chain.json")) as handle:
         chain = json.load(handle)
@@ -220,15 +275,9 @@ def test_a_chain_of_jobs_trains_to_its_stop_criterion(jobs, slurm, tmp_path):
     for job_id, output in links:
         record = slurm.record(job_id)
         assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", output
-        assert "none left" in output
-    for job_id, output in links[:-1]:
-        assert "walltime warning (USR1)" in output and "chain: not done; job" in output
     last = links[-1][1]
-    assert f"chain: done after {len(links)} link(s); experiment folder: {experiment}" in last
+    assert f"chain {first}: done after {len(links)} link(s)" in last
     assert "train_ppo.py: experiment" in last and "done: --stop-iters 8 reached" in last
-    # The link queued after the last one was cancelled: it never ran.
-    queued = re.search(r"cancelled the queued link \(job (\d+)\)", last).group(1)
-    assert slurm.record(queued)["JobState"] == "CANCELLED"
     assert "resuming after iteration" in links[1][1]
     # One progress.csv for the whole chain: 1..8, each link continuing.
     with open(os.path.join(experiment, "progress.csv"), newline="") as handle:
@@ -251,14 +300,14 @@ def test_a_chain_of_jobs_trains_to_its_stop_criterion(jobs, slurm, tmp_path):
 def test_a_link_that_fails_ends_the_chain(jobs, slurm, tmp_path):
     """A real failure (here the driver's exit 2 for bad input), not the
     walltime: the queued link is cancelled instead of looping."""
-    first, job, experiment = submit_chain(jobs, slurm, tmp_path, stop_iters=8,
-                                          extra="--env NoSuchEnv-v9")
+    first, job = submit_chain(jobs, slurm, tmp_path, {
+        "DRIVER": COUNTER, "DRIVER_ARGS": "--no-such-option"})
     slurm.wait_for_empty_queue(timeout=300)
     (job_id, output), = link_outputs(tmp_path)
     assert job_id == first
     record = slurm.record(first)
     assert record["JobState"] == "FAILED" and record["ExitCode"] == "2:0", output
-    assert "chain: link 1 failed (status 2): the chain ends here" in output
+    assert f"chain {first}: link 1 failed (status 2): the chain ends here" in output
     queued = re.search(r"cancelled the queued link \(job (\d+)\)", output).group(1)
     assert slurm.record(queued)["JobState"] == "CANCELLED"
     assert_job_left_nothing(job)

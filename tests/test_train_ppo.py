@@ -7,13 +7,18 @@ runners land on both nodes."""
 import csv
 import glob
 import os
+import re
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
 
 from jobs import PYTHON, ROOT, assert_nothing_left
+
+sys.path.insert(0, os.path.join(ROOT, "drivers"))
+import train_ppo  # noqa: E402
 
 TRAIN = os.path.join(ROOT, "drivers", "train_ppo.py")
 PLOT = os.path.join(ROOT, "drivers", "plot_rewards.py")
@@ -64,7 +69,8 @@ def test_trains_checkpoints_restores_and_plots(jobs, tmp_path, framework, env):
     assert len(placement_nodes(first, name)) == 2, "env runners ran on both Ray nodes"
     assert f"results: {first}" in result.stdout
     # One line per iteration, no tables, no worker start-up logs.
-    assert "train_ppo.py: iteration 2: 800 env steps, mean return" in result.stdout
+    assert re.search(r"train_ppo.py: iteration 2/2, 800 env steps \(\d+/s\), mean return ",
+                     result.stdout), result.stdout
     assert "Configuration for experiment" not in result.output
     assert "Trial status" not in result.output
 
@@ -85,7 +91,6 @@ def test_trains_checkpoints_restores_and_plots(jobs, tmp_path, framework, env):
 @pytest.mark.parametrize("args,message", [
     (["--env", "NoSuchEnv-v9"], "unknown environment 'NoSuchEnv-v9'"),
     (["--framework", "jax"], "argument --framework: invalid choice: 'jax'"),
-    ([], "give at least one of --stop-iters"),
     (["--restore", "x", "--experiment-dir", "y"], "--restore and --experiment-dir: give one"),
 ])
 def test_bad_input_is_one_clear_error(args, message):
@@ -113,3 +118,26 @@ def test_walltime_signal_saves_a_checkpoint_and_exits(jobs, tmp_path):
     assert "resume with --restore" in result.stdout
     assert checkpoints(tmp_path, name)
     assert_nothing_left(result)
+
+
+@pytest.mark.fast
+def test_no_stop_criterion_means_the_envs_threshold_or_200_iterations(capsys):
+    """`python -m start_ray drivers/train_ppo.py` alone is a sensible run,
+    not an error after the cluster has started."""
+    args = train_ppo.parse_args([])
+    assert (args.stop_iters, args.stop_reward) == (200, 475.0)  # CartPole-v1's threshold
+    assert "no stop criterion given: stopping after 200 iterations or at a mean return " \
+        "of 475" in capsys.readouterr().out
+    corridor = train_ppo.parse_args(["--env", "SimpleCorridor"])
+    assert (corridor.stop_iters, corridor.stop_reward) == (200, None)
+
+
+@pytest.mark.fast
+def test_the_progress_line_says_where_training_stands_and_when_it_ends():
+    args = train_ppo.parse_args(["--stop-iters", "200", "--stop-reward", "475"])
+    assert train_ppo.progress_line(12, 48000, 45.2, args, 38.0, (3.1, 1290.0)) == (
+        "iteration 12/200, 48000 env steps (1290/s), mean return 45.2 (target 475), "
+        "elapsed 0:38, ETA 9:42")
+    assert train_ppo.progress_line(1, 4000, None, args, 6.0, None) == (
+        "iteration 1/200, 4000 env steps, mean return n/a (target 475), elapsed 0:06")
+

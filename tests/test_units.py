@@ -173,3 +173,32 @@ def test_no_module_over_350_lines_and_no_class_over_250():
             if isinstance(node, ast.ClassDef):
                 length = node.end_lineno - node.lineno + 1
                 assert length <= 250, f"{name}: class {node.name} has {length} lines"
+
+
+def test_a_slurm_output_path_becomes_a_pattern_again_in_its_file_name_only():
+    from start_ray.scheduler import Slurm
+    slurm = Slurm({"SLURM_JOB_ID": "2"})
+    assert slurm.pattern("/tmp/pytest-32/out/link-2.log") == "/tmp/pytest-32/out/link-%j.log"
+    assert slurm.pattern("/runs/2/slurm-2.out") == "/runs/2/slurm-%j.out"
+    assert slurm.pattern("/runs/job-12.out") == "/runs/job-12.out", "12 is not job 2"
+    slurm._fields = {"StdOut": "/o/x-2.out", "StdErr": "/o/x-2.out", "Account": "(null)",
+                     "Partition": "debug", "NtasksPerN:B:S:C": "4:0:*:*", "NumTasks": "8",
+                     "TresPerNode": "gres:gpu:4", "TimeLimit": "01:00:00", "QOS": "normal"}
+    assert slurm.submit_options() == [
+        "--partition=debug", "--qos=normal", "--time=01:00:00", "--ntasks-per-node=4",
+        "--gres=gpu:4", "--output=/o/x-%j.out"]
+
+
+def test_pbs_options_come_back_from_qstat():
+    from start_ray.scheduler import Pbs, seconds
+    pbs = Pbs({"PBS_JOBID": "4242.pbs01", "PBS_O_WORKDIR": "/home/me/project"})
+    pbs._fields = {"Job_Name": "ppo", "Account_Name": "MYPROJ", "queue": "debug",
+                   "Resource_List.select": "2:system=polaris", "Resource_List.walltime":
+                   "01:00:00", "Output_Path": "login1:/home/me/ppo.o4242",
+                   "Error_Path": "login1:/home/me/logs/err.txt",
+                   "Submit_arguments": "-A MYPROJ jobs/pbs_chain.sh"}
+    assert pbs.submit_options() == ["-N", "ppo", "-A", "MYPROJ", "-q", "debug", "-l",
+                                    "select=2:system=polaris", "-l", "walltime=01:00:00",
+                                    "-e", "/home/me/logs/err.txt"]
+    assert pbs.script() == "/home/me/project/jobs/pbs_chain.sh"
+    assert pbs.time_limit() == 3600 and seconds("1-00:00:10") == 86410 and seconds("30") == 1800

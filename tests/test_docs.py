@@ -1,0 +1,154 @@
+"""The README and docs/ say what exists, and their examples run as printed.
+
+Every fenced code block says what it is, by its info string:
+
+    sh               runs on a laptop, in the project folder, its venv active:
+                     this test runs it (bash -euo pipefail) and wants exit 0
+    sh once          installs or builds (run once per machine): its `make`
+                     targets and pip extras must exist
+    sh ci            CI runs it (.ci/run)
+    sh cluster       needs a cluster or a scheduler: not run here
+    python mpirun    written to a file, run with `mpirun -np 2 python FILE`
+    python cluster   a program for a cluster job: compiled, not run
+    text, json       output or data
+
+So are the laptop examples of `python -m start_ray --help`. docs/options.md
+must be what `make docs` makes of the option table.
+"""
+
+import configparser
+import os
+import re
+
+import pytest
+
+from jobs import PYTHON, ROOT, assert_nothing_left
+from start_ray import __version__, cli, options
+
+BIN = os.path.dirname(PYTHON)
+DOCS = ["README.md"] + sorted(os.path.join("docs", name)
+                              for name in os.listdir(os.path.join(ROOT, "docs"))
+                              if name.endswith(".md"))
+KINDS = {"sh", "sh once", "sh ci", "sh cluster", "python mpirun", "python cluster", "text",
+         "json"}
+RUN_TIMEOUT = 420
+
+
+def blocks(path):
+    """(info string, code) of every fenced block in a markdown file."""
+    with open(os.path.join(ROOT, path)) as handle:
+        text = handle.read()
+    return re.findall(r"^```([^\n`]*)\n(.*?)^```$", text, re.M | re.S)
+
+
+ALL = [(path, kind.strip(), code) for path in DOCS for kind, code in blocks(path)]
+RUNNABLE = [(path, code) for path, kind, code in ALL if kind in ("sh", "python mpirun")]
+
+
+@pytest.mark.fast
+def test_every_block_says_what_it_is():
+    for path, kind, _ in ALL:
+        assert kind in KINDS, f"{path}: a ``` block of kind {kind!r}; known: {sorted(KINDS)}"
+    assert len(RUNNABLE) >= 8, "the docs show commands that run"
+
+
+@pytest.mark.fast
+def test_the_option_reference_is_the_option_table():
+    with open(os.path.join(ROOT, "docs", "options.md")) as handle:
+        assert handle.read() == options.markdown(), "docs/options.md is stale: make docs"
+
+
+@pytest.mark.fast
+def test_the_readme_is_a_first_page_and_the_project_files_exist():
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        assert len(handle.read().splitlines()) <= 200
+    for name in ("LICENSE", "CHANGELOG.md", "CITATION.cff"):
+        assert os.path.isfile(os.path.join(ROOT, name)), name
+    with open(os.path.join(ROOT, "CITATION.cff")) as handle:
+        assert f"version: {__version__}" in handle.read()
+    with open(os.path.join(ROOT, "CHANGELOG.md")) as handle:
+        assert f"## {__version__} " in handle.read()
+    with open(os.path.join(ROOT, "LICENSE")) as handle:
+        assert "Apache License" in handle.read()
+
+
+@pytest.mark.fast
+def test_links_between_the_docs_lead_somewhere():
+    for path in DOCS:
+        with open(os.path.join(ROOT, path)) as handle:
+            text = handle.read()
+        for target in re.findall(r"\]\(([^)#\s]+)\)", text):
+            if target.startswith("http"):
+                continue
+            where = os.path.normpath(os.path.join(ROOT, os.path.dirname(path), target))
+            assert os.path.exists(where), f"{path} links to {target}, which is not there"
+
+
+@pytest.mark.fast
+def test_install_and_ci_blocks_name_what_exists():
+    with open(os.path.join(ROOT, "Makefile")) as handle:
+        targets = set(re.findall(r"^([\w-]+):", handle.read(), re.M))
+    setup = configparser.ConfigParser()
+    setup.read(os.path.join(ROOT, "setup.cfg"))
+    extras = set(setup["options.extras_require"])
+    with open(os.path.join(ROOT, ".ci", "run")) as handle:
+        ci = handle.read()
+    for path, kind, code in ALL:
+        if kind not in ("sh once", "sh ci"):
+            continue
+        for target in re.findall(r"\bmake ([\w-]+)", code):
+            assert target in targets, f"{path}: make {target} is no Makefile target"
+            if kind == "sh ci":
+                assert f"make {target}" in ci, f"{path}: CI does not run make {target}"
+        for group in re.findall(r"\[([\w,]+)\]'", code):
+            assert set(group.split(",")) <= extras, f"{path}: extras {group}"
+
+
+def env_for_docs(tmp_path):
+    """A user's shell: the venv active, Open MPI allowed as root, logs aside."""
+    env = {key: value for key, value in os.environ.items()
+           if not key.startswith(("START_RAY_", "RAY_"))}
+    env.update({"PATH": BIN + os.pathsep + env["PATH"], "VIRTUAL_ENV": os.path.dirname(BIN),
+                "OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                "OMPI_MCA_btl": "^ofi", "PYTHONUNBUFFERED": "1",
+                "START_RAY_LOG_DIR": str(tmp_path / "logs"),
+                "PYTHONPATH": ROOT})
+    return env
+
+
+@pytest.mark.parametrize("path,code", RUNNABLE,
+                         ids=[f"{path}-{i}" for i, (path, _) in enumerate(RUNNABLE)])
+def test_a_runnable_block_runs_as_printed(jobs, tmp_path, path, code):
+    if code.startswith("import") or "\nimport " in code or code.startswith("from "):
+        program = tmp_path / "program.py"
+        program.write_text(code)
+        cmd = ["mpirun", "-np", "2", "python", str(program)]
+    else:
+        cmd = ["bash", "-euo", "pipefail", "-c", code]
+    result = jobs.launch(cmd, {**env_for_docs(tmp_path), "START_RAY_NODE_PER_RANK": ""},
+                         cwd=ROOT).wait(RUN_TIMEOUT)
+    assert result.returncode == 0, f"{path}:\n{code}\n{result.output[-6000:]}"
+    assert "Traceback" not in result.output
+    assert_nothing_left(result)
+
+
+def laptop_examples():
+    """The commands under --help's 'examples on a laptop'."""
+    part = cli.EPILOG.split("examples on a laptop")[1].split("\n\n")[0]
+    return [line.strip() for line in part.splitlines()[1:] if line.strip()]
+
+
+@pytest.mark.parametrize("command", laptop_examples())
+def test_the_help_examples_run_as_printed(jobs, tmp_path, command):
+    result = jobs.launch(["bash", "-euo", "pipefail", "-c", command],
+                         {**env_for_docs(tmp_path), "START_RAY_NODE_PER_RANK": ""},
+                         cwd=ROOT).wait(RUN_TIMEOUT)
+    assert result.returncode == 0, f"{command}\n{result.output[-6000:]}"
+    assert_nothing_left(result)
+
+
+@pytest.mark.fast
+def test_cluster_programs_at_least_compile():
+    for path, kind, code in ALL:
+        if kind == "python cluster":
+            compile(code, path, "exec")
