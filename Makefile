@@ -81,6 +81,7 @@ docs: venv
 bench: venv
 	$(BIN)/python benchmarks/compare.py
 	$(BIN)/python benchmarks/train_ppo.py
+	$(BIN)/python benchmarks/elastic_ppo.py
 
 # The randomized chaos matrix (benchmarks/chaos.py): prints a table.
 chaos: venv venv-mpich

@@ -1,7 +1,8 @@
 """The randomized chaos matrix: under Open MPI and MPICH, end rank 0, a rank
-that owns a worker node, a rank that owns no node (SIGKILL) or the launcher
-(SIGTERM), while the head starts, workers join, the driver runs, or during
-teardown (see tests/chaos.py for the cases and what each run checks).
+that owns a worker node, a rank that owns no node (SIGKILL), the launcher
+(SIGTERM), one of start_ray's helpers or a worker node's raylet (SIGKILL),
+while the head starts, workers join, the driver runs, or during teardown
+(see tests/chaos.py for the cases and what each run checks).
 
     python benchmarks/chaos.py [--runs 60] [--seed N] [--mpi openmpi mpich]
     python benchmarks/chaos.py --case openmpi-rank0-head --case mpich-rank0-head \
@@ -10,8 +11,8 @@ teardown (see tests/chaos.py for the cases and what each run checks).
 Every case runs at least once, the rest are drawn at random; with --case,
 only the named cases run, each --repeat times. Prints a table per case (runs,
 victim hit, exit statuses, leftovers 5 s after the launcher exited, worst
-launcher exit, worst time to clean, worst time for a helper's rank to notice
-its death) and writes it to logs/benchmarks/<out> (copied to
+launcher exit, worst time to clean, worst time for a helper's or raylet's
+rank to notice its death) and writes it to logs/benchmarks/<out> (copied to
 benchmarks/results/). Exits 1 if any run failed its case. About 12 s a run
 on a 2-core machine.
 """
@@ -73,7 +74,7 @@ def table(outcomes: List[chaos.Outcome], seconds: float, seed: int) -> str:
         "",
         "| case (mpi-victim-phase) | runs | failed | victim hit | exit statuses "
         "| leftovers at 5 s | silent logs | worst launcher exit (s) | worst time to clean (s) "
-        "| worst notice of a killed helper (s) |",
+        "| worst notice of a killed helper or raylet (s) |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
 
@@ -136,8 +137,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     with open(os.path.join(OUT, args.out), "w") as handle:
         handle.write(text)
     shutil.copy(os.path.join(OUT, args.out), os.path.join(HERE, "results", args.out))
-    shutil.rmtree(workdir, ignore_errors=True)
-    return 0 if all(outcome.ok for outcome in outcomes) else 1
+    if all(outcome.ok for outcome in outcomes):
+        shutil.rmtree(workdir, ignore_errors=True)
+        return 0
+    print(f"the failed runs' logs are kept in {workdir}")
+    return 1
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ learner, the rest for env runners. Results (Tune's progress.csv, result.json,
 TensorBoard events) and checkpoints go to --results-dir, by default the run's
 folder that start_ray made under logs/ (else logs/<time>-<algo>). SIGTERM,
 SIGINT and SIGUSR1 (a walltime warning) make it save a checkpoint after the
-current iteration and exit cleanly; resume with --restore CHECKPOINT.
+current iteration and exit cleanly; resume with --restore CHECKPOINT. A lost
+node costs the env runners on it (RLlib restarts them once start_ray has
+brought the node back) or, when the algorithm's own actor was there, the
+trial: Tune restarts it from its last checkpoint (--max-failures).
 
 Training longer than one job: give every job the same --experiment-dir and it
 continues from the newest complete checkpoint there (--resume auto, the
@@ -93,6 +96,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
         help="stop once the mean episode return reaches this")
     add("--checkpoint-frequency", type=int, default=5,
         help="checkpoint every N iterations, and always at the end (default: %(default)s)")
+    add("--max-failures", type=int, default=3,
+        help="restart the training from its last checkpoint when it fails (e.g. the "
+             "node of its main actor was lost; start_ray brings the node back), at "
+             "most N times; 0: never, -1: always (default: %(default)s)")
     add("--checkpoint-to-keep", type=int, default=3,
         help="keep the N best checkpoints by mean episode return (default: %(default)s)")
     add("--results-dir", default=None,
@@ -302,6 +309,7 @@ def progress_callback(args: argparse.Namespace, chain: Optional[str], link: str,
             self.began = time.monotonic()
             # this job's first result: (iteration, env steps, when)
             self.first: Optional[Tuple[int, float, float]] = None
+            self.last = first_iteration - 1  # the last iteration recorded
             if chain:
                 from tensorboardX import SummaryWriter
                 self.board = SummaryWriter(os.path.join(chain, "tensorboard"),
@@ -322,6 +330,9 @@ def progress_callback(args: argparse.Namespace, chain: Optional[str], link: str,
                 print("train_ppo.py: " + progress_line(it, total, ret, args, now - self.began,
                                                        pace), flush=True)
             if chain:
+                if it <= self.last:  # Tune restarted the trial (--max-failures)
+                    rl_chain.truncate_progress(chain, it - 1)
+                self.last = it
                 rl_chain.append_progress(chain, link, {
                     "training_iteration": it, STEP_KEYS[0]: steps, RETURN_KEYS[0]: ret,
                     "time_this_iter_s": seconds, "timestamp": result.get("timestamp")})
@@ -463,7 +474,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             num_to_keep=args.checkpoint_to_keep,
             checkpoint_score_attribute=RETURN_KEYS[0],
             checkpoint_score_order="max"),
-        raise_on_failed_trial=False)
+        max_failures=args.max_failures, raise_on_failed_trial=False)
     catch_early_signals()
     trial = analysis.trials[0]
     last = trial.last_result or {}

@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Set
 
 from . import raynode
 from .agreement import Agreement
 from .cluster_state import ClusterInfo, NodeInfo, summarize, total_resources
 from .contracts import Channel, Launcher, Owner, Table
 from .errors import JobError
-from .events import HeadUp, JoinFailed, NeverJoined
+from .events import HeadUp, JoinFailed, NeverJoined, NotJoinedYet
 from .handshake import wait_until
 from .ledger import Ledger
 from .logs import LISTED_ON_CONSOLE
 from .messages import HeadRecord
-from .options import Options
+from .options import Options, nodes_needed
 from .signals import SignalInbox
 from .watch import NODE_WATCH_INTERVAL, Watch
 
@@ -139,12 +139,19 @@ class BringUp:
         asked = False
         joins = self.ledger.joins
 
+        need = nodes_needed(self.options.min_nodes, len(expected))
+
         def all_alive() -> bool:
             nonlocal alive, asked
             self.watch.read_news()
             self.inbox.raise_if_stopping(walltime_too=True)
             self.owner.check_helpers("rank 0 waited for the nodes to join")
-            if not asked and len(joins) == workers:
+            if len(expected - self.ledger.failed) < need:  # --min-nodes out of reach
+                raise JobError(f"{len(self.ledger.failed)} of {len(expected)} Ray node(s) "
+                               f"could not start, and {need} are needed (--min-nodes): "
+                               + self.agreed.name_ranks(sorted(self.ledger.failed)))
+            pending = expected - self.ledger.failed  # --min-nodes: it goes on without those
+            if not asked and pending - {0} <= joins.keys():
                 asked = True
                 table.look_now()
             alive = table.alive_ranks() or {}
@@ -152,17 +159,15 @@ class BringUp:
             # Alive in the GCS, and each `ray start` done: one still starting
             # does not heed SIGINT (a driver that ends at once would wait
             # out the stop timeout).
-            return expected <= alive.keys() and len(joins) == workers
+            return pending <= alive.keys() and pending - {0} <= joins.keys()
 
-        if not wait_until(all_alive, poll, self.deadline):
-            missing = sorted(expected - alive.keys())
-            for rank in missing:
-                if not self.ledger.has(rank, JoinFailed):
-                    self.ledger.note(NeverJoined(rank, self.ledger.since_start()))
-            raise JobError(
-                f"timed out after {self.options.join_timeout:g}s: {len(missing)} of "
-                f"{len(expected)} Ray node(s) did not join: " + self.agreed.name_ranks(missing))
+        if wait_until(all_alive, poll, self.deadline):
+            expected -= self.ledger.failed
+        else:
+            up = (set(alive) & set(joins)) | ({0} & set(alive))  # each `ray start` done
+            expected = self.enough(expected, up, need)
         nodes = [alive[rank] for rank in sorted(expected)]
+        self.ledger.up(expected)
         for rank in sorted(expected - {0}):  # the rank may say so itself later, or never
             self.ledger.joined(rank)
         self.check_addresses(nodes)
@@ -180,6 +185,29 @@ class BringUp:
                            self.head_ports(address) if node.rank == 0 else "",
                            node.describe_ports())
         return nodes
+
+    def enough(self, expected: Set[int], up: Set[int], need: int) -> Set[int]:
+        """At the deadline: the nodes up, if they are enough (--min-nodes, and
+        the head among them); the others keep trying to join. Else JobError."""
+        missing = sorted(expected - up)
+        if len(up) < need or 0 not in up:
+            for rank in missing:
+                if not self.ledger.has(rank, JoinFailed):
+                    self.ledger.note(NeverJoined(rank, self.ledger.since_start()))
+            short = (f"; {need} are needed (--min-nodes)" if self.options.min_nodes else "")
+            raise JobError(
+                f"timed out after {self.options.join_timeout:g}s: {len(missing)} of "
+                f"{len(expected)} Ray node(s) did not join{short}: "
+                + self.agreed.name_ranks(missing))
+        joining = [rank for rank in missing if rank not in self.ledger.failed]
+        for rank in joining:
+            self.ledger.note(NotJoinedYet(rank, self.ledger.since_start()))
+        self.log.warning("%d of %d Ray node(s) joined by the deadline: the driver starts with "
+                         "them (--min-nodes %g)%s", len(up), len(expected),
+                         self.options.min_nodes,
+                         "; still joining, counted in when they do: "
+                         + self.agreed.name_ranks(joining) if joining else "")
+        return up
 
     def log_joins(self, table: Table) -> None:
         """The slowest joins, how many joined at once at most, what a look cost."""

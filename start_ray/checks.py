@@ -7,6 +7,7 @@ rank 0 logs these at the start of every job, and `--dry-run` prints them.
     temp dir      $TMPDIR too long for Ray's unix sockets (107 bytes)
     ray           the `ray` the nodes run is not the one beside this Python
     MPI           an MPI from pip inside a batch job (it knows no fabric)
+    --min-nodes   a count above the job's nodes (it means all of them)
 """
 
 from __future__ import annotations
@@ -45,6 +46,10 @@ def warnings(agreed: "Agreement", options: Options, mpi_library: str = "") -> Li
         found.append(f"ray: the nodes run {agreed.runs.ray_command}, not a `ray` beside "
                      f"this Python ({os.path.dirname(sys.executable)}): it may be another "
                      "Ray; activate the environment start_ray is installed in")
+    wanted = options.min_nodes
+    if isinstance(wanted, int) and wanted > len(agreed.nodes):
+        found.append(f"--min-nodes {wanted}: this job has {len(agreed.nodes)} Ray node(s); "
+                     "the driver waits for all of them")
     pip_mpi = mpi_from_pip()
     if pip_mpi and launcher.scheduler():
         found.append(f"MPI: {mpi_library or 'the MPI library'} comes from pip ({pip_mpi}) "

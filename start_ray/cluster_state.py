@@ -93,6 +93,9 @@ class NodeTable:
     def __init__(self, env: Dict[str, str], spawn: proctree.Spawn = proctree.popen) -> None:
         self.nodes: Optional[List[NodeInfo]] = None  # None: no answer yet
         self.look_took: Optional[float] = None  # seconds the helper's last look took
+        # time.monotonic() when that look began, at the latest: a node counted
+        # in after it may be missing from it, and is not lost for that
+        self.looked_at: Optional[float] = None
         self._watching = ""
         self._lock = threading.Lock()
         self._env = env
@@ -152,6 +155,7 @@ class NodeTable:
                 with self._lock:
                     self.nodes = [NodeInfo(**node) for node in message["nodes"]]
                     self.look_took = message.get("took")
+                    self.looked_at = time.monotonic() - (self.look_took or 0.0)
 
     def alive_ranks(self) -> Optional[Dict[int, NodeInfo]]:
         """The alive nodes by rank, as of the helper's latest look."""

@@ -63,6 +63,37 @@ class NodeLost(Event):
 
 
 @dataclasses.dataclass(frozen=True)
+class NodeRejoined(Event):
+    """A lost worker node came back: its rank started it anew (`rejoin` of
+    them, 1 for the first)."""
+
+    kind: ClassVar[str] = "rejoined"
+    rejoin: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class GivenUp(Event):
+    """A node that kept dying: its rank stopped bringing it back."""
+
+    kind: ClassVar[str] = "given_up"
+    rejoins: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class NotJoinedYet(Event):
+    """Missing at the join deadline, the driver started without it (--min-nodes)."""
+
+    kind: ClassVar[str] = "not_joined_yet"
+
+
+@dataclasses.dataclass(frozen=True)
+class JoinedLate(Event):
+    """Joined after the driver started (--min-nodes), and counted in."""
+
+    kind: ClassVar[str] = "joined_late"
+
+
+@dataclasses.dataclass(frozen=True)
 class RankFailed(Event):
     """A rank could not go on (a helper it relies on was gone)."""
 
@@ -86,10 +117,10 @@ class NoReport(Event):
 
 
 # The events that send a reader to the node's Ray logs.
-TROUBLE: Tuple[Type[Event], ...] = (JoinFailed, NeverJoined, NodeLost)
+TROUBLE: Tuple[Type[Event], ...] = (JoinFailed, NeverJoined, NodeLost, NotJoinedYet)
 KINDS: Dict[str, Type[Event]] = {cls.kind: cls for cls in (
-    ServedByNode, HeadUp, NodeJoined, JoinFailed, NeverJoined, NodeLost, RankFailed, Stopped,
-    NoReport)}
+    ServedByNode, HeadUp, NodeJoined, JoinFailed, NeverJoined, NodeLost, NodeRejoined,
+    GivenUp, NotJoinedYet, JoinedLate, RankFailed, Stopped, NoReport)}
 
 
 def describe(event: Event) -> str:
@@ -106,6 +137,14 @@ def describe(event: Event) -> str:
         return "its node never joined"
     if isinstance(event, NodeLost):
         return f"lost its node: {event.why}"
+    if isinstance(event, NodeRejoined):
+        return f"rejoined (rejoin {event.rejoin})"
+    if isinstance(event, GivenUp):
+        return f"given up after {event.rejoins} rejoin(s)"
+    if isinstance(event, NotJoinedYet):
+        return "not joined at the start (--min-nodes)"
+    if isinstance(event, JoinedLate):
+        return "joined late"
     if isinstance(event, RankFailed):
         return f"failed: {event.error}"
     if isinstance(event, Stopped):

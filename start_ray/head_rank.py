@@ -49,8 +49,8 @@ class HeadRank:
         self.teardown.card_published = True
         return info
 
-    def job_failed(self) -> bool:
-        return False  # rank 0 knows the status itself
+    def logs_wanted(self) -> bool:
+        return False  # rank 0 knows the status itself; a lost head ends the job
 
     def stop_others(self, status: int, deadline: float) -> None:
         self.teardown.stop_others(status, deadline)

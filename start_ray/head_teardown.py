@@ -41,6 +41,9 @@ class HeadTeardown:
         self.launcher, self.ledger, self.watch, self.log = launcher, ledger, watch, log
         self.report_by = 0.0  # when the teardown's reports are due (stop_others)
         self.card_published = False  # the cluster was ready: its card says so (ready.py)
+        # Stop said the ranks leave together (none was lost then): they will
+        # wait for rank 0 at the end, so rank 0 must come, whatever is lost since
+        self.together = False
 
     def stop_others(self, status: int, deadline: float) -> None:
         """Every other rank stops first, while the head is still up; then
@@ -53,8 +56,9 @@ class HeadTeardown:
         if self.agreed.size == 1:
             return
         self.log.info("stopping Ray on all %d ranks", self.agreed.size)
+        self.together = not self.ledger.lost
         for rank in range(1, self.agreed.size):
-            self.channel.send(rank, Stop(status, together=not self.ledger.lost))
+            self.channel.send(rank, Stop(status, together=self.together))
         self.collect_done(deadline, set(self.agreed.node_ranks) - {0})
 
     def collect_done(self, deadline: float, ranks: Optional[Set[int]] = None) -> None:
@@ -78,9 +82,11 @@ class HeadTeardown:
         wait_until(heard_all, self.options.poll_interval, deadline)
 
     def leave_by(self, latest: float) -> Optional[float]:
-        """When every other rank reported its teardown and none was lost,
-        they are all about to wait for rank 0: a short wait."""
-        if (self.agreed.size == 1 or self.ledger.lost or
+        """When the ranks were told to leave together and every other rank
+        reported its teardown, they are all about to wait for rank 0: a
+        short wait. (A node lost after Stop does not change what its rank
+        was told: it comes too.)"""
+        if (self.agreed.size == 1 or not self.together or
                 not self.ledger.reports.keys() >= self.ledger.others()):
             return None
         return time.monotonic() + LOST_RANK_PATIENCE

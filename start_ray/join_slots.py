@@ -11,6 +11,10 @@ its retries.
 
     workers:   first SLOTS join at once ... the rest wait for Go
     rank 0:    Joined/Failed from rank r  ->  Go to the next waiting rank
+
+A rank whose node died asks again (Lost, rejoining) and, while the joins
+are bounded (fewer slots than worker nodes), waits for its Go like any
+other: a rejoin is a join.
 """
 
 from __future__ import annotations
@@ -41,23 +45,44 @@ def first(worker_ranks: Sequence[int], slots: int) -> Set[int]:
     return set(worker_ranks[:slots])
 
 
+def needs_go(rank: int, worker_ranks: Sequence[int], slots: int, rejoin: bool) -> bool:
+    """Whether `rank` waits for rank 0's Go before it joins: it is not among
+    the first, or it rejoins while the joins are bounded."""
+    if slots >= len(worker_ranks):
+        return False
+    return rejoin or rank not in first(worker_ranks, slots)
+
+
 class JoinSlots:
-    """Rank 0's book of who may join: in flight, waiting, done."""
+    """Rank 0's book of who may join: in flight, waiting."""
 
     def __init__(self, worker_ranks: Sequence[int], slots: int) -> None:
         self.slots = slots
+        self.bounded = slots < len(worker_ranks)
         self.in_flight: Set[int] = first(worker_ranks, slots)
         self.waiting: Deque[int] = collections.deque(worker_ranks[slots:])
-        self.done: Set[int] = set()
         self.peak = len(self.in_flight)
 
     def finished(self, rank: int) -> List[int]:
         """`rank`'s join ended (joined or failed): the ranks that may join
-        now (rank 0 sends each a Go)."""
-        if rank in self.done:
+        now (rank 0 sends each a Go). A join that was not in flight (said
+        twice) frees nothing."""
+        if rank not in self.in_flight:
             return []
-        self.done.add(rank)
         self.in_flight.discard(rank)
+        return self._grant()
+
+    def request(self, rank: int) -> List[int]:
+        """`rank` asks to join again (its node died: a rejoin): the ranks that
+        may join now, `rank` among them if a slot is free (none asks while
+        every node has a slot: needs_go)."""
+        if not self.bounded:
+            return []
+        if rank not in self.in_flight and rank not in self.waiting:
+            self.waiting.append(rank)
+        return self._grant()
+
+    def _grant(self) -> List[int]:
         granted = []
         while self.waiting and len(self.in_flight) < self.slots:
             nxt = self.waiting.popleft()

@@ -275,7 +275,7 @@ class Job:
                            ", ".join(self.left))
         else:
             self.log.debug("stopped %d process(es); none left", self.stopped)
-        failed = bool(self.status) or self.role.job_failed()
+        failed = bool(self.status) or self.role.logs_wanted()
         collect = self.options.collect_logs
         wanted = collect == "always" or (collect == "on-failure" and failed)
         # before Done: rank 0's summary reads them

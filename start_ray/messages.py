@@ -50,10 +50,12 @@ class Failed:
 
 @dataclasses.dataclass(frozen=True)
 class Lost:
-    """This rank's worker node ended while the job ran."""
+    """This rank's worker node ended while the job ran; `rejoining`: the rank
+    starts it anew and waits for a join slot (Go) to rejoin."""
 
     tag: ClassVar[int] = REPORT
     error: str
+    rejoining: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

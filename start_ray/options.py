@@ -4,6 +4,7 @@ environment variables batch scripts prefer, and the Python API."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shlex
 import signal
@@ -66,6 +67,27 @@ def _signal_number(text: str) -> int:
         return signal.Signals[name if name.startswith("SIG") else "SIG" + name].value
     except KeyError:
         raise ValueError("not a signal name or number, e.g. USR1") from None
+
+
+def _min_nodes(text: str) -> float:
+    """A count of nodes (`3`) or a share of them (`0.9`)."""
+    value = float(text)
+    if "." in text.strip():
+        if not 0 < value <= 1:
+            raise ValueError("a share of the nodes is more than 0 and at most 1, e.g. 0.9")
+        return value
+    if value < 1:
+        raise ValueError("must be 1 or more (or a share such as 0.9)")
+    return int(value)
+
+
+def nodes_needed(min_nodes: Optional[float], nodes: int) -> int:
+    """How many of `nodes` must be alive for the driver to start."""
+    if min_nodes is None:
+        return nodes
+    if isinstance(min_nodes, float):
+        return max(1, min(nodes, math.ceil(min_nodes * nodes - 1e-9)))
+    return max(1, min(nodes, int(min_nodes)))
 
 
 COLLECT_LOGS = ("on-failure", "always", "never")
@@ -158,6 +180,14 @@ SPECS: List[Spec] = [
     Spec("join_timeout", _positive_float, 300.0, "SECONDS",
          "deadline for the head to start and every node to join; failed joins "
          "are retried with backoff until then (default: %(default)s)"),
+    Spec("min_nodes", _min_nodes, None, "M",
+         "start the driver at the join deadline if at least M nodes are alive (a "
+         "count, or a share such as 0.9); the missing ones keep trying to join and "
+         "are counted in when they do (default: all nodes, or the job fails)"),
+    Spec("rejoins", _non_negative_int, 3, "N",
+         "when a worker node dies while its rank lives (OOM killer, a crash in Ray), "
+         "the rank starts it anew and it rejoins the cluster, at most N times per "
+         "node; 0: never (default: %(default)s). --fail-fast: never"),
     Spec("log_dir", str, "logs", "DIR",
          "where each run gets its folder LOG_DIR/<run-id>/: one log per rank, the "
          "driver's output, the summary, the cluster's card (default: %(default)s)"),
@@ -185,7 +215,7 @@ SPECS: List[Spec] = [
          "copy each node's Ray logs (raylet, GCS, agents, workers, `ray start`'s "
          "output) into LOG_DIR/<run-id>/ray/ at the end of the job, since a "
          "node's /tmp is gone or out of reach afterwards: on-failure (a non-zero "
-         "exit status), always, or never; at most 50 MB per node "
+         "exit status, or the node died during the job), always, or never; at most 50 MB per node "
          "(default: %(default)s)", advanced=True),
     Spec("sync_logs", _non_negative_float, 30.0, "SECONDS",
          "while the job runs, copy each node's new Ray log lines into "
@@ -231,6 +261,8 @@ class Options:
     node_per_rank: bool = False
     interface: Optional[str] = None
     join_timeout: float = 300.0
+    min_nodes: Optional[float] = None
+    rejoins: int = 3
     join_slots: Optional[int] = None
     stop_timeout: float = 10.0
     grace: float = 30.0

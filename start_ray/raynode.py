@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -33,6 +34,9 @@ CORE_PROCESSES = ("gcs_server", "raylet")
 RANK_LABEL = "start_ray.rank"
 _ADDRESS_IN_OUTPUT = re.compile(r"ray start --address='([^']+)'")
 _ERROR_LINE = re.compile(r"^([\w.]*(Error|Exception)|Error|ERROR)\b.*:")
+# `ray start --block` naming a process of its node that died, e.g.
+# `... ERR scripts.py:87 -- raylet [exit code=-9]`
+_DIED_LINE = re.compile(r" -- (\w+) \[exit code=(-?\d+)\]$")
 
 
 def ray_executable() -> str:
@@ -162,6 +166,16 @@ class ReadyRay:
         self.process.wait()
 
 
+def _died(name: str, code: int) -> str:
+    """`raylet was killed by SIGKILL`, `gcs_server exited with status 1`."""
+    if code < 0:
+        try:
+            return f"{name} was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"{name} exited with status {code}"
+
+
 class RayNode:
     """A running `ray start --block` and what it printed."""
 
@@ -173,6 +187,7 @@ class RayNode:
         self.temp_dir = temp_dir
         self._log = logs.get()
         self._tail: Deque[str] = collections.deque(maxlen=25)
+        self._died: List[str] = []  # the node's processes that Ray saw die
         self._news = threading.Condition()
         self._started = False
         self._ended = False
@@ -207,7 +222,10 @@ class RayNode:
             line = line.rstrip()
             self._log.debug("ray | %s", line)
             found = _ADDRESS_IN_OUTPUT.search(line)
+            died = _DIED_LINE.search(line)
             with self._news:
+                if died:
+                    self._died.append(_died(died.group(1), int(died.group(2))))
                 self._tail.append(line)
                 self._started = self._started or READY_MARKER in line
                 self._address = found.group(1) if found else self._address
@@ -291,9 +309,12 @@ class RayNode:
 
     def last_words(self, lines: int = 4) -> str:
         """What Ray said last, for error messages (all of it is in the log):
-        the last exception line if there is one, else the last lines."""
+        which of the node's processes died, if Ray said so; else the last
+        exception line if there is one, else the last lines."""
         with self._news:
             useful = [line.strip() for line in self._tail if line.strip()]
+            if self._died:
+                return ", ".join(self._died)
         errors = [line for line in useful if _ERROR_LINE.match(line)]
         if errors:
             return errors[-1]

@@ -30,8 +30,10 @@ class Teardown:
 class Role(Protocol):
     """What the lifecycle asks of a rank's part in the teardown."""
 
-    def job_failed(self) -> bool:
-        """Whether the whole job is known to have failed (beyond this rank)."""
+    def logs_wanted(self) -> bool:
+        """Whether this node's Ray logs explain something (--collect-logs
+        on-failure): the whole job is known to have failed (beyond this
+        rank), or this rank's node died during it."""
 
     def stop_others(self, status: int, deadline: float) -> None:
         """Teardown, before this rank stops its own processes."""

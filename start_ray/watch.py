@@ -7,9 +7,12 @@ own code, so a `WatchThread` calls `tick` beside it and, when the job must
 end (a lost node under fail_fast, the head gone, a helper lost), interrupts
 the body with that error.
 
-    news (REPORT)   Joined -> ledger, join slot to the next rank
-                    Failed -> the job ends (JobError)
-                    Lost   -> the node is lost (policy below)
+    news (REPORT)   Joined -> ledger, join slot to the next rank; once the
+                              cluster is up: a lost node back, or a late one
+                    Failed -> the job ends (JobError; --min-nodes: it goes on
+                              without that node at start-up)
+                    Lost   -> the node is lost (policy below); rejoining: a
+                              join slot for it (--rejoins)
     every tick      helpers restarted once, else the job ends
                     the head's gcs_server and raylet still run, else it ends
     every NODE_WATCH_INTERVAL   the GCS's node table: a node missing is lost
@@ -27,6 +30,7 @@ from typing import List, Optional
 from .agreement import Agreement
 from .contracts import Alive, Channel, Owner, Table
 from .errors import JobError
+from .events import GivenUp
 from .join_slots import JoinSlots
 from .ledger import Ledger
 from .messages import REPORT, Failed, Go, Joined, Lost
@@ -55,18 +59,57 @@ class Watch:
             if news is None:
                 return
             source, message = news
+            if isinstance(message, Lost):  # the ledger books it in node_lost
+                self.node_lost(source, message.error)
+                self.rejoin(source, message.rejoining, message.error)
+                continue
             self.ledger.record(source, message)
             where = self.agreed.name_ranks([source])
             if isinstance(message, Joined):
                 self.grant_after(source)
                 self.log.debug("%s joined after %.1fs (attempt %d)", where,
                                message.elapsed, message.attempt)
+                self.count_in(source)
             elif isinstance(message, Failed):
                 self.grant_after(source)
-                raise JobError(f"{where} could not start its Ray node: {message.error}"
-                               if message.starting else f"{where} failed: {message.error}")
-            elif isinstance(message, Lost):
-                self.node_lost(source, message.error)
+                if not message.starting or not self.options.min_nodes:
+                    raise JobError(f"{where} could not start its Ray node: {message.error}"
+                                   if message.starting else f"{where} failed: {message.error}")
+                self.log.error("%s could not start its Ray node: %s; the job goes on without "
+                               "it (--min-nodes)", where, message.error)
+
+    def count_in(self, rank: int) -> None:
+        """A lost node back (even before the cluster was up), or, once it
+        is, a late one."""
+        ledger, where = self.ledger, self.agreed.name_ranks([rank])
+        if rank in ledger.lost:
+            times = ledger.rejoined(rank)
+            self.log.info("%s rejoined the cluster (rejoin %d of at most %d)%s", where, times,
+                          self.options.rejoins, self.members_alive())
+        elif ledger.ready and rank not in ledger.members:
+            ledger.joined_late(rank)
+            self.log.info("%s joined late and is counted in%s", where, self.members_alive())
+
+    def members_alive(self) -> str:
+        if not self.ledger.ready:
+            return ""
+        return f"; {len(self.ledger.members)} of {len(self.agreed.nodes)} node(s) alive"
+
+    def rejoin(self, rank: int, rejoining: bool, error: str) -> None:
+        """A rank whose node died starts it anew (a join slot for it), or
+        gives it up: its rejoins are used (--rejoins), or a rejoin failed."""
+        where = self.agreed.name_ranks([rank])
+        if rejoining:
+            self.log.info("%s starts its Ray node anew, to rejoin", where)
+            for granted in self.slots.request(rank):
+                self.channel.send(granted, Go())
+            return
+        self.grant_after(rank)  # a rejoin that failed frees its slot
+        if self.options.rejoins and not self.options.fail_fast:
+            times = self.ledger.rejoins.get(rank, 0)
+            self.ledger.note(GivenUp(rank, self.ledger.since_start(), times))
+            self.log.error("%s gives its Ray node up after %d rejoin(s) (--rejoins %d): %s",
+                           where, times, self.options.rejoins, error)
 
     def grant_after(self, rank: int) -> None:
         """`rank`'s join ended: its slot goes to the next waiting rank(s)."""
@@ -83,15 +126,18 @@ class Watch:
         self.owner.check_helpers("the driver ran")
         if not all(process.is_running() for process in self.head_core):
             raise JobError("the Ray head's GCS server or raylet ended: the cluster is "
-                           "gone, so the driver is stopped now")
+                           "gone, so the driver is stopped now (a lost head cannot be "
+                           "brought back: its GCS held the cluster's state)")
         if self.table is None or time.monotonic() < self._next_look:
             return
         self._next_look = time.monotonic() + NODE_WATCH_INTERVAL
         alive = self.table.alive_ranks()
         if alive is None:
             return
-        for rank in sorted(set(self.agreed.node_ranks) - alive.keys() - self.ledger.lost):
-            self.node_lost(rank, "the GCS reports its node dead")
+        looked = self.table.looked_at or 0.0
+        for rank in sorted(self.ledger.members - alive.keys() - {0}):
+            if self.ledger.counted_at.get(rank, 0.0) <= looked:  # else: a look from before
+                self.node_lost(rank, "the GCS reports its node dead")
 
     def node_lost(self, rank: int, why: str) -> None:
         """Log a lost node once; stop the job if --fail-fast says so."""
@@ -101,8 +147,9 @@ class Watch:
         self.log.error("%s lost its Ray node: %s", where, why)
         if self.options.fail_fast:
             raise JobError(f"stopping the job (--fail-fast): {where} lost its Ray node")
-        self.log.info("the job goes on with the remaining %d node(s) (--fail-fast would "
-                      "stop it)", len(self.agreed.nodes) - len(self.ledger.lost))
+        if self.ledger.ready:
+            self.log.info("the job goes on with the remaining %d node(s) (--fail-fast would "
+                          "stop it)", len(self.ledger.members))
 
 
 class WatchThread:

@@ -7,7 +7,9 @@ phase. Victims: rank 0 (the head), a rank that owns a worker node, a rank
 that owns no node (SIGKILL each), the launcher (SIGTERM, as Ctrl-C or a
 scheduler would), and start_ray's helpers (SIGKILL): rank 0's node-table
 helper, the worker rank's watchdog, and the worker rank's `ray` imported
-ahead (before it is used). Phases, each recognised as it begins:
+ahead (before it is used); and the worker node's raylet (SIGKILL: the node
+dies, its rank lives, as after the OOM killer). Phases, each recognised as
+it begins:
 
     start     the victim exists (the `ray` imported ahead: before MPI starts)
     head      rank 0 logged "starting the Ray head"
@@ -24,8 +26,11 @@ command line, parent) goes into the outcome.
 A killed rank ends the job (non-zero); a killed helper must not: the rank
 notices it within NOTICE_BOUND seconds (its log names the helper's PID), a
 restart or a fresh `ray start` takes its place, and the job, released then,
-exits 0. A rank that owns no node exists only with one node per host, where
-nothing joins: it has no join phase. tests/test_chaos.py runs a subset of the
+exits 0. Nor must a killed raylet: its rank notices its node ended within
+NOTICE_BOUND (while the driver runs) and starts it anew (--rejoins); the
+job, released meanwhile, exits 0 with nothing left, rejoin or not. A rank
+that owns no node exists only with one node per host, where nothing joins:
+it has no join phase. tests/test_chaos.py runs a subset of the
 cases in CI; benchmarks/chaos.py runs the randomized full matrix and prints a
 table.
 """
@@ -44,7 +49,7 @@ import psutil
 
 import leftovers as found_by
 from jobs import (HOLD_DRIVER, MPIS, Jobs, Mpi, Running, describe, helper_process, leftovers,
-                  rank_processes)
+                  node_process, rank_processes)
 
 PHASES = ("start", "head", "join", "driver", "teardown")
 RANK_VICTIMS = ("rank0", "node-rank", "idle-rank", "launcher")
@@ -54,7 +59,9 @@ HELPERS = {
     "watchdog": (1, "watchdog", ("head", "join", "driver", "teardown")),
     "ray-ahead": (1, "ray_cli", ("start",)),
 }
-VICTIMS = RANK_VICTIMS + tuple(HELPERS)
+# node victim -> (the rank whose node it is, the phases it lives in)
+NODE_PARTS = {"raylet": (1, ("driver", "teardown"))}
+VICTIMS = RANK_VICTIMS + tuple(HELPERS) + tuple(NODE_PARTS)
 # From a helper's kill until its rank's log names it (the rank noticed).
 NOTICE_BOUND = 10.0
 # From the kill (or SIGTERM) to the launcher's exit. Measured: under 2 s;
@@ -88,10 +95,27 @@ class Case:
     def helper(self) -> bool:
         return self.victim in HELPERS
 
+    @property
+    def survivable(self) -> bool:
+        """The job must go on, and exit 0, after this victim's death."""
+        return self.helper or self.victim in NODE_PARTS
+
+    @property
+    def noticed_by(self) -> Optional[int]:
+        """The rank whose log must say within NOTICE_BOUND that the victim
+        died (None: nothing to notice, e.g. a node stopping anyway)."""
+        if self.helper:
+            return HELPERS[self.victim][0]
+        if self.victim in NODE_PARTS and self.phase != "teardown":
+            return NODE_PARTS[self.victim][0]
+        return None
+
 
 def phases_of(victim: str) -> Tuple[str, ...]:
     if victim in HELPERS:
         return HELPERS[victim][2]
+    if victim in NODE_PARTS:
+        return NODE_PARTS[victim][1]
     return tuple(p for p in PHASES if p != "start" and not (victim == "idle-rank" and
                                                               p == "join"))
 
@@ -118,13 +142,14 @@ class Outcome:
     def ok(self) -> bool:
         bounded = (self.launcher_seconds <= LAUNCHER_EXIT_BOUND and not self.left_at_bound
                    and not self.silent_logs)
-        if not self.case.helper or not self.hit:
+        if not self.case.survivable or not self.hit:
             return bounded
-        return (bounded and self.returncode == 0 and self.noticed_seconds is not None
-                and self.noticed_seconds <= NOTICE_BOUND)
+        noticed = self.case.noticed_by is None or (
+            self.noticed_seconds is not None and self.noticed_seconds <= NOTICE_BOUND)
+        return bounded and self.returncode == 0 and noticed
 
     def explain(self) -> str:
-        noticed = ("" if not self.case.helper else
+        noticed = ("" if self.case.noticed_by is None else
                    f", noticed after {self.noticed_seconds}s (bound {NOTICE_BOUND:g})")
         return (f"{self.case.name}: struck {self.struck}; exit status {self.returncode}; "
                 f"launcher exit {self.launcher_seconds:.1f}s "
@@ -169,8 +194,9 @@ def run(jobs: Jobs, case: Case, workdir: str) -> Outcome:
     try:
         _reach_phase(case, running, log_dir, ready, until)
         hit, killed, struck = _strike(case, running, mpi)
-        if case.helper:  # the job goes on: once its rank noticed, let it end
-            noticed = _noticed(case, log_dir, struck, killed, running) if hit else None
+        if case.survivable:  # the job goes on: once its rank noticed, let it end
+            noticed = (_noticed(case, log_dir, struck, killed, running)
+                       if hit and case.noticed_by is not None else None)
             open(until, "w").close()
             killed = time.monotonic()
         result = running.wait(LAUNCHER_EXIT_BOUND + 60)
@@ -227,17 +253,22 @@ def _find_victim(case: Case, running: Running, mpi: Mpi) -> Optional[psutil.Proc
 
         def find() -> Optional[psutil.Process]:
             return helper_process(running, module, rank, mpi)
+    elif case.victim in NODE_PARTS:
+        rank = NODE_PARTS[case.victim][0]
+
+        def find() -> Optional[psutil.Process]:
+            return node_process(running, case.victim, rank)
     else:
         rank = 0 if case.victim == "rank0" else 1
 
         def find() -> Optional[psutil.Process]:
             return rank_processes(running, mpi).get(rank)
-    deadline = time.monotonic() + (20 if case.helper else 5)
+    deadline = time.monotonic() + (20 if case.survivable else 5)
     target = find()
     while target is None and time.monotonic() < deadline and running.proc.poll() is None:
         time.sleep(0.02)
         target = find()
-    if target is None and not case.helper:
+    if target is None and not case.survivable:
         raise AssertionError(f"no rank {rank} among the job's processes: "
                              f"{describe(running.processes())}")
     return target
@@ -254,10 +285,12 @@ def _describe_struck(proc: psutil.Process) -> str:
 
 def _noticed(case: Case, log_dir: str, struck: str, killed: float,
              running: Running) -> Optional[float]:
-    """Seconds from the kill until the helper's rank logged its PID with
-    what happened to it (None: not within NOTICE_BOUND)."""
-    rank, pid = HELPERS[case.victim][0], struck.split()[0]
-    named = [_log_has(log_dir, rank, f"(pid {pid}{end}") for end in (")", ",")]
+    """Seconds from the kill until the rank logged it: a helper's PID with
+    what happened to it, a node's end (None: not within NOTICE_BOUND)."""
+    rank, pid = case.noticed_by, struck.split()[0]
+    assert rank is not None
+    named = ([_log_has(log_dir, rank, f"(pid {pid}{end}") for end in (")", ",")]
+             if case.helper else [_log_has(log_dir, rank, "the Ray node of this rank ended")])
     deadline = killed + NOTICE_BOUND
     while time.monotonic() < deadline and running.proc.poll() is None:
         if any(check() for check in named):

@@ -40,6 +40,7 @@ class Script:
 
     failed_starts: int = 0  # the first N starts end with Ray's error
     hangs: bool = False  # never says it started (until told to give up)
+    hang_attempts: Tuple[int, ...] = ()  # only these starts hang (1: the first)
     mute_after_loss: bool = False  # once its node is lost, the rank sends nothing
     start_seconds: float = 0.0  # how long each start takes
 
@@ -80,7 +81,7 @@ class FakeNode:
                             "(fake) timed out during startup")
         until = min(deadline, time.monotonic() + WAIT)
         time.sleep(script.start_seconds)
-        while script.hangs:
+        while script.hangs or self.attempt in script.hang_attempts:
             if interrupted():
                 raise NodeError("start abandoned: the job is stopping")
             if time.monotonic() >= until:
@@ -152,6 +153,10 @@ class FakeTable(FakeHelper):
         super().__init__(world, 0, "the fake node table")
 
     look_took = None
+
+    @property
+    def looked_at(self) -> float:
+        return time.monotonic()  # it looks at the world when asked
 
     def watch(self, address: str, interval: float) -> None:
         pass
@@ -433,6 +438,21 @@ class World:
         agreed = self.agreed[rank]
         with open(logs.file_path(agreed.run_dir, rank, self.size)) as handle:
             return handle.read()
+
+
+def tick_until(on_tick: Callable[[], None], done: Callable[[], bool], after: float = 0.0) -> int:
+    """A payload's loop: on_tick (the watch) until `done()`, then `after`
+    seconds more; 0, the payload's status."""
+    until = time.monotonic() + WAIT
+    while not done() and time.monotonic() < until:
+        on_tick()
+        time.sleep(0.005)
+    assert done(), "the payload waited in vain"
+    stop_at = time.monotonic() + after
+    while time.monotonic() < stop_at:
+        on_tick()
+        time.sleep(0.005)
+    return 0
 
 
 def options(tmp_path: Any, **given: Any) -> Options:

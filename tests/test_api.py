@@ -10,9 +10,8 @@ import time
 
 import pytest
 
-from jobs import (MPIRUN, PYTHON, ROOT, assert_nothing_left, rank_processes, ray_process,
-                  run_record, wait_for_rank0_log)
-from start_ray import compat
+from jobs import (MPIRUN, PYTHON, ROOT, assert_nothing_left, driver_on_the_head,
+                  rank_processes, ray_process, run_record, wait_for_rank0_log)
 
 PROGRAM = os.path.join(ROOT, "tests", "drivers", "api_program.py")
 EXAMPLE = os.path.join(ROOT, "drivers", "api_example.py")
@@ -96,11 +95,6 @@ def test_the_walltime_signal_in_the_body_is_seen_and_the_cluster_stays(jobs, tmp
     assert seen[0]["error"] is None and seen[1]["error"] is None
     assert run_record(result)["status"] == 0
     assert_nothing_left(result)
-
-
-driver_on_the_head = pytest.mark.skipif(
-    not compat.driver_prefers_head(),
-    reason=f"Ray {compat.ray_version()} may attach the driver to the lost node")
 
 
 @driver_on_the_head

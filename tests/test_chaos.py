@@ -1,8 +1,8 @@
 """Chaos under both MPIs (a representative subset; benchmarks/chaos.py runs
 the randomized full matrix): every phase and every victim at least once, and
 every case must end within the bound, leave nothing 5 s after the launcher
-exits, and leave logs that say what happened; a killed helper must be
-noticed within seconds and cost the job nothing (exit 0)."""
+exits, and leave logs that say what happened; a killed helper or raylet must
+be noticed within seconds and cost the job nothing (exit 0)."""
 
 import pytest
 
@@ -25,6 +25,8 @@ SUBSET = [
     chaos.Case("mpich", "table-helper", "driver"),
     chaos.Case("openmpi", "watchdog", "driver"),
     chaos.Case("mpich", "ray-ahead", "start"),
+    chaos.Case("openmpi", "raylet", "driver"),
+    chaos.Case("mpich", "raylet", "teardown"),
 ]
 
 
@@ -35,7 +37,7 @@ def test_chaos_case_ends_bounded_and_clean(jobs, tmp_path, case):
         skip_or_fail(case.mpi, missing)
     outcome = chaos.run(jobs, case, str(tmp_path))
     assert outcome.ok, outcome.explain()
-    if case.victim in ("rank0", "node-rank", "idle-rank") or case.helper:
+    if case.victim in ("rank0", "node-rank", "idle-rank") or case.noticed_by is not None:
         assert outcome.hit, f"the victim was gone before the strike: {outcome.explain()}"
     if case.victim in ("rank0", "node-rank", "idle-rank"):
         assert "(parent: prterun)" in outcome.struck or \

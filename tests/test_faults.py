@@ -10,17 +10,9 @@ import time
 import psutil
 import pytest
 
-from jobs import (DRIVER, MPIRUN, PYTHON, SIGNALS_DRIVER, assert_nothing_left, events_of,
-                  finish_held, helper_process, rank_processes, ray_process,
-                  wait_for_rank0_log)
-from start_ray import compat
-
-# These jobs lose a worker node while the driver (on the head's host, among
-# the other ranks' nodes) goes on: before Ray 2.54 the driver may have attached
-# to that very node (rank 0 then warns; tests/test_compat.py pins the difference).
-driver_on_the_head = pytest.mark.skipif(
-    not compat.driver_prefers_head(),
-    reason=f"Ray {compat.ray_version()} may attach the driver to the lost node")
+from jobs import (DRIVER, MPIRUN, PYTHON, SIGNALS_DRIVER, assert_nothing_left,
+                  driver_on_the_head, events_of, finish_held, helper_process, rank_processes,
+                  ray_process, wait_for_rank0_log)
 
 
 def start_signals_job(jobs, tmp_path, np, *args, driver_args=()):
@@ -164,6 +156,8 @@ def test_lost_worker_node_with_fail_fast_stops_the_job(jobs):
     assert result.returncode == 1, result.output
     assert re.fullmatch(r"stopping the job \(--fail-fast\): rank 1 \(\S+\) lost its Ray node",
                         result.run_record()["cause"])
+    assert "starting it anew" not in result.rank_logs()["rank-1.log"], "no rejoin"
+    assert not events_of(result, "rejoined")
     assert_nothing_left(result)
 
 

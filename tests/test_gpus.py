@@ -76,5 +76,5 @@ def test_without_vendor_variables_the_count_is_left_to_ray(jobs, standin):
     """No variables: Ray asks the vendor's library (here the stand-in, 3 GPUs)."""
     result, info = gpu_job(jobs, "UNRELATED", ["x", "y"], standin=standin,
                            extra={"START_RAY_TEST_GPUS": "3"})
-    assert "GPUs left to Ray (no scheduler or GPU vendor variables)" in result.stdout
+    assert "GPUs left to Ray (no scheduler or GPU vendor variables)" in result.rank0_log
     assert info["gpus"] == 3

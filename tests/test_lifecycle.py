@@ -51,6 +51,20 @@ def test_cluster_of_n_nodes_runs_the_driver_and_leaves_nothing(jobs, np):
     assert os.listdir(result.temp_root) == [], "the Ray temp dirs are removed"
 
 
+def test_dry_run_prints_the_plan_and_warnings_and_starts_nothing(jobs):
+    result = jobs.run(2, ["--dry-run", "--node-per-rank", "--num-cpus", "1",
+                          "--min-nodes", "3", DRIVER])
+    assert result.returncode == 0, result.output
+    out = result.stdout
+    assert "placement: 2 Ray node(s), one per rank (--node-per-rank)" in out
+    assert "--num-cpus" in out and "rank 1" in out, "each node and where its numbers came from"
+    assert "--min-nodes 3: this job has 2 Ray node(s)" in out
+    assert "dry run: nothing was started" in out
+    assert "Ray head is up" not in out and "READY" not in out
+    assert not os.path.exists(os.path.join(result.run_dir, "driver.log"))
+    assert_nothing_left(result)
+
+
 def test_driver_exit_status_is_the_jobs(jobs):
     result = jobs.run(2, ["--num-cpus", "1", DRIVER, "--exit-code", "3"])
     assert result.returncode == 3, result.output

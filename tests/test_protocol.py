@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from fake_world import WAIT, FakeOwner, Script, World, options
-from start_ray import api, events, head_teardown, lifecycle
+from fake_world import WAIT, FakeOwner, FakeTable, Script, World, options, tick_until
+from start_ray import api, events, head_teardown, lifecycle, watch
 from start_ray.errors import ClusterError, UsageError
 from start_ray.lifecycle import NEXT, Phase
 
@@ -26,20 +26,6 @@ def done_at_once(running):
 
 def never_runs(running):
     raise AssertionError("the payload ran although the cluster never came up")
-
-
-def tick_until(on_tick, done, after=0.0):
-    """The payload's loop: on_tick until `done()`, then `after` seconds more."""
-    until = time.monotonic() + WAIT
-    while not done() and time.monotonic() < until:
-        on_tick()
-        time.sleep(0.005)
-    assert done(), "the payload waited in vain"
-    stop_at = time.monotonic() + after
-    while time.monotonic() < stop_at:
-        on_tick()
-        time.sleep(0.005)
-    return 0
 
 
 def after(world, rank, what, action):
@@ -102,13 +88,169 @@ def test_a_lost_node_during_the_run_is_logged_once_and_the_job_goes_on(tmp_path)
         world.latest_nodes()[2].end()
         return tick_until(running.tick, lambda: world.said(2, "send Lost to 0"), after=0.05)
 
-    statuses = world.run(options(tmp_path), payload)
+    statuses = world.run(options(tmp_path, rejoins=0), payload)
     assert statuses == {0: 0, 1: 0, 2: 0}
     # the GCS and the rank both said so: one loss, one event, one log line
     assert [event.rank for event in world.ledger_events(events.NodeLost)] == [2]
     assert world.jobs[0].role.ledger.lost == {2}
     assert world.log_text(0).count("lost its Ray node") == 1
     assert "the job goes on with the remaining 2 node(s)" in world.log_text(0)
+    assert not world.said(2, "start attempt 2"), "--rejoins 0 brings nothing back"
+    assert not world.ledger_events(events.GivenUp), "nothing was given up: no rejoin was asked"
+
+
+def rejoined(world, times=1):
+    """Whether rank 0 has counted rank 2's node back in `times` times."""
+    return world.log_text(0).count("rank 2 (vm) rejoined the cluster") >= times
+
+
+def test_a_node_that_dies_is_started_anew_and_rejoins(tmp_path):
+    world = World(3)
+
+    def payload(running):
+        world.latest_nodes()[2].end()
+        return tick_until(running.tick, lambda: rejoined(world))
+
+    statuses = world.run(options(tmp_path), payload)
+    assert statuses == {0: 0, 1: 0, 2: 0}
+    ledger = world.jobs[0].role.ledger
+    assert ledger.lost == set() and ledger.members == {0, 1, 2}
+    assert [(e.rank, e.rejoin) for e in world.ledger_events(events.NodeRejoined)] == [(2, 1)]
+    # what was left of the dead node went before the new `ray start`
+    assert world.index(2, "node ended") < world.index(2, "stopped own") \
+        < world.index(2, "start attempt 2")
+    head, worker = world.log_text(0), world.log_text(2)
+    assert "rejoin 1 of at most 3); 3 of 3 node(s) alive" in head
+    assert "starting it anew (rejoin 1 of at most 3)" in worker
+    assert "rejoined the cluster at 127.0.0.1:" in worker
+    assert all(not node.alive() for node in world.launchers[2].nodes)
+
+
+def test_a_look_at_the_gcs_older_than_a_rejoin_does_not_lose_the_node_again(tmp_path,
+                                                                           monkeypatch):
+    # The node-table helper's answer can predate the rejoin it is read after.
+    monkeypatch.setattr(watch, "NODE_WATCH_INTERVAL", 0.01)
+    world, frozen = World(2), {}
+    real_view = FakeTable.alive_ranks
+    monkeypatch.setattr(FakeTable, "alive_ranks",
+                        lambda table: frozen["view"] if frozen else real_view(table))
+    monkeypatch.setattr(FakeTable, "looked_at",
+                        property(lambda table: frozen.get("at", time.monotonic())))
+
+    def payload(running):
+        world.latest_nodes()[1].end()
+        frozen.update(view=real_view(world.launchers[0].table), at=time.monotonic())
+        assert 1 not in frozen["view"]
+        return tick_until(running.tick, lambda: "rejoined the cluster" in world.log_text(0),
+                          after=0.2)
+
+    assert world.run(options(tmp_path), payload) == {0: 0, 1: 0}
+    assert [e.rank for e in world.ledger_events(events.NodeLost)] == [1], "lost twice"
+    assert world.jobs[0].role.ledger.members == {0, 1}
+
+
+def test_a_node_that_dies_before_the_cluster_is_up_rejoins_before_the_driver(tmp_path):
+    world = World(3, {2: Script(start_seconds=0.5)})
+    after(world, 1, "node up", lambda: world.launchers[1].nodes[0].end())
+    seen = []
+
+    def payload(running):
+        seen.append(sorted(node.rank for node in running.info.nodes))
+        return 0
+
+    statuses = world.run(options(tmp_path), payload)
+    assert statuses == {0: 0, 1: 0, 2: 0}
+    assert seen == [[0, 1, 2]]
+    ledger = world.jobs[0].role.ledger
+    assert ledger.lost == set() and ledger.members == {0, 1, 2}
+    assert [(e.rank, e.rejoin) for e in world.ledger_events(events.NodeRejoined)] == [(1, 1)]
+    head = world.log_text(0)
+    assert "rank 1 (vm) rejoined the cluster (rejoin 1 of at most 3)\n" in head
+    assert "the job goes on" not in head, "nothing went on yet"
+
+
+def test_a_node_lost_after_stop_does_not_keep_its_rank_waiting_at_the_end(tmp_path):
+    # Rank 0 reads rank 1's Lost only after its Stop said "leave together":
+    # rank 1 waits for rank 0 at the end, so rank 0 must come.
+    world = World(2)
+
+    def payload(running):
+        world.latest_nodes()[1].end()
+        world.wait_for(1, "send Lost to 0")
+        return 0  # no tick: the news waits for the teardown
+
+    began = time.monotonic()
+    assert world.run(options(tmp_path), payload) == {0: 0, 1: 0}
+    assert world.jobs[0].role.teardown.together
+    assert world.parting == {0, 1}, "both came to the end together"
+    assert time.monotonic() - began < 3.0, "rank 1 waited for rank 0 in vain"
+
+
+def test_a_node_that_keeps_dying_is_given_up_after_its_rejoins(tmp_path):
+    world = World(3)
+
+    def payload(running):
+        world.latest_nodes()[2].end()
+        tick_until(running.tick, lambda: rejoined(world))
+        world.latest_nodes()[2].end()
+        return tick_until(running.tick, lambda: "gives its Ray node up" in world.log_text(0))
+
+    statuses = world.run(options(tmp_path, rejoins=1), payload)
+    assert statuses == {0: 0, 1: 0, 2: 0}, "the job goes on without it"
+    assert [(e.rank, e.rejoins) for e in world.ledger_events(events.GivenUp)] == [(2, 1)]
+    assert [e.rank for e in world.ledger_events(events.NodeLost)] == [2, 2]
+    assert "rank 2 (vm) gives its Ray node up after 1 rejoin(s) (--rejoins 1)" \
+        in world.log_text(0)
+    assert "given up (--rejoins)" in world.log_text(2)
+    assert len(world.launchers[2].nodes) == 2, "no third start"
+
+
+def test_the_end_of_the_job_during_a_rejoin_stops_the_rejoining_node(tmp_path):
+    world = World(3, {2: Script(hang_attempts=(2,))})
+
+    def payload(running):
+        world.latest_nodes()[2].end()
+        return tick_until(running.tick, lambda: world.said(2, "start attempt 2"))
+
+    began = time.monotonic()
+    statuses = world.run(options(tmp_path), payload)
+    assert statuses == {0: 0, 1: 0, 2: 0}
+    assert time.monotonic() - began < 2.0, "the rejoin held the teardown up"
+    assert all(not node.alive() for node in world.launchers[2].nodes)
+    assert world.said(2, "stopped own") and world.said(2, "finished clean=True")
+    assert "no teardown report" not in world.log_text(0)
+
+
+def test_min_nodes_starts_the_driver_without_a_late_node_and_counts_it_in(tmp_path):
+    # rank 2's first start fails at once; its retry comes after the deadline
+    world = World(3, {2: Script(failed_starts=1)})
+    seen = []
+
+    def payload(running):
+        seen.append(len(running.info.nodes))
+        return tick_until(running.tick, lambda: "joined late" in world.log_text(0))
+
+    statuses = world.run(options(tmp_path, min_nodes=2, join_timeout=0.3), payload)
+    assert statuses == {0: 0, 1: 0, 2: 0}
+    assert seen == [2], "the driver started with the 2 nodes up at the deadline"
+    assert [e.rank for e in world.ledger_events(events.NotJoinedYet)] == [2]
+    assert [e.rank for e in world.ledger_events(events.JoinedLate)] == [2]
+    assert world.jobs[0].role.ledger.members == {0, 1, 2}
+    head = world.log_text(0)
+    assert "2 of 3 Ray node(s) joined by the deadline: the driver starts with them " \
+        "(--min-nodes 2); still joining, counted in when they do: rank 2 (vm)" in head
+    assert "rank 2 (vm) joined late and is counted in; 3 of 3 node(s) alive" in head
+
+
+def test_min_nodes_out_of_reach_at_the_deadline_fails_naming_the_missing(tmp_path):
+    world = World(3, {1: Script(hangs=True), 2: Script(hangs=True)})
+    statuses = world.run(options(tmp_path, min_nodes=0.5, join_timeout=0.3), never_runs)
+    assert statuses == {0: 1, 1: 0, 2: 0}
+    cause = world.jobs[0].cause
+    assert cause.startswith("timed out after 0.3s: 2 of 3 Ray node(s) did not join; 2 are "
+                            "needed (--min-nodes): rank 1 (vm), rank 2 (vm)"), cause
+    assert sorted(e.rank for e in world.ledger_events(events.NeverJoined)) == [1, 2]
+    assert all(not node.alive() for rank in (1, 2) for node in world.launchers[rank].nodes)
 
 
 def test_fail_fast_stops_the_job_when_a_node_is_lost(tmp_path):

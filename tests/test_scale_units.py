@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from fake_world import Script, World, options
+from fake_world import Script, World, options, tick_until
 from start_ray import bring_up, join_slots, logs, placement, resources
 from start_ray.agreement import Agreement
 from test_placement_units import probe
@@ -37,6 +37,19 @@ def test_join_slots_grant_the_next_rank_when_a_join_ends():
     assert slots.finished(3) == [5]
     assert slots.finished(4) == [] and slots.finished(5) == []
     assert slots.peak == 2 and not slots.in_flight and not slots.waiting
+
+
+def test_a_rejoin_asks_for_a_slot_only_while_the_joins_are_bounded():
+    slots = join_slots.JoinSlots([1, 2, 3], 1)
+    assert slots.finished(1) == [2] and slots.finished(2) == [3]
+    assert slots.request(1) == [], "rank 3 still joins: rank 1 waits"
+    assert slots.finished(3) == [1]
+    assert join_slots.needs_go(1, [1, 2, 3], 1, rejoin=True)
+    assert not join_slots.needs_go(1, [1, 2, 3], 1, rejoin=False)
+    assert join_slots.needs_go(2, [1, 2, 3], 1, rejoin=False)
+    everyone = join_slots.JoinSlots([1, 2, 3], 3)
+    assert everyone.request(2) == [] and not everyone.waiting, "nobody waits for a Go"
+    assert not join_slots.needs_go(2, [1, 2, 3], 3, rejoin=True)
 
 
 def test_hostlist_groups_numbered_hosts_like_slurm():
@@ -128,6 +141,20 @@ def test_join_slots_bound_the_joins_in_flight(tmp_path):
     for rank in (3, 4, 5):
         assert "waiting for a join slot (2 node(s) join at a time)" in world.log_text(rank)
         assert "got a join slot after" in world.log_text(rank)
+
+
+def test_a_rejoin_waits_for_its_slot_when_the_joins_are_bounded(tmp_path):
+    world = World(4)
+
+    def payload(running):
+        world.latest_nodes()[3].end()
+        return tick_until(running.tick, lambda: "rejoined the cluster" in world.log_text(0))
+
+    statuses = world.run(options(tmp_path, join_slots=1), payload)
+    assert statuses == {rank: 0 for rank in range(4)}
+    rejoin = world.log_text(3).split("starting it anew")[1]
+    assert "waiting for a join slot (1 node(s) join at a time)" in rejoin
+    assert "got a join slot after" in rejoin and "rejoined the cluster at" in rejoin
 
 
 def test_a_worker_waiting_for_a_slot_leaves_when_the_job_ends(tmp_path):

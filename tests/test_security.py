@@ -120,8 +120,15 @@ def test_outsiders_are_refused_and_the_token_is_nowhere_to_be_seen(jobs):
                 assert token.encode() not in handle.read(), path
         except OSError:
             pass
-    # Not in any file the job wrote: logs, Ray's temp dirs, ~/.ray.
+    # Not in any file the job wrote (logs, Ray's temp dirs, ~/.ray), but the
+    # run folder's token file for `attach`: its owner's alone, while it runs.
+    token_files = [path for path in files_under(running.log_root) if
+                   os.path.basename(path) == "token"]
+    assert len(token_files) == 1, token_files
+    assert stat.S_IMODE(os.stat(token_files[0]).st_mode) == 0o600
     for path in files_under(running.log_root, running.temp_root, os.path.expanduser("~/.ray")):
+        if path in token_files:
+            continue
         try:
             with open(path, "rb") as handle:
                 assert token.encode() not in handle.read(), path
@@ -135,6 +142,10 @@ def test_outsiders_are_refused_and_the_token_is_nowhere_to_be_seen(jobs):
 
     result = finish_held(running, release)  # the job went on after the refusals
     assert token not in result.output
+    assert not os.path.exists(token_files[0]), "the token file goes with the cluster"
+    for path in files_under(running.log_root):
+        with open(path, "rb") as handle:
+            assert token.encode() not in handle.read(), path
 
 
 @needs_token_auth

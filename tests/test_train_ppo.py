@@ -141,3 +141,21 @@ def test_the_progress_line_says_where_training_stands_and_when_it_ends():
     assert train_ppo.progress_line(1, 4000, None, args, 6.0, None) == (
         "iteration 1/200, 4000 env steps, mean return n/a (target 475), elapsed 0:06")
 
+
+
+def test_a_restarted_trial_repeats_no_iteration_in_the_chains_progress(tmp_path, capsys):
+    """Tune restarts a failed trial from its last checkpoint (--max-failures,
+    e.g. after the node of the algorithm's actor was lost): the iterations
+    it does again replace the old rows of the chain's progress.csv."""
+    import rl_chain
+    chain = str(tmp_path)
+    args = train_ppo.parse_args(["--stop-iters", "9"])
+    link = rl_chain.start_link(chain, "7", None, 0)
+    progress = train_ppo.progress_callback(args, chain, link, 1)
+    progress.setup()
+    for it in (1, 2, 3, 4, 3, 4, 5):  # failed after 4; its checkpoint was at 2
+        progress.on_trial_result(0, [], None, {"training_iteration": it,
+                                               train_ppo.STEP_KEYS[0]: it * 100})
+    with open(os.path.join(chain, "progress.csv"), newline="") as handle:
+        assert [int(row["training_iteration"]) for row in csv.DictReader(handle)] == \
+            [1, 2, 3, 4, 5]

@@ -4,11 +4,12 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from start_ray import cli, driver, launcher, tempdirs
-from start_ray.errors import UsageError
+from start_ray.errors import NodeError, UsageError
 from start_ray.options import Options, make_options
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -202,3 +203,24 @@ def test_pbs_options_come_back_from_qstat():
                                     "-e", "/home/me/logs/err.txt"]
     assert pbs.script() == "/home/me/project/jobs/pbs_chain.sh"
     assert pbs.time_limit() == 3600 and seconds("1-00:00:10") == 86410 and seconds("30") == 1800
+
+
+@pytest.mark.parametrize("printed,said", [
+    ("ERR scripts.py:1307 -- Some Ray subprocesses exited unexpectedly:\n"
+     "ERR scripts.py:87 -- raylet [exit code=-9]\n"
+     "ERR scripts.py:128 -- ----- END raylet.out tail (exit code(s)=-9 (signal 9)) -----\n"
+     "ERR scripts.py:1315 -- Remaining processes will be killed.\n",
+     "raylet was killed by SIGKILL"),
+    ("ValueError: bad resources: {}\nsome noise\n", "ValueError: bad resources: {}"),
+    ("one\ntwo\n", "one / two"),
+], ids=["a-process-died", "an-exception", "the-last-lines"])
+def test_a_ray_node_that_ended_says_why_in_one_line(tmp_path, printed, said):
+    from start_ray.raynode import RayNode
+    script = tmp_path / "ray"
+    script.write_text(f"#!/bin/sh\ncat <<'END'\n{printed}END\nexit 1\n")
+    script.chmod(0o755)
+    node = RayNode([], dict(os.environ), str(tmp_path), ray_command=[str(script)])
+    with pytest.raises(NodeError, match="exited with status 1") as err:
+        node.wait_started(time.monotonic() + 10, 0.01)
+    assert str(err.value).endswith(said), err.value
+    assert node.last_words() == said
