@@ -4,7 +4,7 @@
 #   make test   create .venv (Open MPI) and .venv-mpich (MPICH), install, run the
 #               tests (real MPI, real Ray)
 #   make test-fast  the in-process unit and protocol tests only (under a minute)
-#   make compat the lifecycle, security and fault tests on older Rays (a table)
+#   make compat the every_ray tests on the older Rays (a table)
 PYTHON   ?= python3
 VENV     ?= .venv
 # A second venv whose mpi4py runs on MPICH (PyPI `mpich`: Hydra's mpiexec), so
@@ -18,16 +18,15 @@ EXTRAS   ?= mpi,rl,dashboard,test,torch
 TORCH    ?= torch==2.13.0
 # Older Rays that the project supports (README: Compatibility): `make compat`
 # builds a venv per version (Ray installed first, then the project, which
-# keeps it) and runs the lifecycle, security and fault tests on each.
+# keeps it) and runs the every_ray tests on each.
 OLD_RAYS ?= 2.40.0 2.52.1
 # `make test` needs one of them too: a job whose ranks run different Rays.
 OTHER_RAY ?= 2.52.1
-COMPAT_TESTS ?= tests/test_compat.py tests/test_lifecycle.py tests/test_security.py \
-	tests/test_faults.py
-# less the slowest of those that test nothing that differs between Rays
-# (start_ray's own logic: per-job tokens, temp dirs, the walltime signal)
-COMPAT_SELECT ?= not np4 and not join_timeout_names and not two_jobs_have_different_tokens \
-	and not long_tmpdir and not custom_walltime_signal
+# The tests that touch what differs between Rays (marked every_ray: the
+# compat tests, a cluster's start and stop, tokens, lost nodes and ranks).
+COMPAT_TESTS ?= tests
+COMPAT_MARK ?= every_ray
+COMPAT_SELECT ?=
 BIN      := $(VENV)/bin
 # Open MPI refuses to run as root without these (the tests run mpirun too).
 export OMPI_ALLOW_RUN_AS_ROOT := 1
@@ -87,12 +86,13 @@ bench: venv
 chaos: venv venv-mpich
 	START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV)) $(BIN)/python benchmarks/chaos.py
 
-# The Ray matrix: the compat, lifecycle, security and fault tests on each
-# older Ray (the newest runs everything in `make test`), then a table
+# The Ray matrix: the every_ray tests on each older Ray (the newest runs
+# everything in `make test`), then a table
 # (benchmarks/compat_table.py; exit 1 if a test failed).
 compat: $(foreach v,$(OLD_RAYS),.venv-ray-$(v)/.installed) venv venv-mpich
 	START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV)) $(BIN)/python benchmarks/compat_table.py \
-		--tests '$(COMPAT_TESTS)' -k '$(COMPAT_SELECT)' $(foreach v,$(OLD_RAYS),.venv-ray-$(v))
+		--tests '$(COMPAT_TESTS)' -m '$(COMPAT_MARK)' -k '$(COMPAT_SELECT)' \
+		$(foreach v,$(OLD_RAYS),.venv-ray-$(v))
 
 clean:
 	rm -rf $(VENV) $(MPICH_VENV) .venv-ray-* *.egg-info

@@ -1,7 +1,7 @@
 """The Ray matrix: run a set of tests in several venvs (one Ray each) and
 print a table; exit 1 if any test failed there.
 
-    python benchmarks/compat_table.py --tests 'tests/test_compat.py tests/test_faults.py' \\
+    python benchmarks/compat_table.py --tests tests -m every_ray \\
         .venv-ray-2.40.0 .venv-ray-2.52.1 .venv
 
 `make compat` runs it on every Ray in OLD_RAYS and on .venv (the newest).
@@ -66,12 +66,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("venvs", nargs="+", help="venvs to run the tests in")
     parser.add_argument("--tests", required=True, help="test files, space-separated")
+    parser.add_argument("-m", dest="marker", default="",
+                        help="pytest's -m: the marked tests only")
     parser.add_argument("-k", dest="select", default="",
                         help="pytest's -k: which of the tests to run")
     parser.add_argument("--timeout", type=float, default=1500,
                         help="seconds for one venv's tests (default: %(default)s)")
     args = parser.parse_args()
-    tests = shlex.split(args.tests) + (["-k", args.select] if args.select else [])
+    tests = shlex.split(args.tests) + (["-m", args.marker] if args.marker else []) + (
+        ["-k", args.select] if args.select else [])
     rows = []
     for venv in args.venvs:
         python = os.path.join(venv, "bin", "python")

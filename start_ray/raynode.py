@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -25,6 +24,7 @@ import psutil
 
 from . import compat, launcher, logs, proctree
 from .errors import NodeError
+from .ports import free_port
 from .proctree import Spawn
 
 READY_MARKER = "Ray runtime started"
@@ -57,14 +57,6 @@ def ray_beside_python() -> Optional[str]:
     return beside if os.access(beside, os.X_OK) else None
 
 
-def free_port() -> int:
-    """A port the OS says is free now (for the Ray client server, which
-    cannot be given port 0)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("", 0))
-        return sock.getsockname()[1]
-
-
 def common_args(temp_dir: str, rank: int, extra: List[str]) -> List[str]:
     """Arguments every node gets: its own temp dir, no fixed port anywhere
     (GCS, workers, agents), and a label naming the rank that started it."""
@@ -83,7 +75,7 @@ def head_args(dashboard: bool = False) -> List[str]:
     """The head: GCS on a port the OS picks; the dashboard off, or on the
     loopback interface only. Ray's client server (installed with ray[client])
     defaults to the fixed port 10001 and cannot be given port 0, so it gets a
-    port that is free now."""
+    port that is free now and that no port-0 bind can take (free_port)."""
     args = ["--head", "--port", "0"]
     if dashboard:
         args += ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1",

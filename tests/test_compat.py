@@ -2,7 +2,7 @@
 
 The fast tests pin each difference between supported Rays (start_ray/compat.py)
 and check it against the Ray this suite runs on; `make compat` runs this file
-with the lifecycle, security and fault tests on Ray 2.40 and 2.52 as well.
+and the other tests marked every_ray on Ray 2.40 and 2.52 as well.
 The job tests run real MPI jobs: ranks on different Rays, MPICH's launcher
 variables, and an MPI that does not speak MPICH's PMI.
 """
@@ -20,6 +20,7 @@ from start_ray import compat, launcher, software
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "drivers"))
 import rl_versions  # noqa: E402
 
+pytestmark = pytest.mark.every_ray  # all of it: `make compat`
 INSTALLED = compat.ray_version()
 
 

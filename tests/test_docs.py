@@ -12,7 +12,8 @@ Every fenced code block says what it is, by its info string:
     python cluster   a program for a cluster job: compiled, not run
     text, json       output or data
 
-So are the laptop examples of `python -m start_ray --help`. docs/options.md
+So are the laptop examples of `python -m start_ray --help`. A command printed
+in several places (the README, a page of docs/, --help) runs once. docs/options.md
 must be what `make docs` makes of the option table.
 """
 
@@ -116,34 +117,66 @@ def env_for_docs(tmp_path):
     return env
 
 
-@pytest.mark.parametrize("path,kind,code", RUNNABLE,
-                         ids=[f"{path}-{i}" for i, (path, _, _) in enumerate(RUNNABLE)])
-def test_a_runnable_block_runs_as_printed(jobs, tmp_path, path, kind, code):
-    if kind == "python mpirun":
-        program = tmp_path / "program.py"
-        program.write_text(code)
-        cmd = ["mpirun", "-np", "2", "python", str(program)]
-    else:
-        cmd = ["bash", "-euo", "pipefail", "-c", code]
-    result = jobs.launch(cmd, {**env_for_docs(tmp_path), "START_RAY_NODE_PER_RANK": ""},
-                         cwd=ROOT).wait(RUN_TIMEOUT)
-    assert result.returncode == 0, f"{path}:\n{code}\n{result.output[-6000:]}"
-    assert "Traceback" not in result.output
-    assert_nothing_left(result)
-
-
 def laptop_examples():
     """The commands under --help's 'examples on a laptop'."""
     part = cli.EPILOG.split("examples on a laptop")[1].split("\n\n")[0]
     return [line.strip() for line in part.splitlines()[1:] if line.strip()]
 
 
-@pytest.mark.parametrize("command", laptop_examples())
-def test_the_help_examples_run_as_printed(jobs, tmp_path, command):
-    result = jobs.launch(["bash", "-euo", "pipefail", "-c", command],
-                         {**env_for_docs(tmp_path), "START_RAY_NODE_PER_RANK": ""},
+# A line that shares state with the next (a here-document, a job in the
+# background, a loop, a variable, a folder): its block runs as one script.
+SHARED_STATE = re.compile(r"<<|&\s*$|\\$|^\s*(cd|export|source|until|while|for|if)\b|^\s*\w+=")
+
+
+def commands(kind, code):
+    """A sh block of independent one-line commands: each line, comments
+    dropped (the README and --help print the same command: it runs once);
+    otherwise the block as one script."""
+    lines = [line.split("  #")[0].strip() for line in code.splitlines()]
+    lines = [line for line in lines if line and not line.startswith("#")]
+    if kind == "sh" and not any(SHARED_STATE.search(line) for line in lines):
+        return lines
+    return [code]
+
+
+def examples():
+    """(kind, script) -> where it is printed: every runnable block or line
+    of the docs and --help's laptop examples, each script once."""
+    found = {}
+    for path, kind, code in RUNNABLE:
+        for script in commands(kind, code):
+            found.setdefault((kind, script), []).append(path)
+    for command in laptop_examples():
+        found.setdefault(("sh", command), []).append("--help")
+    return found
+
+
+EXAMPLES = examples()
+
+
+@pytest.mark.fast
+def test_each_example_runs_once_and_every_printed_one_is_among_them():
+    assert len(EXAMPLES) < len(RUNNABLE) + len(laptop_examples()), "the same command is shared"
+    for command in laptop_examples():
+        assert ("sh", command) in EXAMPLES
+    assert commands("sh", "a  # x\nb\n") == ["a", "b"]
+    assert commands("sh", "a &\nb\n") == ["a &\nb\n"]
+
+
+@pytest.mark.parametrize("kind,script", list(EXAMPLES),
+                         ids=[f"{places[0]}-{i}" for i, places in enumerate(EXAMPLES.values())])
+def test_a_printed_example_runs_as_printed(jobs, tmp_path, kind, script):
+    if kind == "python mpirun":
+        program = tmp_path / "program.py"
+        program.write_text(script)
+        cmd = ["mpirun", "-np", "2", "python", str(program)]
+    else:
+        cmd = ["bash", "-euo", "pipefail", "-c", script]
+    result = jobs.launch(cmd, {**env_for_docs(tmp_path), "START_RAY_NODE_PER_RANK": ""},
                          cwd=ROOT).wait(RUN_TIMEOUT)
-    assert result.returncode == 0, f"{command}\n{result.output[-6000:]}"
+    where = ", ".join(EXAMPLES[(kind, script)])
+    assert result.returncode == 0, f"{where}:\n{script}\n{result.output[-6000:]}"
+    assert "Traceback" not in result.output
     assert_nothing_left(result)
 
 

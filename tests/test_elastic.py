@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from jobs import (DRIVER, MPIRUN, MPIS, OPENMPI, PYTHON, ROOT, assert_nothing_left,
+from jobs import (DRIVER, MPICH, MPIRUN, OPENMPI, PYTHON, ROOT, assert_nothing_left,
                   driver_on_the_head, events_of, rank_processes, ray_process,
                   wait_for_rank0_log)
 
@@ -32,11 +32,12 @@ def elastic_args(tmp_path, ranks, *replaced):
 
 
 @driver_on_the_head
-@pytest.mark.parametrize("mpi", ["openmpi", "mpich"])
-def test_a_worker_node_killed_mid_run_rejoins_and_the_driver_uses_it(jobs, tmp_path, mpi):
-    MPIS[mpi].skip_unless_here()
+def test_a_worker_node_killed_mid_run_rejoins_and_the_driver_uses_it(jobs, tmp_path):
+    """Under MPICH (the family most clusters run); under Open MPI the chaos
+    case openmpi-raylet-driver (test_chaos.py) kills a raylet mid-run."""
+    MPICH.skip_unless_here()
     ready, out, driver = elastic_args(tmp_path, 3, 1)
-    running = jobs.start(3, ["--num-cpus", "1", *driver], mpi=MPIS[mpi])
+    running = jobs.start(3, ["--num-cpus", "1", *driver], mpi=MPICH)
     start = json.loads(running.wait_for_file(str(ready), timeout=180))["start"]
     assert sorted(start) == ["0", "1", "2"], start
     ray_process(running, "raylet", 1).kill()

@@ -32,6 +32,7 @@ def read(path):
     return path.read_text().splitlines() if path.exists() else []
 
 
+@pytest.mark.every_ray
 def test_sigterm_to_every_rank_gives_the_driver_its_grace(jobs, tmp_path):
     """scancel: SIGTERM reaches every rank at once. The driver gets it, and
     the worker nodes stay up while it finishes (here: runs a task on every
@@ -94,6 +95,7 @@ def test_sigterm_to_mpirun_ends_the_job_in_seconds_leaving_nothing(jobs, tmp_pat
     assert_nothing_left(result)
 
 
+@pytest.mark.every_ray
 @pytest.mark.parametrize("rank", [1, 0], ids=["worker-rank", "head-rank"])
 def test_rank_killed_with_sigkill_leaves_nothing(jobs, tmp_path, rank):
     running, _ = start_signals_job(jobs, tmp_path, 2)
@@ -125,6 +127,7 @@ def test_rank_killed_leaves_not_even_the_drivers_own_children(jobs, tmp_path):
     assert not child.is_running() or child.status() == psutil.STATUS_ZOMBIE
 
 
+@pytest.mark.every_ray
 @driver_on_the_head
 def test_lost_worker_node_is_logged_and_the_job_goes_on(jobs):
     running, _, release = jobs.hold(2)
@@ -149,6 +152,7 @@ def test_dead_worker_rank_under_enable_recovery_the_job_goes_on(jobs):
     assert [(e["rank"], e["why"]) for e in lost] == [(1, "the GCS reports its node dead")]
 
 
+@pytest.mark.every_ray
 def test_lost_worker_node_with_fail_fast_stops_the_job(jobs):
     running, _, _ = jobs.hold(2, "--fail-fast")
     ray_process(running, "raylet", 1).kill()
@@ -190,6 +194,7 @@ def test_a_helper_killed_twice_ends_the_job_in_seconds_naming_it(jobs, module, r
     assert_nothing_left(result)
 
 
+@pytest.mark.every_ray
 def test_dead_head_gcs_stops_the_driver_at_once(jobs):
     """The head's GCS dies (OOM killer, a signal meant for someone else): the
     cluster is gone, so rank 0 stops the driver and tears down instead of
@@ -206,11 +211,11 @@ def test_dead_head_gcs_stops_the_driver_at_once(jobs):
     assert_nothing_left(result)
 
 
+# A plain exit status: test_lifecycle.py::test_driver_exit_status_is_the_jobs.
 @pytest.mark.parametrize("code,status", [
     ("raise RuntimeError('driver bug')", 1),
     ("import os, signal; os.kill(os.getpid(), signal.SIGKILL)", 128 + 9),
-    ("import sys; sys.exit(7)", 7),
-], ids=["exception", "killed-by-signal", "exit-7"])
+], ids=["exception", "killed-by-signal"])
 def test_driver_crash_status_is_the_jobs(jobs, tmp_path, code, status):
     crash = tmp_path / "crash.py"
     crash.write_text(code + "\n")
@@ -236,6 +241,7 @@ def test_uncaught_exception_on_one_rank_aborts_without_a_hang(jobs, tmp_path):
     assert_nothing_left(result)
 
 
+@pytest.mark.every_ray
 def test_default_ports_taken_by_others_do_not_matter(jobs):
     taken = []
     for port in (6379, 8265, 10001, 52365):

@@ -18,7 +18,7 @@ import time
 import pytest
 
 from conftest import skip_or_fail
-from jobs import MPICH, PYTHON, ROOT, assert_nothing_left, rank_processes
+from jobs import MPICH, PYTHON, ROOT, Jobs, assert_nothing_left, rank_processes
 
 needs_dashboard = pytest.mark.skipif(
     __import__("importlib").util.find_spec("aiohttp") is None,
@@ -90,9 +90,24 @@ def owner_only(path):
     return stat.S_IMODE(os.stat(path).st_mode) == 0o600
 
 
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    """One serving job (2 nodes, the dashboard) for the tests that only use
+    it, in a log folder open to all (0755) as a shared file system is; the
+    last test stops it (and if it did not, the job is killed here)."""
+    shared = tempfile.mkdtemp(prefix="srshared-", dir="/tmp")
+    os.chmod(shared, 0o755)
+    runner = Jobs(str(tmp_path_factory.mktemp("served")))
+    try:
+        yield serve(runner, 2, "--dashboard", log_dir=shared)
+    finally:
+        runner.cleanup()
+        shutil.rmtree(shared, ignore_errors=True)
+
+
 @needs_dashboard
-def test_serve_attach_status_notebook_and_stop(jobs, tmp_path):
-    running, run_dir, card = serve(jobs, 2, "--dashboard")
+def test_programs_ray_tools_and_a_notebook_attach(served, tmp_path):
+    _, run_dir, card = served
     assert card["nodes"] == 2 and card["dashboard_url"].startswith("http://127.0.0.1:")
     assert owner_only(card["token_file"]) and owner_only(os.path.join(run_dir, "cluster.json"))
     # Two programs attached at once, each reaching every node.
@@ -129,62 +144,40 @@ def test_serve_attach_status_notebook_and_stop(jobs, tmp_path):
     printed = "".join("".join(o["text"]) if isinstance(o.get("text"), list)
                       else o.get("text", "") for o in outputs)
     assert "ATTACHED 2 1" in printed, outputs
-    # Stop from "another host": only the run folder is needed.
-    stopped = start_ray("stop", run_dir)
-    assert stopped.returncode == 0, stopped.stderr
-    assert "stopped (exit status 0)" in stopped.stdout
-    result = running.wait(60)
-    assert result.returncode == 0, result.output
-    with open(os.path.join(run_dir, "cluster.json")) as handle:
-        assert json.load(handle)["state"] == "stopped"
-    assert not os.path.exists(card["token_file"]), "the token goes with the cluster"
-    refused = start_ray("attach", run_dir, "--", "ray", "status")
-    assert refused.returncode == 1 and "is not serving" in refused.stderr
-    assert "Traceback" not in refused.stderr
-    assert_nothing_left(result)
 
 
 @needs_dashboard
-def test_another_user_can_neither_attach_nor_reach_the_dashboard(jobs):
+def test_another_user_can_neither_attach_nor_reach_the_dashboard(served):
     """The run folder is open to all (0755 up to it); the card and the token
     are not. A second uid gets one clear line, and a connection without the
     token is refused by the GCS and by the dashboard."""
     other = other_user_python()
-    shared = tempfile.mkdtemp(prefix="srshared-", dir="/tmp")
-    os.chmod(shared, 0o755)
-    try:
-        running, run_dir, card = serve(jobs, None, "--dashboard", log_dir=shared)
-        mine = start_ray("attach", run_dir, "--", "true")
-        assert mine.returncode == 0, mine.stderr
-        theirs = start_ray("attach", run_dir, "--", "ray", "status", user="nobody")
-        assert theirs.returncode == 1, theirs.stdout + theirs.stderr
-        assert "cannot read" in theirs.stderr and "belongs to another user" in theirs.stderr
-        assert "Traceback" not in theirs.stderr
-        direct = start_ray("attach", "--log-dir", shared, user="nobody")
-        assert direct.returncode == 1, "the card itself is unreadable to others"
-        # Without start_ray's help: the address alone (visible to all in ps) is refused.
-        outsider = subprocess.run([*other, "-c", (
-            "import sys, ray\ntry:\n    ray.init(sys.argv[1], log_to_driver=False)\n"
-            "    print('CONNECTED', len(ray.nodes()))\nexcept Exception as err:\n"
-            "    print('REFUSED', type(err).__name__)\n"), card["address"]],
-            capture_output=True, text=True, timeout=180,
-            env={"PATH": os.environ["PATH"], "HOME": "/nonexistent", "PYTHONPATH": SITE_PACKAGES})
-        assert "REFUSED" in outsider.stdout and "CONNECTED" not in outsider.stdout, \
-            outsider.stdout + outsider.stderr[-2000:]
-        # The dashboard answers 401 to a request without the token.
-        probe = subprocess.run([PYTHON, "-c", (
-            "import sys, urllib.request, urllib.error\n"
-            "try:\n    urllib.request.urlopen(sys.argv[1] + '/nodes?view=summary', timeout=30)\n"
-            "    print('OPEN')\nexcept urllib.error.HTTPError as err:\n"
-            "    print('HTTP', err.code)\n"), card["dashboard_url"]],
-            capture_output=True, text=True, timeout=60)
-        assert probe.stdout.strip() == "HTTP 401", probe.stdout + probe.stderr
-        assert start_ray("stop", run_dir).returncode == 0
-        result = running.wait(60)
-        assert result.returncode == 0, result.output
-        assert_nothing_left(result)
-    finally:
-        shutil.rmtree(shared, ignore_errors=True)
+    _, run_dir, card = served
+    mine = start_ray("attach", run_dir, "--", "true")
+    assert mine.returncode == 0, mine.stderr
+    theirs = start_ray("attach", run_dir, "--", "ray", "status", user="nobody")
+    assert theirs.returncode == 1, theirs.stdout + theirs.stderr
+    assert "cannot read" in theirs.stderr and "belongs to another user" in theirs.stderr
+    assert "Traceback" not in theirs.stderr
+    direct = start_ray("attach", "--log-dir", os.path.dirname(run_dir), user="nobody")
+    assert direct.returncode == 1, "the card itself is unreadable to others"
+    # Without start_ray's help: the address alone (visible to all in ps) is refused.
+    outsider = subprocess.run([*other, "-c", (
+        "import sys, ray\ntry:\n    ray.init(sys.argv[1], log_to_driver=False)\n"
+        "    print('CONNECTED', len(ray.nodes()))\nexcept Exception as err:\n"
+        "    print('REFUSED', type(err).__name__)\n"), card["address"]],
+        capture_output=True, text=True, timeout=180,
+        env={"PATH": os.environ["PATH"], "HOME": "/nonexistent", "PYTHONPATH": SITE_PACKAGES})
+    assert "REFUSED" in outsider.stdout and "CONNECTED" not in outsider.stdout, \
+        outsider.stdout + outsider.stderr[-2000:]
+    # The dashboard answers 401 to a request without the token.
+    probe = subprocess.run([PYTHON, "-c", (
+        "import sys, urllib.request, urllib.error\n"
+        "try:\n    urllib.request.urlopen(sys.argv[1] + '/nodes?view=summary', timeout=30)\n"
+        "    print('OPEN')\nexcept urllib.error.HTTPError as err:\n"
+        "    print('HTTP', err.code)\n"), card["dashboard_url"]],
+        capture_output=True, text=True, timeout=60)
+    assert probe.stdout.strip() == "HTTP 401", probe.stdout + probe.stderr
 
 
 LOGIN = """
@@ -229,7 +222,7 @@ finally:
 
 
 @needs_dashboard
-def test_a_person_logs_into_the_dashboard_with_the_cards_token(jobs, tmp_path):
+def test_a_person_logs_into_the_dashboard_with_the_cards_token(served):
     for tool in ("/usr/bin/chromium", "/usr/bin/chromedriver"):
         if not os.path.exists(tool):
             skip_or_fail("browser", f"{tool} missing: apt-get install chromium chromium-driver")
@@ -237,7 +230,7 @@ def test_a_person_logs_into_the_dashboard_with_the_cards_token(jobs, tmp_path):
         import selenium  # noqa: F401
     except ImportError:
         skip_or_fail("browser", "selenium missing: pip install 'start_ray[test]'")
-    running, run_dir, card = serve(jobs, 2, "--dashboard")
+    _, _, card = served
     with open(card["token_file"]) as handle:
         token = handle.read().strip()
     seen = {}
@@ -246,10 +239,24 @@ def test_a_person_logs_into_the_dashboard_with_the_cards_token(jobs, tmp_path):
                                capture_output=True, text=True, timeout=240)
         assert login.returncode == 0, login.stdout + login.stderr[-3000:]
         seen[name] = login.stdout.split()[-2:]
-    assert start_ray("stop", run_dir).returncode == 0
+    assert seen == {"right": ["2", "2"], "wrong": ["0", "0"]}, seen
+
+
+@needs_dashboard
+def test_stop_from_another_host_ends_the_served_cluster(served):
+    """Last of the tests on `served`: only the run folder is needed."""
+    running, run_dir, card = served
+    stopped = start_ray("stop", run_dir)
+    assert stopped.returncode == 0, stopped.stderr
+    assert "stopped (exit status 0)" in stopped.stdout
     result = running.wait(60)
     assert result.returncode == 0, result.output
-    assert seen == {"right": ["2", "2"], "wrong": ["0", "0"]}, seen
+    with open(os.path.join(run_dir, "cluster.json")) as handle:
+        assert json.load(handle)["state"] == "stopped"
+    assert not os.path.exists(card["token_file"]), "the token goes with the cluster"
+    refused = start_ray("attach", run_dir, "--", "ray", "status")
+    assert refused.returncode == 1 and "is not serving" in refused.stderr
+    assert "Traceback" not in refused.stderr
     assert_nothing_left(result)
 
 

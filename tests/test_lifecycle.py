@@ -17,7 +17,9 @@ from jobs import DRIVER, MPIRUN, PYTHON, assert_nothing_left, events_of, leftove
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3} \| rank \d+ \| \S+ \| \w+ \| ")
 
 
-@pytest.mark.parametrize("np", [None, 2, 4], ids=["no-mpirun", "np2", "np4"])
+@pytest.mark.every_ray
+# More nodes (6, joining 2 at a time): test_scale.py.
+@pytest.mark.parametrize("np", [None, 2], ids=["no-mpirun", "np2"])
 def test_cluster_of_n_nodes_runs_the_driver_and_leaves_nothing(jobs, np):
     result = jobs.run(np, ["--num-cpus", "1", DRIVER])
     assert result.returncode == 0, result.output
@@ -65,6 +67,7 @@ def test_dry_run_prints_the_plan_and_warnings_and_starts_nothing(jobs):
     assert_nothing_left(result)
 
 
+@pytest.mark.every_ray
 def test_driver_exit_status_is_the_jobs(jobs):
     result = jobs.run(2, ["--num-cpus", "1", DRIVER, "--exit-code", "3"])
     assert result.returncode == 3, result.output
@@ -139,6 +142,7 @@ def test_join_timeout_names_the_missing_rank(jobs, tmp_path):
     assert_nothing_left(result)  # the hung `ray start` was stopped too
 
 
+@pytest.mark.every_ray
 def test_failed_join_is_retried(jobs, tmp_path):
     # Rank 1's first `ray start` fails the way an overloaded node does; the
     # retry runs the real Ray and the job goes on with every node.
@@ -164,6 +168,7 @@ def test_failed_join_is_retried(jobs, tmp_path):
     assert_nothing_left(result)
 
 
+@pytest.mark.every_ray
 def test_leftover_auth_token_in_home_does_not_split_the_cluster(jobs, tmp_path):
     # With ~/.ray/auth_token present, a bare `ray start --head` turns token
     # auth on but a bare `ray start --address` does not, and workers loop
@@ -177,17 +182,7 @@ def test_leftover_auth_token_in_home_does_not_split_the_cluster(jobs, tmp_path):
     assert_nothing_left(result)
 
 
-def test_two_jobs_at_once_on_one_host(jobs):
-    first = jobs.start(2, ["--num-cpus", "1", DRIVER])
-    second = jobs.start(2, ["--num-cpus", "1", DRIVER])
-    results = [first.wait(300), second.wait(300)]
-    for result in results:
-        assert result.returncode == 0, result.output
-        assert result.cluster_info()["alive_nodes"] == 2
-        assert_nothing_left(result)
-    assert results[0].cluster_info()["address"] != results[1].cluster_info()["address"]
-
-
+@pytest.mark.every_ray
 def test_foreign_ray_cluster_survives_and_is_not_used(jobs, tmp_path):
     """Someone else's Ray on the host: our driver's plain ray.init() must not
     attach to it, and our teardown must not touch it."""

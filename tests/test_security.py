@@ -99,6 +99,7 @@ def files_under(*roots):
                 yield path
 
 
+@pytest.mark.every_ray
 @needs_token_auth
 def test_outsiders_are_refused_and_the_token_is_nowhere_to_be_seen(jobs):
     running, address, release = jobs.hold(2)
@@ -149,15 +150,19 @@ def test_outsiders_are_refused_and_the_token_is_nowhere_to_be_seen(jobs):
 
 
 @needs_token_auth
-def test_two_jobs_have_different_tokens_and_cannot_use_each_other(jobs):
-    first, first_address, release_first = jobs.hold(None, name="first")
-    second, second_address, release_second = jobs.hold(None, name="second")
+def test_two_jobs_on_one_host_have_their_own_cluster_and_token(jobs):
+    """Two jobs of 2 ranks each at once on one host: each its own cluster
+    (2 nodes, its own address), each its own token, useless on the other."""
+    first, first_address, release_first = jobs.hold(2, name="first")
+    second, second_address, release_second = jobs.hold(2, name="second")
+    assert first_address != second_address
     first_token, second_token = one_token(first), one_token(second)
     assert first_token != second_token
     assert probe_result(start_probe(second_address, first_token, "token")).startswith("REFUSED")
     finish_all_held([(first, release_first), (second, release_second)])
 
 
+@pytest.mark.every_ray
 def test_no_auth_opts_out_with_a_warning(jobs):
     running, address, release = jobs.hold(None, "--no-auth")
     assert job_tokens(running) == {("disabled", None)}
@@ -166,6 +171,7 @@ def test_no_auth_opts_out_with_a_warning(jobs):
     assert "authentication is OFF (--no-auth)" in result.stdout
 
 
+@pytest.mark.every_ray
 @pytest.mark.skipif(importlib.util.find_spec("aiohttp") is None,
                     reason="needs ray[default] (pip install 'ray[default]')")
 def test_dashboard_listens_on_loopback_only(jobs):
@@ -194,6 +200,7 @@ except Exception as err:
 """
 
 
+@pytest.mark.every_ray
 @needs_token_auth
 @pytest.mark.skipif(importlib.util.find_spec("grpc") is None,
                     reason="needs ray[client] (grpcio): without it no client server runs")

@@ -88,9 +88,16 @@ def assert_job_left_nothing(job):
     assert not leftovers(mark, since=before)
 
 
-def test_sbatch_script_trains_and_leaves_nothing(jobs, slurm, tmp_path):
-    job_id, job, out = submit(jobs, slurm, tmp_path, stop_iters=2)
-    record = slurm.wait(job_id, timeout=420)
+def test_sbatch_script_trains_until_the_walltime_warning_and_leaves_nothing(
+        jobs, slurm, tmp_path):
+    """The PPO example as sbatch runs it; at the warning time, what
+    `#SBATCH --signal=B:USR1@300` does (now): USR1 to the batch shell, which
+    passes it to srun, then to every task, and the driver saves and exits 0."""
+    assert "#SBATCH --signal=B:USR1@" in read(SCRIPT)
+    job_id, job, out = submit(jobs, slurm, tmp_path, stop_iters=1000)
+    wait_for_training(slurm, job_id, out)
+    slurm.scancel(job_id, "--batch", "--signal=USR1")
+    record = slurm.wait(job_id, timeout=180)
     output = read(out)
     assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", output
     assert "start_ray.jobs: the step ended with status 0" in output
@@ -99,7 +106,10 @@ def test_sbatch_script_trains_and_leaves_nothing(jobs, slurm, tmp_path):
     assert "2 rank(s) on 1 host(s)" in output and "placement: 1 Ray node(s)" in output
     assert "CPUs 2 (SLURM_CPUS_PER_TASK=1 x 2 tasks" in read(os.path.join(run_dir(output),
                                                                       "rank-0.log"))
-    assert "train_ppo.py: TERMINATED after 2 iteration(s)" in output
+    assert "walltime warning (SIGUSR1, from the scheduler)" in output
+    assert "train_ppo.py: got SIGUSR1: saving a checkpoint" in output
+    assert "resume with --restore" in output
+    assert glob.glob(os.path.join(run_dir(output), "results", "*", "*", "checkpoint_*"))
     assert f"TensorBoard: tensorboard --logdir {run_dir(output)}/results" in output
     assert "none left" in output
     assert_job_left_nothing(job)
@@ -147,23 +157,6 @@ def test_scancel_during_training_ends_within_kill_wait(jobs, slurm, tmp_path):
     # to matter (the driver itself cannot finish: its Ray workers got SIGTERM too).
     assert "none left" in rank0 and "exit status" in rank0, rank0[-3000:]
     assert took < 60
-    assert glob.glob(os.path.join(run_dir(output), "results", "*", "*", "checkpoint_*"))
-    assert_job_left_nothing(job)
-
-
-def test_walltime_warning_reaches_the_driver(jobs, slurm, tmp_path):
-    """What `#SBATCH --signal=B:USR1@300` does at the warning time, now:
-    USR1 to the batch shell, which passes it to srun, then to every task."""
-    assert "#SBATCH --signal=B:USR1@" in read(SCRIPT)
-    job_id, job, out = submit(jobs, slurm, tmp_path, stop_iters=1000)
-    wait_for_training(slurm, job_id, out)
-    slurm.scancel(job_id, "--batch", "--signal=USR1")
-    record = slurm.wait(job_id, timeout=180)
-    output = read(out)
-    assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", output
-    assert "walltime warning (SIGUSR1, from the scheduler)" in output
-    assert "train_ppo.py: got SIGUSR1: saving a checkpoint" in output
-    assert "resume with --restore" in output
     assert glob.glob(os.path.join(run_dir(output), "results", "*", "*", "checkpoint_*"))
     assert_job_left_nothing(job)
 
@@ -245,16 +238,16 @@ def test_any_driver_chains_over_links_with_the_first_jobs_options(jobs, slurm, t
 
 def test_the_ppo_example_chains_to_its_stop_criterion(jobs, slurm, tmp_path):
     """train_ppo's side of the contract: each link is warned after 2
-    iterations, so 8 do not fit in one; each link resumes from the last
+    iterations, so 4 do not fit in one; the next link resumes from the last
     one's checkpoint (chains/ppo-<first job>), and the iterations go on with
     no gap and no repeat."""
     assert "#SBATCH --signal=B:USR1@" in read(CHAIN)
     first, job = submit_chain(jobs, slurm, tmp_path, {
-        "PPO_FRAMEWORK": "torch", "PPO_STOP_ITERS": "8", "PPO_TRAIN_BATCH_SIZE": "1000",
+        "PPO_FRAMEWORK": "torch", "PPO_STOP_ITERS": "4", "PPO_TRAIN_BATCH_SIZE": "1000",
         "DRIVER_ARGS": "--minibatch-size 128 --num-epochs 1"})
     experiment = os.path.join(tmp_path, "chains", f"ppo-{first}")
 
-    def progress():  # links warned after 2 iterations of their own, unless all 8 are done
+    def progress():  # links warned after 2 iterations of their own, unless all 4 are done
         trained = {}
         if os.path.exists(os.path.join(experiment, "progress.csv")):
             with open(os.path.join(experiment, "progress.csv"), newline="") as handle:
@@ -263,7 +256,7 @@ def test_the_ppo_example_chains_to_its_stop_criterion(jobs, slurm, tmp_path):
                     trained[job_id] = trained.get(job_id, 0) + 1
         # A link warned as it finishes would be one more (short) link: the
         # contract reads exit 0 after a warning as "go on".
-        if sum(trained.values()) >= 8:
+        if sum(trained.values()) >= 4:
             return []
         return [job_id for job_id, count in trained.items() if count >= 2]
 
@@ -277,15 +270,15 @@ def test_the_ppo_example_chains_to_its_stop_criterion(jobs, slurm, tmp_path):
         assert record["JobState"] == "COMPLETED" and record["ExitCode"] == "0:0", output
     last = links[-1][1]
     assert f"chain {first}: done after {len(links)} link(s)" in last
-    assert "train_ppo.py: experiment" in last and "done: --stop-iters 8 reached" in last
+    assert "train_ppo.py: experiment" in last and "done: --stop-iters 4 reached" in last
     assert "resuming after iteration" in links[1][1]
-    # One progress.csv for the whole chain: 1..8, each link continuing.
+    # One progress.csv for the whole chain: 1..4, each link continuing.
     with open(os.path.join(experiment, "progress.csv"), newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert [int(row["training_iteration"]) for row in rows] == list(range(1, 9))
+    assert [int(row["training_iteration"]) for row in rows] == list(range(1, 5))
     assert len({row["link"] for row in rows}) == len(links)
     steps = [float(row["num_env_steps_sampled_lifetime"]) for row in rows]
-    assert steps == sorted(steps) and steps[-1] == 8000, "env steps go on across jobs"
+    assert steps == sorted(steps) and steps[-1] == 4000, "env steps go on across jobs"
     assert chain["done"] and [link["job"] for link in chain["links"]] == \
         [job_id for job_id, _ in links]
     assert len(glob.glob(os.path.join(experiment, "tensorboard", "events.out.tfevents.*"))) \

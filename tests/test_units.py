@@ -224,3 +224,29 @@ def test_a_ray_node_that_ended_says_why_in_one_line(tmp_path, printed, said):
         node.wait_started(time.monotonic() + 10, 0.01)
     assert str(err.value).endswith(said), err.value
     assert node.last_words() == said
+
+
+def test_a_picked_port_is_free_and_outside_the_ephemeral_range(tmp_path):
+    """The client server and dashboard ports: no port-0 bind (Ray's own
+    processes, outgoing connections) can take them before Ray binds them."""
+    import random
+    import socket
+
+    from start_ray import ports
+    low, high = ports.ephemeral_range()
+    assert 1024 < low < high
+    for seed in range(20):
+        port = ports.free_port(random.Random(seed))
+        assert ports.LOWEST_PICK <= port < low
+    # A taken port is never picked: with one candidate taken, the next is tried.
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        busy = taken.getsockname()[1]
+        taken.listen()
+        picks = iter([busy, busy + 1 if busy + 1 < 65536 else busy - 1])
+        rng = type("Scripted", (), {"randrange": lambda self, a, b: next(picks)})()
+        assert ports.free_port(rng, ephemeral=(65000, 65535)) != busy
+    # No room below the range: the OS picks.
+    assert ports.free_port(ephemeral=(ports.LOWEST_PICK, 60999)) > 0
+    unreadable = tmp_path / "missing"
+    assert ports.ephemeral_range(str(unreadable)) == (32768, 60999)
