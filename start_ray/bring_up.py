@@ -146,11 +146,11 @@ class BringUp:
             self.watch.read_news()
             self.inbox.raise_if_stopping(walltime_too=True)
             self.owner.check_helpers("rank 0 waited for the nodes to join")
-            if len(expected - self.ledger.failed) < need:  # --min-nodes out of reach
+            pending = expected - self.ledger.failed  # --min-nodes: it goes on without those
+            if len(pending) < need:  # --min-nodes out of reach
                 raise JobError(f"{len(self.ledger.failed)} of {len(expected)} Ray node(s) "
                                f"could not start, and {need} are needed (--min-nodes): "
                                + self.agreed.name_ranks(sorted(self.ledger.failed)))
-            pending = expected - self.ledger.failed  # --min-nodes: it goes on without those
             if not asked and pending - {0} <= joins.keys():
                 asked = True
                 table.look_now()
