@@ -1,8 +1,16 @@
-"""`python -m start_ray ...`"""
+"""`python -m start_ray ...`
+
+A rank's first act is to catch the signals a scheduler may send it at any
+moment: Slurm can send the walltime warning to every process of a step as
+the step starts, and a rank that has no handler yet dies of it (status 138).
+Caught here, they wait in the inbox until the lifecycle acts on them.
+"""
 
 import sys
 
-from .cli import main
+from .signals import SignalInbox, walltime_signal_given
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with SignalInbox([walltime_signal_given(sys.argv[1:])]) as inbox:
+        from .cli import main
+        sys.exit(main(inbox=inbox))

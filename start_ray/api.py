@@ -29,9 +29,13 @@ on as if all went well.
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import signal
+import sys
 import types
-from typing import Any, Callable, Literal, Optional, Tuple, Type, TypeVar
+from typing import Any, Callable, Literal, Optional, Sequence, Tuple, Type, TypeVar
 
 from . import auth, handshake
 from .cluster_state import ClusterInfo
@@ -73,6 +77,7 @@ class cluster:
         self.info: Optional[ClusterInfo] = None
         self._inbox: Optional[SignalInbox] = None
         self._watch: Optional[WatchThread] = None
+        self._no_ray: Optional[NoRayHere] = None  # a worker rank's body
 
     def _job(self, inbox: SignalInbox) -> Job:
         comm = self.comm if self.comm is not None else handshake.world()
@@ -85,6 +90,7 @@ class cluster:
             self.info = self.job.start()
             if self.job.phase is Phase.SERVE:  # a worker rank: its whole part
                 self._serve(self.job)
+                self._no_ray = NoRayHere().__enter__()
                 return None
             if self.info is None:
                 raise ClusterError(self.job.cause or "the cluster did not come up")
@@ -136,6 +142,9 @@ class cluster:
     def __exit__(self, exc_type: Optional[Type[BaseException]],
                  exc: Optional[BaseException],
                  tb: Optional[types.TracebackType]) -> Literal[False]:
+        if self._no_ray is not None:
+            self._no_ray.__exit__()
+            self._no_ray = None
         if self.job is None or self.job.phase is not Phase.RUN:
             return False  # a worker rank: its part ended in __enter__
         watched: Optional[BaseException] = None
@@ -170,6 +179,65 @@ def _outcome(exc: Optional[BaseException],
     if isinstance(exc, KeyboardInterrupt):
         return 128 + signal.SIGINT, "interrupted (SIGINT)"
     return EXIT_FAILURE, f"the body raised {type(exc).__name__}: {exc}"
+
+
+NOT_HERE = (
+    "this rank has no Ray cluster: `with start_ray.cluster() as info:` runs its body "
+    "on every rank, and only rank 0's `info` is a cluster (the other ranks served it "
+    "inside `with` and get None, once it has stopped). Guard Ray calls with `if info:`, "
+    "or use start_ray.execute(fn), which runs fn on rank 0 alone. (Here ray.init() "
+    "would start a stray local Ray, and may save a token in ~/.ray that later clusters "
+    "of yours pick up.)")
+
+
+class NoRayHere(importlib.abc.MetaPathFinder):
+    """While a worker rank runs the body of `with cluster()`: any Ray call
+    (ray.init(), or a remote call, a get or a put, which call ray.init()
+    themselves) raises ClusterError at once, naming the contract. Ray is
+    guarded where it is imported already, and as it is imported otherwise."""
+
+    def __init__(self) -> None:
+        self._original: Optional[Callable[..., Any]] = None
+
+    def __enter__(self) -> "NoRayHere":
+        if "ray" in sys.modules:
+            self._guard(sys.modules["ray"])
+        else:
+            sys.meta_path.insert(0, self)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        ray = sys.modules.get("ray")
+        if ray is not None and self._original is not None:
+            setattr(ray, "init", self._original)
+            self._original = None
+
+    def _guard(self, ray: types.ModuleType) -> None:
+        self._original = getattr(ray, "init")
+
+        def init(*args: Any, **kwargs: Any) -> Any:
+            raise ClusterError(NOT_HERE)
+        setattr(ray, "init", init)
+
+    # importlib.abc.MetaPathFinder: `import ray` in the body gets the guard
+    def find_spec(self, fullname: str, path: Optional[Sequence[str]],
+                  target: Optional[types.ModuleType] = None
+                  ) -> Optional[importlib.machinery.ModuleSpec]:
+        if fullname != "ray":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("ray")
+        if spec is None or spec.loader is None:
+            return spec
+        run_module, guard = spec.loader.exec_module, self._guard
+
+        def exec_module(module: types.ModuleType) -> None:
+            run_module(module)
+            guard(module)
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
 
 
 def attach(address: str, token: Optional[str]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Set
+from typing import Any, Dict, List, Sequence, Set
 
 from . import raynode
 from .agreement import Agreement
@@ -25,6 +25,7 @@ from .ledger import Ledger
 from .logs import LISTED_ON_CONSOLE
 from .messages import HeadRecord
 from .options import Options, nodes_needed
+from .placement import NodePlan
 from .signals import SignalInbox
 from .watch import NODE_WATCH_INTERVAL, Watch
 
@@ -79,6 +80,7 @@ class BringUp:
                 self.log.warning("authentication is OFF (--no-auth): anyone who can reach "
                                  "this job's ports can run code as you")
             head = self.launcher.start_node(raynode.head_args(self.options.dashboard))
+            self.watch.head = head
             self.watch.table = self.launcher.node_table()
             my_node = self.agreed.my_node
             address = head.wait_address(self.deadline, self.options.poll_interval,
@@ -97,7 +99,6 @@ class BringUp:
         self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
                       address, self.ledger.since_start(), head.session_dir())
         nodes = self.wait_for_nodes(address)
-        self.watch.head_core = list(head.core_processes())
         env = self.launcher.ray_env()
         env.update({"RAY_ADDRESS": address, "START_RAY_RUN_DIR": self.agreed.run_dir,
                     "START_RAY_NUM_NODES": str(len(nodes))})
@@ -146,6 +147,7 @@ class BringUp:
             self.watch.read_news()
             self.inbox.raise_if_stopping(walltime_too=True)
             self.owner.check_helpers("rank 0 waited for the nodes to join")
+            self.watch.check_head("the nodes that were joining cannot join")
             pending = expected - self.ledger.failed  # --min-nodes: it goes on without those
             if len(pending) < need:  # --min-nodes out of reach
                 raise JobError(f"{len(self.ledger.failed)} of {len(expected)} Ray node(s) "
@@ -236,11 +238,18 @@ class BringUp:
         return ", ".join(ports) + ", "
 
     def check_addresses(self, nodes: List[NodeInfo]) -> None:
-        """Every node registered with the address it was given: a node that
-        Ray knows under another address strands its tasks."""
-        wrong = [f"rank {node.rank} on {node.hostname}: {node.ip}, expected {plan.ip}"
-                 for node, plan in zip(nodes, self.agreed.nodes)
-                 if plan.ip_given and node.ip != plan.ip]
+        wrong = misplaced(nodes, self.agreed.nodes)
         if wrong:
             raise JobError("Ray node(s) registered with an unexpected address: " +
                            "; ".join(wrong))
+
+
+def misplaced(nodes: Sequence[NodeInfo], planned: Sequence[NodePlan]) -> List[str]:
+    """Every node must have registered with the address it was given: a node
+    that Ray knows under another address strands its tasks. Nodes and plans
+    meet by rank (with --min-nodes, the nodes up are any subset of the plan)."""
+    plans = {plan.rank: plan for plan in planned}
+    return [f"rank {node.rank} on {node.hostname}: {node.ip}, expected {plans[node.rank].ip}"
+            for node in nodes
+            if node.rank in plans and plans[node.rank].ip_given
+            and node.ip != plans[node.rank].ip]

@@ -3,8 +3,13 @@ job's time limit. Any driver can take part; the contract is its exit status:
 
     on the walltime warning: save your state, exit 0   the chain goes on
     exit 75 (EX_TEMPFAIL), with or without a warning   the chain goes on
+    killed by the walltime signal itself (128+N)       the chain goes on
     exit 0 without a warning                           done: the chain ends
     any other status                                   failed: the chain ends
+
+A step killed by the walltime signal is not a failure: the scheduler sent
+the warning to every process of the step, one of them before it could
+handle it (the warning came as the step started).
 
 Each link first queues the next one, to start once this one has ended
 whatever its end (so the chain survives a link killed at its time limit),
@@ -20,6 +25,7 @@ where it is; its state between links is its own (a checkpoint folder).
 from __future__ import annotations
 
 import os
+import signal
 from typing import Mapping, Optional, Sequence
 
 from . import scheduler
@@ -31,15 +37,16 @@ LINK = "START_RAY_CHAIN_LINK"
 CHAIN_ID = "START_RAY_CHAIN_ID"
 
 
-def outcome(status: int, warned: bool) -> str:
+def outcome(status: int, warned: bool, walltime_signal: int = signal.SIGUSR1) -> str:
     """`continues`, `done` or `failed`, by the contract above."""
-    if status == NOT_DONE or (status == 0 and warned):
+    if status in (NOT_DONE, 128 + walltime_signal) or (status == 0 and warned):
         return "continues"
     return "done" if status == 0 else "failed"
 
 
 def link(cmd: Sequence[str], max_links: int, warn_before: float = 0.0,
-         script: Optional[str] = None, environ: Optional[Mapping[str, str]] = None) -> int:
+         script: Optional[str] = None, environ: Optional[Mapping[str, str]] = None,
+         step: Optional[Step] = None) -> int:
     """One link: queue the next, run the step, end the chain or not. The
     link's exit status: 0 unless the driver failed (then the driver's)."""
     env = os.environ if environ is None else environ
@@ -49,9 +56,12 @@ def link(cmd: Sequence[str], max_links: int, warn_before: float = 0.0,
     os.environ.update({LINK: str(number), CHAIN_ID: chain})  # the step and the driver see them
     say(f"chain {chain}: link {number} of at most {max_links}")
     queued = queue_next(batch, number, max_links, chain, script)
-    step = Step(cmd)
+    step = step or Step(cmd)
     status = step.run(batch, warn_before)
-    result = outcome(status, step.warned.is_set())
+    result = outcome(status, step.warned.is_set(), step.walltime_signal)
+    if result == "continues" and step.ended_by_warning(status):
+        say(f"the step was ended by the walltime signal itself "
+            f"({signal.Signals(step.walltime_signal).name}): not done")
     if result == "continues":
         say(f"chain {chain}: not done; job {queued} continues it" if queued else
             f"chain {chain}: not done, and no next link is queued (MAX_LINKS {max_links} or "

@@ -15,6 +15,7 @@ from typing import List, Optional, Tuple
 from . import __version__, attach, driver, errors, launcher, lifecycle, serve
 from .errors import UsageError
 from .options import SPECS, Options, make_options
+from .signals import SignalInbox
 
 DESCRIPTION = """\
 Turn an MPI allocation into a Ray cluster, run DRIVER on it, and leave the
@@ -113,7 +114,9 @@ def parse(argv: List[str]) -> Tuple[Options, List[str]]:
     return options, [namespace.driver, *args] if namespace.driver else []
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, inbox: Optional[SignalInbox] = None) -> int:
+    """The command line; `inbox` holds the signals caught since the rank
+    began (__main__), if it was started that way."""
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (["attach"], ["stop"]):  # a cluster that runs, not a job
         return attach.main(argv[0], argv[1:])
@@ -123,7 +126,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         with contextlib.redirect_stdout(sys.stdout if first_rank else io.StringIO()):
             options, given = parse(argv)
     except UsageError as err:
-        return refuse(err)
+        return refuse(err, inbox)
     except SystemExit as done:  # --help, --version
         return int(done.code or 0)
     cmd: List[str] = []
@@ -134,10 +137,10 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     run = (serve.payload(cmd, options.poll_interval, options.serve_timeout) if options.serve
            else driver.payload(cmd, options.poll_interval))
-    return lifecycle.run(options, run, check=check)
+    return lifecycle.run(options, run, check=check, inbox=inbox)
 
 
-def refuse(err: UsageError) -> int:
+def refuse(err: UsageError, inbox: Optional[SignalInbox] = None) -> int:
     """Bad input: one message, exit status 2 on every rank. Under a launcher
     the ranks agree over MPI first, so that rank 0 has printed the message
     before any rank exits (mpirun ends the job at the first non-zero exit)."""
@@ -147,4 +150,4 @@ def refuse(err: UsageError) -> int:
 
     def fail() -> None:
         raise err
-    return lifecycle.run(Options(), lambda _: 0, check=fail)
+    return lifecycle.run(Options(), lambda _: 0, check=fail, inbox=inbox)

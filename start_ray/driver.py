@@ -61,12 +61,12 @@ class Driver:
     """The running driver process; its output goes to the console and, when
     `output` names a file, into it too (driver_output.Tee)."""
 
-    def __init__(self, cmd: List[str], env: Dict[str, str],
-                 spawn: proctree.Spawn = proctree.popen, output: Optional[str] = None) -> None:
+    def __init__(self, cmd: List[str], env: Dict[str, str], spawn: proctree.Spawn,
+                 output: Optional[str] = None) -> None:
         self._log = logs.get()
         self.tee = Tee(output) if output else None
         pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.PIPE) if self.tee else {}
-        self.process = spawn(cmd, env=env, **pipes)
+        self.process = spawn(cmd, env=env, walltime_warning=True, **pipes)
         if self.tee is not None:
             assert self.process.stdout is not None and self.process.stderr is not None
             self.tee.follow(self.process.stdout, sys.stdout.fileno())

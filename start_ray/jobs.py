@@ -19,6 +19,7 @@ from typing import List, Optional
 
 from . import chain, scheduler
 from .errors import UsageError
+from .signals import SignalInbox, walltime_signal_given
 from .step import Step
 
 EXAMPLES = """\
@@ -61,7 +62,9 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: Optional[List[str]] = None, inbox: Optional[SignalInbox] = None) -> int:
+    """The batch tools; `inbox`: the signals caught since this process began
+    (a warning that came before the step started is passed on as it starts)."""
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.verb == "example":
         print(example_driver())
@@ -72,13 +75,17 @@ def main(argv: Optional[List[str]] = None) -> int:
               "after --)", file=sys.stderr)
         return 2
     try:
+        walltime = walltime_signal_given([])  # START_RAY_WALLTIME_SIGNAL, as the ranks read it
+        job_step = Step(step, walltime, inbox)
         if args.verb == "chain":
-            return chain.link(step, args.max_links, args.warn_before, args.script)
-        return Step(step).run(scheduler.around(), args.warn_before)
+            return chain.link(step, args.max_links, args.warn_before, args.script,
+                              step=job_step)
+        return job_step.run(scheduler.around(), args.warn_before)
     except UsageError as err:
         print(f"python -m start_ray.jobs {args.verb}: error: {err}", file=sys.stderr)
         return 2
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with SignalInbox([walltime_signal_given([])]) as caught:
+        sys.exit(main(inbox=caught))

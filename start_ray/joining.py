@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import random
 import time
 from typing import Callable, Optional
@@ -58,7 +59,11 @@ class Joiner:
     def join(self, address: str, deadline: Optional[float], rejoin: bool = False
              ) -> Optional[Node]:
         """Start a worker node, with retries; NodeError once the deadline is
-        past (None: no deadline). None: rank 0 ended the job meanwhile (e.g.
+        past. Without a deadline (a late join, --min-nodes) no attempt is cut
+        by start_ray's clock: a slow node's `ray start` is left to finish (or
+        to fail by Ray's own timeouts) until rank 0 says Stop; cutting it
+        after --join-timeout kept a node that needs longer from ever joining.
+        None: rank 0 ended the job meanwhile (e.g.
         the driver was done before this node had said it was up, though the
         GCS already counted it); that is no failure, and exiting non-zero
         here would give mpirun the wrong exit status. A rejoin waits for a
@@ -69,9 +74,8 @@ class Joiner:
         while True:
             attempt += 1
             node = self.launcher.start_node(raynode.worker_args(address))
-            ends = time.monotonic() + self.options.join_timeout
             try:
-                node.wait_started(min(ends, deadline or ends), self.options.poll_interval,
+                node.wait_started(deadline or math.inf, self.options.poll_interval,
                                   self.stopped)
                 now = time.monotonic()
                 self.channel.send(0, Joined(attempt, now - self.started, now - began))

@@ -39,6 +39,7 @@ the exit status each means: errors.py; what travels between ranks: messages.py.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import sys
 import time
@@ -84,10 +85,12 @@ NEXT: Dict[Phase, FrozenSet[Phase]] = {
 
 
 def run(options: Options, payload: Payload, comm: object = None,
-        check: Callable[[], None] = lambda: None) -> int:
+        check: Callable[[], None] = lambda: None,
+        inbox: Optional[SignalInbox] = None) -> int:
     """The command line's job on this rank: every phase; its exit status.
     `check` runs on rank 0 before anything starts and raises UsageError for
-    bad input; the error then reaches every rank, which all exit with 2."""
+    bad input; the error then reaches every rank, which all exit with 2.
+    `inbox`: the signals caught since the rank began (python -m start_ray)."""
     # Before the first child, which inherits it (Job would do it too).
     open_files = resources.raise_open_files_limit()
     # Ray's imports while MPI starts, on the ranks likely to start a node.
@@ -96,7 +99,8 @@ def run(options: Options, payload: Payload, comm: object = None,
     try:
         channel = handshake.Channel(comm if comm is not None else handshake.world(),
                                     options.poll_interval)
-        with SignalInbox([options.walltime_signal]) as inbox:
+        with contextlib.nullcontext(inbox) if inbox else SignalInbox() as inbox:
+            inbox.also(options.walltime_signal)
             job = Job(options, channel, inbox, ready=ready, open_files=open_files)
             job.payload = payload
             job.check = check

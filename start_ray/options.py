@@ -11,6 +11,7 @@ import signal
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from .errors import UsageError
+from .signals import signal_number
 
 
 # Arguments start_ray sets itself on every `ray start`; letting users pass them
@@ -57,16 +58,6 @@ def _flag(text: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("must be one of 1/0, true/false, yes/no, on/off")
-
-
-def _signal_number(text: str) -> int:
-    name = text.strip().upper()
-    if name.isdigit():
-        return signal.Signals(int(name)).value
-    try:
-        return signal.Signals[name if name.startswith("SIG") else "SIG" + name].value
-    except KeyError:
-        raise ValueError("not a signal name or number, e.g. USR1") from None
 
 
 def _min_nodes(text: str) -> float:
@@ -204,7 +195,7 @@ SPECS: List[Spec] = [
          "after SIGTERM, SIGINT or SIGHUP (scancel, Ctrl-C) the driver gets the "
          "signal and this long to finish (e.g. checkpoint) before SIGKILL; the "
          "walltime signal starts no such timer (default: %(default)s)", advanced=True),
-    Spec("walltime_signal", _signal_number, signal.SIGUSR1.value, "SIGNAL",
+    Spec("walltime_signal", signal_number, signal.SIGUSR1.value, "SIGNAL",
          "the scheduler's walltime warning (Slurm: #SBATCH --signal=B:USR1@120): "
          "passed to the driver, which should checkpoint and exit (default: USR1)",
          advanced=True),

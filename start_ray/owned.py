@@ -57,9 +57,17 @@ class ProcessOwner:
                        self.temp_dir, why)
 
     def popen(self, cmd: Sequence[str], ignored_signals: Sequence[int] = (),
-              **kwargs: Any) -> "subprocess.Popen[Any]":
-        """Start a child of this rank (proctree.popen), and book its session."""
-        process = proctree.popen(cmd, ignored_signals, **kwargs)
+              walltime_warning: bool = False, **kwargs: Any) -> "subprocess.Popen[Any]":
+        """Start a child of this rank (proctree.popen), and book its session.
+
+        Only the driver acts on the walltime warning (`walltime_warning`):
+        every other child ignores it from its first instant (a disposition
+        set before exec), since Slurm hands a step's signal to every process
+        of the step, and a helper killed by it once ended the job."""
+        ignored = list(ignored_signals)
+        if not walltime_warning and self.options.walltime_signal not in ignored:
+            ignored.append(self.options.walltime_signal)
+        process = proctree.popen(cmd, ignored, **kwargs)
         self.adopt(process.pid)
         return process
 

@@ -129,7 +129,7 @@ def stop_descendants(timeout: float, exclude: Optional[set] = None,
             timeout, describe(alive))
     _signal_all(alive, signal.SIGKILL)
     _wait_gone(alive, 5.0, exclude)
-    return [p for p in descendants() if p.pid not in exclude and _running(p)]
+    return [p for p in descendants() if p.pid not in exclude and running(p)]
 
 
 def kill_tree(leader: int) -> None:
@@ -149,14 +149,15 @@ def _wait_gone(procs: List[psutil.Process], timeout: float, exclude: set) -> Lis
     pause = 0.005
     while True:
         reap_zombies(exclude)
-        alive = [p for p in procs if _running(p)]
+        alive = [p for p in procs if running(p)]
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(pause)
         pause = min(pause * 2, 0.1)
 
 
-def _running(proc: psutil.Process) -> bool:
+def running(proc: psutil.Process) -> bool:
+    """Alive, and not a zombie (psutil's is_running() is true for a zombie)."""
     try:
         return proc.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:

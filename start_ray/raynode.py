@@ -18,7 +18,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Callable, Deque, Dict, List, Optional, Sequence
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 import psutil
 
@@ -184,6 +184,7 @@ class RayNode:
         self._started = False
         self._ended = False
         self._address: Optional[str] = None
+        self._core: Optional[List[Tuple[psutil.Process, str]]] = None  # GCS, raylet
         self._log.debug("running%s: %s", " (Ray imported ahead)" if ready else "",
                         " ".join(self.command))
         try:
@@ -281,6 +282,19 @@ class RayNode:
         """Whether `ray start` said the node runs (then SIGINT stops it
         cleanly; one still starting may not heed SIGINT for a while)."""
         return self._started
+
+    def gone(self) -> Optional[str]:
+        """Why this node no longer works, or None while it does: its `ray
+        start` ended, or, once it started, its GCS server or raylet did. A
+        zombie has ended (psutil's is_running() says otherwise): the rank is
+        a subreaper, and what a dead `ray start` leaves stays its zombie."""
+        returncode = self.process.poll()
+        if returncode is not None:
+            return f"`ray start` exited with status {returncode}: {self.last_words()}"
+        if self._started and self._core is None:
+            self._core = [(proc, proc.name()) for proc in self.core_processes()]
+        ended = [name for proc, name in self._core or [] if not proctree.running(proc)]
+        return f"its {' and '.join(ended)} ended" if ended else None
 
     def core_processes(self) -> List[psutil.Process]:
         """The node's GCS server and raylet. `ray start` itself outlives them

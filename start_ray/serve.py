@@ -24,13 +24,13 @@ from .signals import is_stopping
 
 
 def payload(cmd: List[str], interval: float, timeout: Optional[float]) -> Callable[[Running], int]:
-    """The RUN phase of a serving job: the driver `cmd` first (if any), then serve."""
-    run_driver = driver.payload(cmd, interval) if cmd else None
-
+    """The RUN phase of a serving job: the driver `cmd` first (if any), then
+    serve. `cmd` is read when the payload runs, not now: the command line
+    fills it in once rank 0 has checked it (cli.main)."""
     def serve(running: Running) -> int:
         status = 0
-        if run_driver is not None:
-            status = run_driver(running)
+        if cmd:
+            status = driver.payload(cmd, interval)(running)
             logs.get().info("the driver exited with status %d; the cluster stays up "
                             "(--serve)", status)
         card.update(running.info.run_dir, state="serving")

@@ -4,9 +4,10 @@ would leave Ray processes behind."""
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from .errors import Interrupted
 
@@ -16,6 +17,41 @@ STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 def is_stopping(signum: int) -> bool:
     return signum in STOPPING
+
+
+def signal_number(text: str) -> int:
+    """`USR1`, `SIGUSR1` or `10` -> 10; ValueError for anything else."""
+    name = text.strip().upper()
+    if name.isdigit():
+        return signal.Signals(int(name)).value
+    try:
+        return signal.Signals[name if name.startswith("SIG") else "SIG" + name].value
+    except KeyError:
+        raise ValueError("not a signal name or number, e.g. USR1") from None
+
+
+WALLTIME_VARIABLE = "START_RAY_WALLTIME_SIGNAL"
+
+
+def walltime_signal_given(argv: Sequence[str],
+                          environ: Optional[Mapping[str, str]] = None) -> int:
+    """The walltime signal a command line asks for, read before its parsing
+    (a rank catches it as its first act): `--walltime-signal X`, else the
+    variable, else SIGUSR1. Anything unreadable is left to the parser, which
+    says what is wrong."""
+    env = os.environ if environ is None else environ
+    text = env.get(WALLTIME_VARIABLE, "")
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            break
+        if arg == "--walltime-signal" and i + 1 < len(argv):
+            text = argv[i + 1]
+        elif arg.startswith("--walltime-signal="):
+            text = arg.split("=", 1)[1]
+    try:
+        return signal_number(text) if text else signal.SIGUSR1.value
+    except ValueError:
+        return signal.SIGUSR1.value
 
 
 class SignalInbox:
@@ -30,12 +66,22 @@ class SignalInbox:
         self._reaction: Optional[Callable[[int], None]] = None
 
     def __enter__(self) -> "SignalInbox":
-        if threading.current_thread() is not threading.main_thread():
-            return self  # Python delivers signals to the main thread only, and
-            # lets no other thread install a handler: the inbox stays empty.
         for signum in self.handled:
-            self._previous[signum] = signal.signal(signum, self.record)
+            self._install(signum)
         return self
+
+    def _install(self, signum: int) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # Python delivers signals to the main thread only, and
+            # lets no other thread install a handler: the inbox stays empty.
+        self._previous.setdefault(signum, signal.signal(signum, self.record))
+
+    def also(self, signum: int) -> None:
+        """Handle `signum` too from now on (the walltime signal an option
+        named, once the options are known)."""
+        if signum not in self.handled:
+            self.handled += (signum,)
+            self._install(signum)
 
     def __exit__(self, *exc: object) -> None:
         for signum, handler in self._previous.items():
@@ -58,6 +104,11 @@ class SignalInbox:
 
     def pop(self) -> Optional[int]:
         return self._pending.pop(0) if self._pending else None
+
+    def drain(self) -> List[int]:
+        """Every signal received and not handed out yet (then none)."""
+        pending, self._pending = self._pending, []
+        return pending
 
     def raise_if_stopping(self, walltime_too: bool = False) -> None:
         """During start-up there is no driver to forward to: a stopping signal

@@ -22,27 +22,35 @@ import threading
 from typing import Optional, Sequence
 
 from .scheduler import Scheduler
+from .signals import SignalInbox
 
 
 class Step:
-    """One job step and whether the walltime warning was passed on to it."""
+    """One job step and whether the walltime warning came (and was passed on)."""
 
-    def __init__(self, cmd: Sequence[str], walltime_signal: int = signal.SIGUSR1) -> None:
+    def __init__(self, cmd: Sequence[str], walltime_signal: int = signal.SIGUSR1,
+                 inbox: Optional[SignalInbox] = None) -> None:
         self.cmd = list(cmd)
         self.walltime_signal = walltime_signal
         self.warned = threading.Event()
         self.process: Optional["subprocess.Popen[bytes]"] = None
+        self._source = ""  # who warned, before the step had started
+        self._early = inbox  # what the wrapper caught before this step existed
 
     def run(self, scheduler: Optional[Scheduler] = None, warn_before: float = 0.0) -> int:
         """Run the step to its end: its exit status (128+N if killed by N)."""
         signal.signal(self.walltime_signal, lambda signum, frame: self.warn("the scheduler"))
         signal.signal(signal.SIGTERM, lambda signum, frame: say(
             "SIGTERM: the scheduler is stopping the job; the tasks have it too"))
+        if self._early is not None and self.walltime_signal in self._early.drain():
+            self.warn("the scheduler")  # it came while the wrapper started
         try:
             self.process = subprocess.Popen(self.cmd)
         except OSError as err:
             say(f"could not run {self.cmd[0]}: {err}")
             return 127
+        if self.warned.is_set():
+            self._pass_on()
         if warn_before > 0 and scheduler is not None:
             self._warn_in_time(scheduler, warn_before)
         returncode = self.process.wait()  # a signal's handler runs, the wait goes on
@@ -51,13 +59,27 @@ class Step:
         return status
 
     def warn(self, source: str) -> None:
-        """Pass the walltime warning on to the step (once)."""
-        if self.warned.is_set() or self.process is None or self.process.poll() is not None:
+        """Pass the walltime warning on to the step (once); one that comes
+        before the step has started is passed on as it starts."""
+        if self.warned.is_set():
             return
         self.warned.set()
-        say(f"walltime warning ({signal.Signals(self.walltime_signal).name}, from {source}): "
-            "asking the driver to checkpoint and stop")
+        self._source = source
+        if self.process is not None:
+            self._pass_on()
+
+    def _pass_on(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            return
+        say(f"walltime warning ({signal.Signals(self.walltime_signal).name}, from "
+            f"{self._source}): asking the driver to checkpoint and stop")
         self.process.send_signal(self.walltime_signal)
+
+    def ended_by_warning(self, status: int) -> bool:
+        """The step died of the walltime signal itself (a task that had no
+        handler yet when the scheduler sent it to every process)."""
+        return status == 128 + self.walltime_signal
 
     def _warn_in_time(self, scheduler: Scheduler, before: float) -> None:
         """The warning `before` seconds before the time limit, counted from

@@ -14,7 +14,8 @@ the body with that error.
                     Lost   -> the node is lost (policy below); rejoining: a
                               join slot for it (--rejoins)
     every tick      helpers restarted once, else the job ends
-                    the head's gcs_server and raylet still run, else it ends
+                    the head's `ray start`, gcs_server and raylet still run,
+                    else it ends (bring-up asks the same while nodes join)
     every NODE_WATCH_INTERVAL   the GCS's node table: a node missing is lost
     a lost node     logged once; with --fail-fast the job ends
 """
@@ -28,7 +29,7 @@ import time
 from typing import List, Optional
 
 from .agreement import Agreement
-from .contracts import Alive, Channel, Owner, Table
+from .contracts import Channel, Node, Owner, Table
 from .errors import JobError
 from .events import GivenUp
 from .join_slots import JoinSlots
@@ -48,7 +49,7 @@ class Watch:
         self.agreed, self.options, self.channel = agreed, options, channel
         self.owner, self.ledger, self.slots, self.log = owner, ledger, slots, log
         self.table: Optional[Table] = None  # the GCS's node table, once the head runs
-        self.head_core: List[Alive] = []  # the head's gcs_server and raylet, once all are up
+        self.head: Optional[Node] = None  # the head's `ray start`, once rank 0 started it
         self._next_look = 0.0
         self.mpi_news = True  # False: another thread may not use MPI (WatchThread)
 
@@ -124,10 +125,7 @@ class Watch:
         died, e.g. under `mpirun --enable-recovery`, reports nothing itself)."""
         self.read_news()
         self.owner.check_helpers("the driver ran")
-        if not all(process.is_running() for process in self.head_core):
-            raise JobError("the Ray head's GCS server or raylet ended: the cluster is "
-                           "gone, so the driver is stopped now (a lost head cannot be "
-                           "brought back: its GCS held the cluster's state)")
+        self.check_head("the driver is stopped now")
         if self.table is None or time.monotonic() < self._next_look:
             return
         self._next_look = time.monotonic() + NODE_WATCH_INTERVAL
@@ -138,6 +136,15 @@ class Watch:
         for rank in sorted(self.ledger.members - alive.keys() - {0}):
             if self.ledger.counted_at.get(rank, 0.0) <= looked:  # else: a look from before
                 self.node_lost(rank, "the GCS reports its node dead")
+
+    def check_head(self, consequence: str) -> None:
+        """In every phase: the head's `ray start`, GCS server and raylet still
+        run, else JobError at once (a lost head cannot be brought back: its
+        GCS held the cluster's state; waiting on would blame other nodes)."""
+        why = self.head.gone() if self.head is not None else None
+        if why is not None:
+            raise JobError(f"the Ray head on {self.agreed.hosts[0]} (rank 0) ended ({why}): "
+                           f"the cluster is gone, so {consequence}")
 
     def node_lost(self, rank: int, why: str) -> None:
         """Log a lost node once; stop the job if --fail-fast says so."""

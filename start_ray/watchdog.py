@@ -52,7 +52,7 @@ class Watchdog:
         # A session of its own: launchers signal a rank's process group, and
         # only the rank's death means anything here.
         return subprocess.Popen(self._args, env=self._env, stdin=subprocess.PIPE, text=True,
-                                start_new_session=True)
+                                start_new_session=True, preexec_fn=_ignore_at_exec)
 
     @property
     def pid(self) -> int:
@@ -87,6 +87,17 @@ class Watchdog:
         self.process.wait()
         if self.process.stdin is not None:
             self.process.stdin.close()
+
+
+# Signals a scheduler or a terminal hands to every process of a job, which
+# mean nothing to the watchdog (only its rank's death does): ignored from
+# before its exec, so that none of them kills it while Python starts.
+IGNORED = (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGPIPE)
+
+
+def _ignore_at_exec() -> None:
+    for signum in IGNORED:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def clean(variable: str, value: str, sessions: List[Tuple[int, int]],
@@ -154,9 +165,7 @@ def main(argv: List[str]) -> int:
         return 2
     rank_pid = int(argv[0])
     variable, value, log_file, label = argv[1:]
-    for signum in (signal.SIGINT, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2,
-                   signal.SIGPIPE):
-        signal.signal(signum, signal.SIG_IGN)
+    _ignore_at_exec()  # already so since exec; a watchdog run by hand too
     sessions: List[Tuple[int, int]] = []
     _wait_for_rank(rank_pid, sessions)
     began = time.monotonic()

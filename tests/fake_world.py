@@ -80,13 +80,15 @@ class FakeNode:
             raise NodeError("`ray start` exited with status 1: ConnectionError: "
                             "(fake) timed out during startup")
         until = min(deadline, time.monotonic() + WAIT)
-        time.sleep(script.start_seconds)
-        while script.hangs or self.attempt in script.hang_attempts:
+        started_at = time.monotonic() + script.start_seconds
+        while (script.hangs or self.attempt in script.hang_attempts
+               or time.monotonic() < started_at):
             if interrupted():
                 raise NodeError("start abandoned: the job is stopping")
             if time.monotonic() >= until:
+                self.returncode = 1
                 raise NodeError("`ray start` did not report the node as started")
-            time.sleep(interval)
+            time.sleep(min(interval, max(0.0, started_at - time.monotonic())) or interval)
         self.up = True
         self.world.event(self.rank, "node up")
 
@@ -118,11 +120,8 @@ class FakeNode:
     def session_dir(self) -> str:
         return "/nonexistent/session_fake"
 
-    def core_processes(self) -> List["FakeNode"]:
-        return [self]
-
-    def is_running(self) -> bool:
-        return self.alive()
+    def gone(self) -> Optional[str]:
+        return None if self.alive() else "(fake) `ray start` exited"
 
 
 class FakeHelper:
@@ -193,7 +192,7 @@ class FakeOwner:
         self.world.event(self.rank, "set up")
 
     def popen(self, cmd: Sequence[str], ignored_signals: Sequence[int] = (),
-              **kwargs: Any) -> Any:
+              walltime_warning: bool = False, **kwargs: Any) -> Any:
         raise AssertionError("the fake world starts no process")
 
     def adopt(self, pid: int) -> None:

@@ -276,13 +276,13 @@ class Jobs:
         return self.start(np, args, env, mpirun_args).wait(timeout)
 
     def hold(self, np: Optional[int], *args: str, name: str = "job",
-             mpirun_args: Sequence[str] = ()):
+             mpirun_args: Sequence[str] = (), driver_args: Sequence[str] = ()):
         """Start a job whose driver (tests/drivers/hold.py) keeps the cluster
         until release() is called; returns (running job, address, release)."""
         ready = os.path.join(self.workdir, f"{name}.ready")
         until = os.path.join(self.workdir, f"{name}.until")
         running = self.start(np, ["--num-cpus", "1", *args, HOLD_DRIVER, "--ready", ready,
-                                  "--until", until], mpirun_args=mpirun_args)
+                                  "--until", until, *driver_args], mpirun_args=mpirun_args)
         address, nodes = running.wait_for_file(ready, timeout=180).split()
         assert int(nodes) == (np or 1)
         return running, address, lambda: open(until, "w").close()

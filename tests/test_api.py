@@ -131,3 +131,27 @@ def test_a_node_lost_during_the_body_is_seen_at_once(jobs, tmp_path, fail_fast):
         assert record["status"] == 0
     print(f"lost node noticed after {noticed:.1f}s")
     assert_nothing_left(result)
+
+
+def test_an_unguarded_with_body_gets_no_stray_ray_on_the_other_ranks(jobs, tmp_path):
+    """A `with` body written for start_ray 0.1 calls Ray on every rank: on the
+    ranks without the cluster each Ray call now fails at once, naming the
+    contract, instead of starting a local Ray (which also saved a token in
+    ~/.ray that turned auth on for every later `ray start --head`)."""
+    home = tmp_path / "home"
+    home.mkdir()
+    running = jobs.launch([MPIRUN, "--oversubscribe", "-np", "3", PYTHON, PROGRAM,
+                           str(tmp_path), "--with", "--unguarded"], {"HOME": str(home)})
+    result = running.wait(240)
+    assert result.returncode == 0, result.output
+    seen = outcomes(tmp_path, 3)
+    assert seen[0]["result"] == "result of rank 0" and seen[0]["alive"] == 3
+    for rank in (1, 2):
+        assert "stray_ray" not in seen[rank], seen[rank]
+        assert seen[rank]["refused"].startswith("this rank has no Ray cluster: `with "
+                                                "start_ray.cluster() as info:`")
+        assert "Guard Ray calls with `if info:`" in seen[rank]["refused"]
+        assert seen[rank]["ray_call_seconds"] < 5
+    assert "Started a local Ray instance" not in result.output
+    assert not (home / ".ray").exists(), "a local Ray saved its token"
+    assert_nothing_left(result)

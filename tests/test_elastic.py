@@ -114,13 +114,12 @@ def test_the_job_ending_while_a_node_rejoins_leaves_nothing(jobs, ending):
 
 
 def test_min_nodes_starts_the_driver_without_a_late_node_and_counts_it_in(jobs, tmp_path):
-    # Rank 2's first `ray start` hangs (an overloaded node) until its join
-    # attempt times out; its second joins, after the join deadline.
-    flag, late = tmp_path / "held-once", tmp_path / "late.sh"
+    # Rank 2's `ray start` needs longer than --join-timeout (an overloaded
+    # node): the driver starts without it, and its first attempt, left to
+    # finish past the deadline, joins late.
+    late = tmp_path / "late.sh"
     ray = os.path.join(os.path.dirname(PYTHON), "ray")
-    late.write_text("#!/bin/sh\n"
-                    f"if [ ! -e {flag} ]; then touch {flag}; echo 'holding back'; "
-                    "exec sleep 1000; fi\n"
+    late.write_text("#!/bin/sh\necho 'holding back'\nsleep 30\n"
                     f"exec {ray} \"$@\"\n")
     late.chmod(0o755)
     ready, out, driver = elastic_args(tmp_path, 3)
@@ -139,6 +138,9 @@ def test_min_nodes_starts_the_driver_without_a_late_node_and_counts_it_in(jobs, 
     assert "2 of 3 Ray node(s) joined by the deadline: the driver starts with them " \
            "(--min-nodes 2); still joining, counted in when they do: rank 2 (" in head
     assert "joined late and is counted in; 3 of 3 node(s) alive" in head
+    assert "joined the cluster at " in result.rank_logs()["rank-2.log"]
+    assert "attempt 1)" in result.rank_logs()["rank-2.log"], "its first attempt joined"
+    assert "to join failed" not in result.rank_logs()["rank-2.log"]
     assert [e["rank"] for e in events_of(result, "not_joined_yet")] == [2]
     assert [e["rank"] for e in events_of(result, "joined_late")] == [2]
     summary = result.summary()

@@ -2,6 +2,7 @@
 checks the exit status, that the job ends within a bound, the message, and
 that no process the job started is left on the machine."""
 
+import os
 import re
 import signal
 import socket
@@ -10,9 +11,11 @@ import time
 import psutil
 import pytest
 
+import step_signals
 from jobs import (DRIVER, MPIRUN, PYTHON, SIGNALS_DRIVER, assert_nothing_left,
-                  driver_on_the_head, events_of, finish_held, helper_process, rank_processes,
-                  ray_process, wait_for_rank0_log)
+                  driver_on_the_head, events_of, finish_held, helper_process, node_process,
+                  rank_processes, ray_process, wait_for_rank0_log)
+from leftovers import cmdline as found_by_cmdline
 
 
 def start_signals_job(jobs, tmp_path, np, *args, driver_args=()):
@@ -204,8 +207,9 @@ def test_dead_head_gcs_stops_the_driver_at_once(jobs):
     killed = time.monotonic()
     result = running.wait(120)
     assert result.returncode == 1, result.output
-    assert result.run_record()["cause"].startswith(
-        "the Ray head's GCS server or raylet ended: the cluster is gone")
+    assert re.fullmatch(r"the Ray head on \S+ \(rank 0\) ended \(its gcs_server ended\): "
+                        r"the cluster is gone, so the driver is stopped now",
+                        result.run_record()["cause"]), result.run_record()["cause"]
     assert all(e["left"] == "" for e in events_of(result, "stopped"))
     assert time.monotonic() - killed < 60
     assert_nothing_left(result)
@@ -270,4 +274,74 @@ def test_long_tmpdir_falls_back_to_a_short_one(jobs, tmp_path):
     assert result.returncode == 0, result.output
     log = result.rank_logs()["rank-0.log"]
     assert "is too long for Ray's unix sockets, using /tmp" in log
+    assert_nothing_left(result)
+
+
+# ------------------------------------------- signals as a scheduler sends them
+def test_the_walltime_warning_to_every_process_twice_costs_nothing(jobs, tmp_path):
+    """As Slurm's step signal (or `scancel --signal=USR1`) reaches them: every
+    process of the job, twice. Only the driver acts on it; no helper of
+    start_ray dies of it (one did, and the second warning ended the job),
+    no Ray node is lost, and the job ends as its driver says."""
+    warnings = tmp_path / "warnings"
+    running, _, release = jobs.hold(2, driver_args=["--warnings", str(warnings)])
+    rounds = step_signals.repeatedly(running, signal.SIGUSR1, times=2, gap=3.0)
+    assert all(any("python" in struck for struck in one) for one in rounds), rounds
+    deadline = time.monotonic() + 10
+    while len(read(warnings)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    result = finish_held(running, release)
+    logs = "".join(result.rank_logs().values())
+    assert "killed by SIGUSR1" not in logs and "restarted it" not in logs, logs[-3000:]
+    assert "received SIGUSR1: forwarding it to the driver" in result.rank0_log
+    assert len(read(warnings)) >= 2, "the driver got each warning"
+    assert not events_of(result, "node_lost")
+
+
+def test_the_walltime_warning_at_the_steps_first_instant_means_not_done(jobs, tmp_path):
+    """The warning reaches every process as the step starts (Slurm's timer
+    with a short time limit): whatever each rank managed by then, the job
+    ends at once, leaves nothing, and says "not done" by the chain's
+    contract (75 from a rank that caught it, 138 from one that had not yet
+    a handler), so that a chain goes on instead of failing."""
+    from start_ray import chain
+    running = jobs.start(2, ["--num-cpus", "1", DRIVER])
+    struck = step_signals.at_first_instant(running, signal.SIGUSR1, ranks=2)
+    result = running.wait(90)
+    assert result.returncode in (75, 128 + signal.SIGUSR1), (struck, result.output)
+    assert chain.outcome(result.returncode, warned=True) == "continues"
+    assert "CLUSTER_INFO" not in result.stdout
+    assert_nothing_left(result)
+
+
+def test_a_head_killed_while_the_workers_join_is_named_within_seconds(jobs, tmp_path):
+    """The head's `ray start`, GCS and raylet SIGKILLed while two workers are
+    still joining (their `ray start` held back): rank 0 says at once that the
+    head is gone, instead of waiting out the join deadline and blaming the
+    workers, and reaps what the head left (no zombies under it)."""
+    slow = tmp_path / "slow_ray.sh"
+    ray = os.path.join(os.path.dirname(PYTHON), "ray")
+    slow.write_text(f"#!/bin/sh\nsleep 25\nexec {ray} \"$@\"\n")
+    slow.chmod(0o755)
+    start_ray = [PYTHON, "-m", "start_ray", "--num-cpus", "1", "--join-timeout", "200", DRIVER]
+    cmd = [MPIRUN, "--oversubscribe", "-np", "1", *start_ray, ":",
+           "-np", "2", "env", f"START_RAY_RAY_COMMAND={slow}", *start_ray]
+    running = jobs.launch(cmd)
+    wait_for_rank0_log(running, "waiting for 2 worker node(s) to join", 120)
+    head = [node_process(running, name, 0) for name in ("raylet", "gcs_server")]
+    rank0 = rank_processes(running)[0]
+    starter = [child for child in rank0.children()
+               if "--head" in " ".join(found_by_cmdline(child.pid))]
+    assert all(head) and starter, (head, starter)
+    for proc in [*starter, *head]:
+        proc.kill()
+    killed = time.monotonic()
+    result = running.wait(120)
+    took = time.monotonic() - killed
+    assert result.returncode == 1, result.output
+    cause = result.run_record()["cause"]
+    assert cause.startswith("the Ray head on ") and "(rank 0) ended" in cause, cause
+    assert "did not join" not in result.output, "the workers were blamed"
+    assert not events_of(result, "never_joined")
+    assert took < 30, f"noticed after {took:.0f}s"
     assert_nothing_left(result)

@@ -272,3 +272,21 @@ def test_probe_sees_this_process():
 def test_aprun_depth_beats_the_pbs_chunk():
     env = {"PBS_JOBID": "1", "NCPUS": "64", "ALPS_APP_DEPTH": "4"}
     assert resources.cpus(env, 2, 2, affinity=64, quota=None).value == 8
+
+
+def test_nodes_up_meet_their_plans_by_rank_not_by_position():
+    """--min-nodes starts with any subset of the planned nodes: with the
+    middle one late, the last node must be checked against its own plan
+    (paired by position, it was blamed for the middle node's address)."""
+    from start_ray.bring_up import misplaced
+    from start_ray.cluster_state import NodeInfo
+    planned = placement.place([probe(0, "h0", "10.0.0.10"), probe(1, "h1", "10.0.0.11"),
+                               probe(2, "h2", "10.0.0.12")], make_options({}))
+
+    def up(rank, ip):
+        return NodeInfo(node_id=f"n{rank}", ip=ip, hostname=f"h{rank}", alive=True, rank=rank,
+                        resources={})
+
+    assert misplaced([up(0, "10.0.0.10"), up(2, "10.0.0.12")], planned) == []
+    assert misplaced([up(0, "10.0.0.10"), up(2, "10.0.0.99")], planned) == \
+        ["rank 2 on h2: 10.0.0.99, expected 10.0.0.12"]

@@ -250,3 +250,51 @@ def test_a_picked_port_is_free_and_outside_the_ephemeral_range(tmp_path):
     assert ports.free_port(ephemeral=(ports.LOWEST_PICK, 60999)) > 0
     unreadable = tmp_path / "missing"
     assert ports.ephemeral_range(str(unreadable)) == (32768, 60999)
+
+
+# ------------------------------------------------- the walltime warning, early
+def test_a_step_ended_by_the_walltime_signal_itself_is_not_done():
+    from start_ray import chain
+    assert chain.outcome(128 + signal.SIGUSR1, warned=True) == "continues"
+    assert chain.outcome(128 + signal.SIGUSR1, warned=False) == "continues"
+    assert chain.outcome(128 + signal.SIGUSR2, warned=True, walltime_signal=signal.SIGUSR2) \
+        == "continues"
+    assert chain.outcome(128 + signal.SIGUSR2, warned=True) == "failed"
+    assert chain.outcome(0, warned=True) == "continues"
+    assert chain.outcome(75, warned=False) == "continues"
+    assert chain.outcome(0, warned=False) == "done"
+    assert chain.outcome(1, warned=True) == "failed"
+
+
+def test_the_walltime_signal_is_read_before_the_command_line_is_parsed():
+    from start_ray.signals import walltime_signal_given
+    assert walltime_signal_given([], {}) == signal.SIGUSR1
+    assert walltime_signal_given([], {"START_RAY_WALLTIME_SIGNAL": "USR2"}) == signal.SIGUSR2
+    assert walltime_signal_given(["--walltime-signal", "SIGUSR2", "d.py"], {}) == signal.SIGUSR2
+    assert walltime_signal_given(["--walltime-signal=12"], {}) == 12
+    # the driver's own arguments are the driver's
+    assert walltime_signal_given(["d.py", "--", "--walltime-signal", "USR2"], {}) == \
+        signal.SIGUSR1
+    assert walltime_signal_given(["--walltime-signal", "nonsense"], {}) == signal.SIGUSR1
+
+
+def test_a_warning_caught_before_the_step_starts_is_passed_on_as_it_starts():
+    """The batch shell (`exec python -m start_ray.jobs run -- ...`) may get
+    the warning before the step exists: the step still gets it (here a
+    `sleep` that dies of it at once), and a step ended by it is not done."""
+    from start_ray import chain
+    from start_ray.signals import SignalInbox
+    from start_ray.step import Step
+    inbox = SignalInbox([signal.SIGUSR1])
+    inbox.record(signal.SIGUSR1)  # as its handler does, before the step exists
+    step = Step(["sleep", "30"], signal.SIGUSR1, inbox)
+    previous = signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)
+    began = time.monotonic()
+    try:
+        status = step.run()
+    finally:
+        signal.signal(signal.SIGUSR1, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    assert status == 128 + signal.SIGUSR1 and time.monotonic() - began < 10
+    assert step.warned.is_set() and step.ended_by_warning(status)
+    assert chain.outcome(status, step.warned.is_set()) == "continues"

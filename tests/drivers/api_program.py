@@ -13,6 +13,9 @@ OUTDIR/rank-<world rank>.json before it exits.
              120 s) for OUTDIR/until or the walltime warning; it records
              whether the warning came, and runs a task on every node after.
 --fail-fast: the cluster is made with fail_fast=True.
+--unguarded: the `with` body calls Ray on every rank, as a body written for
+             start_ray 0.1 did (its own rank 0 only, then): the other ranks
+             record what their Ray call did.
 """
 
 import argparse
@@ -54,6 +57,7 @@ def main() -> int:
     parser.add_argument("--with", dest="with_form", action="store_true")
     parser.add_argument("--hold", action="store_true")
     parser.add_argument("--fail-fast", action="store_true")
+    parser.add_argument("--unguarded", action="store_true")
     args = parser.parse_args()
     world = MPI.COMM_WORLD
     rank = world.Get_rank()
@@ -69,6 +73,15 @@ def main() -> int:
             with start_ray.cluster(**settings) as info:
                 if info:
                     outcome["result"] = body(info, args, outcome)
+                elif args.unguarded:
+                    began = time.monotonic()
+                    try:
+                        import ray
+                        ray.get(ray.put(1))
+                        outcome["stray_ray"] = True
+                    except start_ray.ClusterError as err:
+                        outcome["refused"] = str(err)
+                    outcome["ray_call_seconds"] = time.monotonic() - began
         else:
             outcome["result"] = start_ray.execute(body, args, outcome, **settings)
         outcome["error"] = None
