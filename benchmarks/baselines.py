@@ -29,7 +29,8 @@ import psutil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from start_ray import auth, network  # noqa: E402  (the same auth settings as start_ray)
+from start_ray.host import network  # noqa: E402  (the same auth settings as start_ray)
+from start_ray.node import auth  # noqa: E402  (the same auth settings as start_ray)
 
 BIN = os.path.dirname(sys.executable)
 RAY = os.path.join(BIN, "ray")

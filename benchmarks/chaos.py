@@ -34,6 +34,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import chaos  # noqa: E402
+
 from jobs import MPIS, Jobs  # noqa: E402
 
 OUT = os.path.join(ROOT, "logs", "benchmarks")

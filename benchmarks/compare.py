@@ -36,8 +36,8 @@ import argparse
 import glob
 import json
 import os
-import signal
 import re
+import signal
 import statistics
 import subprocess
 import sys

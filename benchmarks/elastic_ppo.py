@@ -31,6 +31,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 import leftovers as found_by  # noqa: E402
+
 from jobs import Jobs, Running, node_process  # noqa: E402
 
 OUT = os.path.join(ROOT, "logs", "benchmarks")

@@ -12,7 +12,7 @@ import psutil
 
 def own_processes(mark: str) -> dict:
     """start_ray's processes of this job: `python -m start_ray` (the ranks)
-    and `python -m start_ray.watchdog`, found by the job's BENCH_MARK."""
+    and `python -m start_ray.procs.watchdog`, found by the job's BENCH_MARK."""
     found = {}
     for proc in psutil.process_iter():
         try:
@@ -20,8 +20,8 @@ def own_processes(mark: str) -> dict:
             if not cmdline or not os.path.basename(cmdline[0]).startswith("python"):
                 continue  # mpirun's own command line names start_ray too
             kind = ("rank" if "start_ray" in cmdline else
-                    "watchdog" if "start_ray.watchdog" in cmdline else
-                    "helper" if "start_ray.cluster_state" in cmdline else None)
+                    "watchdog" if "start_ray.procs.watchdog" in cmdline else
+                    "helper" if "start_ray.node.gcs_table" in cmdline else None)
             if kind and proc.environ().get("BENCH_MARK") == mark:
                 found[proc.pid] = (kind, proc)
         except (psutil.Error, OSError):

@@ -29,7 +29,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
 
-from start_ray import log_sync, options  # noqa: E402
+from start_ray import options  # noqa: E402
+from start_ray.record import log_sync  # noqa: E402
 
 DEFAULT = options.SPECS_BY_NAME["sync_logs"].default
 GROWTH = 4096  # bytes each file gains between looks

@@ -13,7 +13,6 @@ import sys
 
 import ray
 
-
 # Variables that MPI launchers set in each rank (Open MPI/PMIx, MPICH/Intel
 # Hydra and PMI, Cray PALS/ALPS): the driver and Ray's workers must see none.
 LAUNCHER_PREFIXES = ("OMPI_", "OPAL_", "PMIX_", "PRTE_", "PMI_", "HYDI_", "HYDRA_",

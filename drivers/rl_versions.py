@@ -4,7 +4,7 @@ names that moved inside it. The metric names that moved are in rl_metrics."""
 
 from typing import Optional
 
-from start_ray import compat
+from start_ray.node import compat
 
 # (framework: oldest, newest Ray minor tested): start_ray's range. torch runs on
 # RLlib's new API stack, tf2 on the old one (the new stack is PyTorch only).

@@ -62,7 +62,7 @@ import rl_envs  # noqa: E402
 import rl_versions  # noqa: E402
 from rl_metrics import RETURN_KEYS, STEP_KEYS  # noqa: E402
 
-from start_ray import launcher  # noqa: E402  (the batch job's id names a chain's links)
+from start_ray.mpi import launch_env  # noqa: E402  (the batch job's id names a chain's links)
 
 FRAMEWORK_PACKAGES = {"tf2": ("tensorflow", "tf_keras"), "torch": ("torch",)}
 NOT_DONE = 75  # a chain's "not done yet" (start_ray.chain)
@@ -450,7 +450,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     runners = args.num_env_runners if args.num_env_runners is not None else max(0, cpus - 1)
     if chain:
         where = os.path.join(chain, "links")
-        name = rl_chain.start_link(chain, launcher.job_id(), restore, resumed_at)
+        name = rl_chain.start_link(chain, launch_env.job_id(), restore, resumed_at)
         print(f"train_ppo.py: experiment {chain}: link {name}, "
               + (f"resuming after iteration {resumed_at} from {restore}" if restore
                  else "starting fresh"), flush=True)

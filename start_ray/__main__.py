@@ -8,9 +8,9 @@ Caught here, they wait in the inbox until the lifecycle acts on them.
 
 import sys
 
-from .signals import SignalInbox, walltime_signal_given
+from start_ray.procs.signals import SignalInbox, walltime_signal_given
 
 if __name__ == "__main__":
     with SignalInbox([walltime_signal_given(sys.argv[1:])]) as inbox:
-        from .cli import main
+        from start_ray.entry.cli import main
         sys.exit(main(inbox=inbox))

@@ -10,9 +10,8 @@ import shlex
 import signal
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
-from .errors import UsageError
-from .signals import signal_number
-
+from start_ray.errors import UsageError
+from start_ray.procs.signals import signal_number
 
 # Arguments start_ray sets itself on every `ray start`; letting users pass them
 # would break the handshake, the teardown or the port policy.

@@ -45,19 +45,29 @@ import time
 import uuid
 from typing import Callable, Dict, List, Optional, Tuple
 
+import leftovers as found_by
 import psutil
 
-import leftovers as found_by
-from jobs import (HOLD_DRIVER, MPIS, Jobs, Mpi, Running, describe, helper_process, leftovers,
-                  node_process, rank_processes)
+from jobs import (
+    HOLD_DRIVER,
+    MPIS,
+    Jobs,
+    Mpi,
+    Running,
+    describe,
+    helper_process,
+    leftovers,
+    node_process,
+    rank_processes,
+)
 
 PHASES = ("start", "head", "join", "driver", "teardown")
 RANK_VICTIMS = ("rank0", "node-rank", "idle-rank", "launcher")
 # helper victim -> (the rank that started it, its module, the phases it lives in)
 HELPERS = {
-    "table-helper": (0, "cluster_state", ("head", "join", "driver")),
-    "watchdog": (1, "watchdog", ("head", "join", "driver", "teardown")),
-    "ray-ahead": (1, "ray_cli", ("start",)),
+    "table-helper": (0, "node.gcs_table", ("head", "join", "driver")),
+    "watchdog": (1, "procs.watchdog", ("head", "join", "driver", "teardown")),
+    "ray-ahead": (1, "node.ray_ahead", ("start",)),
 }
 # node victim -> (the rank whose node it is, the phases it lives in)
 NODE_PARTS = {"raylet": (1, ("driver", "teardown"))}

@@ -19,12 +19,14 @@ import threading
 import time
 from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 
-from start_ray import contracts, helpers, logs
-from start_ray.cluster_state import NodeInfo
 from start_ray.errors import NodeError
-from start_ray.lifecycle import Job, Phase
+from start_ray.lifecycle import contracts
+from start_ray.lifecycle.job import Job, Phase
+from start_ray.node.gcs_table import NodeInfo
 from start_ray.options import Options
-from start_ray.signals import SignalInbox
+from start_ray.procs import helpers
+from start_ray.procs.signals import SignalInbox
+from start_ray.record import logs
 
 WAIT = 10.0  # no fake wait lasts longer: a hang fails the test
 _worlds = itertools.count()

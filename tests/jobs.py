@@ -24,11 +24,11 @@ import time
 import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import leftovers as found_by
 import psutil
 import pytest
 
-import leftovers as found_by
-from start_ray import compat
+from start_ray.node import compat
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PYTHON = sys.executable

@@ -114,7 +114,7 @@ def looks_like_ray_or_mpi(pid: int) -> bool:
         if base in RAY_BINARIES | LAUNCHER_BINARIES or "/site-packages/ray/" in arg:
             return True
         if (base == "ray" and following == "start") or arg.startswith("ray start "):
-            return True  # the second: a `ray` imported ahead, renamed (start_ray.ray_cli)
+            return True  # the second: a `ray` imported ahead, renamed (start_ray.node.ray_ahead)
         if arg == "-m" and following.split(".")[0] in ("ray", "start_ray"):
             return True
     return False

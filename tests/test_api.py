@@ -10,8 +10,17 @@ import time
 
 import pytest
 
-from jobs import (MPIRUN, PYTHON, ROOT, assert_nothing_left, driver_on_the_head,
-                  rank_processes, ray_process, run_record, wait_for_rank0_log)
+from jobs import (
+    MPIRUN,
+    PYTHON,
+    ROOT,
+    assert_nothing_left,
+    driver_on_the_head,
+    rank_processes,
+    ray_process,
+    run_record,
+    wait_for_rank0_log,
+)
 
 PROGRAM = os.path.join(ROOT, "tests", "drivers", "api_program.py")
 EXAMPLE = os.path.join(ROOT, "drivers", "api_example.py")

@@ -4,10 +4,10 @@ every case must end within the bound, leave nothing 5 s after the launcher
 exits, and leave logs that say what happened; a killed helper or raylet must
 be noticed within seconds and cost the job nothing (exit 0)."""
 
-import pytest
-
 import chaos
+import pytest
 from conftest import skip_or_fail
+
 from jobs import MPIS
 
 SUBSET = [

@@ -12,10 +12,12 @@ import os
 import sys
 
 import pytest
-
 from conftest import skip_or_fail
+
 from jobs import DRIVER, MPICH, MPIRUN, PYTHON, assert_nothing_left, other_ray_python
-from start_ray import compat, launcher, software
+from start_ray.lifecycle.agree import software
+from start_ray.mpi import launch_env
+from start_ray.node import compat
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "drivers"))
 import rl_versions  # noqa: E402
@@ -159,7 +161,7 @@ def test_mpich_family_launcher_variables_are_removed():
            "I_MPI_HYDRA_TOPOLIB": "hwloc", "PALS_RANKID": "1", "PALS_APID": "x",
            "ALPS_APP_PE": "1", "OPAL_PREFIX": "/opt/ompi", "PMI_CONTROL_PORT": "1",
            "I_MPI_FABRICS": "shm:ofi", "SLURM_JOB_ID": "7", "HOME": "/root"}
-    clean = launcher.child_environment({}, env)
+    clean = launch_env.child_environment({}, env)
     assert clean == {"I_MPI_FABRICS": "shm:ofi", "SLURM_JOB_ID": "7", "HOME": "/root"}
 
 
@@ -171,7 +173,7 @@ def test_mpich_family_launcher_variables_are_removed():
     ("MVAPICH2 Version      :\t2.3.7", "MVAPICH 2.3.7"),
 ])
 def test_mpi_libraries_are_named_shortly(text, name):
-    assert launcher.library_name(text) == name
+    assert launch_env.library_name(text) == name
 
 
 # -- real jobs ---------------------------------------------------------------

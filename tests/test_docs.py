@@ -24,7 +24,8 @@ import re
 import pytest
 
 from jobs import PYTHON, ROOT, assert_nothing_left
-from start_ray import __version__, cli, options
+from start_ray import __version__, options
+from start_ray.entry import cli
 
 BIN = os.path.dirname(PYTHON)
 DOCS = ["README.md"] + sorted(os.path.join("docs", name)

@@ -15,9 +15,20 @@ import time
 
 import pytest
 
-from jobs import (DRIVER, MPICH, MPIRUN, OPENMPI, PYTHON, ROOT, assert_nothing_left,
-                  driver_on_the_head, events_of, rank_processes, ray_process,
-                  wait_for_rank0_log)
+from jobs import (
+    DRIVER,
+    MPICH,
+    MPIRUN,
+    OPENMPI,
+    PYTHON,
+    ROOT,
+    assert_nothing_left,
+    driver_on_the_head,
+    events_of,
+    rank_processes,
+    ray_process,
+    wait_for_rank0_log,
+)
 
 ELASTIC = os.path.join(ROOT, "tests", "drivers", "elastic.py")
 # From the raylet's SIGKILL until the driver sees a fresh node of that rank.

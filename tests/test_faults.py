@@ -10,12 +10,24 @@ import time
 
 import psutil
 import pytest
-
 import step_signals
-from jobs import (DRIVER, MPIRUN, PYTHON, SIGNALS_DRIVER, assert_nothing_left,
-                  driver_on_the_head, events_of, finish_held, helper_process, node_process,
-                  rank_processes, ray_process, wait_for_rank0_log)
 from leftovers import cmdline as found_by_cmdline
+
+from jobs import (
+    DRIVER,
+    MPIRUN,
+    PYTHON,
+    SIGNALS_DRIVER,
+    assert_nothing_left,
+    driver_on_the_head,
+    events_of,
+    finish_held,
+    helper_process,
+    node_process,
+    rank_processes,
+    ray_process,
+    wait_for_rank0_log,
+)
 
 
 def start_signals_job(jobs, tmp_path, np, *args, driver_args=()):
@@ -168,7 +180,7 @@ def test_lost_worker_node_with_fail_fast_stops_the_job(jobs):
     assert_nothing_left(result)
 
 
-@pytest.mark.parametrize("module,rank", [("cluster_state", 0), ("watchdog", 1)],
+@pytest.mark.parametrize("module,rank", [("node.gcs_table", 0), ("procs.watchdog", 1)],
                          ids=["node-table-helper", "worker-watchdog"])
 def test_a_helper_killed_twice_ends_the_job_in_seconds_naming_it(jobs, module, rank):
     """The first kill is survived (a restart); the second ends the job at
@@ -304,7 +316,7 @@ def test_the_walltime_warning_at_the_steps_first_instant_means_not_done(jobs, tm
     ends at once, leaves nothing, and says "not done" by the chain's
     contract (75 from a rank that caught it, 138 from one that had not yet
     a handler), so that a chain goes on instead of failing."""
-    from start_ray import chain
+    from start_ray.batch import chain
     running = jobs.start(2, ["--num-cpus", "1", DRIVER])
     struck = step_signals.at_first_instant(running, signal.SIGUSR1, ranks=2)
     result = running.wait(90)

@@ -16,8 +16,8 @@ import tempfile
 import time
 
 import pytest
-
 from conftest import skip_or_fail
+
 from jobs import MPICH, PYTHON, ROOT, Jobs, assert_nothing_left, rank_processes
 
 needs_dashboard = pytest.mark.skipif(

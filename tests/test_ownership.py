@@ -12,14 +12,14 @@ import sys
 import textwrap
 import time
 
+import leftovers as found_by
 import psutil
 import pytest
 
-import leftovers as found_by
 from jobs import ROOT
-from start_ray import proctree
 from start_ray.options import Options
-from start_ray.owned import ProcessOwner
+from start_ray.procs import proctree
+from start_ray.procs.owner import ProcessOwner
 
 MARK = "START_RAY_JOB"
 
@@ -106,7 +106,8 @@ STARTER = textwrap.dedent("""
 RANK = textwrap.dedent("""
     import os, subprocess, sys, time
     sys.path.insert(0, {root!r})
-    from start_ray import proctree, watchdog
+    from start_ray.procs import proctree
+    from start_ray.procs import watchdog
     proctree.become_subreaper()
     dog = watchdog.Watchdog({mark!r}, "job3/1", {log!r}, "rank 1 | host")
     starter = proctree.popen([sys.executable, "-c", {starter!r}, {renamed!r}],

@@ -5,9 +5,9 @@ emulated_hosts.py), the right address on every node."""
 import os
 
 import pytest
-
 from conftest import skip_or_fail
 from emulated_hosts import EmulatedHosts, unavailable
+
 from jobs import DRIVER, MPIRUN, PYTHON, ROOT, assert_nothing_left
 
 PER_HOST = {"START_RAY_NODE_PER_RANK": "0"}  # the default placement

@@ -3,10 +3,11 @@ source the detection reads, and the placement every rank computes."""
 
 import pytest
 
-from start_ray import accelerators, compat, network, placement, resources
 from start_ray.errors import UsageError
+from start_ray.host import accelerators, network, placement, resources
+from start_ray.host.placement import Probe
+from start_ray.node import compat
 from start_ray.options import make_options
-from start_ray.placement import Probe
 
 pytestmark = pytest.mark.fast  # in-process: `make test-fast`
 
@@ -278,8 +279,8 @@ def test_nodes_up_meet_their_plans_by_rank_not_by_position():
     """--min-nodes starts with any subset of the planned nodes: with the
     middle one late, the last node must be checked against its own plan
     (paired by position, it was blamed for the middle node's address)."""
-    from start_ray.bring_up import misplaced
-    from start_ray.cluster_state import NodeInfo
+    from start_ray.lifecycle.head.bring_up import misplaced
+    from start_ray.node.gcs_table import NodeInfo
     planned = placement.place([probe(0, "h0", "10.0.0.10"), probe(1, "h1", "10.0.0.11"),
                                probe(2, "h2", "10.0.0.12")], make_options({}))
 

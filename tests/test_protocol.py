@@ -10,11 +10,15 @@ import threading
 import time
 
 import pytest
-
 from fake_world import WAIT, FakeOwner, FakeTable, Script, World, options, tick_until
-from start_ray import api, events, head_teardown, lifecycle, watch
+
+from start_ray.entry import api
 from start_ray.errors import ClusterError, UsageError
-from start_ray.lifecycle import NEXT, Phase
+from start_ray.lifecycle import job as lifecycle
+from start_ray.lifecycle.head import teardown as head_teardown
+from start_ray.lifecycle.head import watch
+from start_ray.lifecycle.job import NEXT, Phase
+from start_ray.record import events
 
 pytestmark = pytest.mark.fast  # in-process: `make test-fast`
 

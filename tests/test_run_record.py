@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from jobs import DRIVER, assert_nothing_left, leftovers, ray_process
-from start_ray import collect
+from start_ray.record import collect
 
 
 def has(files, pattern):

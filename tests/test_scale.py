@@ -5,8 +5,9 @@ and 128 ranks on a host, the join-storm table) are in benchmarks/compare.py.
 
 import re
 
-from jobs import DRIVER, assert_nothing_left
 from ray_output import join_spans, most_at_once
+
+from jobs import DRIVER, assert_nothing_left
 
 
 def test_join_slots_bound_the_nodes_registering_at_once(jobs):

@@ -7,11 +7,13 @@ import signal
 import threading
 
 import pytest
-
 from fake_world import Script, World, options, tick_until
-from start_ray import bring_up, join_slots, logs, placement, resources
-from start_ray.agreement import Agreement
 from test_placement_units import probe
+
+from start_ray.host import placement, resources
+from start_ray.lifecycle.agree.agreement import Agreement
+from start_ray.lifecycle.head import bring_up, join_slots
+from start_ray.record import logs
 
 pytestmark = pytest.mark.fast  # in-process: `make test-fast`
 

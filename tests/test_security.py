@@ -11,11 +11,11 @@ import os
 import stat
 import subprocess
 
+import leftovers as found_by
 import pytest
 
-import leftovers as found_by
 from jobs import PYTHON, finish_all_held, finish_held
-from start_ray import compat
+from start_ray.node import compat
 
 # Ray before 2.52 has no token auth: jobs there run with --no-auth, and what
 # start_ray does instead (refuse to start without it) is in test_compat.py.

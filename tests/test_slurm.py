@@ -14,12 +14,12 @@ import re
 import subprocess
 import time
 
-import pytest
-
-from conftest import skip_or_fail
 import leftovers as found_by
-from jobs import DRIVER, PYTHON, ROOT, assert_nothing_left, leftovers
+import pytest
+from conftest import skip_or_fail
 from local_slurm import LocalSlurm, unavailable
+
+from jobs import DRIVER, PYTHON, ROOT, assert_nothing_left, leftovers
 
 SCRIPT = os.path.join(ROOT, "jobs", "slurm_cpu.sbatch")
 CHAIN = os.path.join(ROOT, "jobs", "slurm_chain.sbatch")

@@ -6,11 +6,12 @@ import time
 
 import pytest
 
-from start_ray import events, logs, software, summary
-from start_ray.agreement import Agreement, Plan
-from start_ray.ledger import Ledger
+from start_ray.host.placement import Probe, place
+from start_ray.lifecycle.agree import software
+from start_ray.lifecycle.agree.agreement import Agreement, Plan
+from start_ray.lifecycle.head.ledger import Ledger
 from start_ray.options import make_options
-from start_ray.placement import Probe, place
+from start_ray.record import events, logs, summary
 
 pytestmark = pytest.mark.fast  # in-process: `make test-fast`
 

@@ -8,9 +8,12 @@ import time
 
 import pytest
 
-from start_ray import cli, driver, launcher, tempdirs
+from start_ray.entry import cli
 from start_ray.errors import NodeError, UsageError
+from start_ray.host import tempdirs
+from start_ray.mpi import launch_env
 from start_ray.options import Options, make_options
+from start_ray.procs import driver
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -75,19 +78,19 @@ def test_long_tmpdir_falls_back_to_tmp(tmp_path):
 def test_child_environment_drops_launcher_variables():
     env = {"OMPI_COMM_WORLD_RANK": "1", "PMIX_RANK": "1", "PRTE_X": "1", "PMI_RANK": "1",
            "HOME": "/root", "SLURM_JOB_ID": "7"}
-    clean = launcher.child_environment({"RAY_ADDRESS": "a:1"}, env)
+    clean = launch_env.child_environment({"RAY_ADDRESS": "a:1"}, env)
     assert clean == {"HOME": "/root", "SLURM_JOB_ID": "7", "RAY_ADDRESS": "a:1"}
     # None in `extra`: the child goes without that variable (ROCR for Ray 2.45+).
-    clean = launcher.child_environment({"SLURM_JOB_ID": None, "NOT_SET": None}, env)
+    clean = launch_env.child_environment({"SLURM_JOB_ID": None, "NOT_SET": None}, env)
     assert clean == {"HOME": "/root"}
 
 
 def test_rank_and_job_id_from_environment():
-    assert launcher.rank_from_environment({"OMPI_COMM_WORLD_RANK": "3"}) == 3
-    assert launcher.rank_from_environment({"SLURM_PROCID": "5"}) == 5
-    assert launcher.rank_from_environment({}) == 0
-    assert not launcher.under_launcher({})
-    assert launcher.job_id({"PBS_JOBID": "123.pbs01"}) == "123"
+    assert launch_env.rank_from_environment({"OMPI_COMM_WORLD_RANK": "3"}) == 3
+    assert launch_env.rank_from_environment({"SLURM_PROCID": "5"}) == 5
+    assert launch_env.rank_from_environment({}) == 0
+    assert not launch_env.under_launcher({})
+    assert launch_env.job_id({"PBS_JOBID": "123.pbs01"}) == "123"
 
 
 def test_driver_command_and_placeholder(tmp_path):
@@ -116,19 +119,19 @@ def test_exit_status_follows_the_shell_convention():
     ({}, "no launcher (a single process)", None),
 ])
 def test_launcher_and_scheduler_are_named(env, launcher_name, scheduler):
-    assert launcher.launcher_name(env) == launcher_name
-    assert launcher.scheduler(env) == scheduler
+    assert launch_env.launcher_name(env) == launcher_name
+    assert launch_env.scheduler(env) == scheduler
 
 
 def test_tasks_that_each_see_a_world_of_one_are_refused():
     srun = {"SLURM_JOB_ID": "5", "SLURM_STEP_ID": "0", "SLURM_PROCID": "2",
             "SLURM_STEP_NUM_TASKS": "4"}
     with pytest.raises(UsageError, match=r"srun started 4 tasks.*--mpi=pmix"):
-        launcher.check_world(1, srun)
-    launcher.check_world(4, srun)  # MPI sees them all: fine
-    launcher.check_world(1, {**srun, "SLURM_STEP_NUM_TASKS": "1"})
-    launcher.check_world(1, {})  # no launcher: one process is the whole job
-    assert launcher.launcher_rank(srun) == 2
+        launch_env.check_world(1, srun)
+    launch_env.check_world(4, srun)  # MPI sees them all: fine
+    launch_env.check_world(1, {**srun, "SLURM_STEP_NUM_TASKS": "1"})
+    launch_env.check_world(1, {})  # no launcher: one process is the whole job
+    assert launch_env.launcher_rank(srun) == 2
 
 
 def test_start_ray_imports_without_the_rl_stack():
@@ -177,7 +180,7 @@ def test_no_module_over_350_lines_and_no_class_over_250():
 
 
 def test_a_slurm_output_path_becomes_a_pattern_again_in_its_file_name_only():
-    from start_ray.scheduler import Slurm
+    from start_ray.batch.scheduler import Slurm
     slurm = Slurm({"SLURM_JOB_ID": "2"})
     assert slurm.pattern("/tmp/pytest-32/out/link-2.log") == "/tmp/pytest-32/out/link-%j.log"
     assert slurm.pattern("/runs/2/slurm-2.out") == "/runs/2/slurm-%j.out"
@@ -191,7 +194,7 @@ def test_a_slurm_output_path_becomes_a_pattern_again_in_its_file_name_only():
 
 
 def test_pbs_options_come_back_from_qstat():
-    from start_ray.scheduler import Pbs, seconds
+    from start_ray.batch.scheduler import Pbs, seconds
     pbs = Pbs({"PBS_JOBID": "4242.pbs01", "PBS_O_WORKDIR": "/home/me/project"})
     pbs._fields = {"Job_Name": "ppo", "Account_Name": "MYPROJ", "queue": "debug",
                    "Resource_List.select": "2:system=polaris", "Resource_List.walltime":
@@ -215,7 +218,7 @@ def test_pbs_options_come_back_from_qstat():
     ("one\ntwo\n", "one / two"),
 ], ids=["a-process-died", "an-exception", "the-last-lines"])
 def test_a_ray_node_that_ended_says_why_in_one_line(tmp_path, printed, said):
-    from start_ray.raynode import RayNode
+    from start_ray.node.raynode import RayNode
     script = tmp_path / "ray"
     script.write_text(f"#!/bin/sh\ncat <<'END'\n{printed}END\nexit 1\n")
     script.chmod(0o755)
@@ -232,7 +235,7 @@ def test_a_picked_port_is_free_and_outside_the_ephemeral_range(tmp_path):
     import random
     import socket
 
-    from start_ray import ports
+    from start_ray.node import ports
     low, high = ports.ephemeral_range()
     assert 1024 < low < high
     for seed in range(20):
@@ -254,7 +257,7 @@ def test_a_picked_port_is_free_and_outside_the_ephemeral_range(tmp_path):
 
 # ------------------------------------------------- the walltime warning, early
 def test_a_step_ended_by_the_walltime_signal_itself_is_not_done():
-    from start_ray import chain
+    from start_ray.batch import chain
     assert chain.outcome(128 + signal.SIGUSR1, warned=True) == "continues"
     assert chain.outcome(128 + signal.SIGUSR1, warned=False) == "continues"
     assert chain.outcome(128 + signal.SIGUSR2, warned=True, walltime_signal=signal.SIGUSR2) \
@@ -267,7 +270,7 @@ def test_a_step_ended_by_the_walltime_signal_itself_is_not_done():
 
 
 def test_the_walltime_signal_is_read_before_the_command_line_is_parsed():
-    from start_ray.signals import walltime_signal_given
+    from start_ray.procs.signals import walltime_signal_given
     assert walltime_signal_given([], {}) == signal.SIGUSR1
     assert walltime_signal_given([], {"START_RAY_WALLTIME_SIGNAL": "USR2"}) == signal.SIGUSR2
     assert walltime_signal_given(["--walltime-signal", "SIGUSR2", "d.py"], {}) == signal.SIGUSR2
@@ -282,9 +285,9 @@ def test_a_warning_caught_before_the_step_starts_is_passed_on_as_it_starts():
     """The batch shell (`exec python -m start_ray.jobs run -- ...`) may get
     the warning before the step exists: the step still gets it (here a
     `sleep` that dies of it at once), and a step ended by it is not done."""
-    from start_ray import chain
-    from start_ray.signals import SignalInbox
-    from start_ray.step import Step
+    from start_ray.batch import chain
+    from start_ray.batch.step import Step
+    from start_ray.procs.signals import SignalInbox
     inbox = SignalInbox([signal.SIGUSR1])
     inbox.record(signal.SIGUSR1)  # as its handler does, before the step exists
     step = Step(["sleep", "30"], signal.SIGUSR1, inbox)

@@ -1,0 +1,1 @@
+"""Batch jobs around start_ray: the scheduler asked about its own job, a job step with the walltime warning passed on, chains of jobs."""

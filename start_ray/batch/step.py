@@ -1,0 +1,99 @@
+"""A batch script's job step (`srun ...`, `mpiexec ...`), run so that the
+walltime warning reaches the driver.
+
+The scheduler's warning goes to the batch script (`#SBATCH --signal=B:USR1@T`),
+not to the step's tasks, and a shell runs traps only between commands. So the
+script runs `python -m start_ray.jobs run -- srun ...`, which starts the step,
+passes the warning on to it (srun, mpiexec and aprun forward it to the tasks;
+start_ray forwards it to the driver) and returns the step's exit status.
+SIGTERM (scancel, the walltime itself) is not passed on: the scheduler sends
+it to every task already, and `kill -TERM <srun>` makes srun SIGKILL them.
+
+PBS sends no warning: with `warn_before`, the step gets the walltime signal
+that many seconds before the job's time limit (from the scheduler).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+from typing import Optional, Sequence
+
+from start_ray.batch.scheduler import Scheduler
+from start_ray.procs.signals import SignalInbox
+
+
+class Step:
+    """One job step and whether the walltime warning came (and was passed on)."""
+
+    def __init__(self, cmd: Sequence[str], walltime_signal: int = signal.SIGUSR1,
+                 inbox: Optional[SignalInbox] = None) -> None:
+        self.cmd = list(cmd)
+        self.walltime_signal = walltime_signal
+        self.warned = threading.Event()
+        self.process: Optional["subprocess.Popen[bytes]"] = None
+        self._source = ""  # who warned, before the step had started
+        self._early = inbox  # what the wrapper caught before this step existed
+
+    def run(self, scheduler: Optional[Scheduler] = None, warn_before: float = 0.0) -> int:
+        """Run the step to its end: its exit status (128+N if killed by N)."""
+        signal.signal(self.walltime_signal, lambda signum, frame: self.warn("the scheduler"))
+        signal.signal(signal.SIGTERM, lambda signum, frame: say(
+            "SIGTERM: the scheduler is stopping the job; the tasks have it too"))
+        if self._early is not None and self.walltime_signal in self._early.drain():
+            self.warn("the scheduler")  # it came while the wrapper started
+        try:
+            self.process = subprocess.Popen(self.cmd)
+        except OSError as err:
+            say(f"could not run {self.cmd[0]}: {err}")
+            return 127
+        if self.warned.is_set():
+            self._pass_on()
+        if warn_before > 0 and scheduler is not None:
+            self._warn_in_time(scheduler, warn_before)
+        returncode = self.process.wait()  # a signal's handler runs, the wait goes on
+        status = 128 - returncode if returncode < 0 else returncode
+        say(f"the step ended with status {status}")
+        return status
+
+    def warn(self, source: str) -> None:
+        """Pass the walltime warning on to the step (once); one that comes
+        before the step has started is passed on as it starts."""
+        if self.warned.is_set():
+            return
+        self.warned.set()
+        self._source = source
+        if self.process is not None:
+            self._pass_on()
+
+    def _pass_on(self) -> None:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            return
+        say(f"walltime warning ({signal.Signals(self.walltime_signal).name}, from "
+            f"{self._source}): asking the driver to checkpoint and stop")
+        self.process.send_signal(self.walltime_signal)
+
+    def ended_by_warning(self, status: int) -> bool:
+        """The step died of the walltime signal itself (a task that had no
+        handler yet when the scheduler sent it to every process)."""
+        return status == 128 + self.walltime_signal
+
+    def _warn_in_time(self, scheduler: Scheduler, before: float) -> None:
+        """The warning `before` seconds before the time limit, counted from
+        the step's start (the script's first seconds are not counted)."""
+        limit = scheduler.time_limit()
+        if limit is None:
+            say(f"{scheduler.name} reports no time limit: no walltime warning")
+            return
+        delay = max(0.0, limit - before)
+        say(f"time limit {limit}s: the walltime warning in {delay:.0f}s")
+        timer = threading.Timer(delay, self.warn, args=("start_ray, before the time limit",))
+        timer.daemon = True
+        timer.start()
+
+
+def say(text: str) -> None:
+    print(f"start_ray.jobs: {text}", flush=True, file=sys.stdout)

@@ -1,0 +1,255 @@
+"""Rank 0's bring-up: the Ray head, then the wait until every node is alive.
+
+    start the head (ray start --head --block) and its node-table helper
+    HeadRecord (address | error)  -- share -->  every rank
+    wait until every planned node is alive in the GCS, at its planned address,
+        reading Joined / Failed from the ranks (watch.Watch.read_news); a
+        deadline names who is missing
+    the payload's ClusterInfo
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Dict, List, Sequence, Set
+
+from start_ray.errors import JobError
+from start_ray.host.placement import NodePlan
+from start_ray.lifecycle.agree.agreement import Agreement
+from start_ray.lifecycle.contracts import Channel, Launcher, Owner, Table
+from start_ray.lifecycle.head.ledger import Ledger
+from start_ray.lifecycle.head.watch import NODE_WATCH_INTERVAL, Watch
+from start_ray.mpi.messages import HeadRecord
+from start_ray.node import raynode
+from start_ray.node.gcs_table import ClusterInfo, NodeInfo, summarize, total_resources
+from start_ray.options import Options, nodes_needed
+from start_ray.polling import wait_until
+from start_ray.procs.signals import SignalInbox
+from start_ray.record.events import HeadUp, JoinFailed, NeverJoined, NotJoinedYet
+from start_ray.record.logs import LISTED_ON_CONSOLE
+
+# While nodes join: a progress line at most this often, and the slowest joins named.
+PROGRESS_EVERY = 10.0
+SLOWEST_SHOWN = 3
+# While the nodes join, rank 0 and the node-table helper look this often at
+# most (a few seconds of start-up; every 0.2 s added ~0.3 s to the start).
+START_POLL = 0.05
+# Reading the node table costs ~N: while nodes join, it is read at most every
+# N / TABLE_LOOKS_PER_SECOND seconds (1,000 nodes: every 2 s).
+TABLE_LOOKS_PER_SECOND = 500.0
+
+
+def table_interval(nodes: int, poll_interval: float) -> float:
+    return max(poll_interval, nodes / TABLE_LOOKS_PER_SECOND)
+
+
+class Progress:
+    """`312/1000 nodes joined (41 s)`, at most every PROGRESS_EVERY seconds,
+    and only when the count changed: readable at any N."""
+
+    def __init__(self, total: int, started: float, log: Any) -> None:
+        self.total, self.started, self.log = total, started, log
+        self.shown = -1
+        self.next_at = time.monotonic() + PROGRESS_EVERY
+
+    def show(self, joined: int) -> None:
+        now = time.monotonic()
+        if now < self.next_at or joined == self.shown or joined >= self.total:
+            return
+        self.shown, self.next_at = joined, now + PROGRESS_EVERY
+        self.log.info("%d/%d nodes joined (%.0f s)", joined, self.total, now - self.started)
+
+
+class BringUp:
+    """The head and the wait for every node (rank 0's start phase)."""
+
+    def __init__(self, agreed: Agreement, options: Options, channel: Channel, owner: Owner,
+                 launcher: Launcher, inbox: SignalInbox, ledger: Ledger, watch: Watch,
+                 log: logging.Logger) -> None:
+        self.agreed, self.options, self.channel = agreed, options, channel
+        self.owner, self.launcher, self.inbox = owner, launcher, inbox
+        self.ledger, self.watch, self.log = ledger, watch, log
+        self.deadline = ledger.started + options.join_timeout
+
+    def run(self) -> ClusterInfo:
+        """The head, then every node, with a deadline; what the payload gets."""
+        try:
+            self.log.info("starting the Ray head on %s", self.agreed.host)
+            if self.options.no_auth:
+                self.log.warning("authentication is OFF (--no-auth): anyone who can reach "
+                                 "this job's ports can run code as you")
+            head = self.launcher.start_node(raynode.head_args(self.options.dashboard))
+            self.watch.head = head
+            self.watch.table = self.launcher.node_table()
+            my_node = self.agreed.my_node
+            address = head.wait_address(self.deadline, self.options.poll_interval,
+                                        self._stopping,
+                                        ip=my_node.ip if my_node and my_node.ip_given else None)
+        except BaseException as err:
+            self.channel.share(HeadRecord(error=f"{type(err).__name__}: {err}"))
+            raise
+        # The workers join while the head's raylet starts (the GCS serves already).
+        self.channel.share(HeadRecord(address=address))
+        self.log.debug("the head's GCS serves at %s after %.1fs: the workers may join",
+                       address, self.ledger.since_start())
+        head.wait_started(self.deadline, self.options.poll_interval, self._start_news,
+                          need_address=True)
+        self.ledger.note(HeadUp(0, self.ledger.since_start()))
+        self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
+                      address, self.ledger.since_start(), head.session_dir())
+        nodes = self.wait_for_nodes(address)
+        env = self.launcher.ray_env()
+        env.update({"RAY_ADDRESS": address, "START_RAY_RUN_DIR": self.agreed.run_dir,
+                    "START_RAY_NUM_NODES": str(len(nodes))})
+        return ClusterInfo(address=address, nodes=nodes, run_dir=self.agreed.run_dir,
+                           env=env, grace=self.agreed.plan.grace)
+
+    def _stopping(self) -> bool:
+        """During start-up a stopping signal, or a walltime warning, ends the
+        job; so does a helper that ended twice."""
+        self.inbox.raise_if_stopping(walltime_too=True)
+        self.owner.check_helpers("rank 0 started the Ray head")
+        return False
+
+    def _start_news(self) -> bool:
+        """While the head finishes starting: the workers' news too."""
+        self.watch.read_news()
+        return self._stopping()
+
+    def wait_for_nodes(self, address: str) -> List[NodeInfo]:
+        """Until every rank's node is alive in the GCS and every worker rank
+        said its `ray start` is done, or the deadline.
+
+        The node table is read every `table_interval` (longer as N grows);
+        when the last worker says it joined, once more at once."""
+        planned = self.agreed.nodes
+        workers = len(planned) - 1
+        slots = self.watch.slots.slots
+        if workers:
+            self.log.info("waiting for %d worker node(s) to join%s (deadline %gs)", workers,
+                          f", {slots} at a time" if slots < workers else "",
+                          self.options.join_timeout)
+        table = self.watch.table
+        assert table is not None
+        poll = min(self.options.poll_interval, START_POLL)
+        table.watch(address, table_interval(len(planned), poll))
+        expected = set(self.agreed.node_ranks)
+        alive: Dict[int, NodeInfo] = {}
+        progress = Progress(len(planned), self.ledger.started, self.log)
+        asked = False
+        joins = self.ledger.joins
+
+        need = nodes_needed(self.options.min_nodes, len(expected))
+
+        def all_alive() -> bool:
+            nonlocal alive, asked
+            self.watch.read_news()
+            self.inbox.raise_if_stopping(walltime_too=True)
+            self.owner.check_helpers("rank 0 waited for the nodes to join")
+            self.watch.check_head("the nodes that were joining cannot join")
+            pending = expected - self.ledger.failed  # --min-nodes: it goes on without those
+            if len(pending) < need:  # --min-nodes out of reach
+                raise JobError(f"{len(self.ledger.failed)} of {len(expected)} Ray node(s) "
+                               f"could not start, and {need} are needed (--min-nodes): "
+                               + self.agreed.name_ranks(sorted(self.ledger.failed)))
+            if not asked and pending - {0} <= joins.keys():
+                asked = True
+                table.look_now()
+            alive = table.alive_ranks() or {}
+            progress.show(len(expected & (alive.keys() | joins.keys())))
+            # Alive in the GCS, and each `ray start` done: one still starting
+            # does not heed SIGINT (a driver that ends at once would wait
+            # out the stop timeout).
+            return pending <= alive.keys() and pending - {0} <= joins.keys()
+
+        if wait_until(all_alive, poll, self.deadline):
+            expected -= self.ledger.failed
+        else:
+            up = (set(alive) & set(joins)) | ({0} & set(alive))  # each `ray start` done
+            expected = self.enough(expected, up, need)
+        nodes = [alive[rank] for rank in sorted(expected)]
+        self.ledger.up(expected)
+        for rank in sorted(expected - {0}):  # the rank may say so itself later, or never
+            self.ledger.joined(rank)
+        self.check_addresses(nodes)
+        table.watch(address, NODE_WATCH_INTERVAL)  # from now on, a look now and then
+        # The READY block tells the story on the console (ready.py); these lines, the
+        # rank's log (the slowest joins, at a size where they matter, the console too).
+        self.log.debug("Workers are all running! %d node(s) alive after %.1fs: %s",
+                       len(nodes), self.ledger.since_start(), summarize(total_resources(nodes)))
+        self.log_joins(table)
+        for node in nodes:
+            self.log.debug("  node of rank %d on %s (%s): %s", node.rank, node.hostname,
+                           node.ip, summarize(node.resources))
+        for node in nodes:
+            self.log.debug("  ports of rank %d on %s: %s%s", node.rank, node.hostname,
+                           self.head_ports(address) if node.rank == 0 else "",
+                           node.describe_ports())
+        return nodes
+
+    def enough(self, expected: Set[int], up: Set[int], need: int) -> Set[int]:
+        """At the deadline: the nodes up, if they are enough (--min-nodes, and
+        the head among them); the others keep trying to join. Else JobError."""
+        missing = sorted(expected - up)
+        if len(up) < need or 0 not in up:
+            for rank in missing:
+                if not self.ledger.has(rank, JoinFailed):
+                    self.ledger.note(NeverJoined(rank, self.ledger.since_start()))
+            short = (f"; {need} are needed (--min-nodes)" if self.options.min_nodes else "")
+            raise JobError(
+                f"timed out after {self.options.join_timeout:g}s: {len(missing)} of "
+                f"{len(expected)} Ray node(s) did not join{short}: "
+                + self.agreed.name_ranks(missing))
+        joining = [rank for rank in missing if rank not in self.ledger.failed]
+        for rank in joining:
+            self.ledger.note(NotJoinedYet(rank, self.ledger.since_start()))
+        self.log.warning("%d of %d Ray node(s) joined by the deadline: the driver starts with "
+                         "them (--min-nodes %g)%s", len(up), len(expected),
+                         self.options.min_nodes,
+                         "; still joining, counted in when they do: "
+                         + self.agreed.name_ranks(joining) if joining else "")
+        return up
+
+    def log_joins(self, table: Table) -> None:
+        """The slowest joins, how many joined at once at most, what a look cost."""
+        joins = self.ledger.joins
+        slowest = sorted(joins.items(), key=lambda item: -item[1].took)[:SLOWEST_SHOWN]
+        if len(joins) > 1:
+            many = len(joins) > LISTED_ON_CONSOLE
+            self.log.log(logging.INFO if many else logging.DEBUG,
+                         "slowest joins: %s; at most %d node(s) joining at once", "; ".join(
+                f"{self.agreed.name_ranks([rank])} {joined.took:.1f}s (attempt "
+                f"{joined.attempt}, up {joined.elapsed:.1f}s after its start)"
+                for rank, joined in slowest), self.watch.slots.peak)
+        if table.look_took is not None:
+            self.log.debug("one look at the node table (%d nodes) took %.1f ms",
+                           len(self.agreed.nodes), table.look_took * 1000)
+
+    def head_ports(self, address: str) -> str:
+        """The head's own ports besides the raylet's: GCS, client server, dashboard."""
+        ports = [f"GCS {address.rpartition(':')[2]}"]
+        node = self.launcher.node
+        for name, option in (("client server", "--ray-client-server-port"),
+                             ("dashboard", "--dashboard-port")):
+            value = raynode.option_value(node.command, option) if node is not None else None
+            if value:
+                ports.append(f"{name} {value}")
+        return ", ".join(ports) + ", "
+
+    def check_addresses(self, nodes: List[NodeInfo]) -> None:
+        wrong = misplaced(nodes, self.agreed.nodes)
+        if wrong:
+            raise JobError("Ray node(s) registered with an unexpected address: " +
+                           "; ".join(wrong))
+
+
+def misplaced(nodes: Sequence[NodeInfo], planned: Sequence[NodePlan]) -> List[str]:
+    """Every node must have registered with the address it was given: a node
+    that Ray knows under another address strands its tasks. Nodes and plans
+    meet by rank (with --min-nodes, the nodes up are any subset of the plan)."""
+    plans = {plan.rank: plan for plan in planned}
+    return [f"rank {node.rank} on {node.hostname}: {node.ip}, expected {plans[node.rank].ip}"
+            for node in nodes
+            if node.rank in plans and plans[node.rank].ip_given
+            and node.ip != plans[node.rank].ip]

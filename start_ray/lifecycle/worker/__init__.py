@@ -1,0 +1,1 @@
+"""Every other rank's part: join (and rejoin), serve, report."""

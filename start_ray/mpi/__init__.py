@@ -1,0 +1,1 @@
+"""What the ranks say to each other over MPI, and what the launcher tells a process through its environment."""

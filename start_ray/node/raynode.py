@@ -1,0 +1,334 @@
+"""One Ray node: a `ray start --block` child that this rank owns.
+
+`--block` keeps `ray start` in the foreground as our child, so the node lives
+exactly as long as we let it; its output goes to the rank's log, and the
+moment it prints that the runtime started is the moment we act on, no sleeps.
+"""
+
+from __future__ import annotations
+
+import collections
+import importlib.util
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
+
+import psutil
+
+from start_ray.errors import NodeError
+from start_ray.mpi import launch_env
+from start_ray.node import compat
+from start_ray.node.ports import free_port
+from start_ray.procs import proctree
+from start_ray.procs.proctree import Spawn
+from start_ray.record import logs
+
+READY_MARKER = "Ray runtime started"
+# How often a starting head's session dir is looked at for the GCS port.
+PORT_FILE_INTERVAL = 0.02
+CORE_PROCESSES = ("gcs_server", "raylet")
+RANK_LABEL = "start_ray.rank"
+_ADDRESS_IN_OUTPUT = re.compile(r"ray start --address='([^']+)'")
+_ERROR_LINE = re.compile(r"^([\w.]*(Error|Exception)|Error|ERROR)\b.*:")
+# `ray start --block` naming a process of its node that died, e.g.
+# `... ERR scripts.py:87 -- raylet [exit code=-9]`
+_DIED_LINE = re.compile(r" -- (\w+) \[exit code=(-?\d+)\]$")
+
+
+def ray_executable() -> str:
+    """The `ray` beside this interpreter (the venv's), else the one on PATH."""
+    beside = ray_beside_python()
+    if beside:
+        return beside
+    found = shutil.which("ray")
+    if not found:
+        raise NodeError("the `ray` command was not found beside "
+                        f"{sys.executable} nor on PATH; install ray[rllib]")
+    return found
+
+
+def ray_beside_python() -> Optional[str]:
+    """The `ray` of this Python's environment, if it has one."""
+    beside = os.path.join(os.path.dirname(sys.executable), "ray")
+    return beside if os.access(beside, os.X_OK) else None
+
+
+def common_args(temp_dir: str, rank: int, extra: List[str]) -> List[str]:
+    """Arguments every node gets: its own temp dir, no fixed port anywhere
+    (GCS, workers, agents), and a label naming the rank that started it."""
+    args = [
+        "--temp-dir", temp_dir,
+        "--disable-usage-stats",
+        "--log-style", "record", "--log-color", "false",
+        "--min-worker-port", "0", "--max-worker-port", "0",
+        "--dashboard-agent-listen-port", "0",
+        "--labels", compat.label_arg({RANK_LABEL: str(rank)}),
+    ]
+    return args + list(extra)
+
+
+def head_args(dashboard: bool = False) -> List[str]:
+    """The head: GCS on a port the OS picks; the dashboard off, or on the
+    loopback interface only. Ray's client server (installed with ray[client])
+    defaults to the fixed port 10001 and cannot be given port 0, so it gets a
+    port that is free now and that no port-0 bind can take (free_port)."""
+    args = ["--head", "--port", "0"]
+    if dashboard:
+        args += ["--include-dashboard", "true", "--dashboard-host", "127.0.0.1",
+                 "--dashboard-port", str(free_port())]
+    else:
+        args += ["--include-dashboard", "false"]
+    if importlib.util.find_spec("grpc") is not None:
+        args += ["--ray-client-server-port", str(free_port())]
+    return args
+
+
+def option_value(command: List[str], option: str) -> Optional[str]:
+    """The value given to `option` in a command line."""
+    for flag, value in zip(command, command[1:]):
+        if flag == option:
+            return value
+    return None
+
+
+def worker_args(address: str) -> List[str]:
+    return ["--address", address]
+
+
+def join_address(ip: str, port: int) -> str:
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+class ReadyRay:
+    """`ray` with its imports done (`python -m start_ray.node.ray_ahead`), started
+    ahead and waiting for its arguments: `ray start` then begins ~0.5 s
+    sooner. Rank 0 and the ranks likely to start a node start one before
+    MPI initialises (`early`); the environment it runs with is sent with
+    the arguments. Only for the `ray` of this Python (not --ray-command)."""
+
+    def __init__(self, env: Dict[str, str], ignored_signals: Sequence[int] = (),
+                 spawn: Spawn = proctree.popen) -> None:
+        self.used = False
+        self.env = env  # what it imported Ray with
+        self.process = spawn(
+            [sys.executable, "-m", "start_ray.node.ray_ahead"], ignored_signals, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    @staticmethod
+    def possible(ray_command: Optional[List[str]]) -> bool:
+        """Whether the `ray` that would run is the one of this Python."""
+        return not ray_command and ray_beside_python() is not None
+
+    @classmethod
+    def early(cls, ray_command: Optional[List[str]], node_per_rank: bool,
+              ignored_signals: Sequence[int]) -> Optional["ReadyRay"]:
+        """Before MPI starts: one for rank 0 (the head) and for each host's
+        first task (the node's leader by default; every task with
+        --node-per-rank), as the launcher numbers them. A wrong guess costs
+        one discarded import."""
+        first_here = launch_env.rank_from_environment() == 0 or launch_env.local_rank() == 0
+        if not cls.possible(ray_command) or not (first_here or node_per_rank):
+            return None
+        return cls(launch_env.child_environment({"RAY_ADDRESS": None}), ignored_signals)
+
+    def differs(self, env: Dict[str, str], ignored: Sequence[str]) -> List[str]:
+        """The variables, besides `ignored`, whose value in `env` is not the
+        one Ray was imported with (device libraries may read them at import)."""
+        names = (set(self.env) | set(env)) - set(ignored)
+        return sorted(name for name in names if self.env.get(name) != env.get(name))
+
+    def run(self, args: List[str], env: Optional[Dict[str, str]] = None) -> "subprocess.Popen[str]":
+        """`ray ARGS` now, in the waiting process, with `env` as its environment."""
+        assert self.process.stdin is not None
+        self.used = True
+        try:
+            self.process.stdin.write(json.dumps({"args": args, "env": env}) + "\n")
+            self.process.stdin.close()
+        except OSError:
+            pass  # it died: RayNode sees it end and says what it printed
+        return self.process
+
+    def discard(self) -> None:
+        """Not needed after all (this rank starts no node)."""
+        self.process.kill()
+        self.process.wait()
+
+
+def _died(name: str, code: int) -> str:
+    """`raylet was killed by SIGKILL`, `gcs_server exited with status 1`."""
+    if code < 0:
+        try:
+            return f"{name} was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            pass
+    return f"{name} exited with status {code}"
+
+
+class RayNode:
+    """A running `ray start --block` and what it printed."""
+
+    def __init__(self, args: List[str], env: Dict[str, str], temp_dir: str,
+                 ray_command: Optional[List[str]] = None,
+                 ignored_signals: Sequence[int] = (), ready: Optional[ReadyRay] = None,
+                 spawn: Spawn = proctree.popen) -> None:
+        self.command = [*(ray_command or [ray_executable()]), "start", *args, "--block"]
+        self.temp_dir = temp_dir
+        self._log = logs.get()
+        self._tail: Deque[str] = collections.deque(maxlen=25)
+        self._died: List[str] = []  # the node's processes that Ray saw die
+        self._news = threading.Condition()
+        self._started = False
+        self._ended = False
+        self._address: Optional[str] = None
+        self._core: Optional[List[Tuple[psutil.Process, str]]] = None  # GCS, raylet
+        self._log.debug("running%s: %s", " (Ray imported ahead)" if ready else "",
+                        " ".join(self.command))
+        try:
+            self.process = ready.run(self.command[1:], env) if ready else spawn(
+                self.command, ignored_signals, env=env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        except OSError as err:
+            raise NodeError(f"could not run {self.command[0]}: {err}") from None
+        self._reader = threading.Thread(target=self._read, daemon=True,
+                                        name=f"ray-start-{self.process.pid}")
+        self._reader.start()
+
+    @property
+    def output_file(self) -> str:
+        """Everything this `ray start` printed (collected with Ray's logs)."""
+        return os.path.join(self.temp_dir, f"ray-start-{self.process.pid}.out")
+
+    def _read(self) -> None:
+        """Log every line `ray start` prints and notice the ones we wait for."""
+        assert self.process.stdout is not None
+        try:
+            copy = open(self.output_file, "w", buffering=1)
+        except OSError:
+            copy = None
+        for line in self.process.stdout:
+            if copy is not None:
+                copy.write(line)
+            line = line.rstrip()
+            self._log.debug("ray | %s", line)
+            found = _ADDRESS_IN_OUTPUT.search(line)
+            died = _DIED_LINE.search(line)
+            with self._news:
+                if died:
+                    self._died.append(_died(died.group(1), int(died.group(2))))
+                self._tail.append(line)
+                self._started = self._started or READY_MARKER in line
+                self._address = found.group(1) if found else self._address
+                self._news.notify_all()
+        if copy is not None:
+            copy.close()
+        with self._news:
+            self._ended = True
+            self._news.notify_all()
+
+    def wait_started(self, deadline: float, interval: float,
+                     interrupted: Callable[[], bool] = lambda: False,
+                     need_address: bool = False) -> None:
+        """Return once the node is up (and, for a head, has printed its
+        address); raise NodeError if `ray start` ends first, the deadline
+        passes, or `interrupted()` says to give up."""
+        self._wait(lambda: self._started and (self._address is not None or not need_address),
+                   deadline, interval, interrupted)
+
+    def wait_address(self, deadline: float, interval: float,
+                     interrupted: Callable[[], bool] = lambda: False,
+                     ip: Optional[str] = None) -> str:
+        """A head's GCS address as soon as workers can join: when the GCS
+        publishes its port (compat.gcs_port; `ip` is the head's
+        --node-ip-address), else when `ray start` prints the address."""
+        found: List[str] = []
+
+        def known() -> bool:
+            port = compat.gcs_port(self.temp_dir) if ip else None
+            if port is not None:
+                found.append(join_address(ip or "", port))
+            elif self._address is not None:
+                found.append(self._address)
+            return bool(found)
+
+        self._wait(known, deadline, min(interval, PORT_FILE_INTERVAL), interrupted)
+        return found[0]
+
+    def _wait(self, ready: Callable[[], bool], deadline: float, interval: float,
+              interrupted: Callable[[], bool]) -> None:
+        while True:
+            with self._news:
+                self._news.wait_for(lambda: ready() or self._ended, timeout=interval)
+                if ready():
+                    return
+                ended = self._ended
+            if ended:
+                raise NodeError(f"`ray start` exited with status {self.process.wait()}: "
+                                f"{self.last_words()}")
+            if time.monotonic() >= deadline:
+                raise NodeError("`ray start` did not report the node as started "
+                                f"before the deadline; last output: {self.last_words()}")
+            if interrupted():
+                raise NodeError("start abandoned: the job is stopping")
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    @property
+    def started(self) -> bool:
+        """Whether `ray start` said the node runs (then SIGINT stops it
+        cleanly; one still starting may not heed SIGINT for a while)."""
+        return self._started
+
+    def gone(self) -> Optional[str]:
+        """Why this node no longer works, or None while it does: its `ray
+        start` ended, or, once it started, its GCS server or raylet did. A
+        zombie has ended (psutil's is_running() says otherwise): the rank is
+        a subreaper, and what a dead `ray start` leaves stays its zombie."""
+        returncode = self.process.poll()
+        if returncode is not None:
+            return f"`ray start` exited with status {returncode}: {self.last_words()}"
+        if self._started and self._core is None:
+            self._core = [(proc, proc.name()) for proc in self.core_processes()]
+        ended = [name for proc, name in self._core or [] if not proctree.running(proc)]
+        return f"its {' and '.join(ended)} ended" if ended else None
+
+    def core_processes(self) -> List[psutil.Process]:
+        """The node's GCS server and raylet. `ray start` itself outlives them
+        by up to 30 s when it gets SIGTERM (it 'drains'), so whether the node
+        still works is told by these."""
+        try:
+            below = proctree.descendants(psutil.Process(self.process.pid))
+        except psutil.NoSuchProcess:
+            return []
+        found = []
+        for child in below:
+            try:
+                if child.name() in CORE_PROCESSES:
+                    found.append(child)
+            except psutil.Error:
+                pass
+        return found
+
+    def last_words(self, lines: int = 4) -> str:
+        """What Ray said last, for error messages (all of it is in the log):
+        which of the node's processes died, if Ray said so; else the last
+        exception line if there is one, else the last lines."""
+        with self._news:
+            useful = [line.strip() for line in self._tail if line.strip()]
+            if self._died:
+                return ", ".join(self._died)
+        errors = [line for line in useful if _ERROR_LINE.match(line)]
+        if errors:
+            return errors[-1]
+        return " / ".join(useful[-lines:]) or "(no output)"
+
+    def session_dir(self) -> str:
+        """Where Ray keeps this node's own logs."""
+        return os.path.realpath(os.path.join(self.temp_dir, "session_latest"))

@@ -1,0 +1,107 @@
+"""This rank's Ray node, from its environment to its `ray start`.
+
+The launcher owns the three things a node's start depends on: the
+environment every Ray process (and the driver) gets, the `ray` imported
+ahead (raynode.ReadyRay: started before MPI, or while the head starts), and
+the `ray start` itself. Every process goes through the process owner's
+`popen` (owned.py), which books it for the teardown.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional
+
+from start_ray.host import network
+from start_ray.lifecycle.agree.agreement import Agreement
+from start_ray.lifecycle.contracts import Owner, Table
+from start_ray.mpi import launch_env
+from start_ray.node import auth, raynode
+from start_ray.node.gcs_table import NodeTable
+from start_ray.node.raynode import RayNode, ReadyRay
+from start_ray.options import Options
+from start_ray.procs import helpers
+from start_ray.procs.owner import JOB_MARKER
+
+# Variables a `ray` imported ahead may get only when it runs (raynode.ReadyRay).
+IMPORT_SAFE = (JOB_MARKER, *auth.VARIABLES, *network.COLLECTIVE_VARIABLES)
+
+
+class NodeLauncher:
+    """The environment, the `ray` imported ahead and `ray start` of one rank."""
+
+    def __init__(self, agreed: Agreement, options: Options, log: logging.Logger,
+                 owner: Owner) -> None:
+        self.agreed = agreed
+        self.options = options
+        self.log = log
+        self.owner = owner
+        self.ready: Optional[ReadyRay] = None  # `ray` imported ahead, unused yet
+        self.node: Optional[RayNode] = None
+
+    def ray_env(self) -> Dict[str, str]:
+        """Environment of every Ray process (and the driver): no MPI
+        variables, no inherited RAY_ADDRESS, the same auth settings
+        everywhere (a leftover ~/.ray/auth_token otherwise turns auth on for
+        the head alone), and the node's GPUs and interface (NodePlan.env)."""
+        my_node = self.agreed.my_node
+        env = launch_env.child_environment({JOB_MARKER: self.agreed.marker,
+                                          **(my_node.env if my_node else {})})
+        env.pop("RAY_ADDRESS", None)
+        return auth.apply(env, self.agreed.plan.auth_token)
+
+    def adopt(self, ready: ReadyRay) -> None:
+        """A `ray` started before MPI (and before the owner): its session is
+        ours like any other, and it serves this rank's first `ray start`,
+        unless the node's environment differs in more than what Ray reads
+        late (auth, re-read; the marker and the collectives' interface, read
+        by Ray's children): GPU variables, say, which a vendor library may
+        read when Ray is imported. Then it goes, and `ray` starts anew."""
+        self.owner.adopt(ready.process.pid)
+        differ = ready.differs(self.ray_env(), IMPORT_SAFE)
+        if differ:
+            self.log.debug("Ray was imported ahead with other %s: starting it anew",
+                           ", ".join(differ))
+            ready.discard()
+            return
+        self.ready = ready
+
+    def prepare(self) -> None:
+        """While the head starts: a `ray` with its imports done, for this
+        rank's first `ray start` (raynode.ReadyRay)."""
+        if self.ready is None and ReadyRay.possible(self.options.ray_command):
+            self.ready = ReadyRay(self.ray_env(), [self.options.walltime_signal],
+                                  spawn=self.owner.popen)
+
+    def start_node(self, role_args: List[str]) -> RayNode:
+        """`ray start ROLE_ARGS --block` with this rank's node plan (in the
+        `ray` prepared ahead, if it is still there)."""
+        my_node = self.agreed.my_node
+        temp_dir = self.owner.temp_dir
+        assert temp_dir is not None and my_node is not None
+        args = raynode.common_args(temp_dir, self.agreed.rank,
+                                   my_node.ray_args() + self.options.ray_args)
+        ready, self.ready = self.ready, None
+        if ready is not None and ready.process.poll() is not None:
+            self.log.warning("the `ray` imported ahead (pid %d, python -m start_ray.node.ray_ahead) "
+                             "%s before it was used: running `ray start` anew",
+                             ready.process.pid, helpers.how_it_ended(ready.process.wait()))
+            ready = None
+        # Ray's processes ignore the walltime signal: it is for the driver,
+        # but Slurm hands it to every process of the job.
+        self.node = RayNode(role_args + args, self.ray_env(), temp_dir,
+                            self.options.ray_command,
+                            ignored_signals=[self.options.walltime_signal], ready=ready,
+                            spawn=self.owner.popen)
+        return self.node
+
+    def node_table(self) -> NodeTable:
+        """Rank 0's reader of the GCS node table (a helper process, watched)."""
+        table = NodeTable(self.ray_env(), spawn=self.owner.popen)
+        self.owner.watch_helper(table)
+        return table
+
+    def close_node_table(self, table: Table) -> None:
+        """The node table is no longer relied on: it goes, unwatched."""
+        self.owner.forget_helper(table)
+        table.close()
