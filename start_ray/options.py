@@ -11,7 +11,6 @@ import signal
 from typing import Any, Callable, Dict, List, Mapping, Optional
 
 from start_ray.errors import UsageError
-from start_ray.procs.signals import signal_number
 
 # Arguments start_ray sets itself on every `ray start`; letting users pass them
 # would break the handshake, the teardown or the port policy.
@@ -57,6 +56,17 @@ def _flag(text: str) -> bool:
     if lowered in ("0", "false", "no", "off", ""):
         return False
     raise ValueError("must be one of 1/0, true/false, yes/no, on/off")
+
+
+def signal_number(text: str) -> int:
+    """`USR1`, `SIGUSR1` or `10` -> 10; ValueError for anything else."""
+    name = text.strip().upper()
+    if name.isdigit():
+        return signal.Signals(int(name)).value
+    try:
+        return signal.Signals[name if name.startswith("SIG") else "SIG" + name].value
+    except KeyError:
+        raise ValueError("not a signal name or number, e.g. USR1") from None
 
 
 def _min_nodes(text: str) -> float:

@@ -17,11 +17,12 @@ import pickle
 import socket
 import threading
 import time
-from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Sequence, Set, Tuple
 
 from start_ray.errors import NodeError
 from start_ray.lifecycle import contracts
 from start_ray.lifecycle.job import Job, Phase
+from start_ray.mpi.messages import STOP
 from start_ray.node.gcs_table import NodeInfo
 from start_ray.options import Options
 from start_ray.procs import helpers
@@ -73,7 +74,7 @@ class FakeNode:
         self.world.event(self.rank, "node ended")
 
     def wait_started(self, deadline: float, interval: float,
-                     interrupted: Callable[[], bool] = lambda: False,
+                     look: Callable[[], None] = lambda: None,
                      need_address: bool = False) -> None:
         script = self.world.scripts.get(self.rank, Script())
         if self.attempt <= script.failed_starts:
@@ -85,8 +86,7 @@ class FakeNode:
         started_at = time.monotonic() + script.start_seconds
         while (script.hangs or self.attempt in script.hang_attempts
                or time.monotonic() < started_at):
-            if interrupted():
-                raise NodeError("start abandoned: the job is stopping")
+            look()  # raises when the start must be given up
             if time.monotonic() >= until:
                 self.returncode = 1
                 raise NodeError("`ray start` did not report the node as started")
@@ -95,13 +95,13 @@ class FakeNode:
         self.world.event(self.rank, "node up")
 
     def wait_address(self, deadline: float, interval: float,
-                     interrupted: Callable[[], bool] = lambda: False,
+                     look: Callable[[], None] = lambda: None,
                      ip: Optional[str] = None) -> str:
         """The GCS serves at once; a head scripted to fail or hang does so
         before its GCS serves."""
         script = self.world.scripts.get(self.rank, Script())
         if script.failed_starts >= self.attempt or script.hangs:
-            self.wait_started(deadline, interval, interrupted)
+            self.wait_started(deadline, interval, look)
         self.world.event(self.rank, "address known")
         return self.address()
 
@@ -159,16 +159,23 @@ class FakeTable(FakeHelper):
     def looked_at(self) -> float:
         return time.monotonic()  # it looks at the world when asked
 
+    @property
+    def version(self) -> int:
+        return next(self.world.looks)  # every question is a new look
+
     def watch(self, address: str, interval: float) -> None:
         pass
 
     def look_now(self) -> None:
         pass
 
-    def alive_ranks(self) -> Dict[int, NodeInfo]:
+    def alive(self) -> FrozenSet[int]:
+        return frozenset(self.nodes())
+
+    def nodes(self) -> Dict[int, NodeInfo]:
         if self.code is not None:
             return {}
-        return {rank: NodeInfo(node_id=f"n{rank}", ip=self.world.agreed[rank].my_node.ip,
+        return {rank: NodeInfo(node_id=f"n{rank}", ip=self.world.plans[rank].ip,
                                hostname="fake", alive=True, rank=rank,
                                resources={"CPU": 1.0})
                 for rank, node in self.world.latest_nodes().items()
@@ -179,11 +186,10 @@ class FakeTable(FakeHelper):
 
 
 class FakeOwner:
-    """owned.ProcessOwner without processes: records what the rank asks."""
+    """procs/owner.ProcessOwner without processes: records what the rank asks."""
 
-    def __init__(self, world: "World", agreed: Any, options: Options, log: Any) -> None:
-        self.world, self.agreed, self.rank = world, agreed, agreed.rank
-        world.agreed[self.rank] = agreed
+    def __init__(self, world: "World", me: Any, options: Options, log: Any) -> None:
+        self.world, self.rank = world, me.rank
         self.helpers = helpers.Helpers(log)
         self.watchdog = FakeHelper(world, self.rank, "the fake watchdog")
         self.temp_dir: Optional[str] = None
@@ -209,7 +215,7 @@ class FakeOwner:
     def check_helpers(self, doing: str) -> None:
         self.helpers.check(doing)
 
-    def stop(self, node: Optional[contracts.Node]) -> Tuple[int, List[str]]:
+    def stop(self, node: Optional[Any]) -> Tuple[int, List[str]]:
         nodes = self.world.launchers[self.rank].nodes
         for each in nodes:
             if each.alive():
@@ -222,11 +228,12 @@ class FakeOwner:
 
 
 class FakeLauncher:
-    """node_launcher.NodeLauncher with FakeNodes."""
+    """node/starter.NodeLauncher with FakeNodes."""
 
-    def __init__(self, world: "World", agreed: Any, options: Options, log: Any,
-                 owner: FakeOwner) -> None:
-        self.world, self.rank, self.owner = world, agreed.rank, owner
+    def __init__(self, world: "World", me: Any, plan: Any, token: Optional[str],
+                 options: Options, log: Any, owner: FakeOwner) -> None:
+        self.world, self.rank, self.owner = world, me.rank, owner
+        world.plans[self.rank] = plan
         self.nodes: List[FakeNode] = []
         self.table: Optional[FakeTable] = None
         world.launchers[self.rank] = self
@@ -261,12 +268,18 @@ class FakeLauncher:
 
 
 class FakeChannel:
-    """handshake.Channel over the world's shared mailboxes."""
+    """mpi/channel.Channel over the world's shared mailboxes. Every rank is
+    on one host, whose leader is rank 0 (like the ranks of a laptop)."""
 
     def __init__(self, world: "World", rank: int) -> None:
         self.world, self.rank, self.size = world, rank, world.size
+        self.host_rank, self.leader = rank, 0
         self._shares = 0
         self._gathers = 0
+
+    @property
+    def is_leader(self) -> bool:
+        return self.rank == 0
 
     def _check(self) -> None:
         if self.world.aborted is not None:
@@ -295,7 +308,29 @@ class FakeChannel:
         self._wait(lambda: len(self.world.shares) > index)
         return pickle.loads(self.world.shares[index])
 
-    def gather(self, value: Any) -> Optional[List[Any]]:
+    def gather_leaders(self, value: Any) -> Optional[List[Any]]:
+        return [value]  # rank 0 is the only leader
+
+    def scatter_leaders(self, values: Optional[List[Any]]) -> Any:
+        return values[0] if values else None
+
+    def share_host(self, value: Any) -> Any:
+        return self.share(value)  # one host, led by rank 0
+
+    def expect_stop(self) -> None:
+        pass  # a Stop finds its mailbox at any moment
+
+    def stop_all(self, stop: Any, direct_to: Sequence[int] = ()) -> None:
+        for rank in range(1, self.size):
+            self.send(rank, stop)
+
+    def stop_news(self) -> Optional[Any]:
+        news = self.receive(STOP, source=0)
+        if news is not None:
+            self.world.stops[self.rank] = news[1]
+        return self.world.stops.get(self.rank)
+
+    def gather_host(self, value: Any) -> Optional[List[Any]]:
         self._check()
         index, self._gathers = self._gathers, self._gathers + 1
         with self.world.lock:
@@ -357,7 +392,10 @@ class World:
         self.muted: Set[int] = set()
         self.parting: Set[int] = set()  # ranks waiting in Channel.part
         self.events: List[Tuple[float, int, str]] = []
-        self.agreed: Dict[int, Any] = {}
+        self.plans: Dict[int, Any] = {}  # each rank's node plan
+        self.identities: Dict[int, Any] = {}  # each rank's start_ray.identity.Identity
+        self.stops: Dict[int, Any] = {}  # rank 0's Stop, as each rank received it
+        self.looks = itertools.count()
         self.owned: Dict[int, FakeOwner] = {}
         self.launchers: Dict[int, FakeLauncher] = {}
         self.inboxes = {rank: SignalInbox() for rank in range(size)}
@@ -382,13 +420,15 @@ class World:
         with self.lock:
             assert self.lock.wait_for(lambda: self.said(rank, what), WAIT), (rank, what)
 
-    def own(self, agreed: Any, options: Options, log: Any) -> FakeOwner:
-        owner = FakeOwner(self, agreed, options, log)
-        self.owned[agreed.rank] = owner
+    def own(self, me: Any, options: Options, log: Any) -> FakeOwner:
+        owner = FakeOwner(self, me, options, log)
+        self.owned[me.rank] = owner
+        self.identities[me.rank] = me
         return owner
 
-    def launch(self, agreed: Any, options: Options, log: Any, owner: FakeOwner) -> FakeLauncher:
-        return FakeLauncher(self, agreed, options, log, owner)
+    def launch(self, me: Any, plan: Any, token: Optional[str], options: Options, log: Any,
+               owner: FakeOwner) -> FakeLauncher:
+        return FakeLauncher(self, me, plan, token, options, log, owner)
 
     def latest_nodes(self) -> Dict[int, FakeNode]:
         return {rank: launcher.nodes[-1] for rank, launcher in list(self.launchers.items())
@@ -436,8 +476,8 @@ class World:
                 if isinstance(event, kind)]
 
     def log_text(self, rank: int) -> str:
-        agreed = self.agreed[rank]
-        with open(logs.file_path(agreed.run_dir, rank, self.size)) as handle:
+        me = self.identities[rank]
+        with open(logs.file_path(me.run_dir, rank, self.size)) as handle:
             return handle.read()
 
 

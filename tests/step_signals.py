@@ -8,9 +8,13 @@ step's end, or a user's second scancel), and at any moment, the step's
 first instant included (with short time limits Slurm's coarse timer fires
 as the step starts). These helpers do the same to a job a test launched.
 
-The step is the test's own process tree: the launcher it started and every
-descendant (found with psutil from the launcher's PID, not by name or by
-start_ray's bookkeeping).
+The step is what Slurm's proctrack tracks for a step: its tasks and every
+process below them. The launcher and its daemons (mpirun, prted, Hydra's
+proxies; slurmstepd under srun) are the launcher's, not the step's: they
+are not signalled (under `mpirun`, Open MPI's prted dies of SIGUSR1). The
+tasks are found in the test's own process tree (psutil, from the PID of the
+launcher it started), as the children of a launcher daemon; never by name
+of the program they run, nor by start_ray's bookkeeping.
 """
 
 from __future__ import annotations
@@ -23,14 +27,32 @@ import psutil
 
 from jobs import RANK_PARENTS, Running, found_by
 
+# What a launcher tells each task it starts (and none of its own daemons).
+TASK_VARIABLES = ("OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID")
 
-def step_processes(running: Running) -> List[psutil.Process]:
-    """The launcher and every process below it, as they are now."""
+
+def tasks(running: Running) -> List[psutil.Process]:
+    """The step's tasks: the children of a launcher daemon in the job's tree
+    that the launcher gave a rank (a remote prted is a child of mpirun too,
+    through the launch agent, and has none)."""
     try:
-        root = psutil.Process(running.proc.pid)
-        return [root, *root.children(recursive=True)]
+        below = psutil.Process(running.proc.pid).children(recursive=True)
     except psutil.NoSuchProcess:
         return []
+    return [proc for proc in below
+            if found_by.kernel_name(_parent(proc)) in RANK_PARENTS
+            and any(name in found_by.environ(proc.pid) for name in TASK_VARIABLES)]
+
+
+def step_processes(running: Running) -> List[psutil.Process]:
+    """The tasks and every process below them, as they are now."""
+    found = []
+    for task in tasks(running):
+        try:
+            found += [task, *task.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            pass
+    return found
 
 
 def to_every_process(running: Running, signum: int) -> List[str]:
@@ -62,9 +84,7 @@ def at_first_instant(running: Running, signum: int, ranks: int,
     as Slurm does when a step's warning is due at its start."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        tasks = [proc for proc in step_processes(running)
-                 if found_by.kernel_name(_parent(proc)) in RANK_PARENTS]
-        if len(tasks) >= ranks:
+        if len(tasks(running)) >= ranks:
             return to_every_process(running, signum)
         time.sleep(0.002)
     raise AssertionError(f"the step's {ranks} task(s) never appeared")

@@ -1,6 +1,8 @@
 """Host-aware placement with real MPI and real Ray: one Ray node per host by
 default, and, across emulated hosts (network namespaces, see
-emulated_hosts.py), the right address on every node."""
+emulated_hosts.py), the right address on every node, or one message when
+there is none. Three hosts of two ranks each, and --interface, are rows of
+the behaviour matrix (test_matrix.py)."""
 
 import os
 
@@ -67,35 +69,6 @@ def run_on_hosts(jobs, hosts, per_host, args, timeout=240):
               PYTHON, "-m", "start_ray", *args]
     return jobs.launch(hosts.command_on("h0", mpirun),
                        {**PER_HOST, **hosts.mpirun_env()}).wait(timeout)
-
-
-def test_three_hosts_two_ranks_each_make_three_nodes(jobs, hosts):
-    result = run_on_hosts(jobs, hosts, 2, [DRIVER])
-    assert result.returncode == 0, result.output
-    info = result.cluster_info()
-    assert info["alive_nodes"] == 3 and info["ranks"] == [0, 2, 4]
-    # The driver's tasks ran on every host, each node on its host's address
-    # (the host names resolve to the eth0 network).
-    assert info["task_hosts"] == ["h0", "h1", "h2"]
-    assert info["task_ips"] == [hosts.address(i) for i in range(3)]
-    assert info["address"].startswith(hosts.address(0) + ":")
-    assert "6 rank(s) on 3 host(s)" in result.stdout
-    assert "placement: 3 Ray node(s), one per host" in result.stdout
-    assert f"IP {hosts.address(1)} (the route to the head ({hosts.address(0)}))" \
-        in result.rank0_log
-    assert "all Ray processes stopped" in result.stdout and "none left" in result.stdout
-    assert_nothing_left(result)
-    assert os.listdir(result.temp_root) == []
-
-
-def test_interface_option_picks_that_network(jobs, hosts):
-    result = run_on_hosts(jobs, hosts, 1, ["--interface", "hsn0", DRIVER])
-    assert result.returncode == 0, result.output
-    info = result.cluster_info()
-    assert info["task_ips"] == [hosts.address(i, "hsn0") for i in range(3)]
-    assert info["address"].startswith(hosts.address(0, "hsn0") + ":")
-    assert "(interface hsn0)" in result.rank0_log
-    assert_nothing_left(result)
 
 
 def test_worker_that_cannot_reach_the_head_names_both_ends(jobs, hosts):

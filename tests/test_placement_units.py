@@ -199,7 +199,7 @@ def test_one_node_per_host_with_all_its_ranks():
               probe(2, "b", "10.0.0.2", (0,)), probe(3, "b", "10.0.0.2", (1,)),
               probe(4, "c", "10.0.0.3", (0, 1, 2, 3))]
     nodes = placement.place(probes, make_options({}))
-    assert [(n.rank, n.host, n.ranks) for n in nodes] == [
+    assert [(n.rank, n.host, tuple(n.ranks)) for n in nodes] == [
         (0, "a", (0, 1)), (2, "b", (2, 3)), (4, "c", (4,))]
     assert [n.cpus.value for n in nodes] == [2, 2, 4]  # union of the ranks' affinity
     assert nodes[1].ray_args()[:4] == ["--node-ip-address", "10.0.0.2", "--num-cpus", "2"]
@@ -209,7 +209,7 @@ def test_one_node_per_host_with_all_its_ranks():
 def test_node_per_rank_and_ranks_in_any_order():
     probes = [probe(1, "b", "10.0.0.2"), probe(0, "a", "10.0.0.1"), probe(2, "a", "10.0.0.1")]
     nodes = placement.place(probes, make_options({}, node_per_rank=True))
-    assert [(n.rank, n.ranks, n.nodes_on_host) for n in nodes] == [
+    assert [(n.rank, tuple(n.ranks), n.nodes_on_host) for n in nodes] == [
         (0, (0,), 2), (1, (1,), 1), (2, (2,), 2)]
     assert nodes[0].cpus.value == 1  # 2 CPUs shared by the host's 2 nodes
 

@@ -4,6 +4,7 @@ These are the cases that are hard to stage with real MPI and Ray; the
 real-mpirun tests (test_lifecycle.py, test_faults.py, ...) stay the
 acceptance layer."""
 
+import contextlib
 import signal
 import socket
 import threading
@@ -17,7 +18,8 @@ from start_ray.errors import ClusterError, UsageError
 from start_ray.lifecycle import job as lifecycle
 from start_ray.lifecycle.head import teardown as head_teardown
 from start_ray.lifecycle.head import watch
-from start_ray.lifecycle.job import NEXT, Phase
+from start_ray.lifecycle.job import NEXT, Outcome, Phase
+from start_ray.procs.signals import SignalInbox
 from start_ray.record import events
 
 pytestmark = pytest.mark.fast  # in-process: `make test-fast`
@@ -138,8 +140,8 @@ def test_a_look_at_the_gcs_older_than_a_rejoin_does_not_lose_the_node_again(tmp_
     # The node-table helper's answer can predate the rejoin it is read after.
     monkeypatch.setattr(watch, "NODE_WATCH_INTERVAL", 0.01)
     world, frozen = World(2), {}
-    real_view = FakeTable.alive_ranks
-    monkeypatch.setattr(FakeTable, "alive_ranks",
+    real_view = FakeTable.alive
+    monkeypatch.setattr(FakeTable, "alive",
                         lambda table: frozen["view"] if frozen else real_view(table))
     monkeypatch.setattr(FakeTable, "looked_at",
                         property(lambda table: frozen.get("at", time.monotonic())))
@@ -188,7 +190,7 @@ def test_a_node_lost_after_stop_does_not_keep_its_rank_waiting_at_the_end(tmp_pa
 
     began = time.monotonic()
     assert world.run(options(tmp_path), payload) == {0: 0, 1: 0}
-    assert world.jobs[0].role.teardown.together
+    assert world.jobs[0].role.state.together
     assert world.parting == {0, 1}, "both came to the end together"
     assert time.monotonic() - began < 3.0, "rank 1 waited for rank 0 in vain"
 
@@ -350,8 +352,8 @@ def test_a_failing_ray_init_in_the_api_stops_the_cluster_on_every_rank(tmp_path,
             super().__init__(**settings)
             self.rank = rank
 
-        def _job(self, inbox):
-            return world.job(self.rank, self.options)
+        def _open(self):
+            return contextlib.nullcontext(world.job(self.rank, self.options))
 
     def on_rank(rank):
         with FakeCluster(rank):
@@ -437,8 +439,8 @@ def test_every_transition_taken_is_one_the_table_allows():
 
 def test_a_transition_outside_the_table_is_refused(tmp_path):
     job = World(1).job(0, options(tmp_path))
-    with pytest.raises(RuntimeError, match="no transition from AGREE to RUN"):
-        job.go(P.RUN)
+    with pytest.raises(RuntimeError, match="no transition from AGREE on CLUSTER_UP"):
+        job.go(Outcome.CLUSTER_UP)
 
 
 def test_a_whole_job_goes_through_the_phases_in_order(tmp_path):
@@ -514,11 +516,11 @@ class FakeCluster(api.cluster):
         super().__init__(**settings)
         self.world, self.rank = world, rank
 
-    def _job(self, inbox):
-        self.world.inboxes[self.rank] = inbox
+    def _open(self):
+        self.world.inboxes[self.rank] = SignalInbox([self.options.walltime_signal])
         job = self.world.job(self.rank, self.options)
         self.world.jobs[self.rank] = job
-        return job
+        return contextlib.nullcontext(job)
 
 
 def api_world(tmp_path, size, body, monkeypatch, **given):

@@ -11,8 +11,9 @@ from fake_world import Script, World, options, tick_until
 from test_placement_units import probe
 
 from start_ray.host import placement, resources
-from start_ray.lifecycle.agree.agreement import Agreement
+from start_ray.lifecycle.agree.agreement import HostRanks, Layout
 from start_ray.lifecycle.head import bring_up, join_slots
+from start_ray.options import make_options
 from start_ray.record import logs
 
 pytestmark = pytest.mark.fast  # in-process: `make test-fast`
@@ -46,12 +47,13 @@ def test_a_rejoin_asks_for_a_slot_only_while_the_joins_are_bounded():
     assert slots.finished(1) == [2] and slots.finished(2) == [3]
     assert slots.request(1) == [], "rank 3 still joins: rank 1 waits"
     assert slots.finished(3) == [1]
-    assert join_slots.needs_go(1, [1, 2, 3], 1, rejoin=True)
-    assert not join_slots.needs_go(1, [1, 2, 3], 1, rejoin=False)
-    assert join_slots.needs_go(2, [1, 2, 3], 1, rejoin=False)
+    # by each worker node's place among the 3 (0: the first): 1 slot
+    assert join_slots.needs_go(0, 3, 1, rejoin=True)
+    assert not join_slots.needs_go(0, 3, 1, rejoin=False)
+    assert join_slots.needs_go(1, 3, 1, rejoin=False)
     everyone = join_slots.JoinSlots([1, 2, 3], 3)
     assert everyone.request(2) == [] and not everyone.waiting, "nobody waits for a Go"
-    assert not join_slots.needs_go(2, [1, 2, 3], 3, rejoin=True)
+    assert not join_slots.needs_go(1, 3, 3, rejoin=True)
 
 
 def test_hostlist_groups_numbered_hosts_like_slurm():
@@ -62,11 +64,15 @@ def test_hostlist_groups_numbered_hosts_like_slurm():
 
 
 def test_many_ranks_are_named_in_one_line():
-    agreed = Agreement(plan=None, rank=0, size=1001, runs=None, run_dir="", nodes=(),
-                       hosts=tuple(f"nid{i // 4:04d}" for i in range(1001)))
-    text = agreed.name_ranks(list(range(4, 1001, 4)))
+    probes = [probe(r, f"nid{r // 4:04d}", f"10.0.{r // 4 // 250}.{r // 4 % 250 + 1}")
+              for r in range(1001)]
+    nodes = placement.place(probes, make_options({}))
+    hosts = tuple(HostRanks(node.host, node.rank, node.ranks) for node in nodes)
+    layout = Layout(hosts=hosts, nodes=tuple(nodes))
+    text = layout.name_ranks(list(range(4, 1001, 4)))
     assert text == "250 ranks (4-1000 every 4) on nid[0001-0250]"
-    assert agreed.name_ranks([4, 8]) == "rank 4 (nid0001), rank 8 (nid0002)"
+    assert layout.name_ranks([4, 8]) == "rank 4 (nid0001), rank 8 (nid0002)"
+    assert layout.name_ranks([5]) == "rank 5 (nid0001)", "a rank without a node too"
 
 
 def test_progress_lines_are_rare_and_only_on_change(monkeypatch):

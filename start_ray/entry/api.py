@@ -35,17 +35,26 @@ import importlib.util
 import signal
 import sys
 import types
-from typing import Any, Callable, Literal, Optional, Sequence, Tuple, Type, TypeVar
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Literal,
+    Optional,
+    Sequence,
+    Tuple,
+    Type,
+    TypeVar,
+)
 
 from start_ray.errors import EXIT_FAILURE, ClusterError
+from start_ray.lifecycle.contracts import ClusterInfo
 from start_ray.lifecycle.head.role import HeadRank
 from start_ray.lifecycle.head.watch import WatchThread
-from start_ray.lifecycle.job import Job, Phase
-from start_ray.mpi.channel import Channel, world
+from start_ray.lifecycle.job import Job, Phase, opened
 from start_ray.node import auth
-from start_ray.node.gcs_table import ClusterInfo
 from start_ray.options import make_options
-from start_ray.procs.signals import SignalInbox, is_stopping
+from start_ray.procs.signals import is_stopping
 
 __all__ = ["cluster", "execute", "ClusterError"]
 
@@ -76,18 +85,18 @@ class cluster:
         self.comm = comm
         self.job: Optional[Job] = None
         self.info: Optional[ClusterInfo] = None
-        self._inbox: Optional[SignalInbox] = None
+        self._opened: Optional[ContextManager[Job]] = None  # the Job and its signals
         self._watch: Optional[WatchThread] = None
         self._no_ray: Optional[NoRayHere] = None  # a worker rank's body
 
-    def _job(self, inbox: SignalInbox) -> Job:
-        comm = self.comm if self.comm is not None else world()
-        return Job(self.options, Channel(comm, self.options.poll_interval), inbox)
+    def _open(self) -> ContextManager[Job]:
+        """The Job, made the one way every Job is (lifecycle.job.opened)."""
+        return opened(self.options, self.comm)
 
     def __enter__(self) -> Optional[ClusterInfo]:
-        self._inbox = SignalInbox([self.options.walltime_signal]).__enter__()
+        self._opened = self._open()
+        self.job = self._opened.__enter__()
         try:
-            self.job = self._job(self._inbox)
             self.info = self.job.start()
             if self.job.phase is Phase.SERVE:  # a worker rank: its whole part
                 self._serve(self.job)
@@ -114,7 +123,6 @@ class cluster:
     def _attach(self, job: Job, info: ClusterInfo) -> None:
         """Rank 0: ray.init() to the cluster, then the body's watch and signals."""
         assert job.agreed is not None and isinstance(job.role, HeadRank)
-        assert self._inbox is not None
         try:
             attach(info.address, job.agreed.plan.auth_token)
         except BaseException as err:
@@ -123,7 +131,7 @@ class cluster:
             raise ClusterError(why) from err
         self._watch = WatchThread(job.role.watch, self.options.poll_interval,
                                   job.channel.threads_ok(), job.log).start()
-        self._inbox.react(self._body_signal)  # after ray.init(), which sets its own
+        job.inbox.react(self._body_signal)  # after ray.init(), which sets its own
 
     def _body_signal(self, signum: int) -> None:
         """A signal while the body runs (rank 0, main thread)."""
@@ -150,8 +158,7 @@ class cluster:
             return False  # a worker rank: its part ended in __enter__
         watched: Optional[BaseException] = None
         try:
-            if self._inbox is not None:
-                self._inbox.react(None)
+            self.job.inbox.react(None)
             watched = self._watch.stop() if self._watch is not None else None
             detach()
         finally:
@@ -163,9 +170,10 @@ class cluster:
         return False
 
     def _release(self) -> None:
-        if self._inbox is not None:
-            self._inbox.__exit__(None, None, None)
-            self._inbox = None
+        """The Job's signal handlers go (and its Channel with it)."""
+        if self._opened is not None:
+            self._opened.__exit__(None, None, None)
+            self._opened = None
 
 
 def _outcome(exc: Optional[BaseException],

@@ -33,8 +33,8 @@ examples (in a batch script, after activating the environment):
 def example_driver() -> str:
     """drivers/train_ppo.py beside this package (a checkout, or `pip install
     -e`), else the relative path (start_ray then says it is not found)."""
-    beside = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                          "drivers", "train_ppo.py")
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    beside = os.path.join(os.path.dirname(package), "drivers", "train_ppo.py")
     return beside if os.path.isfile(beside) else os.path.join("drivers", "train_ppo.py")
 
 

@@ -13,7 +13,7 @@ import sys
 from typing import List, Optional, Tuple
 
 from start_ray import __version__, errors
-from start_ray.entry import attach, serve
+from start_ray.entry import attach, driver_payload, serve
 from start_ray.errors import UsageError
 from start_ray.lifecycle.job import run as run_job
 from start_ray.mpi import launch_env
@@ -140,7 +140,7 @@ def main(argv: Optional[List[str]] = None, inbox: Optional[SignalInbox] = None) 
             cmd.extend(driver.command(given[0], given[1:]))
 
     run = (serve.payload(cmd, options.poll_interval, options.serve_timeout) if options.serve
-           else driver.payload(cmd, options.poll_interval))
+           else driver_payload.payload(cmd, options.poll_interval))
     return run_job(options, run, check=check, inbox=inbox)
 
 

@@ -18,8 +18,8 @@ import signal
 import time
 from typing import Callable, List, Optional
 
+from start_ray.entry import driver_payload
 from start_ray.lifecycle.contracts import Running
-from start_ray.procs import driver
 from start_ray.procs.signals import is_stopping
 from start_ray.record import card, logs
 
@@ -31,7 +31,7 @@ def payload(cmd: List[str], interval: float, timeout: Optional[float]) -> Callab
     def serve(running: Running) -> int:
         status = 0
         if cmd:
-            status = driver.payload(cmd, interval)(running)
+            status = driver_payload.payload(cmd, interval)(running)
             logs.get().info("the driver exited with status %d; the cluster stays up "
                             "(--serve)", status)
         card.update(running.info.run_dir, state="serving")

@@ -1,9 +1,11 @@
 """Where the Ray nodes go: by default one per host, started by the host's
 lowest rank with the resources of all the host's ranks; the other ranks wait.
 
-Every rank measures what it sees (`probe`), the measurements are gathered
-everywhere, and `place` turns them into the same list of nodes on every rank:
-a pure function, so the whole decision is unit-tested and rank 0 can log it.
+Every rank measures what it sees (`probe`); each host's leader turns its
+ranks' probes into its host's node plan (`host_nodes`), and rank 0 checks the
+hosts' plans against each other (`finish`: addresses, the head's CPUs). All
+pure functions, so the whole decision is unit-tested and rank 0 can log it;
+`place` is both steps at once.
 """
 
 from __future__ import annotations
@@ -19,9 +21,8 @@ import psutil
 from start_ray.errors import UsageError
 from start_ray.host import accelerators, network, resources
 from start_ray.host.resources import Found
-from start_ray.node import compat
+from start_ray.mpi.ranks import RankSet
 from start_ray.options import Options
-from start_ray.record import logs
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,7 +72,7 @@ class NodePlan:
 
     rank: int
     host: str
-    ranks: Tuple[int, ...]  # the ranks it stands for (itself included)
+    ranks: RankSet  # the ranks it stands for (itself included)
     ip: str
     ip_source: str
     cpus: Found
@@ -108,7 +109,7 @@ class NodePlan:
         return args
 
     def describe(self) -> str:
-        ranks = logs.ranges(self.ranks)
+        ranks = self.ranks.text()
         return (f"node of rank {self.rank} on {self.host} for rank(s) {ranks}: "
                 f"IP {self.ip} ({self.ip_source}); CPUs {self.cpus.text()}; "
                 f"GPUs {self.gpus.text()}{self._device_text()}; "
@@ -119,7 +120,7 @@ class NodePlan:
     def describe_lines(self) -> List[str]:
         """The same, one number a line (--dry-run prints this)."""
         return [f"node of rank {self.rank} on {self.host}, for rank(s) "
-                f"{logs.ranges(self.ranks)}:",
+                f"{self.ranks.text()}:",
                 f"    address       {self.ip} ({self.ip_source})",
                 f"    CPUs          {self.cpus.text()}",
                 f"    GPUs          {self.gpus.text()}{self._device_text()}",
@@ -144,17 +145,38 @@ class NodePlan:
                                   "(the node's address is left to Ray)")
 
 
-def place(probes: List[Probe], options: Options) -> List[NodePlan]:
-    """The job's Ray nodes, ordered by rank; rank 0 always starts the head.
-    Raises UsageError when a node has no usable address."""
+# The variables the job's Ray reads for AMD's and Intel's GPUs (node.compat
+# says which, per Ray version; the caller passes them).
+GpuReads = Tuple[str, str]
+
+
+def place(probes: List[Probe], options: Options,
+          gpu_reads: GpuReads = (accelerators.HIP, accelerators.ZE)) -> List[NodePlan]:
+    """The job's Ray nodes from every rank's probe, ordered by rank; rank 0
+    always starts the head. Raises UsageError when a node has no usable
+    address. (In a job, each host's leader does the first step and rank 0
+    the second: agreement.py.)"""
     by_host: Dict[str, List[Probe]] = {}
     for p in sorted(probes, key=lambda p: p.rank):
         by_host.setdefault(p.host, []).append(p)
-    groups = ([[p] for p in sorted(probes, key=lambda p: p.rank)] if options.node_per_rank
-              else list(by_host.values()))
-    nodes = sorted((_node(group, by_host[group[0].host], options) for group in groups),
-                   key=lambda node: node.rank)
-    _check_addresses(nodes, multi_host=len(by_host) > 1)
+    return finish([node for group in by_host.values()
+                   for node in host_nodes(group, options, gpu_reads)], options)
+
+
+def host_nodes(host_probes: List[Probe], options: Options,
+               gpu_reads: GpuReads) -> List[NodePlan]:
+    """The node(s) of one host's ranks (probes of one host name): one for
+    them all, or one per rank with --node-per-rank."""
+    ordered = sorted(host_probes, key=lambda p: p.rank)
+    groups = [[p] for p in ordered] if options.node_per_rank else [ordered]
+    return [_node(group, ordered, options, gpu_reads) for group in groups]
+
+
+def finish(nodes: List[NodePlan], options: Options) -> List[NodePlan]:
+    """Rank 0: every host's nodes become the job's: ordered by rank, checked
+    against each other (addresses), the head's CPUs set for its size."""
+    nodes = sorted(nodes, key=lambda node: node.rank)
+    _check_addresses(nodes, multi_host=len({node.host for node in nodes}) > 1)
     head = head_cpus(len(nodes), options.head_num_cpus)
     if head is not None and nodes:
         nodes[0] = dataclasses.replace(nodes[0], cpus=head)
@@ -177,19 +199,20 @@ def head_cpus(nodes: int, given: Optional[int]) -> Optional[Found]:
     return None
 
 
-def _node(group: List[Probe], host_group: List[Probe], options: Options) -> NodePlan:
+def _node(group: List[Probe], host_group: List[Probe], options: Options,
+          gpu_reads: GpuReads) -> NodePlan:
     leader = group[0]
     tasks, host_tasks = len(group), len(host_group)
     union = set().union(*(p.affinity for p in host_group))
     cpus = resources.cpus(leader.env, tasks, host_tasks, len(union), leader.cpu_quota,
                           options.num_cpus)
-    devices = accelerators.devices([p.env for p in group], compat.gpu_variables())
+    devices = accelerators.devices([p.env for p in group], gpu_reads)
     gpus = resources.gpus(leader.env, tasks, host_tasks, devices, options.num_gpus)
     memory = resources.job_memory(leader.env, cpus.value, tasks, host_tasks,
                                   leader.memory_limit, leader.available_memory)
     nodes_on_host = host_tasks // tasks  # 1 but with --node-per-rank
     return NodePlan(
-        rank=leader.rank, host=leader.host, ranks=tuple(p.rank for p in group),
+        rank=leader.rank, host=leader.host, ranks=RankSet.of(p.rank for p in group),
         ip=leader.ip or "", ip_source=leader.ip_source, cpus=cpus, gpus=gpus,
         memory=resources.memory_args(options.ray_args, memory, nodes_on_host,
                                      leader.available_memory, leader.shm_free),

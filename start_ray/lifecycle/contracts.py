@@ -4,8 +4,8 @@ node launcher, of a Ray node and of the GCS's node table; what the RUN
 phase's payload (the driver) gets; and the part a rank plays (Role: rank
 0's, lifecycle/head/role.py, or every other rank's, lifecycle/worker/role.py).
 
-The real classes (handshake.Channel, owned.ProcessOwner, node_launcher.
-NodeLauncher, raynode.RayNode, cluster_state.NodeTable) and the protocol
+The real classes (mpi/channel.Channel, procs/owner.ProcessOwner, node/starter.
+NodeLauncher, node/raynode.RayNode, node/gcs_table.NodeTable) and the protocol
 tests' fakes (tests/fake_world.py) both satisfy them, and mypy checks both
 against them (tests/test_types.py): a fake that drifts from the real thing
 fails there, not silently in a green test.
@@ -14,23 +14,39 @@ fails there, not silently in a green test.
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Any, Callable, Dict, List, Optional, Protocol, Sequence, Tuple
 
-from start_ray.mpi.messages import Message
-from start_ray.node.gcs_table import ClusterInfo, NodeInfo
-from start_ray.procs.helpers import Helper
+from start_ray.mpi.messages import Message, Stop
+from start_ray.node.gcs_table import NodeInfo, total_resources
+from start_ray.node.gcs_table import (
+    Table as Table,  # the seam, where the node layer has it
+)
+from start_ray.procs.owner import Owner as Owner  # likewise, from the processes' layer
 from start_ray.procs.proctree import Spawn
 from start_ray.procs.signals import SignalInbox
 
 
 class Channel(Protocol):
-    """Everything the ranks say to each other (handshake.Channel)."""
+    """Everything the ranks say to each other (mpi/channel.Channel): to all,
+    to and from the hosts' leaders, within a host."""
 
     rank: int
     size: int
+    host_rank: int  # this rank's number on its host (0: the host's leader)
+    leader: int  # the rank that leads this rank's host
+
+    @property
+    def is_leader(self) -> bool: ...
 
     def share(self, value: Any) -> Any: ...
-    def gather(self, value: Any) -> Optional[List[Any]]: ...
+    def gather_host(self, value: Any) -> Optional[List[Any]]: ...
+    def gather_leaders(self, value: Any) -> Optional[List[Any]]: ...
+    def scatter_leaders(self, values: Optional[List[Any]]) -> Any: ...
+    def share_host(self, value: Any) -> Any: ...
+    def expect_stop(self) -> None: ...
+    def stop_all(self, stop: Stop, direct_to: Sequence[int] = ()) -> None: ...
+    def stop_news(self) -> Optional[Stop]: ...
     def send(self, dest: int, message: Message) -> None: ...
     def receive(self, tag: int, source: Optional[int] = None) -> Optional[Tuple[int, Any]]: ...
     def flush(self, deadline: float) -> bool: ...
@@ -59,47 +75,15 @@ class Node(Protocol):
     def started(self) -> bool: ...
 
     def wait_started(self, deadline: float, interval: float,
-                     interrupted: Callable[[], bool] = ...,
+                     look: Callable[[], None] = ...,
                      need_address: bool = False) -> None: ...
     def wait_address(self, deadline: float, interval: float,
-                     interrupted: Callable[[], bool] = ...,
+                     look: Callable[[], None] = ...,
                      ip: Optional[str] = None) -> str: ...
     def alive(self) -> bool: ...
     def last_words(self, lines: int = 4) -> str: ...
     def session_dir(self) -> str: ...
     def gone(self) -> Optional[str]: ...
-
-
-class Table(Helper, Protocol):
-    """Rank 0's view of the GCS node table (cluster_state.NodeTable), kept
-    fresh by a helper process that rank 0 watches."""
-
-    @property
-    def look_took(self) -> Optional[float]: ...
-    @property
-    def looked_at(self) -> Optional[float]: ...
-
-    def watch(self, address: str, interval: float) -> None: ...
-    def look_now(self) -> None: ...
-    def alive_ranks(self) -> Optional[Dict[int, NodeInfo]]: ...
-    def close(self) -> None: ...
-
-
-class Owner(Protocol):
-    """What one rank started, and stopping exactly that (owned.ProcessOwner)."""
-
-    @property
-    def temp_dir(self) -> Optional[str]: ...
-
-    def set_up(self) -> None: ...
-    def popen(self, cmd: Sequence[str], ignored_signals: Sequence[int] = (),
-              walltime_warning: bool = False, **kwargs: Any) -> Any: ...
-    def adopt(self, pid: int) -> None: ...
-    def watch_helper(self, helper: Helper) -> None: ...
-    def forget_helper(self, helper: Helper) -> None: ...
-    def check_helpers(self, doing: str) -> None: ...
-    def stop(self, node: Optional[Node]) -> Tuple[int, List[str]]: ...
-    def finish(self, clean: bool) -> None: ...
 
 
 class Launcher(Protocol):
@@ -115,6 +99,29 @@ class Launcher(Protocol):
     def start_node(self, role_args: List[str]) -> Node: ...
     def node_table(self) -> Table: ...
     def close_node_table(self, table: Table) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterInfo:
+    """What the payload (the driver, or an API user's code) gets to know."""
+
+    address: str
+    nodes: List[NodeInfo]
+    run_dir: str
+    env: Dict[str, str] = dataclasses.field(repr=False)
+    grace: float = 30.0  # seconds the driver gets after a stopping signal
+    # Set when the job got the walltime signal while an API body runs: time to
+    # checkpoint and return; the cluster stays up until the body returns.
+    walltime_warning: threading.Event = dataclasses.field(
+        default_factory=threading.Event, repr=False, compare=False)
+
+    @property
+    def num_nodes(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def resources(self) -> Dict[str, float]:
+        return total_resources(self.nodes)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,36 +1,38 @@
-"""The life of one job on one rank: the phases, their transitions, and the
-one loop that drives them (Job.advance).
+"""The life of one job on one rank: the phases, what each step returns
+(Outcome), the one table of transitions (TRANSITIONS), and the one loop that
+drives them (Job.advance); and the one way a Job is made (`opened`), for the
+command line (`run`) and the Python API (entry/api.py) alike.
 
     AGREE ---> OWN ---> START ---> RUN (rank 0) ----> STOP ---> REPORT ---> DONE
       |          |        |   `--> SERVE (others) --^
       |          `--------+--(a failure, a stopping signal)--^
       `--(bad input: exit 2, nothing started)------------------------------> DONE
 
-    AGREE   the plan from rank 0, every rank's probe, the same placement and
-            run folder everywhere                                (agreement.py)
-    OWN     subreaper, watchdog, temp dir: before the first child   (owned.py)
-    START   rank 0: the head, then every node alive             (bring_up.py)
-            the others: join with retries                    (worker_rank.py)
-    RUN     rank 0: the payload (the driver, or an API body), watched (watch.py)
-    SERVE   the others: wait quietly for Stop                (worker_rank.py)
+    AGREE   the plan from rank 0, every rank's probe, each rank's part of the
+            placement, the same run folder everywhere       (agree/agreement.py)
+    OWN     subreaper, watchdog, temp dir: before the first child (procs/owner.py)
+    START   rank 0: the head, then every node alive          (head/bring_up.py)
+            the others: join with retries                       (worker/role.py)
+    RUN     rank 0: the payload (the driver, or an API body), watched (head/watch.py)
+    SERVE   the others: wait quietly for Stop                   (worker/role.py)
     STOP    every rank stops exactly what it started, the workers first while
-            the head is up (head_teardown.py); a failed job's Ray logs are copied
-    REPORT  Done to rank 0, rank 0's summary (summary.py); the ranks leave
-            together; the exit status
+            the head is up (head/teardown.py); a failed job's Ray logs are copied
+    REPORT  Done to the host's leader, one HostDone per host to rank 0, rank 0's
+            summary (record/summary.py); the ranks leave together; the exit status
 
     rank 0                                   rank 1..N-1
     ------                                   -----------
     Plan (run id, token, head IP) -- share -> Plan
-    probes <-- gather --------------------- probes
-    Layout (the placement)  -- share -----> Layout
+    host reports <-- gather (leaders) ------ probes (gathered by each leader)
+    Seats (each host's part) -- scatter ---> Seat (shared by each leader)
     ray start --head --block
     HeadRecord (address | error) -- share -> HeadRecord
     wait until every node alive <---------- ray start --address --block
                                             (Joined | Failed)
     payload runs, watched                   wait for Stop (Lost)
-    Stop ----------------------------------> stop own process tree
+    Stop -- broadcast (leaders, hosts) ----> stop own process tree
+    collect HostDone <---------------------- Done (to the leader), HostDone
     stop own process tree
-    collect Done  <------------------------- Done
 
 The command line runs every phase (`run`); the Python API (api.py) runs
 them in two goes around the user's body (`start`, then `finish`). Errors and
@@ -43,7 +45,17 @@ import contextlib
 import enum
 import sys
 import time
-from typing import Callable, Dict, FrozenSet, List, Optional, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterator,
+    List,
+    Optional,
+    Tuple,
+    Union,
+)
 
 from start_ray.errors import (
     EXIT_FAILURE,
@@ -59,6 +71,7 @@ from start_ray.lifecycle.agree import preflight
 from start_ray.lifecycle.agree.agreement import Agreement, agree
 from start_ray.lifecycle.contracts import (
     Channel,
+    ClusterInfo,
     Launcher,
     Owner,
     Payload,
@@ -70,8 +83,7 @@ from start_ray.lifecycle.worker.role import WorkerRank
 from start_ray.mpi import launch_env
 from start_ray.mpi.channel import Channel as MpiChannel
 from start_ray.mpi.channel import world
-from start_ray.node import raynode
-from start_ray.node.gcs_table import ClusterInfo
+from start_ray.node import compat, raynode
 from start_ray.node.starter import NodeLauncher
 from start_ray.options import Options
 from start_ray.procs.owner import ProcessOwner
@@ -94,17 +106,85 @@ class Phase(enum.Enum):
     DONE = "done"
 
 
-# Every allowed transition (the diagram above); the loop refuses any other.
-NEXT: Dict[Phase, FrozenSet[Phase]] = {
-    Phase.AGREE: frozenset({Phase.OWN, Phase.DONE}),
-    Phase.OWN: frozenset({Phase.START, Phase.STOP}),
-    Phase.START: frozenset({Phase.RUN, Phase.SERVE, Phase.STOP}),
-    Phase.RUN: frozenset({Phase.STOP}),
-    Phase.SERVE: frozenset({Phase.STOP}),
-    Phase.STOP: frozenset({Phase.REPORT}),
-    Phase.REPORT: frozenset({Phase.DONE}),
-    Phase.DONE: frozenset(),
+class Outcome(enum.Enum):
+    """What a phase's step returns: what happened (TRANSITIONS says what next)."""
+
+    AGREED = "the plan and the placement are known"
+    DRY_RUN = "--dry-run: the plan is printed, nothing starts"
+    BAD_INPUT = "bad input: exit 2, nothing started"
+    OWNED = "subreaper, watchdog and temp dir are set up"
+    CLUSTER_UP = "rank 0: every node is alive"
+    SERVING = "another rank: its node joined, or a host's node serves it"
+    NO_CLUSTER = "another rank: the head never came up"
+    PAYLOAD_ENDED = "rank 0: the driver (or the API's body) ended"
+    STOP_CAME = "another rank: rank 0 said Stop"
+    FAILED = "an expected failure: a node, the job, a signal"
+    CRASHED = "anything else: stop what was started, then abort the MPI job"
+    STOPPED = "this rank's processes are stopped"
+    REPORTED = "the reports are in; the ranks left together"
+
+
+P, O = Phase, Outcome
+# The one table of transitions: (phase, what its step returned) -> the next
+# phase. The loop refuses anything else.
+TRANSITIONS: Dict[Tuple[Phase, Outcome], Phase] = {
+    (P.AGREE, O.AGREED): P.OWN, (P.AGREE, O.DRY_RUN): P.DONE, (P.AGREE, O.BAD_INPUT): P.DONE,
+    (P.AGREE, O.FAILED): P.DONE, (P.AGREE, O.CRASHED): P.DONE,
+    (P.OWN, O.OWNED): P.START, (P.OWN, O.FAILED): P.STOP, (P.OWN, O.CRASHED): P.STOP,
+    (P.START, O.CLUSTER_UP): P.RUN, (P.START, O.SERVING): P.SERVE,
+    (P.START, O.NO_CLUSTER): P.STOP, (P.START, O.FAILED): P.STOP,
+    (P.START, O.CRASHED): P.STOP,
+    (P.RUN, O.PAYLOAD_ENDED): P.STOP, (P.RUN, O.FAILED): P.STOP, (P.RUN, O.CRASHED): P.STOP,
+    (P.SERVE, O.STOP_CAME): P.STOP, (P.SERVE, O.FAILED): P.STOP,
+    (P.SERVE, O.CRASHED): P.STOP,
+    (P.STOP, O.STOPPED): P.REPORT, (P.STOP, O.FAILED): P.DONE, (P.STOP, O.CRASHED): P.DONE,
+    (P.REPORT, O.REPORTED): P.DONE, (P.REPORT, O.FAILED): P.DONE,
+    (P.REPORT, O.CRASHED): P.DONE,
 }
+# Where each phase may lead (the diagram above), derived from the table.
+NEXT: Dict[Phase, FrozenSet[Phase]] = {
+    phase: frozenset(after for (before, _), after in TRANSITIONS.items() if before is phase)
+    for phase in Phase}
+
+
+def outcome_of(error: BaseException, phase: Phase) -> Outcome:
+    """The exceptions that remain, as outcomes, in one place: bad input is
+    known only while the ranks agree; a node's, the job's or a signal's end
+    is expected until the teardown; anything else is a crash."""
+    if isinstance(error, UsageError) and phase is Phase.AGREE:
+        return Outcome.BAD_INPUT
+    if isinstance(error, (JobError, NodeError, Interrupted)) and \
+            phase not in (Phase.STOP, Phase.REPORT):
+        return Outcome.FAILED
+    return Outcome.CRASHED
+
+
+@contextlib.contextmanager
+def opened(options: Options, comm: Any = None, inbox: Optional[SignalInbox] = None,
+           payload: Optional[Payload] = None, check: Callable[[], None] = lambda: None,
+           ray_ahead: bool = False) -> Iterator["Job"]:
+    """The one way a Job is made, for the command line (`run`) and the
+    Python API: the signals caught (the inbox a rank began with, or one
+    made here), the channel over `comm` (COMM_WORLD by default), and, for
+    the command line (`ray_ahead`), Ray's imports done while MPI starts (on
+    the ranks likely to start a node; the open-files limit is raised first,
+    since that child inherits it). On the way out, a `ray` imported ahead
+    and never used goes, and the signal handlers are restored."""
+    ready: Optional[raynode.ReadyRay] = None
+    open_files: Optional[str] = None
+    if ray_ahead:
+        open_files = resources.raise_open_files_limit()
+        ready = raynode.ReadyRay.early(options.ray_command, options.node_per_rank,
+                                       [options.walltime_signal])
+    try:
+        with contextlib.nullcontext(inbox) if inbox else SignalInbox() as caught:
+            caught.also(options.walltime_signal)
+            channel = MpiChannel(comm if comm is not None else world(), options.poll_interval)
+            yield Job(options, channel, caught, payload=payload, check=check, ready=ready,
+                      open_files=open_files)
+    finally:
+        if ready is not None and ready.process.poll() is None and not ready.used:
+            ready.discard()
 
 
 def run(options: Options, payload: Payload, comm: object = None,
@@ -114,23 +194,8 @@ def run(options: Options, payload: Payload, comm: object = None,
     `check` runs on rank 0 before anything starts and raises UsageError for
     bad input; the error then reaches every rank, which all exit with 2.
     `inbox`: the signals caught since the rank began (python -m start_ray)."""
-    # Before the first child, which inherits it (Job would do it too).
-    open_files = resources.raise_open_files_limit()
-    # Ray's imports while MPI starts, on the ranks likely to start a node.
-    ready = raynode.ReadyRay.early(options.ray_command, options.node_per_rank,
-                                   [options.walltime_signal])
-    try:
-        channel = MpiChannel(comm if comm is not None else world(),
-                                    options.poll_interval)
-        with contextlib.nullcontext(inbox) if inbox else SignalInbox() as inbox:
-            inbox.also(options.walltime_signal)
-            job = Job(options, channel, inbox, ready=ready, open_files=open_files)
-            job.payload = payload
-            job.check = check
-            return job.advance(Phase.DONE)
-    finally:
-        if ready is not None and ready.process.poll() is None and not ready.used:
-            ready.discard()
+    with opened(options, comm, inbox, payload, check, ray_ahead=True) as job:
+        return job.advance(Phase.DONE)
 
 
 class Job:
@@ -138,28 +203,30 @@ class Job:
 
     `channel`, `own` and `launch` (factories of the process owner and the
     node launcher) and `log_name` are the seams the protocol tests replace:
-    ranks as threads, fake Ray nodes, a logger per thread."""
+    ranks as threads, fake Ray nodes, a logger per thread. Making a Job
+    changes nothing outside it: what it does, its steps do."""
 
     def __init__(self, options: Options, channel: Channel, inbox: SignalInbox,
+                 payload: Optional[Payload] = None, check: Callable[[], None] = lambda: None,
                  own: Callable[..., Owner] = ProcessOwner,
                  launch: Callable[..., Launcher] = NodeLauncher,
                  log_name: str = logs.LOGGER_NAME,
                  ready: Optional[raynode.ReadyRay] = None,
                  open_files: Optional[str] = None) -> None:
         self.options, self.channel, self.inbox = options, channel, inbox
+        self.payload, self.check = payload, check
         self.make_owner, self.make_launcher = own, launch
         self.log_name = log_name
         self.log = logs.get(log_name)
         self.ready = ready  # a `ray` started before MPI, for this rank's node
-        # The open-files limit is raised before this rank's first child.
-        self.open_files = open_files or resources.raise_open_files_limit()
+        self.open_files = open_files  # what raising the open-files limit did, if done
         self.started = time.monotonic()
         self.phase = Phase.AGREE
         self.history = [Phase.AGREE]  # every phase this rank went through, in order
+        self.outcomes: List[Outcome] = []  # what each step returned, in order
         self.status = EXIT_FAILURE  # this rank's exit status, final once DONE
         self.cause: Optional[str] = None  # why the job failed, when it did
-        self.payload: Optional[Payload] = None
-        self.check: Callable[[], None] = lambda: None
+        self.crash: Optional[BaseException] = None  # re-raised once DONE
         self.info: Optional[ClusterInfo] = None  # rank 0's cluster, from START
         self.agreed: Optional[Agreement] = None
         self.owner: Optional[Owner] = None
@@ -173,53 +240,51 @@ class Job:
 
     # ------------------------------------------------------------ the loop
     def advance(self, until: Phase) -> int:
-        """Run phases until `until` (or DONE); this rank's exit status."""
+        """Run phases until `until` (or DONE); this rank's exit status. After
+        a crash every rank's processes are stopped first; then the MPI job
+        is aborted (no rank may wait for this one forever) and it is raised."""
         steps = {Phase.AGREE: self._agree, Phase.OWN: self._own, Phase.START: self._start,
                  Phase.RUN: self._run, Phase.SERVE: self._serve, Phase.STOP: self._stop,
                  Phase.REPORT: self._report}
         while self.phase not in (until, Phase.DONE):
-            self.go(self._guarded(steps[self.phase]))
+            self.go(self.step(steps[self.phase]))
+        if self.phase is Phase.DONE and self.crash is not None:
+            self.abort()
+            raise self.crash
         return self.status
 
-    def go(self, phase: Phase) -> None:
-        if phase not in NEXT[self.phase]:
-            raise RuntimeError(f"no transition from {self.phase.name} to {phase.name}")
-        self.log.debug("phase %s -> %s", self.phase.name, phase.name)
-        self.phase = phase
-        self.history.append(phase)
+    def go(self, outcome: Outcome) -> None:
+        after = TRANSITIONS.get((self.phase, outcome))
+        if after is None:
+            raise RuntimeError(f"no transition from {self.phase.name} on {outcome.name}")
+        self.log.debug("phase %s -> %s (%s)", self.phase.name, after.name, outcome.name)
+        self.outcomes.append(outcome)
+        self.phase = after
+        self.history.append(after)
 
-    def _guarded(self, step: Callable[[], Phase]) -> Phase:
-        """A step's next phase. Expected failures (start-up errors, signals,
-        the job's end) are logged and lead to STOP, or DONE if nothing was
-        started; anything else also aborts the MPI job, so that no rank
-        waits for this one forever."""
-        ending = self.phase in (Phase.STOP, Phase.REPORT)
+    def step(self, run_step: Callable[[], Outcome]) -> Outcome:
+        """What the step returned, or what its exception means (outcome_of);
+        the one place where a failure is logged and becomes the job's status."""
         try:
-            return step()
-        except UsageError as err:
-            if self.phase is not Phase.AGREE or ending:
-                raise
-            self.say_usage_error(err)
-            self.status = EXIT_USAGE
-            return Phase.DONE
-        except (JobError, NodeError, Interrupted) as err:
-            if ending:
-                raise
-            if isinstance(err, Interrupted):
-                self.log.error("%s during start-up: stopping the job%s", err,
-                               " (exit status 75: not done yet)" if err.walltime else "")
+            return run_step()
+        except BaseException as err:
+            outcome = outcome_of(err, self.phase)
+            if outcome is Outcome.BAD_INPUT:
+                assert isinstance(err, UsageError)
+                self.say_usage_error(err)
+                self.status = EXIT_USAGE
+            elif outcome is Outcome.FAILED:
+                if isinstance(err, Interrupted):
+                    self.log.error("%s during start-up: stopping the job%s", err,
+                                   " (exit status 75: not done yet)" if err.walltime else "")
+                else:
+                    self.log.error("%s", err)
+                self.fail(status_of(err), str(err))
             else:
-                self.log.error("%s", err)
-            self.fail(status_of(err), str(err))
-            return Phase.DONE if self.phase is Phase.AGREE else Phase.STOP
-        except BaseException:
-            self.log.exception("start_ray failed on this rank; stopping its Ray processes")
-            if not ending and self.phase is not Phase.AGREE:
+                self.log.exception("start_ray failed on this rank; stopping its Ray processes")
                 self.fail(EXIT_FAILURE, "start_ray failed on this rank")
-                self.go(Phase.STOP)
-                self.advance(Phase.DONE)
-            self.abort()
-            raise
+                self.crash = self.crash or err
+            return outcome
 
     def fail(self, status: int, cause: Optional[str]) -> None:
         """The outcome, if not known yet (the first failure is the cause)."""
@@ -227,15 +292,17 @@ class Job:
         self.cause = self.cause or cause
 
     # ---------------------------------------------------------- the phases
-    def _agree(self) -> Phase:
+    def _agree(self) -> Outcome:
         def check() -> None:  # rank 0's, before anything starts
             self.check()
             preflight.check(self.options, self.channel.size)
-        agreed = agree(self.channel, self.options, check)
+        agreed = agree(self.channel, self.options, check, compat.gpu_variables())
         self.log = logs.setup(agreed.run_dir, agreed.rank, agreed.size, self.log_name)
         self.agreed = agreed
-        self.owner = self.make_owner(agreed, self.options, self.log)
-        self.launcher = self.make_launcher(agreed, self.options, self.log, self.owner)
+        self.owner = self.make_owner(agreed.identity, self.options, self.log)
+        self.launcher = self.make_launcher(agreed.identity, agreed.my_node,
+                                           agreed.plan.auth_token, self.options, self.log,
+                                           self.owner)
         parts = (agreed, self.options, self.channel, self.owner, self.launcher, self.inbox,
                  self.log, self.started)
         self.role = HeadRank(*parts) if agreed.rank == 0 else WorkerRank(*parts)
@@ -245,35 +312,40 @@ class Job:
             if agreed.rank == 0:
                 self.log.info("dry run: nothing was started (without --dry-run, this would)")
             self.status = 0
-            return Phase.DONE
-        return Phase.OWN
+            return Outcome.DRY_RUN
+        return Outcome.AGREED
 
-    def _own(self) -> Phase:
-        """Nothing this rank starts may escape unseen."""
+    def _own(self) -> Outcome:
+        """Nothing this rank starts may escape unseen; rank 0's Stop finds
+        every other rank at any moment from now on."""
         assert self.agreed and self.owner and self.launcher
+        self.channel.expect_stop()
         if self.agreed.my_node is not None:
+            # before the first child (unless done before the `ray` imported ahead)
+            self.log.debug("%s", self.open_files or resources.raise_open_files_limit())
             self.owner.set_up()
-            self.log.debug("%s", self.open_files)
             if self.ready is not None:
                 self.launcher.adopt(self.ready)
             if self.owner.temp_dir is not None:
                 period = self.options.sync_logs if self.options.collect_logs != "never" else 0
-                self.node_logs = NodeLogs(self.agreed, self.owner.temp_dir, period, self.log)
+                me = self.agreed.identity
+                dest = logs.ray_logs_dir(me.run_dir, me.rank, me.size, me.host)
+                self.node_logs = NodeLogs(dest, self.owner.temp_dir, period, self.log)
         elif self.ready is not None:
             self.ready.discard()
-        return Phase.START
+        return Outcome.OWNED
 
-    def _start(self) -> Phase:
+    def _start(self) -> Outcome:
         if isinstance(self.role, HeadRank):
             self.info = self.role.start()
             self.status = 0
-            return Phase.RUN
+            return Outcome.CLUSTER_UP
         assert isinstance(self.role, WorkerRank)
         serve = self.role.start()
         self.status = self.role.status
-        return Phase.SERVE if serve else Phase.STOP
+        return Outcome.SERVING if serve else Outcome.NO_CLUSTER
 
-    def _run(self) -> Phase:
+    def _run(self) -> Outcome:
         assert self.payload is not None and self.info is not None
         assert isinstance(self.role, HeadRank)
         assert self.owner is not None
@@ -282,18 +354,18 @@ class Job:
         self.status = status
         if status:
             self.cause = self.cause or f"the driver exited with status {status}"
-        return Phase.STOP
+        return Outcome.PAYLOAD_ENDED
 
     def _explain(self, cause: str) -> None:
         self.cause = self.cause or cause
 
-    def _serve(self) -> Phase:
+    def _serve(self) -> Outcome:
         assert isinstance(self.role, WorkerRank)
         self.role.serve()
-        return Phase.STOP
+        return Outcome.STOP_CAME
 
-    def _stop(self) -> Phase:
-        """Rank 0 stops the others first (and hears their Done), then every
+    def _stop(self) -> Outcome:
+        """Rank 0 stops the others first (and hears their hosts), then every
         rank its own processes; a failed job's Ray logs are copied."""
         assert self.agreed and self.owner and self.launcher and self.role
         self.teardown_began = time.monotonic()
@@ -311,10 +383,11 @@ class Job:
         # before Done: rank 0's summary reads them
         copied = self.node_logs is not None and self.node_logs.finish(wanted)
         self.logs_safe = not failed or copied
-        return Phase.REPORT
+        return Outcome.STOPPED
 
-    def _report(self) -> Phase:
-        """Done to rank 0, or rank 0's summary; then tidy up and leave together."""
+    def _report(self) -> Outcome:
+        """Done to the leader (a leader: its host's, to rank 0), or rank 0's
+        summary; then tidy up and leave together."""
         assert self.role and self.owner
         report_by = self.teardown_began + self.options.stop_timeout + REPORT_SLACK
         self.role.report(Teardown(self.status, self.cause, self.stopped, self.left,
@@ -327,7 +400,7 @@ class Job:
         leave_by = self.role.leave_by(report_by + self.options.stop_timeout + REPORT_SLACK)
         if leave_by is not None and not self.channel.part(leave_by):
             self.log.debug("not every rank came to the end of the job; exiting anyway")
-        return Phase.DONE
+        return Outcome.REPORTED
 
     # ------------------------------------------------- for the Python API
     def start(self) -> Optional[ClusterInfo]:
@@ -341,16 +414,15 @@ class Job:
         return self.advance(Phase.DONE)
 
     def finish(self, status: Optional[int] = None, cause: Optional[str] = None) -> int:
-        """Rank 0 after its body (or any rank after a failure): STOP to DONE."""
+        """Rank 0 after its body (the payload of the API): STOP to DONE; any
+        rank after a failure: what is left of the loop."""
         if status is not None:
             self.status = status
             if status:
                 self.cause = self.cause or cause
-        if self.phase in (Phase.RUN, Phase.SERVE):
-            self.go(Phase.STOP)
-        if self.phase is Phase.STOP or self.phase is Phase.REPORT:
-            return self.advance(Phase.DONE)
-        return self.status
+        if self.phase is Phase.RUN:
+            self.go(Outcome.PAYLOAD_ENDED)
+        return self.advance(Phase.DONE)
 
     @property
     def stop_status(self) -> Optional[int]:

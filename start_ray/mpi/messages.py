@@ -1,9 +1,13 @@
 """What travels between the ranks, as small typed records.
 
-    rank 0 -> all (collective)   Plan (agreement.py), then HeadRecord
-    rank > 0 -> rank 0 (REPORT)  Joined | Failed | Lost, then Done at the end
-    rank 0 -> rank > 0 (GO)      Go (a join slot: join_slots.py)
-    rank 0 -> rank > 0 (STOP)    Stop
+    rank 0 -> all (collective)     Plan (agreement.py), then HeadRecord
+    node rank -> rank 0 (REPORT)   Joined | Failed | Lost
+    rank 0 -> node rank (GO)       Go (a join slot: join_slots.py)
+    rank 0 -> all (broadcast)      Stop, through the leaders (channel.py);
+                                   point to point to a leader (STOP) when a
+                                   rank is lost
+    rank -> its leader (REPORT)    Done, at the end
+    leader -> rank 0 (REPORT)      HostDone: its host's Done, in one
 
 Each point-to-point message names its tag, so the channel needs no table;
 mpi4py pickles them (every rank runs the same start_ray).
@@ -12,7 +16,9 @@ mpi4py pickles them (every rank runs the same start_ray).
 from __future__ import annotations
 
 import dataclasses
-from typing import ClassVar, Union
+from typing import ClassVar, Tuple, Union
+
+from start_ray.mpi.ranks import RankSet
 
 # Message tags.
 REPORT = 71   # rank > 0 -> rank 0: joined / failed / lost / done
@@ -68,6 +74,19 @@ class Done:
 
 
 @dataclasses.dataclass(frozen=True)
+class HostDone:
+    """A leader's report of its host's teardown: the processes its ranks
+    stopped, what they left (`rank 5: 4711 raylet`), which ranks reported
+    and which said nothing."""
+
+    tag: ClassVar[int] = REPORT
+    stopped: int
+    left: Tuple[str, ...]
+    reported: RankSet
+    silent: RankSet
+
+
+@dataclasses.dataclass(frozen=True)
 class Go:
     """Rank 0 to a waiting worker rank: a join slot is free, join now."""
 
@@ -83,5 +102,5 @@ class Stop:
     together: bool = True  # every rank is there to leave together (Channel.part)
 
 
-Report = Union[Joined, Failed, Lost, Done]
-Message = Union[Joined, Failed, Lost, Done, Go, Stop]
+Report = Union[Joined, Failed, Lost, Done, HostDone]
+Message = Union[Joined, Failed, Lost, Done, HostDone, Go, Stop]

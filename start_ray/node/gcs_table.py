@@ -1,5 +1,4 @@
-"""What the head's GCS says about the cluster (rank 0 only), and what the
-payload is told about it (ClusterInfo).
+"""What the head's GCS says about the cluster (rank 0 only).
 
 Rank 0 never talks to the GCS itself: Ray's GCS client can block for a
 minute, holding the interpreter, and then abort the whole process when the
@@ -23,11 +22,12 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, FrozenSet, List, Optional, Protocol
 
 from start_ray.node import compat
 from start_ray.node.raynode import RANK_LABEL
 from start_ray.procs import proctree
+from start_ray.procs.helpers import Helper
 
 # The helper's niceness (added to what rank 0 has).
 NICENESS = 10
@@ -54,29 +54,6 @@ def _words(camel: str) -> str:
     return re.sub(r"(?<!^)(?=[A-Z])", " ", camel).lower()
 
 
-@dataclasses.dataclass(frozen=True)
-class ClusterInfo:
-    """What the payload (the driver, or an API user's code) gets to know."""
-
-    address: str
-    nodes: List[NodeInfo]
-    run_dir: str
-    env: Dict[str, str] = dataclasses.field(repr=False)
-    grace: float = 30.0  # seconds the driver gets after a stopping signal
-    # Set when the job got the walltime signal while an API body runs: time to
-    # checkpoint and return; the cluster stays up until the body returns.
-    walltime_warning: threading.Event = dataclasses.field(
-        default_factory=threading.Event, repr=False, compare=False)
-
-    @property
-    def num_nodes(self) -> int:
-        return len(self.nodes)
-
-    @property
-    def resources(self) -> Dict[str, float]:
-        return total_resources(self.nodes)
-
-
 def total_resources(nodes: List[NodeInfo]) -> Dict[str, float]:
     total: Dict[str, float] = {}
     for node in nodes:
@@ -85,13 +62,33 @@ def total_resources(nodes: List[NodeInfo]) -> Dict[str, float]:
     return total
 
 
+class Table(Helper, Protocol):
+    """Rank 0's view of the GCS node table (NodeTable, and the tests'
+    fakes), kept fresh by a helper process that rank 0 watches."""
+
+    @property
+    def look_took(self) -> Optional[float]: ...
+    @property
+    def looked_at(self) -> Optional[float]: ...
+    @property
+    def version(self) -> int: ...
+
+    def watch(self, address: str, interval: float) -> None: ...
+    def look_now(self) -> None: ...
+    def alive(self) -> Optional[FrozenSet[int]]: ...
+    def nodes(self) -> Dict[int, NodeInfo]: ...
+    def close(self) -> None: ...
+
+
 class NodeTable:
     """Rank 0's view of the GCS node table, kept fresh by the helper."""
 
     what = "the node-table helper start_ray.node.gcs_table"
 
     def __init__(self, env: Dict[str, str], spawn: proctree.Spawn = proctree.popen) -> None:
-        self.nodes: Optional[List[NodeInfo]] = None  # None: no answer yet
+        self.version = 0  # looks read so far: a caller recomputes only on a new one
+        self._look: Optional[Look] = None  # the latest (None: no answer yet)
+        self._nodes: Optional[Dict[int, NodeInfo]] = None  # its nodes, once asked for
         self.look_took: Optional[float] = None  # seconds the helper's last look took
         # time.monotonic() when that look began, at the latest: a node counted
         # in after it may be missing from it, and is not lost for that
@@ -147,27 +144,66 @@ class NodeTable:
     def _read(self, process: "subprocess.Popen[str]") -> None:
         assert process.stdout is not None
         for line in process.stdout:
-            try:
-                message = json.loads(line)
-            except ValueError:
-                continue
-            if "nodes" in message:  # else the GCS did not answer: keep the last look
-                with self._lock:
-                    self.nodes = [NodeInfo(**node) for node in message["nodes"]]
-                    self.look_took = message.get("took")
-                    self.looked_at = time.monotonic() - (self.look_took or 0.0)
+            self.take(line)
 
-    def alive_ranks(self) -> Optional[Dict[int, NodeInfo]]:
-        """The alive nodes by rank, as of the helper's latest look."""
+    def take(self, line: str) -> None:
+        """One line of the helper's: a look at the table (else the GCS did
+        not answer: the last look stands)."""
+        look = parse_look(line)
+        if look is None:
+            return
         with self._lock:
-            if self.nodes is None:
-                return None
-            return {node.rank: node for node in self.nodes if node.alive}
+            self._look, self._nodes = look, None
+            self.look_took = look.took
+            self.looked_at = time.monotonic() - (look.took or 0.0)
+            self.version += 1
+
+    def alive(self) -> Optional[FrozenSet[int]]:
+        """The ranks of the alive nodes, as of the helper's latest look."""
+        with self._lock:
+            return self._look.alive if self._look is not None else None
+
+    def nodes(self) -> Dict[int, NodeInfo]:
+        """The latest look's alive nodes by rank, read from its rows when
+        first asked for (once per look, and only when needed: the READY block)."""
+        with self._lock:
+            if self._nodes is None:
+                self._nodes = self._look.nodes() if self._look is not None else {}
+            return self._nodes
 
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait()
+
+
+@dataclasses.dataclass(frozen=True)
+class Look:
+    """One look at the table, as the helper prints it: the alive nodes'
+    ranks as a list of numbers, and every node's row as one JSON text,
+    read only when asked for. Rank 0 takes a look every few seconds for
+    hours: a row made into objects at every look was 10,000 objects a look
+    at 10,000 nodes, each living until the next, for its garbage collector
+    to scan again and again."""
+
+    alive: FrozenSet[int]
+    rows: str  # json: [NodeInfo as a dict, ...]
+    took: Optional[float]
+
+    def nodes(self) -> Dict[int, NodeInfo]:
+        return {node.rank: node for node in (NodeInfo(**row) for row in json.loads(self.rows))
+                if node.alive}
+
+
+def parse_look(line: str) -> Optional[Look]:
+    """A helper's line -> the look, or None (not a look: the GCS did not answer)."""
+    try:
+        message = json.loads(line)
+    except ValueError:
+        return None
+    if "alive" not in message:
+        return None
+    return Look(frozenset(message["alive"]), message["rows"], message.get("took"))
 
 
 def summarize(resources: Dict[str, float]) -> str:
@@ -221,8 +257,10 @@ def main() -> int:
             continue
         began = time.perf_counter()
         try:
-            message: Dict[str, Any] = {"nodes": [_node_info(raw) for raw in read_table()],
-                                       "took": time.perf_counter() - began}
+            rows = [_node_info(raw) for raw in read_table()]
+            message: Dict[str, Any] = {
+                "alive": [row["rank"] for row in rows if row["alive"]],
+                "rows": json.dumps(rows), "took": time.perf_counter() - began}
         except Exception as err:  # the GCS busy or going: say so, look again
             message = {"error": f"{type(err).__name__}: {err}"}
         print(json.dumps(message), flush=True)

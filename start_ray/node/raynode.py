@@ -233,35 +233,37 @@ class RayNode:
             self._news.notify_all()
 
     def wait_started(self, deadline: float, interval: float,
-                     interrupted: Callable[[], bool] = lambda: False,
+                     look: Callable[[], None] = lambda: None,
                      need_address: bool = False) -> None:
         """Return once the node is up (and, for a head, has printed its
-        address); raise NodeError if `ray start` ends first, the deadline
-        passes, or `interrupted()` says to give up."""
+        address); raise NodeError if `ray start` ends first or the deadline
+        passes. `look()` runs each round: the caller's reading of the news,
+        which raises when the start must be given up."""
         self._wait(lambda: self._started and (self._address is not None or not need_address),
-                   deadline, interval, interrupted)
+                   deadline, interval, look)
 
     def wait_address(self, deadline: float, interval: float,
-                     interrupted: Callable[[], bool] = lambda: False,
+                     look: Callable[[], None] = lambda: None,
                      ip: Optional[str] = None) -> str:
         """A head's GCS address as soon as workers can join: when the GCS
         publishes its port (compat.gcs_port; `ip` is the head's
         --node-ip-address), else when `ray start` prints the address."""
         found: List[str] = []
 
-        def known() -> bool:
+        def look_for_it() -> None:
+            look()
             port = compat.gcs_port(self.temp_dir) if ip else None
             if port is not None:
                 found.append(join_address(ip or "", port))
             elif self._address is not None:
                 found.append(self._address)
-            return bool(found)
 
-        self._wait(known, deadline, min(interval, PORT_FILE_INTERVAL), interrupted)
+        self._wait(lambda: bool(found), deadline, min(interval, PORT_FILE_INTERVAL),
+                   look_for_it)
         return found[0]
 
     def _wait(self, ready: Callable[[], bool], deadline: float, interval: float,
-              interrupted: Callable[[], bool]) -> None:
+              look: Callable[[], None]) -> None:
         while True:
             with self._news:
                 self._news.wait_for(lambda: ready() or self._ended, timeout=interval)
@@ -274,8 +276,7 @@ class RayNode:
             if time.monotonic() >= deadline:
                 raise NodeError("`ray start` did not report the node as started "
                                 f"before the deadline; last output: {self.last_words()}")
-            if interrupted():
-                raise NodeError("start abandoned: the job is stopping")
+            look()
 
     def alive(self) -> bool:
         return self.process.poll() is None

@@ -13,15 +13,15 @@ import logging
 from typing import Dict, List, Optional
 
 from start_ray.host import network
-from start_ray.lifecycle.agree.agreement import Agreement
-from start_ray.lifecycle.contracts import Owner, Table
+from start_ray.host.placement import NodePlan
+from start_ray.identity import Identity
 from start_ray.mpi import launch_env
 from start_ray.node import auth, raynode
-from start_ray.node.gcs_table import NodeTable
+from start_ray.node.gcs_table import NodeTable, Table
 from start_ray.node.raynode import RayNode, ReadyRay
 from start_ray.options import Options
 from start_ray.procs import helpers
-from start_ray.procs.owner import JOB_MARKER
+from start_ray.procs.owner import JOB_MARKER, Owner
 
 # Variables a `ray` imported ahead may get only when it runs (raynode.ReadyRay).
 IMPORT_SAFE = (JOB_MARKER, *auth.VARIABLES, *network.COLLECTIVE_VARIABLES)
@@ -30,9 +30,9 @@ IMPORT_SAFE = (JOB_MARKER, *auth.VARIABLES, *network.COLLECTIVE_VARIABLES)
 class NodeLauncher:
     """The environment, the `ray` imported ahead and `ray start` of one rank."""
 
-    def __init__(self, agreed: Agreement, options: Options, log: logging.Logger,
-                 owner: Owner) -> None:
-        self.agreed = agreed
+    def __init__(self, me: Identity, plan: Optional[NodePlan], token: Optional[str],
+                 options: Options, log: logging.Logger, owner: Owner) -> None:
+        self.me, self.plan, self.token = me, plan, token
         self.options = options
         self.log = log
         self.owner = owner
@@ -44,11 +44,10 @@ class NodeLauncher:
         variables, no inherited RAY_ADDRESS, the same auth settings
         everywhere (a leftover ~/.ray/auth_token otherwise turns auth on for
         the head alone), and the node's GPUs and interface (NodePlan.env)."""
-        my_node = self.agreed.my_node
-        env = launch_env.child_environment({JOB_MARKER: self.agreed.marker,
-                                          **(my_node.env if my_node else {})})
+        env = launch_env.child_environment({JOB_MARKER: self.me.marker,
+                                            **(self.plan.env if self.plan else {})})
         env.pop("RAY_ADDRESS", None)
-        return auth.apply(env, self.agreed.plan.auth_token)
+        return auth.apply(env, self.token)
 
     def adopt(self, ready: ReadyRay) -> None:
         """A `ray` started before MPI (and before the owner): its session is
@@ -76,11 +75,10 @@ class NodeLauncher:
     def start_node(self, role_args: List[str]) -> RayNode:
         """`ray start ROLE_ARGS --block` with this rank's node plan (in the
         `ray` prepared ahead, if it is still there)."""
-        my_node = self.agreed.my_node
         temp_dir = self.owner.temp_dir
-        assert temp_dir is not None and my_node is not None
-        args = raynode.common_args(temp_dir, self.agreed.rank,
-                                   my_node.ray_args() + self.options.ray_args)
+        assert temp_dir is not None and self.plan is not None
+        args = raynode.common_args(temp_dir, self.me.rank,
+                                   self.plan.ray_args() + self.options.ray_args)
         ready, self.ready = self.ready, None
         if ready is not None and ready.process.poll() is not None:
             self.log.warning("the `ray` imported ahead (pid %d, python -m start_ray.node.ray_ahead) "

@@ -12,20 +12,16 @@ import os
 import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from start_ray.errors import UsageError
 from start_ray.procs import proctree
 from start_ray.procs.driver_output import Tee
 from start_ray.procs.signals import is_stopping
 from start_ray.record import logs
-
-if TYPE_CHECKING:
-    from start_ray.lifecycle.contracts import Running
 
 # The driver's output in the run folder (driver_output.py).
 OUTPUT = "driver.log"
@@ -127,37 +123,6 @@ class Driver:
         if self.tee is not None:
             self.tee.close()
         return exit_status(returncode)
-
-
-def payload(cmd: List[str], interval: float) -> Callable[["Running"], int]:
-    """The lifecycle's payload for the command line: run `cmd` as the driver
-    (with the grace the job settled on: --grace, within Slurm's KillWait)."""
-    def run_driver(running: "Running") -> int:
-        log = logs.get()
-        info = running.info
-        filled = fill_in(cmd, info.address)
-        log.info("running the driver: %s", " ".join(filled))
-        began = time.monotonic()
-        output = os.path.join(info.run_dir, OUTPUT)
-        driver = Driver(filled, info.env, running.spawn, output)
-        try:
-            status = driver.wait(interval, running.tick, running.inbox.pop, info.grace)
-        finally:
-            if driver.tee is not None:  # the job ends now (a lost node, a signal)
-                driver.tee.close(0.0)
-        log.info("the driver exited with status %d after %.1fs; its output: %s", status,
-                 time.monotonic() - began, output)
-        board = tensorboard_folder(info.run_dir)
-        if board:
-            log.info("TensorBoard: tensorboard --logdir %s --host 127.0.0.1 (from your own "
-                     "machine: ssh -N -L 6006:127.0.0.1:6006 %s, then http://localhost:6006)",
-                     board, socket.gethostname())
-        error = driver.tee.last_exception() if status and driver.tee else None
-        if error:
-            running.explain(f"the driver exited with status {status}; its last exception: "
-                            f"{error} (in {OUTPUT})")
-        return status
-    return run_driver
 
 
 def tensorboard_folder(run_dir: str, depth: int = 6) -> Optional[str]:

@@ -17,24 +17,51 @@ import logging
 import os
 import subprocess
 import sys
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Protocol, Sequence, Tuple
 
 from start_ray.host import tempdirs
-from start_ray.lifecycle.agree.agreement import Agreement
-from start_ray.lifecycle.contracts import Node
+from start_ray.identity import Identity
 from start_ray.options import Options
 from start_ray.procs import helpers, proctree, watchdog
+from start_ray.procs.helpers import Helper
 from start_ray.record import logs
 
 # In the environment of every process a rank starts: finds any that escaped.
 JOB_MARKER = "START_RAY_JOB"
 
 
+class Stoppable(Protocol):
+    """A `ray start` as the owner stops it (node/raynode.RayNode)."""
+
+    @property
+    def started(self) -> bool: ...
+    @property
+    def process(self) -> Any: ...
+
+
+class Owner(Protocol):
+    """What one rank started, and stopping exactly that (ProcessOwner, and
+    the tests' fakes)."""
+
+    @property
+    def temp_dir(self) -> Optional[str]: ...
+
+    def set_up(self) -> None: ...
+    def popen(self, cmd: Sequence[str], ignored_signals: Sequence[int] = (),
+              walltime_warning: bool = False, **kwargs: Any) -> Any: ...
+    def adopt(self, pid: int) -> None: ...
+    def watch_helper(self, helper: Helper) -> None: ...
+    def forget_helper(self, helper: Helper) -> None: ...
+    def check_helpers(self, doing: str) -> None: ...
+    def stop(self, node: Optional[Stoppable]) -> Tuple[int, List[str]]: ...
+    def finish(self, clean: bool) -> None: ...
+
+
 class ProcessOwner:
     """One rank's subreaper, watchdog, temp dir, children and helpers."""
 
-    def __init__(self, agreed: Agreement, options: Options, log: logging.Logger) -> None:
-        self.agreed = agreed
+    def __init__(self, me: Identity, options: Options, log: logging.Logger) -> None:
+        self.me = me
         self.options = options
         self.log = log
         self.sessions: List[Tuple[int, int]] = []  # (leader, start time) of our children
@@ -45,12 +72,12 @@ class ProcessOwner:
     def set_up(self) -> None:
         """Before the rank's first child: nothing it starts can escape unseen."""
         proctree.become_subreaper()
-        rank, size = self.agreed.rank, self.agreed.size
-        self.watchdog = watchdog.Watchdog(JOB_MARKER, self.agreed.marker,
-                                          logs.file_path(self.agreed.run_dir, rank, size),
+        rank, size = self.me.rank, self.me.size
+        self.watchdog = watchdog.Watchdog(JOB_MARKER, self.me.marker,
+                                          logs.file_path(self.me.run_dir, rank, size),
                                           logs.label(rank, size))
         self.helpers.add(self.watchdog)
-        job_tag = self.agreed.plan.job_tag
+        job_tag = self.me.job_tag
         root, why = tempdirs.choose_root(self.options.temp_dir, job_tag, rank)
         self.temp_dir = tempdirs.rank_dir(root, job_tag, rank)
         tempdirs.create(self.temp_dir)
@@ -95,7 +122,7 @@ class ProcessOwner:
         """Restart a helper that ended (once), or raise helpers.HelperLost."""
         self.helpers.check(doing)
 
-    def stop(self, node: Optional[Node]) -> Tuple[int, List[str]]:
+    def stop(self, node: Optional[Stoppable]) -> Tuple[int, List[str]]:
         """Stop every process this rank started (all but the watchdog, which
         outlives them): how many there were, and `pid name` of those still
         running, in our tree, or anywhere in our sessions or with our marker.
@@ -117,7 +144,7 @@ class ProcessOwner:
             proctree.kill_tree(node.process.pid)
         left = proctree.stop_descendants(self.options.stop_timeout, exclude=keep,
                                          leaders=leaders)
-        left += [p for p in proctree.owned(JOB_MARKER, self.agreed.marker, self.sessions)
+        left += [p for p in proctree.owned(JOB_MARKER, self.me.marker, self.sessions)
                  if p not in left]
         return stopped, proctree.names(left)
 

@@ -10,6 +10,7 @@ import threading
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence
 
 from start_ray.errors import Interrupted
+from start_ray.options import signal_number
 
 # Signals that mean "the job must end" (scancel, Ctrl-C, a closed terminal).
 STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -17,17 +18,6 @@ STOPPING = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 def is_stopping(signum: int) -> bool:
     return signum in STOPPING
-
-
-def signal_number(text: str) -> int:
-    """`USR1`, `SIGUSR1` or `10` -> 10; ValueError for anything else."""
-    name = text.strip().upper()
-    if name.isdigit():
-        return signal.Signals(int(name)).value
-    try:
-        return signal.Signals[name if name.startswith("SIG") else "SIG" + name].value
-    except KeyError:
-        raise ValueError("not a signal name or number, e.g. USR1") from None
 
 
 WALLTIME_VARIABLE = "START_RAY_WALLTIME_SIGNAL"

@@ -13,48 +13,61 @@ READY block rank 0 prints, with the exact commands to reach the cluster.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import shlex
 from typing import Any, Dict, List, Optional
 
-from start_ray.lifecycle.agree.agreement import Agreement
 from start_ray.mpi import launch_env
-from start_ray.node import raynode
-from start_ray.node.gcs_table import ClusterInfo
-from start_ray.options import Options
 from start_ray.record import card
 
 NOTEBOOK_PORT = 8888
 
 
-def announce(agreed: Agreement, options: Options, info: ClusterInfo,
-             head_command: List[str], seconds: float, log: logging.Logger) -> Dict[str, Any]:
+@dataclasses.dataclass(frozen=True)
+class Ready:
+    """What the READY block and the card say of a cluster that is up."""
+
+    run_dir: str
+    run_id: str
+    address: str
+    nodes: int
+    resources: Dict[str, float]
+    head_host: str
+    hosts: List[str]
+    token: Optional[str] = dataclasses.field(repr=False)
+    dashboard_port: Optional[str]
+    serve: bool
+    seconds: float  # from the job's start
+
+
+def announce(ready: Ready, log: logging.Logger) -> Dict[str, Any]:
     """Write the card and print the READY block; the card's fields."""
-    port = raynode.option_value(head_command, "--dashboard-port") if options.dashboard else None
+    port = ready.dashboard_port
     job = launch_env.job_id()
-    attach = f"python -m start_ray attach {shlex.quote(info.run_dir)}"
-    under_slurm = (f"srun --jobid {job} --overlap -w {agreed.host} {attach}"
+    attach = f"python -m start_ray attach {shlex.quote(ready.run_dir)}"
+    under_slurm = (f"srun --jobid {job} --overlap -w {ready.head_host} {attach}"
                    if os.environ.get("SLURM_JOB_ID") else None)
-    fields = {"state": "running", "address": info.address, "nodes": info.num_nodes,
+    fields = {"state": "running", "address": ready.address, "nodes": ready.nodes,
               "dashboard_url": f"http://127.0.0.1:{port}" if port else None,
-              "head_host": agreed.host, "head_ip": info.address.rpartition(":")[0],
-              "hosts": sorted(set(agreed.hosts)), "run_id": agreed.plan.run_id,
+              "head_host": ready.head_host, "head_ip": ready.address.rpartition(":")[0],
+              "hosts": sorted(ready.hosts), "run_id": ready.run_id,
               "job_id": job, "started": card.iso(), "pid": os.getpid(),
               "attach_command": under_slurm or attach}
-    made = card.publish(info.run_dir, fields, agreed.plan.auth_token)
-    for line in block(info, seconds, attach, under_slurm, port, agreed.host,
-                      made["token_file"], options.serve):
+    made = card.publish(ready.run_dir, fields, ready.token)
+    for line in block(ready, attach, under_slurm, made["token_file"]):
         log.info("%s", line)
     return made
 
 
-def block(info: ClusterInfo, seconds: float, attach: str, under_slurm: Optional[str],
-          port: Optional[str], host: str, token_file: Optional[str], serve: bool) -> List[str]:
-    resources = info.resources
-    lines = [f"READY: {info.num_nodes} node(s), CPU {resources.get('CPU', 0):g}, "
-             f"GPU {resources.get('GPU', 0):g}, after {seconds:.1f}s; run folder {info.run_dir}",
-             f"  RAY_ADDRESS  {info.address}",
+def block(ready: Ready, attach: str, under_slurm: Optional[str],
+          token_file: Optional[str]) -> List[str]:
+    resources, port, host = ready.resources, ready.dashboard_port, ready.head_host
+    lines = [f"READY: {ready.nodes} node(s), CPU {resources.get('CPU', 0):g}, "
+             f"GPU {resources.get('GPU', 0):g}, after {ready.seconds:.1f}s; run folder "
+             f"{ready.run_dir}",
+             f"  RAY_ADDRESS  {ready.address}",
              f"  attach       {attach} [-- COMMAND]"]
     if under_slurm:
         lines.append(f"               (from the login node: {under_slurm})")
@@ -63,10 +76,10 @@ def block(info: ClusterInfo, seconds: float, attach: str, under_slurm: Optional[
                   "http://localhost:8265"]
         if token_file:
             lines.append(f"               (it asks for the job's token: {token_file})")
-    if serve:
+    if ready.serve:
         lines += [f"  notebook     {attach} -- jupyter lab --no-browser --ip 127.0.0.1 "
                   f"--port {NOTEBOOK_PORT}",
                   f"               then ssh -N -L {NOTEBOOK_PORT}:127.0.0.1:{NOTEBOOK_PORT} "
                   f"{host}, and open the URL it prints",
-                  f"  stop         python -m start_ray stop {shlex.quote(info.run_dir)}"]
+                  f"  stop         python -m start_ray stop {shlex.quote(ready.run_dir)}"]
     return lines

@@ -18,12 +18,7 @@ import logging
 import os
 import re
 import shutil
-from typing import TYPE_CHECKING, List, Tuple
-
-from start_ray.record import logs
-
-if TYPE_CHECKING:
-    from start_ray.lifecycle.agree.agreement import Agreement
+from typing import List, Tuple
 
 LIMIT = 50 * 2**20  # bytes per node
 # A file smaller than this is not worth a tail: it is left out instead.
@@ -144,11 +139,10 @@ def _copy_tail(path: str, target: str, size: int) -> int:
     return len(data)
 
 
-def copy_node_logs(agreed: "Agreement", temp_dir: str, log: logging.Logger) -> bool:
-    """Copy Ray's logs of this rank's node into the run folder (shared
-    storage; the temp dir is node-local). A copy that fails is logged and
-    changes nothing else. Whether the logs are safe in the run folder."""
-    dest = logs.ray_logs_dir(agreed.run_dir, agreed.rank, agreed.size, agreed.host)
+def copy_node_logs(dest: str, temp_dir: str, log: logging.Logger) -> bool:
+    """Copy Ray's logs of this rank's node into `dest` in the run folder
+    (shared storage; the temp dir is node-local). A copy that fails is
+    logged and changes nothing else. Whether the logs are safe there."""
     try:
         done = collect(temp_dir, dest)
     except Exception as err:  # a full disk, a vanished file: never the job's status

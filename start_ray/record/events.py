@@ -15,20 +15,18 @@ from typing import Any, ClassVar, Dict, Optional, Tuple, Type
 @dataclasses.dataclass(frozen=True)
 class Event:
     """Something that happened to `rank`, `at` seconds after rank 0 started
-    (None: no moment, e.g. a rank served by its host's node)."""
+    (None: no moment). The ranks a host's node serves have no events unless
+    something happens to one of them: the summary speaks of them per host."""
 
     kind: ClassVar[str] = ""
     rank: int
     at: Optional[float]
 
     def record(self) -> Dict[str, Any]:
-        """The event as summary.json stores it: {"event": kind, fields...}."""
-        return {"event": self.kind, **dataclasses.asdict(self)}
-
-
-@dataclasses.dataclass(frozen=True)
-class ServedByNode(Event):
-    kind: ClassVar[str] = "served_by_node"
+        """The event as summary.json stores it: {"event": kind, fields...}
+        (its fields are plain values: no deep copy needed)."""
+        return {"event": self.kind,
+                **{field.name: getattr(self, field.name) for field in dataclasses.fields(self)}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,14 +117,12 @@ class NoReport(Event):
 # The events that send a reader to the node's Ray logs.
 TROUBLE: Tuple[Type[Event], ...] = (JoinFailed, NeverJoined, NodeLost, NotJoinedYet)
 KINDS: Dict[str, Type[Event]] = {cls.kind: cls for cls in (
-    ServedByNode, HeadUp, NodeJoined, JoinFailed, NeverJoined, NodeLost, NodeRejoined,
+    HeadUp, NodeJoined, JoinFailed, NeverJoined, NodeLost, NodeRejoined,
     GivenUp, NotJoinedYet, JoinedLate, RankFailed, Stopped, NoReport)}
 
 
 def describe(event: Event) -> str:
     """The words for an event in summary.txt (the one place they are made)."""
-    if isinstance(event, ServedByNode):
-        return "served by its host's node"
     if isinstance(event, HeadUp):
         return "head up"
     if isinstance(event, NodeJoined):

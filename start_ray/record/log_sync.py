@@ -20,12 +20,9 @@ import os
 import shutil
 import threading
 import time
-from typing import TYPE_CHECKING, Dict, Optional
+from typing import Dict, Optional
 
-from start_ray.record import collect, logs
-
-if TYPE_CHECKING:
-    from start_ray.lifecycle.agree.agreement import Agreement
+from start_ray.record import collect
 
 
 class LogSync:
@@ -102,10 +99,9 @@ class NodeLogs:
     """Where one node's Ray logs go: synced while the job runs (`--sync-logs`),
     copied whole at its end when wanted, else the synced copy removed."""
 
-    def __init__(self, agreed: "Agreement", temp_dir: str, period: float,
+    def __init__(self, dest: str, temp_dir: str, period: float,
                  log: logging.Logger) -> None:
-        self.agreed, self.temp_dir, self.log = agreed, temp_dir, log
-        self.dest = logs.ray_logs_dir(agreed.run_dir, agreed.rank, agreed.size, agreed.host)
+        self.dest, self.temp_dir, self.log = dest, temp_dir, log
         self.sync = LogSync(temp_dir, self.dest, period, log).start() if period > 0 else None
 
     def finish(self, wanted: bool) -> bool:
@@ -115,4 +111,4 @@ class NodeLogs:
             if cost:
                 self.log.debug("%s", cost)
             shutil.rmtree(self.dest, ignore_errors=True)  # the end-of-job copy replaces it
-        return wanted and collect.copy_node_logs(self.agreed, self.temp_dir, self.log)
+        return wanted and collect.copy_node_logs(self.dest, self.temp_dir, self.log)

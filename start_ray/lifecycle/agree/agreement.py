@@ -1,15 +1,20 @@
 """What every rank agrees on before anything starts (phase 1 of the lifecycle).
 
     rank 0: check the input and the job's settings, choose the head's address,
-            a run id, an auth token, the driver's grace   -- share -->  Plan
+            a run id, an auth token, the driver's grace    -- share -->  Plan
     every rank: probe its host (name, CPUs, IP) and say
-                what it runs (Python, Ray, start_ray)    -- gather -->  rank 0
-    rank 0: the placement (placement.place), or the one error (a software
-            difference, a host without an address)      -- share -->  Layout
-    every rank: the same placement, the same run folder
+                what it runs (Python, Ray, start_ray)     -- gather --> its leader
+    each leader: its host's node plan (placement.host_nodes), its ranks, what
+                they run                                  -- gather --> rank 0
+    rank 0: the job's placement (placement.finish), or the one error (a
+            software difference, a host without an address) -- scatter -->
+            each leader its host's Seat                   -- share -->  its ranks
+    every rank: its node plan (if it starts one), the same run folder
 
-Only rank 0 holds every probe (~400-650 bytes each): an allgather would put
-all of them on every rank, 80 MB on each of 128,000 ranks (1,000 hosts x 128).
+Rank 0 handles one report per host and holds the whole placement (Layout) in
+O(hosts); every other rank holds its host's part. Probes (~400-650 bytes
+each) never travel past their host: gathered whole on rank 0 they were 80 MB
+at 128,000 ranks (1,000 hosts x 128), 800 MB at 1.28 million.
 
 Bad input, or a host without a usable address, is a UsageError on every rank
 before anything runs. The result, an Agreement, is the job's fixed part (like
@@ -19,14 +24,17 @@ torch elastic's WorkerSpec): made once, the same on every rank, never changed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import secrets
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from start_ray.errors import AddressError, UsageError
 from start_ray.host import network, placement
 from start_ray.host.placement import NodePlan
+from start_ray.identity import Identity
 from start_ray.lifecycle.agree import software
 from start_ray.mpi import launch_env
+from start_ray.mpi.ranks import RankSet
 from start_ray.node import auth
 from start_ray.options import Options
 from start_ray.record import logs
@@ -50,25 +58,24 @@ NAMED_ONE_BY_ONE = 8
 
 
 @dataclasses.dataclass(frozen=True)
-class Agreement:
-    """The plan, the placement and the run folder, as this rank sees them."""
+class HostRanks:
+    """One host of the job: its name, its leader (its lowest rank) and its ranks."""
 
-    plan: Plan
-    rank: int
-    size: int
-    hosts: Tuple[str, ...]  # by rank
-    nodes: Tuple[NodePlan, ...]  # the Ray nodes, rank 0's first
-    run_dir: str
-    runs: software.Software  # what every rank runs (checked to be the same)
+    name: str
+    leader: int
+    ranks: RankSet
 
-    @property
-    def host(self) -> str:
-        return self.hosts[self.rank]
 
-    @property
-    def my_node(self) -> Optional[NodePlan]:
-        """The node this rank starts (None: it starts nothing)."""
-        return placement.node_of(self.rank, list(self.nodes))
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Rank 0's whole placement: every host and every Ray node, O(hosts)."""
+
+    hosts: Tuple[HostRanks, ...]
+    nodes: Tuple[NodePlan, ...]  # rank 0's first
+
+    @functools.cached_property
+    def by_rank(self) -> Dict[int, NodePlan]:
+        return {node.rank: node for node in self.nodes}
 
     @property
     def node_ranks(self) -> List[int]:
@@ -76,58 +83,169 @@ class Agreement:
         return [node.rank for node in self.nodes]
 
     @property
-    def marker(self) -> str:
-        """`<job tag>/<rank>`: per rank, since ranks on one host stop concurrently."""
-        return f"{self.plan.job_tag}/{self.rank}"
+    def leaders(self) -> List[int]:
+        return sorted({host.leader for host in self.hosts})
 
-    def name_ranks(self, ranks: List[int]) -> str:
+    def host_of(self, rank: int) -> str:
+        node = self.by_rank.get(rank)
+        if node is not None:
+            return node.host
+        return next((host.name for host in self.hosts if rank in host.ranks), "?")
+
+    def name_ranks(self, ranks: Sequence[int]) -> str:
         """`rank 3 (host-b), rank 5 (host-c)` for log lines; for many,
         `40 ranks (4-160 every 4) on nid[002-041]`, one line at any size."""
         if len(ranks) > NAMED_ONE_BY_ONE:
-            return (f"{len(ranks)} ranks ({logs.compact(ranks)}) on " +
-                    logs.hostlist([self.hosts[r] for r in ranks if r < len(self.hosts)]))
-        return ", ".join(f"rank {r} ({self.hosts[r] if r < len(self.hosts) else '?'})"
-                         for r in ranks)
+            return (f"{len(ranks)} ranks ({RankSet.of(ranks).text()}) on " +
+                    logs.hostlist([self.host_of(r) for r in ranks]))
+        return ", ".join(f"rank {r} ({self.host_of(r)})" for r in ranks)
 
 
-def agree(channel: Any, options: Options, check: Callable[[], None]) -> Agreement:
-    """The collective calls every rank makes, in this order, before anything starts."""
+@dataclasses.dataclass(frozen=True)
+class Seat:
+    """A host's part of the placement, from rank 0 to its leader and from
+    the leader to its ranks (or the one error that ends the job)."""
+
+    error: Optional[str] = None
+    head_host: str = ""
+    node_count: int = 0  # the job's Ray nodes
+    nodes: Tuple[NodePlan, ...] = ()  # this host's
+    indexes: Tuple[int, ...] = ()  # each of them among the job's nodes (0: the head)
+    host_ranks: RankSet = RankSet()  # this host's ranks (its leader fills them in)
+
+
+@dataclasses.dataclass(frozen=True)
+class Agreement:
+    """The plan and this rank's part of the placement; on rank 0 the whole
+    placement too (`layout`). Made once, the same wherever it is shared
+    (like torch elastic's WorkerSpec), never changed."""
+
+    plan: Plan
+    rank: int
+    size: int
+    run_dir: str
+    runs: software.Software  # what this rank runs (checked to be what all run)
+    host: str
+    leader: int  # the rank that leads this rank's host
+    head_host: str
+    node_count: int
+    my_node: Optional[NodePlan]  # the node this rank starts (None: it starts nothing)
+    node_index: Optional[int]  # my_node's place among the job's nodes (0: the head)
+    served_by: int  # the rank whose node serves this rank
+    host_ranks: RankSet  # the ranks of this rank's host (its leader hears their Done)
+    layout: Optional[Layout] = None  # rank 0's
+
+    @property
+    def identity(self) -> Identity:
+        return Identity(run_dir=self.run_dir, rank=self.rank, size=self.size, host=self.host,
+                        job_tag=self.plan.job_tag)
+
+    @property
+    def marker(self) -> str:
+        return self.identity.marker
+
+    @property
+    def whole(self) -> Layout:
+        """Rank 0's layout (only rank 0 holds it)."""
+        assert self.layout is not None, "only rank 0 holds the whole placement"
+        return self.layout
+
+
+def agree(channel: Any, options: Options, check: Callable[[], None],
+          gpu_reads: placement.GpuReads) -> Agreement:
+    """The collective calls every rank makes, in this order, before anything
+    starts: the plan (world); the probes (host, then leaders); the seats
+    (leaders, then host)."""
     plan = channel.share(make_plan(options, channel.size, check) if channel.rank == 0 else None)
     if plan.error:
         raise UsageError(plan.error)
     mine = placement.probe(channel.rank, options.interface,
                            plan.head_ip if channel.rank else None)
     runs = software.this_rank()
-    gathered = channel.gather((mine, runs))
-    layout = channel.share(lay_out(gathered, options) if channel.rank == 0 else None)
-    if layout.error:
-        raise UsageError(layout.error)
-    return Agreement(plan=plan, rank=channel.rank, size=channel.size, hosts=layout.hosts,
-                     nodes=layout.nodes, run_dir=logs.run_dir(options.log_dir, plan.run_id),
-                     runs=runs)
+    here = channel.gather_host((mine, runs))
+    layout: Optional[Layout] = None
+    seat: Optional[Seat] = None
+    if channel.is_leader:
+        assert here is not None
+        reports = channel.gather_leaders(host_report(here, options, gpu_reads))
+        seats = None
+        if channel.rank == 0:
+            assert reports is not None
+            layout, seats = lay_out(reports, options)
+        seat = dataclasses.replace(channel.scatter_leaders(seats),
+                                   host_ranks=RankSet.of(probe.rank for probe, _ in here))
+    seat = channel.share_host(seat)
+    assert seat is not None
+    if seat.error:
+        raise UsageError(seat.error)
+    mine_in = [i for i, node in enumerate(seat.nodes) if node.rank == channel.rank]
+    served = next((node.rank for node in seat.nodes if channel.rank in node.ranks),
+                  channel.leader)
+    return Agreement(plan=plan, rank=channel.rank, size=channel.size,
+                     run_dir=logs.run_dir(options.log_dir, plan.run_id),
+                     runs=runs, host=mine.host, leader=channel.leader,
+                     head_host=seat.head_host, node_count=seat.node_count,
+                     my_node=seat.nodes[mine_in[0]] if mine_in else None,
+                     node_index=seat.indexes[mine_in[0]] if mine_in else None,
+                     served_by=served, host_ranks=seat.host_ranks, layout=layout)
 
 
 @dataclasses.dataclass(frozen=True)
-class Layout:
-    """Rank 0's placement for everyone: the host of each rank and the nodes."""
+class HostReport:
+    """A leader's word on its host: its ranks (grouped by host name: one
+    group, unless MPI's host and the host names disagree), its node plans,
+    and what its ranks run."""
 
-    hosts: Tuple[str, ...] = ()
-    nodes: Tuple[NodePlan, ...] = ()
-    error: Optional[str] = None
+    hosts: Tuple[HostRanks, ...]
+    nodes: Tuple[NodePlan, ...]
+    runs: Tuple[software.Group, ...]
 
 
-def lay_out(gathered: List[Tuple[placement.Probe, software.Software]],
-            options: Options) -> Layout:
-    """Rank 0: every rank's probe and software -> the placement, or why not."""
-    probes = [probe for probe, _ in gathered]
-    hosts = [p.host for p in probes]
-    differ = software.differences([theirs for _, theirs in gathered], hosts)
-    if differ:
-        return Layout(error=differ)
+def host_report(here: List[Tuple[placement.Probe, software.Software]], options: Options,
+                gpu_reads: placement.GpuReads) -> HostReport:
+    """A leader: its host's probes -> its host's report (pure)."""
+    probes = [probe for probe, _ in here]
+    by_name: Dict[str, List[placement.Probe]] = {}
+    for probe in probes:
+        by_name.setdefault(probe.host, []).append(probe)
+    return HostReport(
+        hosts=tuple(HostRanks(name, group[0].rank, RankSet.of(p.rank for p in group))
+                    for name, group in by_name.items()),
+        nodes=tuple(node for group in by_name.values()
+                    for node in placement.host_nodes(group, options, gpu_reads)),
+        runs=tuple(software.host_groups([runs for _, runs in here], [p.rank for p in probes],
+                                        [p.host for p in probes])))
+
+
+def lay_out(reports: List[HostReport], options: Options) -> Tuple[Optional[Layout], List[Seat]]:
+    """Rank 0: every leader's report -> the layout and each leader's seat
+    (each the same error, when the job cannot start)."""
+    hosts = [host for report in reports for host in report.hosts]
+    named: Dict[str, HostRanks] = {}
+    for host in hosts:
+        other = named.setdefault(host.name, host)
+        if other is not host:
+            return None, [Seat(error=(
+                f"ranks {other.ranks.text()} and {host.ranks.text()} share host name "
+                f"{host.name}, but MPI puts them on different hosts (shared memory); "
+                "start_ray places by host name: give each host a name of its own"))
+            ] * len(reports)
+    differ = software.differences([group for report in reports for group in report.runs])
     try:
-        return Layout(hosts=tuple(hosts), nodes=tuple(placement.place(probes, options)))
+        if differ:
+            raise UsageError(differ)
+        nodes = placement.finish([node for report in reports for node in report.nodes],
+                                 options)
     except UsageError as err:
-        return Layout(error=str(err))
+        return None, [Seat(error=str(err))] * len(reports)
+    layout = Layout(hosts=tuple(hosts), nodes=tuple(nodes))
+    index = {node.rank: i for i, node in enumerate(nodes)}
+    seats = []
+    for report in reports:
+        mine = tuple(layout.by_rank[node.rank] for node in report.nodes)  # rank 0's versions
+        seats.append(Seat(head_host=nodes[0].host, node_count=len(nodes), nodes=mine,
+                          indexes=tuple(index[node.rank] for node in mine)))
+    return layout, seats
 
 
 def make_plan(options: Options, size: int, check: Callable[[], None]) -> Plan:

@@ -35,9 +35,9 @@ SMALL_STORE = 2 * 2**30
 
 
 def warnings(agreed: Agreement, options: Options, mpi_library: str = "") -> List[str]:
-    found = resources.scale_warnings(len(agreed.nodes), len(set(agreed.hosts)),
+    found = resources.scale_warnings(len(agreed.whole.nodes), len(agreed.whole.hosts),
                                      resources.open_files_limit(), resources.arp_limit())
-    for node in agreed.nodes:
+    for node in agreed.whole.nodes:
         store = node.memory.get("--object-store-memory")
         if store is None or resources.SHM not in store.source:
             continue
@@ -54,8 +54,8 @@ def warnings(agreed: Agreement, options: Options, mpi_library: str = "") -> List
                      f"this Python ({os.path.dirname(sys.executable)}): it may be another "
                      "Ray; activate the environment start_ray is installed in")
     wanted = options.min_nodes
-    if isinstance(wanted, int) and wanted > len(agreed.nodes):
-        found.append(f"--min-nodes {wanted}: this job has {len(agreed.nodes)} Ray node(s); "
+    if isinstance(wanted, int) and wanted > len(agreed.whole.nodes):
+        found.append(f"--min-nodes {wanted}: this job has {len(agreed.whole.nodes)} Ray node(s); "
                      "the driver waits for all of them")
     pip_mpi = mpi_from_pip()
     if pip_mpi and launch_env.scheduler():
@@ -96,13 +96,13 @@ def log_plan(agreed: Agreement, options: Options, log: logging.Logger,
     """Rank 0's account of the job before anything starts; `mpi` names the
     MPI library (`MPICH 5.0.2`)."""
     log.info("run %s: %d rank(s) on %d host(s); logs in %s", agreed.plan.run_id,
-             agreed.size, len(set(agreed.hosts)), agreed.run_dir)
+             agreed.size, len(agreed.whole.hosts), agreed.run_dir)
     log.info("started by %s%s%s", launch_env.launcher_name(), f" ({mpi})" if mpi else "",
              f" in {launch_env.scheduler()}" if launch_env.scheduler() else "")
     runs = agreed.runs
     log.info("every rank runs Python %s, Ray %s, start_ray %s (%s)", runs.python, runs.ray,
              runs.start_ray, runs.ray_command)
-    head = agreed.nodes[0]
+    head = agreed.whole.nodes[0]
     if head.nodes_on_host > 1 and not compat.driver_prefers_head(runs.ray):
         log.warning("Ray %s may attach the driver to any of the %d Ray nodes on %s, not "
                     "only the head's (Ray %s and newer prefer the head): if that node is "
@@ -114,16 +114,16 @@ def log_plan(agreed: Agreement, options: Options, log: logging.Logger,
                     "if something fails, try %s", runs.ray, compat.show(compat.NEWEST),
                     compat.show(compat.NEWEST))
     how = "one per rank (--node-per-rank)" if options.node_per_rank else "one per host"
-    log.info("placement: %d Ray node(s), %s", len(agreed.nodes), how)
+    log.info("placement: %d Ray node(s), %s", len(agreed.whole.nodes), how)
     # Every number and where it came from: the rank's log, the console on a dry run.
     detail = logging.INFO if options.dry_run else logging.DEBUG
-    for node in agreed.nodes:
-        if options.dry_run and len(agreed.nodes) <= logs.LISTED_ON_CONSOLE:
+    for node in agreed.whole.nodes:
+        if options.dry_run and len(agreed.whole.nodes) <= logs.LISTED_ON_CONSOLE:
             for line in node.describe_lines():
                 log.info("  %s", line)
         else:
             log.debug("  %s", node.describe())
-    workers = len(agreed.nodes) - 1
+    workers = len(agreed.whole.nodes) - 1
     slots = join_slots.slots_for(workers, options.join_slots)
     if workers:
         log.log(detail, "join slots: %s", f"all {workers} worker node(s) at once"

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import dataclasses
 import platform
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from start_ray import __version__
+from start_ray.mpi.ranks import RankSet
 from start_ray.node import compat
-from start_ray.record import logs
 
 # (field, how a message names it)
 _FIELDS = (("python", "Python"), ("ray", "Ray"), ("start_ray", "start_ray"),
@@ -42,17 +42,31 @@ def this_rank() -> Software:
                     start_ray=__version__, ray_command=command)
 
 
-def differences(software: Sequence[Software], hosts: Sequence[str]) -> Optional[str]:
-    """None if every rank runs what rank 0 runs; else one message that
-    says, per thing that differs, which ranks (on which hosts) run what."""
+# What one host's ranks run: each distinct Software with its ranks (one
+# group, normally), so that rank 0 compares O(hosts) of them, not O(ranks).
+Group = Tuple[Software, RankSet, str]
+
+
+def host_groups(runs: Sequence[Software], ranks: Sequence[int],
+                hosts: Sequence[str]) -> List[Group]:
+    """A leader's ranks grouped by what they run (and by host name)."""
+    found: Dict[Tuple[Software, str], List[int]] = {}
+    for one, rank, host in zip(runs, ranks, hosts):
+        found.setdefault((one, host), []).append(rank)
+    return [(one, RankSet.of(group), host) for (one, host), group in found.items()]
+
+
+def differences(groups: Sequence[Group]) -> Optional[str]:
+    """None if every rank runs the same; else one message that says, per
+    thing that differs, which ranks (on which hosts) run what."""
     parts = []
     for field, name in _FIELDS:
-        by_value: Dict[str, List[int]] = {}
-        for rank, found in enumerate(software):
-            by_value.setdefault(getattr(found, field), []).append(rank)
+        by_value: Dict[str, List[Tuple[RankSet, str]]] = {}
+        for one, ranks, host in groups:
+            by_value.setdefault(getattr(one, field), []).append((ranks, host))
         if len(by_value) > 1:
             parts.append(f"{name}: " + "; ".join(
-                f"{value} on {_where(ranks, hosts)}" for value, ranks in by_value.items()))
+                f"{value} on {_where(where)}" for value, where in by_value.items()))
     if not parts:
         return None
     return ("the ranks do not all run the same software, so their Ray nodes could not "
@@ -61,10 +75,11 @@ def differences(software: Sequence[Software], hosts: Sequence[str]) -> Optional[
             "active on every host before the launcher starts the ranks")
 
 
-def _where(ranks: List[int], hosts: Sequence[str], most: int = 3) -> str:
+def _where(where: List[Tuple[RankSet, str]], most: int = 3) -> str:
     """`rank 1 (host-b)` / `ranks 0,2-3 (host-a, host-c)`."""
-    on = sorted({hosts[rank] for rank in ranks})
+    ranks = RankSet.of(rank for group, _ in where for rank in group)  # a failing job only
+    on = sorted({host for _, host in where})
     named = ", ".join(on[:most]) + (f" and {len(on) - most} more host(s)" if len(on) > most
                                     else "")
     label = "rank" if len(ranks) == 1 else "ranks"
-    return f"{label} {logs.compact(ranks)} ({named})"
+    return f"{label} {ranks.text()} ({named})"

@@ -6,23 +6,28 @@
         reading Joined / Failed from the ranks (watch.Watch.read_news); a
         deadline names who is missing
     the payload's ClusterInfo
+
+Each round of a wait is one `look` (the news, signals, helpers, the head:
+the one place that reads, logs and fails) and one pure question (is every
+node up?), which costs O(1): the readiness is kept as it changes, and only a
+new look at the GCS's table costs O(nodes).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Dict, List, Sequence, Set
+from typing import Any, FrozenSet, List, Sequence, Set
 
 from start_ray.errors import JobError
 from start_ray.host.placement import NodePlan
 from start_ray.lifecycle.agree.agreement import Agreement
-from start_ray.lifecycle.contracts import Channel, Launcher, Owner, Table
-from start_ray.lifecycle.head.ledger import Ledger
+from start_ray.lifecycle.contracts import Channel, ClusterInfo, Launcher, Owner, Table
+from start_ray.lifecycle.head.state import HeadState
 from start_ray.lifecycle.head.watch import NODE_WATCH_INTERVAL, Watch
 from start_ray.mpi.messages import HeadRecord
 from start_ray.node import raynode
-from start_ray.node.gcs_table import ClusterInfo, NodeInfo, summarize, total_resources
+from start_ray.node.gcs_table import NodeInfo, summarize, total_resources
 from start_ray.options import Options, nodes_needed
 from start_ray.polling import wait_until
 from start_ray.procs.signals import SignalInbox
@@ -61,43 +66,92 @@ class Progress:
         self.log.info("%d/%d nodes joined (%.0f s)", joined, self.total, now - self.started)
 
 
+class Readiness:
+    """Which planned nodes are up: alive in the GCS's latest look and, for a
+    worker, its `ray start` done (it said Joined). Kept as it changes."""
+
+    def __init__(self, expected: Set[int]) -> None:
+        self.expected = set(expected)
+        self.failed: Set[int] = set()  # --min-nodes: the job goes on without these
+        self.alive: FrozenSet[int] = frozenset()
+        self.not_alive = set(self.expected)  # planned, not failed, not in the latest look
+        self.not_joined = self.expected - {0}  # workers whose rank has not said Joined
+        self.seen: Set[int] = set()  # alive or said Joined: the progress count
+        self.version = -1
+
+    def look_at(self, table: Table) -> None:
+        """A new look at the table (O(nodes)), else nothing (O(1))."""
+        if table.version == self.version:
+            return
+        self.version = table.version
+        self.alive = table.alive() or frozenset()
+        self.not_alive = {rank for rank in self.expected - self.failed
+                          if rank not in self.alive}
+        self.seen.update(rank for rank in self.alive if rank in self.expected)
+
+    def joined(self, rank: int) -> None:
+        self.not_joined.discard(rank)
+        if rank in self.expected:
+            self.seen.add(rank)
+
+    def fail(self, rank: int) -> None:
+        self.failed.add(rank)
+        self.not_alive.discard(rank)
+        self.not_joined.discard(rank)
+
+    def all_said_joined(self) -> bool:
+        return not self.not_joined
+
+    def ready(self) -> bool:
+        """Alive in the GCS, and each `ray start` done: one still starting
+        does not heed SIGINT (a driver that ends at once would wait out the
+        stop timeout)."""
+        return not self.not_alive and not self.not_joined
+
+    def up(self) -> Set[int]:
+        """At the deadline: the nodes up (each `ray start` done)."""
+        return {rank for rank in self.expected - self.failed
+                if rank in self.alive and (rank == 0 or rank not in self.not_joined)}
+
+
 class BringUp:
     """The head and the wait for every node (rank 0's start phase)."""
 
     def __init__(self, agreed: Agreement, options: Options, channel: Channel, owner: Owner,
-                 launcher: Launcher, inbox: SignalInbox, ledger: Ledger, watch: Watch,
+                 launcher: Launcher, inbox: SignalInbox, state: HeadState, watch: Watch,
                  log: logging.Logger) -> None:
         self.agreed, self.options, self.channel = agreed, options, channel
         self.owner, self.launcher, self.inbox = owner, launcher, inbox
-        self.ledger, self.watch, self.log = ledger, watch, log
-        self.deadline = ledger.started + options.join_timeout
+        self.state, self.watch, self.log = state, watch, log
+        self.deadline = state.ledger.started + options.join_timeout
 
     def run(self) -> ClusterInfo:
         """The head, then every node, with a deadline; what the payload gets."""
+        state, ledger = self.state, self.state.ledger
         try:
             self.log.info("starting the Ray head on %s", self.agreed.host)
             if self.options.no_auth:
                 self.log.warning("authentication is OFF (--no-auth): anyone who can reach "
                                  "this job's ports can run code as you")
-            head = self.launcher.start_node(raynode.head_args(self.options.dashboard))
-            self.watch.head = head
-            self.watch.table = self.launcher.node_table()
+            state.head = self.launcher.start_node(raynode.head_args(self.options.dashboard))
+            state.table = self.launcher.node_table()
             my_node = self.agreed.my_node
-            address = head.wait_address(self.deadline, self.options.poll_interval,
-                                        self._stopping,
-                                        ip=my_node.ip if my_node and my_node.ip_given else None)
+            address = state.head.wait_address(
+                self.deadline, self.options.poll_interval, self._look,
+                ip=my_node.ip if my_node and my_node.ip_given else None)
         except BaseException as err:
             self.channel.share(HeadRecord(error=f"{type(err).__name__}: {err}"))
             raise
         # The workers join while the head's raylet starts (the GCS serves already).
         self.channel.share(HeadRecord(address=address))
+        state.address = address
         self.log.debug("the head's GCS serves at %s after %.1fs: the workers may join",
-                       address, self.ledger.since_start())
-        head.wait_started(self.deadline, self.options.poll_interval, self._start_news,
-                          need_address=True)
-        self.ledger.note(HeadUp(0, self.ledger.since_start()))
+                       address, ledger.since_start())
+        state.head.wait_started(self.deadline, self.options.poll_interval, self._look_and_read,
+                                need_address=True)
+        ledger.note(HeadUp(0, ledger.since_start()))
         self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
-                      address, self.ledger.since_start(), head.session_dir())
+                      address, ledger.since_start(), state.head.session_dir())
         nodes = self.wait_for_nodes(address)
         env = self.launcher.ray_env()
         env.update({"RAY_ADDRESS": address, "START_RAY_RUN_DIR": self.agreed.run_dir,
@@ -105,17 +159,16 @@ class BringUp:
         return ClusterInfo(address=address, nodes=nodes, run_dir=self.agreed.run_dir,
                            env=env, grace=self.agreed.plan.grace)
 
-    def _stopping(self) -> bool:
+    def _look(self) -> None:
         """During start-up a stopping signal, or a walltime warning, ends the
         job; so does a helper that ended twice."""
         self.inbox.raise_if_stopping(walltime_too=True)
         self.owner.check_helpers("rank 0 started the Ray head")
-        return False
 
-    def _start_news(self) -> bool:
+    def _look_and_read(self) -> None:
         """While the head finishes starting: the workers' news too."""
-        self.watch.read_news()
-        return self._stopping()
+        self.watch.read_news()  # into the ledger: the wait for the nodes starts from it
+        self._look()
 
     def wait_for_nodes(self, address: str) -> List[NodeInfo]:
         """Until every rank's node is alive in the GCS and every worker rank
@@ -123,108 +176,114 @@ class BringUp:
 
         The node table is read every `table_interval` (longer as N grows);
         when the last worker says it joined, once more at once."""
-        planned = self.agreed.nodes
+        layout, ledger = self.state.layout, self.state.ledger
+        planned = layout.nodes
         workers = len(planned) - 1
-        slots = self.watch.slots.slots
+        slots = self.state.slots.slots
         if workers:
             self.log.info("waiting for %d worker node(s) to join%s (deadline %gs)", workers,
                           f", {slots} at a time" if slots < workers else "",
                           self.options.join_timeout)
-        table = self.watch.table
+        table = self.state.table
         assert table is not None
         poll = min(self.options.poll_interval, START_POLL)
         table.watch(address, table_interval(len(planned), poll))
-        expected = set(self.agreed.node_ranks)
-        alive: Dict[int, NodeInfo] = {}
-        progress = Progress(len(planned), self.ledger.started, self.log)
-        asked = False
-        joins = self.ledger.joins
+        readiness = Readiness(set(layout.node_ranks))
+        for rank in ledger.joins:  # joined while the head's raylet started
+            readiness.joined(rank)
+        for rank in ledger.failed:
+            readiness.fail(rank)
+        progress = Progress(len(planned), ledger.started, self.log)
+        need = nodes_needed(self.options.min_nodes, len(planned))
+        asked: List[bool] = []
 
-        need = nodes_needed(self.options.min_nodes, len(expected))
-
-        def all_alive() -> bool:
-            nonlocal alive, asked
-            self.watch.read_news()
+        def look() -> None:
+            """The round's one reading of the world: the ranks' news (which
+            the readiness follows), signals, helpers, the head, the table."""
+            news = self.watch.read_news()
+            for rank in news.joined:
+                readiness.joined(rank)
+            for rank in news.failed:
+                readiness.fail(rank)
             self.inbox.raise_if_stopping(walltime_too=True)
             self.owner.check_helpers("rank 0 waited for the nodes to join")
             self.watch.check_head("the nodes that were joining cannot join")
-            pending = expected - self.ledger.failed  # --min-nodes: it goes on without those
-            if len(pending) < need:  # --min-nodes out of reach
-                raise JobError(f"{len(self.ledger.failed)} of {len(expected)} Ray node(s) "
+            if len(planned) - len(readiness.failed) < need:  # --min-nodes out of reach
+                raise JobError(f"{len(readiness.failed)} of {len(planned)} Ray node(s) "
                                f"could not start, and {need} are needed (--min-nodes): "
-                               + self.agreed.name_ranks(sorted(self.ledger.failed)))
-            if not asked and pending - {0} <= joins.keys():
-                asked = True
+                               + layout.name_ranks(sorted(readiness.failed)))
+            if not asked and readiness.all_said_joined():
+                asked.append(True)
                 table.look_now()
-            alive = table.alive_ranks() or {}
-            progress.show(len(expected & (alive.keys() | joins.keys())))
-            # Alive in the GCS, and each `ray start` done: one still starting
-            # does not heed SIGINT (a driver that ends at once would wait
-            # out the stop timeout).
-            return pending <= alive.keys() and pending - {0} <= joins.keys()
+            readiness.look_at(table)
+            progress.show(len(readiness.seen))
 
-        if wait_until(all_alive, poll, self.deadline):
-            expected -= self.ledger.failed
+        if wait_until(readiness.ready, poll, self.deadline, look=look):
+            expected = readiness.expected - readiness.failed
         else:
-            up = (set(alive) & set(joins)) | ({0} & set(alive))  # each `ray start` done
-            expected = self.enough(expected, up, need)
-        nodes = [alive[rank] for rank in sorted(expected)]
-        self.ledger.up(expected)
+            expected = self.enough(readiness, need)
+        seen = table.nodes()  # the rows of the latest look (one that found every node up)
+        nodes = [seen[rank] for rank in sorted(expected) if rank in seen]
+        ledger.up(expected)
         for rank in sorted(expected - {0}):  # the rank may say so itself later, or never
-            self.ledger.joined(rank)
+            ledger.joined(rank)
         self.check_addresses(nodes)
-        table.watch(address, NODE_WATCH_INTERVAL)  # from now on, a look now and then
-        # The READY block tells the story on the console (ready.py); these lines, the
+        # from now on, a look now and then: every 2 s, or every N/500 s (a look
+        # costs the helper and rank 0 ~N; 10,000 nodes: every 20 s)
+        table.watch(address, table_interval(len(planned), NODE_WATCH_INTERVAL))
+        # The READY block tells the story on the console (announce.py); these lines, the
         # rank's log (the slowest joins, at a size where they matter, the console too).
         self.log.debug("Workers are all running! %d node(s) alive after %.1fs: %s",
-                       len(nodes), self.ledger.since_start(), summarize(total_resources(nodes)))
+                       len(nodes), ledger.since_start(), summarize(total_resources(nodes)))
         self.log_joins(table)
-        for node in nodes:
-            self.log.debug("  node of rank %d on %s (%s): %s", node.rank, node.hostname,
-                           node.ip, summarize(node.resources))
-        for node in nodes:
-            self.log.debug("  ports of rank %d on %s: %s%s", node.rank, node.hostname,
-                           self.head_ports(address) if node.rank == 0 else "",
-                           node.describe_ports())
+        if len(nodes) <= LISTED_ON_CONSOLE:
+            for node in nodes:
+                self.log.debug("  node of rank %d on %s (%s): %s", node.rank, node.hostname,
+                               node.ip, summarize(node.resources))
+                self.log.debug("  ports of rank %d on %s: %s%s", node.rank, node.hostname,
+                               self.head_ports(address) if node.rank == 0 else "",
+                               node.describe_ports())
         return nodes
 
-    def enough(self, expected: Set[int], up: Set[int], need: int) -> Set[int]:
+    def enough(self, readiness: Readiness, need: int) -> Set[int]:
         """At the deadline: the nodes up, if they are enough (--min-nodes, and
         the head among them); the others keep trying to join. Else JobError."""
-        missing = sorted(expected - up)
+        ledger, layout = self.state.ledger, self.state.layout
+        up = readiness.up()
+        missing = sorted(readiness.expected - up)
         if len(up) < need or 0 not in up:
             for rank in missing:
-                if not self.ledger.has(rank, JoinFailed):
-                    self.ledger.note(NeverJoined(rank, self.ledger.since_start()))
+                if not ledger.has(rank, JoinFailed):
+                    ledger.note(NeverJoined(rank, ledger.since_start()))
             short = (f"; {need} are needed (--min-nodes)" if self.options.min_nodes else "")
             raise JobError(
                 f"timed out after {self.options.join_timeout:g}s: {len(missing)} of "
-                f"{len(expected)} Ray node(s) did not join{short}: "
-                + self.agreed.name_ranks(missing))
-        joining = [rank for rank in missing if rank not in self.ledger.failed]
+                f"{len(readiness.expected)} Ray node(s) did not join{short}: "
+                + layout.name_ranks(missing))
+        joining = [rank for rank in missing if rank not in readiness.failed]
         for rank in joining:
-            self.ledger.note(NotJoinedYet(rank, self.ledger.since_start()))
+            ledger.note(NotJoinedYet(rank, ledger.since_start()))
         self.log.warning("%d of %d Ray node(s) joined by the deadline: the driver starts with "
-                         "them (--min-nodes %g)%s", len(up), len(expected),
+                         "them (--min-nodes %g)%s", len(up), len(readiness.expected),
                          self.options.min_nodes,
                          "; still joining, counted in when they do: "
-                         + self.agreed.name_ranks(joining) if joining else "")
+                         + layout.name_ranks(joining) if joining else "")
         return up
 
     def log_joins(self, table: Table) -> None:
         """The slowest joins, how many joined at once at most, what a look cost."""
-        joins = self.ledger.joins
+        joins = self.state.ledger.joins
         slowest = sorted(joins.items(), key=lambda item: -item[1].took)[:SLOWEST_SHOWN]
         if len(joins) > 1:
             many = len(joins) > LISTED_ON_CONSOLE
             self.log.log(logging.INFO if many else logging.DEBUG,
                          "slowest joins: %s; at most %d node(s) joining at once", "; ".join(
-                f"{self.agreed.name_ranks([rank])} {joined.took:.1f}s (attempt "
+                f"{self.state.layout.name_ranks([rank])} {joined.took:.1f}s (attempt "
                 f"{joined.attempt}, up {joined.elapsed:.1f}s after its start)"
-                for rank, joined in slowest), self.watch.slots.peak)
+                for rank, joined in slowest), self.state.slots.peak)
         if table.look_took is not None:
             self.log.debug("one look at the node table (%d nodes) took %.1f ms",
-                           len(self.agreed.nodes), table.look_took * 1000)
+                           len(self.state.layout.nodes), table.look_took * 1000)
 
     def head_ports(self, address: str) -> str:
         """The head's own ports besides the raylet's: GCS, client server, dashboard."""
@@ -238,7 +297,7 @@ class BringUp:
         return ", ".join(ports) + ", "
 
     def check_addresses(self, nodes: List[NodeInfo]) -> None:
-        wrong = misplaced(nodes, self.agreed.nodes)
+        wrong = misplaced(nodes, self.state.layout.nodes)
         if wrong:
             raise JobError("Ray node(s) registered with an unexpected address: " +
                            "; ".join(wrong))

@@ -41,16 +41,18 @@ def slots_for(workers: int, given: Optional[int]) -> int:
 
 
 def first(worker_ranks: Sequence[int], slots: int) -> Set[int]:
-    """The ranks that join without waiting (every rank computes the same)."""
+    """The ranks that join without waiting: the first `slots` worker nodes."""
     return set(worker_ranks[:slots])
 
 
-def needs_go(rank: int, worker_ranks: Sequence[int], slots: int, rejoin: bool) -> bool:
-    """Whether `rank` waits for rank 0's Go before it joins: it is not among
-    the first, or it rejoins while the joins are bounded."""
-    if slots >= len(worker_ranks):
+def needs_go(index: int, workers: int, slots: int, rejoin: bool) -> bool:
+    """Whether the worker node at `index` among the job's `workers` worker
+    nodes (0: the first after the head) waits for rank 0's Go before it
+    joins: it is not among the first `slots`, or it rejoins while the joins
+    are bounded. Every rank computes it alike from its own place."""
+    if slots >= workers:
         return False
-    return rejoin or rank not in first(worker_ranks, slots)
+    return rejoin or index >= slots
 
 
 class JoinSlots:

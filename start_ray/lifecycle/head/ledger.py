@@ -1,9 +1,13 @@
-"""Rank 0's books on the other ranks, shared by its three parts (bring-up,
-watch, teardown): who joined and how, whose node was lost, who reported its
-teardown, and the timeline of events (events.py) the summary is made of.
+"""Rank 0's books, shared by its three parts (bring-up, watch, teardown): who
+joined and how, whose node was lost, which hosts reported their teardown,
+and the timeline of events (record/events.py) the summary is made of.
 
 Everything the other ranks say reaches it through `record`; what rank 0
-sees itself (the GCS's word, a deadline) through `note`.
+sees itself (the GCS's word, a deadline) through `note`. Its size and every
+question asked of it grow with the nodes and the events, never with the
+ranks: idle ranks (those a host's node serves) have no entries until
+something happens to one of them, and events are indexed by rank (a look
+at one rank's events was a scan of all of them, once per node: quadratic).
 """
 
 from __future__ import annotations
@@ -11,8 +15,9 @@ from __future__ import annotations
 import time
 from typing import Dict, Iterable, List, Optional, Set, Type
 
-from start_ray.lifecycle.agree.agreement import Agreement
-from start_ray.mpi.messages import Done, Failed, Joined, Lost, Message
+from start_ray.lifecycle.agree.agreement import Layout
+from start_ray.mpi.messages import Done, Failed, HostDone, Joined, Lost, Message
+from start_ray.mpi.ranks import RankSet
 from start_ray.record.events import (
     Event,
     JoinedLate,
@@ -20,8 +25,8 @@ from start_ray.record.events import (
     NodeJoined,
     NodeLost,
     NodeRejoined,
+    NoReport,
     RankFailed,
-    ServedByNode,
     Stopped,
 )
 
@@ -29,8 +34,8 @@ from start_ray.record.events import (
 class Ledger:
     """What rank 0 knows of every rank, and when it learned it."""
 
-    def __init__(self, agreed: Agreement, started: float) -> None:
-        self.agreed = agreed
+    def __init__(self, layout: Layout, started: float) -> None:
+        self.layout = layout
         self.started = started  # time.monotonic() when the job began on rank 0
         self.joins: Dict[int, Joined] = {}  # what each worker rank said when it joined
         self.lost: Set[int] = set()  # ranks whose Ray node is lost (until it rejoins)
@@ -39,30 +44,41 @@ class Ledger:
         self.counted_at: Dict[int, float] = {}  # time.monotonic() when each was counted in
         self.rejoins: Dict[int, int] = {}  # how often each rank's node came back
         self.ready = False  # the cluster is up: a join now is a late join or a rejoin
-        self.reports: Dict[int, Done] = {}  # teardown reports by rank
-        self.events: List[Event] = [ServedByNode(rank, None) for node in agreed.nodes
-                                    for rank in node.ranks if rank != node.rank]
+        self.reports: Dict[int, HostDone] = {}  # teardown reports, by the host's leader
+        self.events: List[Event] = []  # the timeline, in order
+        self._of: Dict[int, List[int]] = {}  # rank -> its events' places in the timeline
+        # each leader's node ranks (its host's), for the teardown reports
+        on_host: Dict[str, List[int]] = {}
+        for node in layout.nodes:
+            on_host.setdefault(node.host, []).append(node.rank)
+        self.node_ranks_of: Dict[int, List[int]] = {}
+        for host in layout.hosts:
+            self.node_ranks_of.setdefault(host.leader, []).extend(on_host.get(host.name, ()))
 
     def since_start(self) -> float:
         return time.monotonic() - self.started
 
     def note(self, event: Event) -> None:
+        self._of.setdefault(event.rank, []).append(len(self.events))
         self.events.append(event)
+
+    def of(self, rank: int) -> List[Event]:
+        return [self.events[i] for i in self._of.get(rank, ())]
 
     def has(self, rank: int, *kinds: Type[Event]) -> bool:
         """Whether an event of one of `kinds` happened to `rank`."""
-        return any(event.rank == rank and isinstance(event, kinds) for event in self.events)
+        return any(isinstance(self.events[i], kinds) for i in self._of.get(rank, ()))
 
-    def of(self, rank: int) -> List[Event]:
-        return [event for event in self.events if event.rank == rank]
+    def ranks_with_events(self) -> List[int]:
+        return sorted(self._of)
 
     def joined(self, rank: int, attempt: Optional[int] = None,
                at: Optional[float] = None) -> None:
         """A worker node joined: seen alive in the GCS (no attempt), or said
         so by its rank, which is more precise and takes the GCS's place."""
         at = self.since_start() if at is None else at
-        for i, event in enumerate(self.events):
-            if event.rank == rank and isinstance(event, NodeJoined):
+        for i in self._of.get(rank, ()):
+            if isinstance(self.events[i], NodeJoined):
                 if attempt is not None:
                     self.events[i] = NodeJoined(rank, at, attempt)
                 return
@@ -82,9 +98,35 @@ class Ledger:
                       else RankFailed(source, self.since_start(), message.error))
         elif isinstance(message, Lost):
             self.lose(source, message.error)
-        elif isinstance(message, Done):  # also from a rank that stopped on its own
-            self.reports[source] = message
-            self.note(Stopped(source, self.since_start(), message.left))
+        elif isinstance(message, HostDone):
+            self.host_done(source, message)
+        elif isinstance(message, Done):  # a rank of rank 0's own host: host 0's report
+            self.host_done(0, HostDone(message.stopped, (f"rank {source}: {message.left}",)
+                                       if message.left else (), RankSet.of([source]),
+                                       RankSet()))
+
+    def host_done(self, leader: int, done: HostDone) -> None:
+        """A host's teardown: its node ranks' Stopped, its silent ranks'
+        NoReport (rank 0's own host arrives rank by rank: merged here)."""
+        before = self.reports.get(leader)
+        if before is not None:
+            done = HostDone(before.stopped + done.stopped, before.left + done.left,
+                            RankSet.of([*before.reported, *done.reported]),
+                            RankSet.of([*before.silent, *done.silent]))
+        self.reports[leader] = done
+        now = self.since_start()
+        for rank in self.node_ranks_of.get(leader, ()):
+            if rank in done.reported and not self.has(rank, Stopped):
+                left = [entry.split(": ", 1)[1] for entry in done.left
+                        if entry.startswith(f"rank {rank}: ")]
+                self.note(Stopped(rank, now, "; ".join(left)))
+        for rank in done.silent:
+            if not self.has(rank, NoReport):
+                self.note(NoReport(rank, now))
+
+    def reported(self, rank: int) -> bool:
+        """Whether `rank`'s teardown report came (a leader speaks for its host)."""
+        return any(rank in done.reported for done in self.reports.values())
 
     def up(self, ranks: Iterable[int]) -> None:
         """The cluster is up with these nodes (less any lost meanwhile:
@@ -120,10 +162,11 @@ class Ledger:
         self.note(NodeRejoined(rank, self.since_start(), self.rejoins[rank]))
         return self.rejoins[rank]
 
-    def others(self) -> Set[int]:
-        return set(range(1, self.agreed.size))
+    def other_leaders(self) -> List[int]:
+        return [leader for leader in self.layout.leaders if leader != 0]
 
-    def lost_ranks(self) -> Set[int]:
-        """The ranks served by lost nodes (a lost host takes all its ranks)."""
-        return {rank for node in self.agreed.nodes if node.rank in self.lost
-                for rank in node.ranks}
+    def hosts_with_lost_nodes(self) -> Set[int]:
+        """The leaders of hosts whose node (or a node) was lost: they may be
+        dead themselves, or wait in vain for a dead rank."""
+        return {leader for leader, ranks in self.node_ranks_of.items()
+                if self.lost.intersection(ranks)}

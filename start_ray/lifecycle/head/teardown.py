@@ -1,13 +1,18 @@
 """Rank 0's teardown: every other rank stops first, while the head is up;
-their Done reports; one line on how it went; summary.txt and summary.json.
+the hosts' reports; one line on how it went; summary.txt and summary.json.
 
-    Stop(status) -----------------> every other rank
-    Done <------------------------- each rank with a node (before the head
-                                    stops: a raylet whose GCS is gone spends
-                                    its whole stop timeout retrying)
+    Stop(status) ---------------> every leader (a non-blocking broadcast),
+                                  each relaying it to its host
+    HostDone <------------------- each other host's leader, once its ranks
+                                  have stopped (before the head stops: a
+                                  raylet whose GCS is gone spends its whole
+                                  stop timeout retrying)
+    Done <----------------------- rank 0's own host's node ranks, likewise
     rank 0 stops its own processes (lifecycle)
-    Done <------------------------- the ranks without a node
+    Done <----------------------- rank 0's own host's other ranks
     the summary
+
+Rank 0 waits for O(hosts) reports, not O(ranks): a leader speaks for its host.
 """
 
 from __future__ import annotations
@@ -18,15 +23,15 @@ from typing import Optional, Set
 
 from start_ray.lifecycle.agree.agreement import Agreement
 from start_ray.lifecycle.contracts import Channel, Launcher, Teardown
-from start_ray.lifecycle.head.ledger import Ledger
-from start_ray.lifecycle.head.watch import Watch
-from start_ray.mpi.messages import REPORT, Stop
+from start_ray.lifecycle.head.state import HeadState
+from start_ray.mpi.messages import REPORT, HostDone, Stop
+from start_ray.mpi.ranks import RankSet
 from start_ray.options import Options
 from start_ray.polling import wait_until
 from start_ray.record import card, summary
-from start_ray.record.events import NoReport, Stopped
 
-# How long teardown waits for the Done of ranks whose node was lost (they may be dead).
+# How long teardown waits for the reports of hosts whose node was lost (a
+# lost rank may be dead, and its host's report never come).
 LOST_RANK_PATIENCE = 3.0
 
 
@@ -34,87 +39,112 @@ class HeadTeardown:
     """Rank 0's part of the end of the job."""
 
     def __init__(self, agreed: Agreement, options: Options, channel: Channel,
-                 launcher: Launcher, ledger: Ledger, watch: Watch,
-                 log: logging.Logger) -> None:
+                 launcher: Launcher, state: HeadState, log: logging.Logger) -> None:
         self.agreed, self.options, self.channel = agreed, options, channel
-        self.launcher, self.ledger, self.watch, self.log = launcher, ledger, watch, log
-        self.report_by = 0.0  # when the teardown's reports are due (stop_others)
-        self.card_published = False  # the cluster was ready: its card says so (ready.py)
-        # Stop said the ranks leave together (none was lost then): they will
-        # wait for rank 0 at the end, so rank 0 must come, whatever is lost since
-        self.together = False
+        self.launcher, self.state, self.log = launcher, state, log
+        self.home = next(host.ranks for host in state.layout.hosts if host.leader == 0)
 
     def stop_others(self, status: int, deadline: float) -> None:
         """Every other rank stops first, while the head is still up; then
-        hear from every rank with a node that its processes are gone (the
-        other ranks' Done is collected while the head stops: `report`)."""
-        self.report_by = deadline
-        if self.watch.table is not None:
-            self.launcher.close_node_table(self.watch.table)
-            self.watch.table = None
+        hear from every host that its nodes are gone (rank 0's own host's
+        ranks without a node are heard while the head stops: `report`)."""
+        state, ledger = self.state, self.state.ledger
+        state.report_by = deadline
+        if state.table is not None:
+            self.launcher.close_node_table(state.table)
+            state.table = None
         if self.agreed.size == 1:
             return
         self.log.info("stopping Ray on all %d ranks", self.agreed.size)
-        self.together = not self.ledger.lost
-        for rank in range(1, self.agreed.size):
-            self.channel.send(rank, Stop(status, together=self.together))
-        self.collect_done(deadline, set(self.agreed.node_ranks) - {0})
+        state.together = not ledger.lost
+        self.channel.stop_all(Stop(status, together=state.together),
+                              direct_to=() if state.together else ledger.other_leaders())
+        self.collect(deadline, set(ledger.node_ranks_of.get(0, ())) - {0})
 
-    def collect_done(self, deadline: float, ranks: Optional[Set[int]] = None) -> None:
-        """The Done of `ranks` (all others by default), until the deadline.
-        Ranks whose node was lost may be dead themselves: they get
-        LOST_RANK_PATIENCE seconds. Late news is only written down now."""
+    def collect(self, deadline: float, home: Set[int]) -> None:
+        """Until every other host's report and the Done of `home` (ranks of
+        rank 0's own host) are in, or the deadline. Hosts with a lost node
+        may be dead: they get LOST_RANK_PATIENCE seconds. Late news is only
+        written down now."""
+        ledger = self.state.ledger
+        hosts = set(ledger.other_leaders()) - ledger.reports.keys()
+        home = home - set(ledger.reports[0].reported if 0 in ledger.reports else ())
         lost_by = time.monotonic() + LOST_RANK_PATIENCE
-        ranks = self.ledger.others() if ranks is None else ranks
+        excused = [False]
 
-        def heard_all() -> bool:
+        def look() -> None:
             while True:
                 news = self.channel.receive(REPORT)
                 if news is None:
                     break
-                self.ledger.record(*news)
-            waiting = ranks - self.ledger.reports.keys()
-            if time.monotonic() >= lost_by:
-                waiting -= self.ledger.lost_ranks()
-            return not waiting
+                source, message = news
+                ledger.record(source, message)
+                if isinstance(message, HostDone):
+                    hosts.discard(source)
+                else:
+                    home.discard(source)
+            if not excused[0] and time.monotonic() >= lost_by:
+                excused[0] = True
+                hosts.difference_update(ledger.hosts_with_lost_nodes())
+                home.difference_update(ledger.lost)
 
-        wait_until(heard_all, self.options.poll_interval, deadline)
+        wait_until(lambda: not hosts and not home, self.options.poll_interval, deadline,
+                   look=look)
 
     def leave_by(self, latest: float) -> Optional[float]:
-        """When the ranks were told to leave together and every other rank
+        """When the ranks were told to leave together and every host
         reported its teardown, they are all about to wait for rank 0: a
         short wait. (A node lost after Stop does not change what its rank
         was told: it comes too.)"""
-        if (self.agreed.size == 1 or not self.together or
-                not self.ledger.reports.keys() >= self.ledger.others()):
+        ledger = self.state.ledger
+        if (self.agreed.size == 1 or not self.state.together or
+                not ledger.reports.keys() >= set(ledger.other_leaders())):
             return None
         return time.monotonic() + LOST_RANK_PATIENCE
 
     def report(self, teardown: Teardown) -> None:
         """One line on how the whole job's teardown went; then the summary."""
-        self.collect_done(self.report_by)  # the ranks without a node
-        ledger = self.ledger
-        reports = ledger.reports
-        silent = sorted(ledger.others() - reports.keys() - ledger.lost_ranks())
-        dirty = [f"rank {rank}: {report.left}" for rank, report in sorted(reports.items())
-                 if report.left] + (["rank 0"] if teardown.left else [])
-        if silent:
-            self.log.error("no teardown report from %s", self.agreed.name_ranks(silent))
+        state, ledger, layout = self.state, self.state.ledger, self.state.layout
+        ledger.host_done(0, HostDone(teardown.stopped, tuple(
+            f"rank 0: {left}" for left in teardown.left), RankSet.of([0]), RankSet()))
+        self.collect(state.report_by, set(self.home) - {0})  # rank 0's host's other ranks
+        heard_home = ledger.reports[0].reported
+        silent_home = [rank for rank in self.home if rank not in heard_home] \
+            if len(heard_home) < len(self.home) else []
+        if silent_home:
+            ledger.host_done(0, HostDone(0, (), RankSet(), RankSet.of(silent_home)))
+        silent_hosts = [host for host in layout.hosts
+                        if host.leader != 0 and host.leader not in ledger.reports]
+        for host in silent_hosts:
+            ledger.host_done(host.leader, HostDone(0, (), RankSet(), host.ranks))
+        lost_hosts = ledger.hosts_with_lost_nodes()
+        named = [host.leader for host in silent_hosts if host.leader not in lost_hosts] + \
+            [rank for rank in silent_home if rank not in ledger.lost]
+        dirty = [entry for done in ledger.reports.values() for entry in done.left]
+        if named:
+            self.log.error("no teardown report from %s", layout.name_ranks(sorted(named)))
         if dirty:
             self.log.error("processes left after teardown: %s", "; ".join(dirty))
-        if not silent and not dirty:
-            total = teardown.stopped + sum(report.stopped for report in reports.values())
+        if not named and not dirty:
+            total = sum(done.stopped for done in ledger.reports.values())
             self.log.info("all Ray processes stopped (%d process(es) on %d rank(s), none "
                           "left) in %.1fs", total, self.agreed.size,
                           time.monotonic() - teardown.began)
-        if self.card_published:
+        if state.card_published:
             card.retire(self.agreed.run_dir, teardown.status)
-        ledger.note(Stopped(0, ledger.since_start(), ", ".join(teardown.left)))
-        for rank in sorted(ledger.others() - reports.keys()):
-            ledger.note(NoReport(rank, ledger.since_start()))
         try:
-            path = summary.write(ledger, teardown.status, teardown.cause)
+            path = summary.write(facts(self.agreed, state), teardown.status, teardown.cause)
         except Exception as err:  # the summary never changes the job's status
             self.log.error("could not write the run's summary: %s", err)
             return
         self.log.info("summary of the run: %s", path)
+
+
+def facts(agreed: Agreement, state: HeadState) -> summary.Facts:
+    """What the summary is made of, from rank 0's layout and ledger."""
+    layout = state.layout
+    return summary.Facts(
+        run_id=agreed.plan.run_id, run_dir=agreed.run_dir, size=agreed.size,
+        hosts=[summary.Host(host.name, host.leader, host.ranks) for host in layout.hosts],
+        nodes=[summary.Node(node.rank, node.host, node.ip, node.ranks) for node in layout.nodes],
+        events=state.ledger.events)

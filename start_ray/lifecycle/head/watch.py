@@ -22,17 +22,16 @@ the body with that error.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import signal
 import threading
 import time
-from typing import Optional
+from typing import List, Optional
 
 from start_ray.errors import JobError
-from start_ray.lifecycle.agree.agreement import Agreement
-from start_ray.lifecycle.contracts import Channel, Node, Owner, Table
-from start_ray.lifecycle.head.join_slots import JoinSlots
-from start_ray.lifecycle.head.ledger import Ledger
+from start_ray.lifecycle.contracts import Channel, Owner
+from start_ray.lifecycle.head.state import HeadState
 from start_ray.mpi.messages import REPORT, Failed, Go, Joined, Lost
 from start_ray.options import Options
 from start_ray.record.events import GivenUp
@@ -41,48 +40,65 @@ from start_ray.record.events import GivenUp
 NODE_WATCH_INTERVAL = 2.0
 
 
+@dataclasses.dataclass
+class News:
+    """What one reading of the news brought: who joined, whose start failed."""
+
+    joined: List[int] = dataclasses.field(default_factory=list)
+    failed: List[int] = dataclasses.field(default_factory=list)
+
+
 class Watch:
     """Rank 0's reading of the news and its policy for what it reads."""
 
-    def __init__(self, agreed: Agreement, options: Options, channel: Channel, owner: Owner,
-                 ledger: Ledger, slots: JoinSlots, log: logging.Logger) -> None:
-        self.agreed, self.options, self.channel = agreed, options, channel
-        self.owner, self.ledger, self.slots, self.log = owner, ledger, slots, log
-        self.table: Optional[Table] = None  # the GCS's node table, once the head runs
-        self.head: Optional[Node] = None  # the head's `ray start`, once rank 0 started it
+    def __init__(self, options: Options, channel: Channel, owner: Owner, state: HeadState,
+                 log: logging.Logger) -> None:
+        self.options, self.channel, self.owner, self.state, self.log = (
+            options, channel, owner, state, log)
         self._next_look = 0.0
-        self.mpi_news = True  # False: another thread may not use MPI (WatchThread)
+        self._looked = -1  # the node table's version last compared with the members
 
-    def read_news(self) -> None:
-        """Act on what the other ranks reported since the last look."""
-        while self.mpi_news:
+    def name(self, rank: int) -> str:
+        return self.state.layout.name_ranks([rank])
+
+    def read_news(self, read_mpi: bool = True) -> News:
+        """Act on what the other ranks reported since the last look
+        (`read_mpi` False: another thread may not use MPI now, WatchThread);
+        what was read, for the caller to follow without a scan."""
+        ledger, read = self.state.ledger, News()
+        while read_mpi:
             news = self.channel.receive(REPORT)
             if news is None:
-                return
+                break
             source, message = news
             if isinstance(message, Lost):  # the ledger books it in node_lost
                 self.node_lost(source, message.error)
                 self.rejoin(source, message.rejoining, message.error)
                 continue
-            self.ledger.record(source, message)
-            where = self.agreed.name_ranks([source])
+            ledger.record(source, message)
             if isinstance(message, Joined):
+                read.joined.append(source)
                 self.grant_after(source)
-                self.log.debug("%s joined after %.1fs (attempt %d)", where,
+                self.log.debug("%s joined after %.1fs (attempt %d)", self.name(source),
                                message.elapsed, message.attempt)
                 self.count_in(source)
             elif isinstance(message, Failed):
-                self.grant_after(source)
+                where = self.name(source)
                 if not message.starting or not self.options.min_nodes:
+                    # the job ends: its slot goes to nobody (a node started now
+                    # would only be stopped again)
                     raise JobError(f"{where} could not start its Ray node: {message.error}"
                                    if message.starting else f"{where} failed: {message.error}")
+                read.failed.append(source)
+                self.grant_after(source)
                 self.log.error("%s could not start its Ray node: %s; the job goes on without "
                                "it (--min-nodes)", where, message.error)
+        return read
 
     def count_in(self, rank: int) -> None:
         """A lost node back (even before the cluster was up), or, once it
         is, a late one."""
-        ledger, where = self.ledger, self.agreed.name_ranks([rank])
+        ledger, where = self.state.ledger, self.name(rank)
         if rank in ledger.lost:
             times = ledger.rejoined(rank)
             self.log.info("%s rejoined the cluster (rejoin %d of at most %d)%s", where, times,
@@ -92,71 +108,75 @@ class Watch:
             self.log.info("%s joined late and is counted in%s", where, self.members_alive())
 
     def members_alive(self) -> str:
-        if not self.ledger.ready:
+        ledger = self.state.ledger
+        if not ledger.ready:
             return ""
-        return f"; {len(self.ledger.members)} of {len(self.agreed.nodes)} node(s) alive"
+        return f"; {len(ledger.members)} of {len(self.state.layout.nodes)} node(s) alive"
 
     def rejoin(self, rank: int, rejoining: bool, error: str) -> None:
         """A rank whose node died starts it anew (a join slot for it), or
         gives it up: its rejoins are used (--rejoins), or a rejoin failed."""
-        where = self.agreed.name_ranks([rank])
+        where = self.name(rank)
         if rejoining:
             self.log.info("%s starts its Ray node anew, to rejoin", where)
-            for granted in self.slots.request(rank):
+            for granted in self.state.slots.request(rank):
                 self.channel.send(granted, Go())
             return
         self.grant_after(rank)  # a rejoin that failed frees its slot
         if self.options.rejoins and not self.options.fail_fast:
-            times = self.ledger.rejoins.get(rank, 0)
-            self.ledger.note(GivenUp(rank, self.ledger.since_start(), times))
+            ledger = self.state.ledger
+            times = ledger.rejoins.get(rank, 0)
+            ledger.note(GivenUp(rank, ledger.since_start(), times))
             self.log.error("%s gives its Ray node up after %d rejoin(s) (--rejoins %d): %s",
                            where, times, self.options.rejoins, error)
 
     def grant_after(self, rank: int) -> None:
         """`rank`'s join ended: its slot goes to the next waiting rank(s)."""
-        for granted in self.slots.finished(rank):
+        for granted in self.state.slots.finished(rank):
             self.channel.send(granted, Go())
-            self.log.debug("join slot to rank %d (%d joining)", granted,
-                           len(self.slots.in_flight))
 
-    def tick(self) -> None:
+    def tick(self, read_mpi: bool = True) -> None:
         """While the payload runs: news from the ranks, the helpers, the
         head, and every few seconds the GCS's word on the nodes (a rank that
         died, e.g. under `mpirun --enable-recovery`, reports nothing itself)."""
-        self.read_news()
+        self.read_news(read_mpi)
         self.owner.check_helpers("the driver ran")
         self.check_head("the driver is stopped now")
-        if self.table is None or time.monotonic() < self._next_look:
+        table = self.state.table
+        if table is None or time.monotonic() < self._next_look or table.version == self._looked:
             return
         self._next_look = time.monotonic() + NODE_WATCH_INTERVAL
-        alive = self.table.alive_ranks()
+        self._looked = table.version
+        alive = table.alive()
         if alive is None:
             return
-        looked = self.table.looked_at or 0.0
-        for rank in sorted(self.ledger.members - alive.keys() - {0}):
-            if self.ledger.counted_at.get(rank, 0.0) <= looked:  # else: a look from before
+        ledger, looked = self.state.ledger, table.looked_at or 0.0
+        for rank in sorted(ledger.members - alive - {0}):
+            if ledger.counted_at.get(rank, 0.0) <= looked:  # else: a look from before
                 self.node_lost(rank, "the GCS reports its node dead")
 
     def check_head(self, consequence: str) -> None:
         """In every phase: the head's `ray start`, GCS server and raylet still
         run, else JobError at once (a lost head cannot be brought back: its
         GCS held the cluster's state; waiting on would blame other nodes)."""
-        why = self.head.gone() if self.head is not None else None
+        head = self.state.head
+        why = head.gone() if head is not None else None
         if why is not None:
-            raise JobError(f"the Ray head on {self.agreed.hosts[0]} (rank 0) ended ({why}): "
-                           f"the cluster is gone, so {consequence}")
+            raise JobError(f"the Ray head on {self.state.layout.nodes[0].host} (rank 0) ended "
+                           f"({why}): the cluster is gone, so {consequence}")
 
     def node_lost(self, rank: int, why: str) -> None:
         """Log a lost node once; stop the job if --fail-fast says so."""
-        if not self.ledger.lose(rank, why):
+        ledger = self.state.ledger
+        if not ledger.lose(rank, why):
             return
-        where = self.agreed.name_ranks([rank])
+        where = self.name(rank)
         self.log.error("%s lost its Ray node: %s", where, why)
         if self.options.fail_fast:
             raise JobError(f"stopping the job (--fail-fast): {where} lost its Ray node")
-        if self.ledger.ready:
+        if ledger.ready:
             self.log.info("the job goes on with the remaining %d node(s) (--fail-fast would "
-                          "stop it)", len(self.ledger.members))
+                          "stop it)", len(ledger.members))
 
 
 class WatchThread:
@@ -170,7 +190,7 @@ class WatchThread:
         self.watch, self.interval, self.log = watch, interval, log
         # MPI from a second thread needs MPI_THREAD_MULTIPLE; without it the
         # news waits for the body's end, the GCS's word and the helpers do not.
-        watch.mpi_news = threads_ok
+        self.read_mpi = threads_ok
         if not threads_ok:
             log.debug("MPI gives no MPI_THREAD_MULTIPLE: during the body rank 0 reads the "
                       "ranks' news only at its end")
@@ -189,7 +209,7 @@ class WatchThread:
     def _run(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.watch.tick()
+                self.watch.tick(self.read_mpi)
             except JobError as err:
                 self.error = err
                 self.log.error("%s", err)
@@ -202,6 +222,5 @@ class WatchThread:
         The error that ended the job, if the watch found one."""
         self._stop.set()
         self._thread.join()
-        self.watch.mpi_news = True
         return self.error
 

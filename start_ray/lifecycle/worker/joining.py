@@ -16,7 +16,7 @@ import logging
 import math
 import random
 import time
-from typing import Callable, Optional
+from typing import Callable, List, Optional
 
 from start_ray.errors import NodeError
 from start_ray.host import network
@@ -34,15 +34,17 @@ MOST_PAUSE = 30.0
 
 
 class Joiner:
-    """One worker rank's joins. `stopped()` says whether rank 0 ended the
-    job (and raises helpers.HelperLost when a helper ended twice)."""
+    """One worker rank's joins. Each round of its waits, `look()` reads
+    rank 0's word (and raises helpers.HelperLost when a helper ended
+    twice); `stopped()` says, purely, whether rank 0 ended the job."""
 
     def __init__(self, agreed: Agreement, options: Options, channel: Channel, owner: Owner,
                  launcher: Launcher, inbox: SignalInbox, log: logging.Logger,
-                 started: float, stopped: Callable[[], bool]) -> None:
+                 started: float, look: Callable[[], None],
+                 stopped: Callable[[], bool]) -> None:
         self.agreed, self.options, self.channel = agreed, options, channel
         self.owner, self.launcher, self.inbox, self.log = owner, launcher, inbox, log
-        self.started, self.stopped = started, stopped
+        self.started, self.look, self.stopped = started, look, stopped
 
     def check_reach(self, address: str) -> None:
         """A worker that cannot open a connection to the head fails at once,
@@ -53,7 +55,7 @@ class Joiner:
         why = network.reach(ip, int(port), timeout=10.0)
         if why is not None:
             raise NodeError(
-                f"cannot reach the Ray head at {address} (rank 0 on {self.agreed.hosts[0]}) "
+                f"cannot reach the Ray head at {address} (rank 0 on {self.agreed.head_host}) "
                 f"from {self.agreed.host} ({my_node.ip}, {my_node.ip_source}): {why}; "
                 "choose a network that connects the hosts with --interface NAME "
                 f"(here: {network.interfaces()})")
@@ -78,7 +80,7 @@ class Joiner:
             node = self.launcher.start_node(raynode.worker_args(address))
             try:
                 node.wait_started(deadline or math.inf, self.options.poll_interval,
-                                  self.stopped)
+                                  self._look_or_abandon)
                 now = time.monotonic()
                 self.channel.send(0, Joined(attempt, now - self.started, now - began))
                 self.log.info("%s the cluster at %s (attempt %d)",
@@ -93,25 +95,38 @@ class Joiner:
                     raise NodeError(f"attempt {attempt}: {err}") from None
                 self.log.warning("attempt %d to join failed (%s); retrying", attempt, err)
                 wait_until(lambda: self.stopped() or time.monotonic() >= retry_at,
-                           self.options.poll_interval)
+                           self.options.poll_interval, look=self.look)
                 if self.stopped():
                     return None
                 self.inbox.raise_if_stopping()
                 pause = min(pause * 2, MOST_PAUSE)
 
+    def _look_or_abandon(self) -> None:
+        """A start's round: rank 0's word; its Stop abandons the start."""
+        self.look()
+        if self.stopped():
+            raise NodeError("start abandoned: the job is stopping")
+
     def wait_for_slot(self, deadline: Optional[float], rejoin: bool = False) -> bool:
         """Unless this rank is among the first to join (and not rejoining
         while joins are bounded), wait for rank 0's Go (join_slots.py).
         False: rank 0 ended the job meanwhile."""
-        workers = self.agreed.node_ranks[1:]
-        slots = join_slots.slots_for(len(workers), self.options.join_slots)
-        if not join_slots.needs_go(self.agreed.rank, workers, slots, rejoin=rejoin):
+        workers = self.agreed.node_count - 1
+        slots = join_slots.slots_for(workers, self.options.join_slots)
+        index = (self.agreed.node_index or 1) - 1
+        if not join_slots.needs_go(index, workers, slots, rejoin=rejoin):
             return True
         began = time.monotonic()
         self.log.info("waiting for a join slot (%d node(s) join at a time)", slots)
-        granted = wait_until(lambda: self.stopped() or
-                             self.channel.receive(GO, source=0) is not None,
-                             self.options.poll_interval, deadline)
+        go: List[bool] = []
+
+        def look() -> None:
+            self.look()
+            if self.channel.receive(GO, source=0) is not None:
+                go.append(True)
+
+        granted = wait_until(lambda: self.stopped() or bool(go), self.options.poll_interval,
+                             deadline, look=look)
         if self.stopped():
             self.log.info("rank 0 ended the job while this rank waited to join")
             return False

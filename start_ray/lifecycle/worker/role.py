@@ -1,5 +1,5 @@
 """Every other rank's part: reach the head, join, stay out of the way until
-rank 0 says Stop (bringing a node that died back, --rejoins), report Done.
+rank 0 says Stop (bringing a node that died back, --rejoins), report.
 
     start   HeadRecord from rank 0 (its address, or why the head failed);
             a rank that starts a node joins (joining.py: Joined, or Failed
@@ -8,20 +8,33 @@ rank 0 says Stop (bringing a node that died back, --rejoins), report Done.
     serve   wait quietly for Stop; a node that ends meanwhile is Lost, and,
             while the rank has rejoins left (and no --fail-fast), its remains
             are stopped and it joins anew under the join rules
-    stop    (lifecycle): stop own processes, then Done
+    stop    (lifecycle): stop own processes, then Done to the host's leader;
+            a leader hears its host's ranks and sends rank 0 one HostDone
+
+Each wait is rounds of one `look` (Stop, signals, helpers: what this rank
+reads, logs and fails on) and a pure question about what it has read.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import List, Optional
 
 from start_ray.errors import EXIT_FAILURE, NodeError
 from start_ray.lifecycle.agree.agreement import Agreement
 from start_ray.lifecycle.contracts import Channel, Launcher, Node, Owner, Teardown
 from start_ray.lifecycle.worker.joining import Joiner
-from start_ray.mpi.messages import STOP, Done, Failed, HeadRecord, Lost, Stop
+from start_ray.mpi.messages import (
+    REPORT,
+    Done,
+    Failed,
+    HeadRecord,
+    HostDone,
+    Lost,
+    Stop,
+)
+from start_ray.mpi.ranks import RankSet
 from start_ray.options import Options
 from start_ray.polling import wait_until
 from start_ray.procs.helpers import HelperLost
@@ -30,6 +43,10 @@ from start_ray.procs.signals import SignalInbox, is_stopping
 # After a stopping signal, how long past the driver's grace and the teardown
 # a rank waits for rank 0's Stop before it stops on its own.
 STOP_SLACK = 15.0
+# A leader waits for its host's ranks' Done this long past its own teardown
+# (they stop at the same time); when a rank is lost, at most LOST_PATIENCE.
+HOST_SLACK = 5.0
+LOST_PATIENCE = 3.0
 
 
 class WorkerRank:
@@ -49,7 +66,7 @@ class WorkerRank:
         self.losses = 0  # how often it died
         self.stop_message: Optional[Stop] = None  # rank 0's Stop, once received
         self.joiner = Joiner(agreed, options, channel, owner, launcher, inbox, log, started,
-                             self.told_to_stop)
+                             self.look, self.stopped)
         self.launcher = launcher
 
     def start(self) -> bool:
@@ -60,14 +77,13 @@ class WorkerRank:
         record: HeadRecord = self.channel.share(None)
         if record.error:  # rank 0 says why on the console; no N copies
             self.log.info("exiting: the Ray head could not start on rank 0 (%s): %s",
-                          self.agreed.hosts[0], record.error)
+                          self.agreed.head_host, record.error)
             self.status = EXIT_FAILURE
             return False
         self.address = record.address
         if self.agreed.my_node is None:
-            leader = next(node for node in self.agreed.nodes if self.agreed.rank in node.ranks)
             self.log.info("the Ray node of rank %d serves this rank too; waiting for the "
-                          "end of the job", leader.rank)
+                          "end of the job", self.agreed.served_by)
             return True
         try:
             self.joiner.check_reach(record.address)
@@ -124,17 +140,18 @@ class WorkerRank:
     def stop_others(self, status: int, deadline: float) -> None:
         """Nothing: rank 0 stops the others."""
 
-    def told_to_stop(self) -> bool:
-        """While joining: whether rank 0 said Stop (raises HelperLost for a
-        helper that ended twice: this rank's waits look at its helpers too)."""
+    def look(self) -> None:
+        """While joining: rank 0's Stop, if it came, and the helpers (raises
+        helpers.HelperLost for one that ended twice)."""
         self.owner.check_helpers("this rank joined the cluster")
-        return self._stop_received()
+        self.read_stop()
 
-    def _stop_received(self) -> bool:
+    def read_stop(self) -> None:
         if self.stop_message is None:
-            news = self.channel.receive(STOP, source=0)
-            if news is not None:
-                self.stop_message = news[1]
+            self.stop_message = self.channel.stop_news()
+
+    def stopped(self) -> bool:
+        """Whether rank 0 said Stop (as of the last look)."""
         return self.stop_message is not None
 
     def wait_for_stop(self, node: Optional[Node] = None) -> bool:
@@ -142,34 +159,34 @@ class WorkerRank:
         A signal here (scancel hits every rank) does not stop us early: rank
         0 forwards it to the driver and needs the cluster until the driver is
         done; we wait at most for the driver's grace and the teardown after it."""
-        stop_by: Optional[float] = None
-        broken = False
-        ended = False
+        stop_by: List[float] = []  # set by a stopping signal
+        broken: List[bool] = []  # a helper is gone (rank 0 was told)
+        gave_up: List[bool] = []  # no word from rank 0 after the signal
 
-        def check() -> bool:
-            nonlocal stop_by, broken, ended
+        def look() -> None:
             if not broken:
                 try:
                     self.owner.check_helpers("this rank waited for the end of the job")
                 except HelperLost as err:  # rank 0 ends the job and says why
-                    broken = True
+                    broken.append(True)
                     self.channel.send(0, Failed(str(err), starting=False))
                     self.log.error("%s", err)
             signum = self.inbox.pop()
-            if signum is not None and is_stopping(signum) and stop_by is None:
-                stop_by = (time.monotonic() + self.agreed.plan.grace +
-                           self.options.stop_timeout + STOP_SLACK)
+            if signum is not None and is_stopping(signum) and not stop_by:
+                stop_by.append(time.monotonic() + self.agreed.plan.grace +
+                               self.options.stop_timeout + STOP_SLACK)
                 self.log.info("received a signal: waiting for rank 0 to stop the job")
-            if stop_by is not None and time.monotonic() >= stop_by:
+            self.read_stop()
+            if stop_by and not self.stopped() and time.monotonic() >= stop_by[0]:
                 self.log.error("no word from rank 0 after the signal: stopping on my own")
-                return True
-            if self._stop_received():
-                return True
-            ended = node is not None and not node.alive() and stop_by is None
-            return ended
+                gave_up.append(True)
 
-        wait_until(check, self.options.poll_interval)
-        return not ended
+        def ended() -> bool:  # the node died while the job goes on
+            return node is not None and not stop_by and not node.alive()
+
+        wait_until(lambda: self.stopped() or bool(gave_up) or ended(),
+                   self.options.poll_interval, look=look)
+        return not ended() or self.stopped()
 
     def leave_by(self, latest: float) -> Optional[float]:
         """After rank 0's Stop (unless a rank is lost): until rank 0 too has
@@ -179,5 +196,41 @@ class WorkerRank:
         return latest
 
     def report(self, teardown: Teardown) -> None:
-        """Tell rank 0 how this rank's teardown went."""
-        self.channel.send(0, Done(teardown.stopped, ", ".join(teardown.left)))
+        """Done to this host's leader; a leader hears its host's ranks and
+        tells rank 0 how its whole host's teardown went, in one HostDone."""
+        done = Done(teardown.stopped, ", ".join(teardown.left))
+        if not self.channel.is_leader:
+            self.channel.send(self.agreed.leader, done)
+            return
+        pending = set(self.agreed.host_ranks.without([self.rank]))
+        stopped, reported = teardown.stopped, [self.rank]
+        left = [f"rank {self.rank}: {done.left}"] if done.left else []
+        together = self.stop_message is not None and self.stop_message.together
+        deadline = teardown.began + self.options.stop_timeout + HOST_SLACK
+        if not together:
+            deadline = min(deadline, time.monotonic() + LOST_PATIENCE)
+
+        def look() -> None:
+            nonlocal stopped
+            while True:
+                news = self.channel.receive(REPORT)
+                if news is None:
+                    return
+                source, message = news
+                if isinstance(message, Done) and source in pending:
+                    pending.discard(source)
+                    reported.append(source)
+                    stopped += message.stopped
+                    if message.left:
+                        left.append(f"rank {source}: {message.left}")
+
+        wait_until(lambda: not pending, self.options.poll_interval, deadline, look=look)
+        if pending:
+            self.log.error("no teardown report from rank(s) %s of this host",
+                           RankSet.of(pending).text())
+        self.channel.send(0, HostDone(stopped, tuple(left), RankSet.of(reported),
+                                      RankSet.of(pending)))
+
+    @property
+    def rank(self) -> int:
+        return self.agreed.rank
