@@ -13,7 +13,8 @@ it begins:
 
     start     the victim exists (the `ray` imported ahead: before MPI starts)
     head      rank 0 logged "starting the Ray head"
-    join      the worker rank logged its `ray start --address` command
+    join      the worker rank logged its `ray start --address` command (the
+              head: rank 0 logged that it waits for the workers to join)
     driver    the driver is attached to the whole cluster
     teardown  rank 0 logged "stopping Ray on all" (the driver has ended)
 
@@ -71,7 +72,12 @@ HELPERS = {
 }
 # node victim -> (the rank whose node it is, the phases it lives in)
 NODE_PARTS = {"raylet": (1, ("driver", "teardown"))}
-VICTIMS = RANK_VICTIMS + tuple(HELPERS) + tuple(NODE_PARTS)
+# The head's `ray start --head`, GCS server and raylet, all at once, while the
+# workers join (their `ray start` is held back HEAD_JOIN_DELAY s, so that the
+# join phase lasts): rank 0 must say within NOTICE_BOUND that the head is gone.
+HEAD = "head"
+HEAD_JOIN_DELAY = 20
+VICTIMS = RANK_VICTIMS + tuple(HELPERS) + tuple(NODE_PARTS) + (HEAD,)
 # From a helper's kill until its rank's log names it (the rank noticed).
 NOTICE_BOUND = 10.0
 # From the kill (or SIGTERM) to the launcher's exit. Measured: under 2 s;
@@ -114,6 +120,8 @@ class Case:
     def noticed_by(self) -> Optional[int]:
         """The rank whose log must say within NOTICE_BOUND that the victim
         died (None: nothing to notice, e.g. a node stopping anyway)."""
+        if self.victim == HEAD:
+            return 0
         if self.helper:
             return HELPERS[self.victim][0]
         if self.victim in NODE_PARTS and self.phase != "teardown":
@@ -122,6 +130,8 @@ class Case:
 
 
 def phases_of(victim: str) -> Tuple[str, ...]:
+    if victim == HEAD:
+        return ("join",)
     if victim in HELPERS:
         return HELPERS[victim][2]
     if victim in NODE_PARTS:
@@ -152,10 +162,12 @@ class Outcome:
     def ok(self) -> bool:
         bounded = (self.launcher_seconds <= LAUNCHER_EXIT_BOUND and not self.left_at_bound
                    and not self.silent_logs)
-        if not self.case.survivable or not self.hit:
-            return bounded
         noticed = self.case.noticed_by is None or (
             self.noticed_seconds is not None and self.noticed_seconds <= NOTICE_BOUND)
+        if self.case.victim == HEAD:  # the job ends, and says why at once
+            return bounded and self.returncode != 0 and (noticed or not self.hit)
+        if not self.case.survivable or not self.hit:
+            return bounded
         return bounded and self.returncode == 0 and noticed
 
     def explain(self) -> str:
@@ -198,12 +210,16 @@ def run(jobs: Jobs, case: Case, workdir: str) -> Outcome:
     ready, until = log_dir + ".ready", log_dir + ".until"
     env = {"START_RAY_LOG_DIR": log_dir,
            "START_RAY_NODE_PER_RANK": "1" if case.node_per_rank else "0"}
+    if case.victim == HEAD:
+        env["START_RAY_RAY_COMMAND"] = _slow_workers(workdir, mpi)
     running = jobs.start(2, ["--num-cpus", "1", "--join-timeout", "120", HOLD_DRIVER,
                              "--ready", ready, "--until", until], env=env, mpi=mpi)
     noticed: Optional[float] = None
     try:
         _reach_phase(case, running, log_dir, ready, until)
         hit, killed, struck = _strike(case, running, mpi)
+        if case.victim == HEAD and hit:
+            noticed = _noticed(case, log_dir, struck, killed, running)
         if case.survivable:  # the job goes on: once its rank noticed, let it end
             noticed = (_noticed(case, log_dir, struck, killed, running)
                        if hit and case.noticed_by is not None else None)
@@ -220,11 +236,25 @@ def run(jobs: Jobs, case: Case, workdir: str) -> Outcome:
                    _silent_logs(log_dir), result.output, struck, noticed)
 
 
+def _slow_workers(workdir: str, mpi: Mpi) -> str:
+    """The MPI's `ray`, whose workers' `ray start` waits HEAD_JOIN_DELAY s
+    first (a rank's processes carry START_RAY_JOB=<job>/<rank>)."""
+    script = os.path.join(workdir, f"slow-workers-{mpi.name}.sh")
+    ray = os.path.join(os.path.dirname(mpi.python), "ray")
+    with open(script, "w") as handle:
+        handle.write(f'#!/bin/sh\ncase "$START_RAY_JOB" in */0) ;; *) sleep {HEAD_JOIN_DELAY};; '
+                     f'esac\nexec {ray} "$@"\n')
+    os.chmod(script, 0o755)
+    return script
+
+
 def _reach_phase(case: Case, running: Running, log_dir: str, ready: str, until: str) -> None:
     if case.phase == "start":
         pass  # the victim is looked for at once
     elif case.phase == "head":
         _wait(_log_has(log_dir, 0, "starting the Ray head"), running, 120, "the head's start")
+    elif case.phase == "join" and case.victim == HEAD:
+        _wait(_log_has(log_dir, 0, "worker node(s) to join"), running, 120, "a join")
     elif case.phase == "join":
         _wait(_log_has(log_dir, 1, "start --address"), running, 120, "a join")
     else:
@@ -236,6 +266,8 @@ def _reach_phase(case: Case, running: Running, log_dir: str, ready: str, until: 
 
 def _strike(case: Case, running: Running, mpi: Mpi) -> Tuple[bool, float, str]:
     """End the victim: (whether it was still alive, when, what was struck)."""
+    if case.victim == HEAD:
+        return _strike_the_head(running)
     if case.victim == "launcher":
         target: Optional[psutil.Process] = psutil.Process(running.proc.pid)
         sig = signal.SIGTERM
@@ -251,6 +283,28 @@ def _strike(case: Case, running: Running, mpi: Mpi) -> Tuple[bool, float, str]:
         return True, killed, struck
     except psutil.NoSuchProcess:
         return False, killed, struck
+
+
+def _strike_the_head(running: Running) -> Tuple[bool, float, str]:
+    """SIGKILL the head's `ray start`, GCS server and raylet together: the
+    GCS and raylet found by name and the job's variable, `ray start --head`
+    as their parent."""
+    parts = [node_process(running, name, 0) for name in ("gcs_server", "raylet")]
+    if not all(parts):
+        return False, time.monotonic(), "nothing"
+    procs = [proc for proc in parts if proc is not None]
+    try:
+        procs.insert(0, psutil.Process(procs[0].ppid()))  # `ray start --head`
+    except psutil.Error:
+        pass
+    struck = "; ".join(_describe_struck(proc) for proc in procs)
+    killed = time.monotonic()
+    for proc in procs:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
+    return True, killed, struck
 
 
 def _find_victim(case: Case, running: Running, mpi: Mpi) -> Optional[psutil.Process]:
@@ -299,8 +353,12 @@ def _noticed(case: Case, log_dir: str, struck: str, killed: float,
     what happened to it, a node's end (None: not within NOTICE_BOUND)."""
     rank, pid = case.noticed_by, struck.split()[0]
     assert rank is not None
-    named = ([_log_has(log_dir, rank, f"(pid {pid}{end}") for end in (")", ",")]
-             if case.helper else [_log_has(log_dir, rank, "the Ray node of this rank ended")])
+    if case.victim == HEAD:
+        named = [_log_has(log_dir, 0, "(rank 0) ended")]
+    elif case.helper:
+        named = [_log_has(log_dir, rank, f"(pid {pid}{end}") for end in (")", ",")]
+    else:
+        named = [_log_has(log_dir, rank, "the Ray node of this rank ended")]
     deadline = killed + NOTICE_BOUND
     while time.monotonic() < deadline and running.proc.poll() is None:
         if any(check() for check in named):

@@ -5,7 +5,13 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import leftovers  # noqa: E402
 from jobs import Jobs  # noqa: E402
+
+# Every orphan of what a test starts stays in this process's tree, where the
+# tests look for what a job left (leftovers.py): so tests can run beside
+# each other (xdist workers, another pytest) without seeing each other's.
+leftovers.become_subreaper()
 
 
 @pytest.fixture

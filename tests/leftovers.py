@@ -16,18 +16,20 @@ this module looks in two other ways, each from raw /proc bytes:
   points into the job's own temp dir.
 
 A new process that carries another test job's marker is that job's, not
-this one's. The check assumes no other Ray starts on the machine while a
-test runs (CI runs the tests one at a time). The first is the one that
-cannot be fooled: a rename can overwrite a
-process's whole environment, the marker with it. Test clean-up kills only
-what carries the marker (what the test provably started); a Ray-looking
-leftover without it fails the test instead.
+this one's. The first way is looked for only in this test process's own
+tree: the test process is a child subreaper (conftest.py), so every process
+its jobs start, and every orphan of those, stays its descendant; whatever
+other test runs on the machine at the same time (another pytest, another
+xdist worker) is never in it. The first is the one that cannot be fooled: a
+rename can overwrite a process's whole environment, the marker with it. Test
+clean-up kills only what carries the marker (what the test provably
+started); a Ray-looking leftover without it fails the test instead.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Dict, FrozenSet, List, Optional, Tuple
+from typing import Dict, FrozenSet, List, Optional, Set, Tuple
 
 import psutil
 
@@ -120,17 +122,45 @@ def looks_like_ray_or_mpi(pid: int) -> bool:
     return False
 
 
+def become_subreaper() -> bool:
+    """Adopt the orphans of everything this process starts (prctl
+    PR_SET_CHILD_SUBREAPER), so that they stay in its tree."""
+    import ctypes
+    import ctypes.util
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    return libc.prctl(36, 1, 0, 0, 0) == 0
+
+
+def _tree(root: int) -> Set[int]:
+    """`root` and every process below it, from raw /proc (parent links)."""
+    children: Dict[int, List[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            raw = _read(f"/proc/{name}/stat")
+            if raw:
+                parent = int(raw[raw.rindex(b")") + 2:].split()[1])
+                children.setdefault(parent, []).append(int(name))
+    found, todo = set(), [root]
+    while todo:
+        pid = todo.pop()
+        found.add(pid)
+        todo += children.get(pid, [])
+    return found
+
+
 def find(variable: str, mark: str, since: Optional[Snapshot] = None,
          temp_root: Optional[str] = None) -> List[psutil.Process]:
     """Running processes that carry `variable=mark` (raw bytes), point into
-    `temp_root`, or are new since `since` and look like Ray or MPI."""
+    `temp_root`, or are new since `since`, in this process's tree, and look
+    like Ray or MPI."""
     needle = f"\0{variable}={mark}\0".encode()
     old = dict(since) if since is not None else None
+    ours = _tree(os.getpid()) if old is not None else set()
     found = []
     for pid, began in _live_pids().items():
         if pid == os.getpid():
             continue
-        new = old is not None and old.get(pid) != began
+        new = old is not None and old.get(pid) != began and pid in ours
         env = b"\0" + (_read(f"/proc/{pid}/environ") or b"") + b"\0"
         cmdline = _read(f"/proc/{pid}/cmdline") or b""
         foreign = needle not in env and f"\0{variable}=".encode() in env

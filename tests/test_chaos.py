@@ -27,6 +27,8 @@ SUBSET = [
     chaos.Case("mpich", "ray-ahead", "start"),
     chaos.Case("openmpi", "raylet", "driver"),
     chaos.Case("mpich", "raylet", "teardown"),
+    chaos.Case("openmpi", "head", "join"),
+    chaos.Case("mpich", "head", "join"),
 ]
 
 

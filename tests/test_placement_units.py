@@ -174,7 +174,22 @@ def test_object_store_from_memory_and_shm():
     assert store.value == int(0.3 * 40 * GIB) and "30%" in store.source
     store = resources.object_store_bytes(40 * GIB, 2, 2 * GIB)  # small /dev/shm caps it
     assert store.value == int(0.8 * 2 * GIB / 2) and "/dev/shm" in store.source
-    assert resources.object_store_bytes(40 * GIB, 8, 100 * 2**20).value is None
+    # A container's 64 MB /dev/shm: the store goes into files, sized from memory.
+    store = resources.object_store_bytes(40 * GIB, 1, 64 * 2**20)
+    assert store.value == int(0.3 * 40 * GIB) and "in files" in store.source
+    assert resources.shm_too_small(64 * 2**20, 1)
+    assert resources.shm_too_small(2 * GIB, 8)  # 8 nodes share 2 GiB: 205 MiB each
+    assert not resources.shm_too_small(2 * GIB, 2) and not resources.shm_too_small(None, 1)
+
+
+def test_lsf_cpus_from_the_hosts_slots():
+    env = {"LSB_JOBID": "7", "LSB_MCPU_HOSTS": "batch1 1 h1.lsf.example 42 h2 42"}
+    found = resources.cpus(env, 1, 1, 64, None, host="h1")
+    assert found.value == 42 and "LSB_MCPU_HOSTS: 42 slots on h1" in found.source
+    found = resources.cpus(env, 1, 6, 64, None, host="h2.lsf.example")
+    assert found.value == 7 and "shared by 6 ranks" in found.source
+    # A host LSF does not name: the affinity decides, as without LSF.
+    assert "LSB" not in resources.cpus(env, 1, 1, 4, None, host="h9").source
 
 
 def test_memory_args_respect_the_users_ray_args():

@@ -10,10 +10,11 @@ from the scheduler (`scontrol show job`, `qstat -f`) and passed again.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
-from typing import Dict, List, Mapping, Optional
+from typing import Any, Dict, List, Mapping, Optional
 
 from start_ray.errors import UsageError
 
@@ -191,6 +192,125 @@ class Pbs(Scheduler):
         _run(["qdel", job])
 
 
+class Flux(Scheduler):
+    """Flux (flux-core): the job is the Flux instance a batch script runs in
+    (`flux batch`), which sets no FLUX_JOB_ID in the script itself: its id
+    in the parent instance is `flux getattr jobid`. Its options are its
+    jobspec (`flux job info ID jobspec`), the script's text included."""
+
+    name = "Flux"
+    job_variable = "FLUX_JOB_ID"
+
+    def __init__(self, environ: Mapping[str, str]) -> None:
+        self.env = environ
+        self.job_id = environ.get("FLUX_JOB_ID") or _run(["flux", "getattr", "jobid"]).strip()
+        self._fields = None
+
+    def read_fields(self) -> Dict[str, str]:
+        return {"jobspec": _run(["flux", "job", "info", self.job_id, "jobspec"])}
+
+    def jobspec(self) -> Dict[str, Any]:
+        return json.loads(self.fields["jobspec"])
+
+    def submit_options(self) -> List[str]:
+        spec = self.jobspec()
+        system = spec.get("attributes", {}).get("system", {})
+        options = []
+        node = next((r for r in spec.get("resources", []) if r.get("type") == "node"), None)
+        if node is not None:
+            slot: Dict[str, Any] = next(
+                (r for r in node.get("with", []) if r.get("type") == "slot"), {})
+            cores: Dict[str, Any] = next(
+                (r for r in slot.get("with", []) if r.get("type") == "core"), {})
+            options += [f"--nodes={node.get('count', 1)}"]
+            if slot:
+                options += [f"--ntasks={node.get('count', 1) * slot.get('count', 1)}",
+                            f"--cores-per-task={cores.get('count', 1)}"]
+        if system.get("duration"):
+            options.append(f"--time-limit={int(system['duration'])}s")
+        if system.get("job", {}).get("name"):
+            options.append(f"--job-name={system['job']['name']}")
+        if system.get("queue"):
+            options.append(f"--queue={system['queue']}")
+        output = system.get("shell", {}).get("options", {}).get("output", {})
+        if output.get("stdout", {}).get("path"):
+            options.append(f"--output={output['stdout']['path']}")
+        return options
+
+    def script(self) -> Optional[str]:
+        """Flux keeps the script's text, not its path: written to a file
+        in the submit folder for the next link."""
+        text = self.jobspec().get("attributes", {}).get("system", {}).get(
+            "batch", {}).get("script")
+        if not text:
+            return None
+        path = os.path.abspath(f".start_ray-flux-{self.job_id}.sh")
+        with open(path, "w") as handle:
+            handle.write(text)
+        os.chmod(path, 0o755)
+        return path
+
+    def time_limit(self) -> Optional[int]:
+        duration = self.jobspec().get("attributes", {}).get("system", {}).get("duration")
+        return int(duration) if duration else None
+
+    def submit_after(self, script: str, options: List[str], env: Dict[str, str]) -> str:
+        out = _run(["flux", "batch", f"--dependency=afterany:{self.job_id}", *options,
+                    *[f"--env={key}={value}" for key, value in env.items()], script])
+        return out.strip()
+
+    def cancel(self, job: str) -> None:
+        _run(["flux", "cancel", job])
+
+
+class Lsf(Scheduler):
+    """IBM Spectrum LSF: bjobs reports the job's options (as JSON); a chain
+    link is `bsub -w "ended(ID)"` with the script on stdin (its #BSUB lines
+    are read again). LSF sends the walltime warning itself (`bsub -wa USR1
+    -wt MINUTES`): no time limit needed here."""
+
+    name = "LSF"
+    job_variable = "LSB_JOBID"
+
+    def read_fields(self) -> Dict[str, str]:
+        out = _run(["bjobs", "-json", "-o", "job_name queue proj_name output_file error_file",
+                    self.job_id])
+        records = json.loads(out).get("RECORDS") or [{}]
+        return {key: str(value) for key, value in records[0].items()}
+
+    def submit_options(self) -> List[str]:
+        options = []
+        for field, option in (("JOB_NAME", "-J"), ("QUEUE", "-q"), ("PROJ_NAME", "-P"),
+                              ("OUTPUT_FILE", "-o"), ("ERROR_FILE", "-e")):
+            value = self.fields.get(field, "")
+            if value and value != "default":
+                options += [option, value.replace(self.job_id, "%J")]
+        return options
+
+    def script(self) -> Optional[str]:
+        return None  # LSF keeps a wrapper of its own: the script says (CHAIN_SCRIPT)
+
+    def time_limit(self) -> Optional[int]:
+        return None
+
+    def submit_after(self, script: str, options: List[str], env: Dict[str, str]) -> str:
+        exports = ",".join(["all"] + [f"{key}={value}" for key, value in env.items()])
+        with open(script) as stdin:
+            try:
+                done = subprocess.run(["bsub", "-w", f"ended({self.job_id})", *options,
+                                       "-env", exports], stdin=stdin, capture_output=True,
+                                      text=True, timeout=TIMEOUT)
+            except (OSError, subprocess.SubprocessError) as err:
+                raise UsageError(f"bsub failed: {err}") from None
+        found = re.search(r"Job <(\d+)> is submitted", done.stdout)
+        if done.returncode != 0 or not found:
+            raise UsageError(f"bsub failed: {done.stderr.strip() or done.stdout.strip()}")
+        return found.group(1)
+
+    def cancel(self, job: str) -> None:
+        _run(["bkill", job])
+
+
 def around(environ: Optional[Mapping[str, str]] = None) -> Optional[Scheduler]:
     """The scheduler whose job this process runs in, if any."""
     env = os.environ if environ is None else environ
@@ -198,4 +318,8 @@ def around(environ: Optional[Mapping[str, str]] = None) -> Optional[Scheduler]:
         return Slurm(env)
     if env.get("PBS_JOBID"):
         return Pbs(env)
+    if env.get("LSB_JOBID"):
+        return Lsf(env)
+    if env.get("FLUX_JOB_ID") or env.get("FLUX_URI"):
+        return Flux(env)
     return None

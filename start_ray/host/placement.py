@@ -19,7 +19,7 @@ from typing import Dict, List, Mapping, Optional, Tuple
 import psutil
 
 from start_ray.errors import UsageError
-from start_ray.host import accelerators, network, resources
+from start_ray.host import accelerators, network, resources, tempdirs
 from start_ray.host.resources import Found
 from start_ray.mpi.ranks import RankSet
 from start_ray.options import Options
@@ -40,6 +40,8 @@ class Probe:
     available_memory: int
     shm_free: Optional[int]
     env: Dict[str, str]
+    temp_root: str = "/tmp"  # where this host's ranks would make their temp dirs
+    temp_why: str = "default"
 
 
 # What placement reads of each rank's environment (gathered from every rank).
@@ -47,8 +49,9 @@ GATHERED = resources.SCHEDULER_VARIABLES + network.COLLECTIVE_VARIABLES
 
 
 def probe(rank: int, interface: Optional[str], head_ip: Optional[str],
-          environ: Optional[Mapping[str, str]] = None) -> Probe:
+          environ: Optional[Mapping[str, str]] = None, temp_dir: Optional[str] = None) -> Probe:
     env = os.environ if environ is None else environ
+    temp_root, temp_why = tempdirs.choose_root(temp_dir, tempdirs.SAMPLE_TAG, rank, env)
     try:
         ip, why = network.choose_address(interface, head_ip)
     except network.AddressError as err:
@@ -63,6 +66,7 @@ def probe(rank: int, interface: Optional[str], head_ip: Optional[str],
                  cpu_quota=resources.cgroup_cpu_quota(),
                  memory_limit=resources.cgroup_memory_limit(),
                  available_memory=psutil.virtual_memory().available, shm_free=shm_free,
+                 temp_root=temp_root, temp_why=temp_why,
                  env={k: env[k] for k in GATHERED if k in env})
 
 
@@ -79,6 +83,9 @@ class NodePlan:
     gpus: Found
     memory: Dict[str, Found]  # --memory and --object-store-memory
     nodes_on_host: int
+    # its object store lives in files under its temp dir (resources.shm_too_small)
+    store_on_disk: bool = False
+    temp: str = ""  # its temp dir's root, why, and Ray's longest socket path there
     device_env: Dict[str, Optional[str]] = dataclasses.field(default_factory=dict)
     collectives: Dict[str, str] = dataclasses.field(default_factory=dict)
     user_collectives: Dict[str, str] = dataclasses.field(default_factory=dict)
@@ -126,6 +133,7 @@ class NodePlan:
                 f"    GPUs          {self.gpus.text()}{self._device_text()}",
                 f"    memory        {self.memory['--memory'].text('GiB')}",
                 f"    object store  {self.memory['--object-store-memory'].text('GiB')}",
+                f"    temp dir      {self.temp}",
                 f"    {self._collectives_text().replace(': ', '   ', 1)}"]
 
     def _device_text(self) -> str:
@@ -205,18 +213,26 @@ def _node(group: List[Probe], host_group: List[Probe], options: Options,
     tasks, host_tasks = len(group), len(host_group)
     union = set().union(*(p.affinity for p in host_group))
     cpus = resources.cpus(leader.env, tasks, host_tasks, len(union), leader.cpu_quota,
-                          options.num_cpus)
+                          options.num_cpus, host=leader.host)
     devices = accelerators.devices([p.env for p in group], gpu_reads)
     gpus = resources.gpus(leader.env, tasks, host_tasks, devices, options.num_gpus)
     memory = resources.job_memory(leader.env, cpus.value, tasks, host_tasks,
                                   leader.memory_limit, leader.available_memory)
     nodes_on_host = host_tasks // tasks  # 1 but with --node-per-rank
+    user_store = any(arg.split("=", 1)[0] == "--object-store-memory"
+                     for arg in options.ray_args)
+    longest = tempdirs.socket_path_length(leader.temp_root, tempdirs.SAMPLE_TAG,
+                                          max(p.rank for p in group))
     return NodePlan(
         rank=leader.rank, host=leader.host, ranks=RankSet.of(p.rank for p in group),
         ip=leader.ip or "", ip_source=leader.ip_source, cpus=cpus, gpus=gpus,
         memory=resources.memory_args(options.ray_args, memory, nodes_on_host,
                                      leader.available_memory, leader.shm_free),
         nodes_on_host=nodes_on_host,
+        store_on_disk=not user_store and resources.shm_too_small(leader.shm_free,
+                                                                 nodes_on_host),
+        temp=(f"{tempdirs.job_dir(leader.temp_root, '<job>')}/<rank> ({leader.temp_why}); "
+              f"Ray's longest socket path {longest} of {tempdirs.UNIX_PATH_MAX} bytes"),
         device_env=accelerators.node_environment(devices, leader.env),
         collectives=network.collective_environment(leader.interface, leader.ip, leader.env),
         user_collectives={k: leader.env[k] for k in network.COLLECTIVE_VARIABLES

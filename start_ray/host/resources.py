@@ -27,6 +27,12 @@ SHM = "/dev/shm"
 RAY_DEFAULT_FRACTION = 0.3        # Ray's own default share of memory
 SHM_FRACTION = 0.8                # leave the rest of /dev/shm to others
 RAY_MINIMUM = 75 * 1024 * 1024    # Ray refuses a smaller store
+# A node whose share of /dev/shm is below this keeps its object store in files
+# under its temp dir instead, sized from its memory (a container's 64 MB
+# /dev/shm, podman's and docker's default, starved Ray: ray#3149, #14629)
+SHM_TOO_SMALL = 512 * 2**20
+# ... which Ray refuses above 10 GB unless it is told the disk is on purpose
+SLOW_STORAGE_OK = "RAY_OBJECT_STORE_ALLOW_SLOW_STORAGE"
 MIB = 2**20
 
 # The variables that the detection reads: gathered from every rank, so that
@@ -34,7 +40,7 @@ MIB = 2**20
 SCHEDULER_VARIABLES = (
     "SLURM_JOB_ID", "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "SLURM_GPUS_ON_NODE",
     "SLURM_TRES_PER_TASK", "SLURM_GPUS_PER_TASK", "SLURM_MEM_PER_NODE", "SLURM_MEM_PER_CPU",
-    "PBS_JOBID", "NCPUS", "OMP_NUM_THREADS", "ALPS_APP_DEPTH",
+    "PBS_JOBID", "NCPUS", "OMP_NUM_THREADS", "ALPS_APP_DEPTH", "LSB_JOBID", "LSB_MCPU_HOSTS",
 ) + accelerators.VARIABLES
 
 
@@ -77,9 +83,10 @@ def _per_task(env: Mapping[str, str], name: str, tasks: int, what: str = "") -> 
 
 
 def cpus(env: Mapping[str, str], tasks: int, host_tasks: int, affinity: int,
-         quota: Optional[float], explicit: Optional[float] = None) -> Found:
+         quota: Optional[float], explicit: Optional[float] = None, host: str = "") -> Found:
     """CPUs for a Ray node. `affinity` counts the CPUs that the host's ranks
-    may run on together; `quota` is a cgroup CPU limit (in CPUs), if any."""
+    may run on together; `quota` is a cgroup CPU limit (in CPUs), if any.
+    Flux binds each task to its cores: what Flux gave is the affinity."""
     if explicit is not None:
         return Found(explicit, "--num-cpus")
     found = _per_task(env, "SLURM_CPUS_PER_TASK", tasks)
@@ -89,6 +96,8 @@ def cpus(env: Mapping[str, str], tasks: int, host_tasks: int, affinity: int,
         found = _per_task(env, "ALPS_APP_DEPTH", tasks, " (aprun -d)")
     if found is None and env.get("PBS_JOBID") and _number(env, "NCPUS"):
         found = _pbs_cpus(env, tasks, host_tasks)
+    if found is None and env.get("LSB_JOBID") and env.get("LSB_MCPU_HOSTS"):
+        found = _lsf_cpus(env["LSB_MCPU_HOSTS"], host, tasks, host_tasks)
     if found is not None:
         if found.value is not None and found.value * host_tasks / tasks > affinity:
             found = Found(found.value, found.source + f"; note: this host's ranks may run "
@@ -120,6 +129,21 @@ def _pbs_cpus(env: Mapping[str, str], tasks: int, host_tasks: int) -> Found:
         return Found(threads * tasks, f"OMP_NUM_THREADS={threads:g} x {_tasks(tasks)} "
                                       f"(PBS NCPUS={ncpus:g})")
     return _host_share(env, "NCPUS", tasks, host_tasks)
+
+
+def _lsf_cpus(mcpu_hosts: str, host: str, tasks: int, host_tasks: int) -> Optional[Found]:
+    """LSF's slots on this host, from LSB_MCPU_HOSTS ("host1 n1 host2 n2 ...";
+    a long or a short name), shared by the host's ranks."""
+    words = mcpu_hosts.split()
+    slots = dict(zip(words[::2], words[1::2]))
+    short = host.split(".")[0]
+    count = next((value for name, value in slots.items()
+                  if name == host or name.split(".")[0] == short), None)
+    if count is None or not count.isdigit() or int(count) == 0:
+        return None
+    value = max(1, math.floor(_share(int(count), tasks, host_tasks)))
+    shared = f" shared by {host_tasks} ranks" if tasks != host_tasks else ""
+    return Found(value, f"LSB_MCPU_HOSTS: {count} slots on {short}{shared}")
 
 
 _TRES_GPU = re.compile(r"gres/gpu(?::[\w.-]+)?[=:](\d+)")
@@ -170,12 +194,23 @@ def job_memory(env: Mapping[str, str], num_cpus: Optional[float], tasks: int,
     return Found(None, f"{available / 2**30:.1f} GiB available")
 
 
+def shm_too_small(shm_free: Optional[int], nodes_on_host: int) -> bool:
+    """Whether a node's share of /dev/shm is too small for its object store
+    (then it goes into files under the node's temp dir)."""
+    return shm_free is not None and SHM_FRACTION * shm_free / nodes_on_host < SHM_TOO_SMALL
+
+
 def object_store_bytes(memory: int, nodes_on_host: int, shm_free: Optional[int]) -> Found:
     """The store size for a node given `memory`, with `nodes_on_host` of the
     job's nodes sharing /dev/shm; None leaves it to Ray (when even our share
-    would be under Ray's minimum)."""
+    would be under Ray's minimum). With a /dev/shm too small to matter, the
+    store is sized from memory alone: it lives in files (shm_too_small)."""
     share = int(RAY_DEFAULT_FRACTION * memory)
     why = "30% of the node's memory"
+    if shm_too_small(shm_free, nodes_on_host):
+        assert shm_free is not None
+        return Found(share, f"{why}, in files under the node's temp dir: {SHM} has "
+                            f"{shm_free / MIB:.0f} MiB free")
     if shm_free is not None:
         shm_share = int(SHM_FRACTION * shm_free / nodes_on_host)
         if shm_share < share:

@@ -18,6 +18,9 @@ UNIX_PATH_MAX = 107
 # the plasma store socket.
 RAY_SOCKET_TAIL = len("/session_2026-01-01_00-00-00_000000_4194304/sockets/plasma_store")
 FALLBACK_ROOT = "/tmp"
+# A job tag's length (secrets.token_hex(4)), for lengths computed before the
+# job has its tag.
+SAMPLE_TAG = "0" * 8
 
 
 def rank_dir(root: str, job_tag: str, rank: int) -> str:

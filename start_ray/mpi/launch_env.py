@@ -10,9 +10,10 @@ import subprocess
 from typing import Dict, Mapping, Optional
 
 # Rank variables set by the launchers users have: Open MPI, PMIx, MPICH/Hydra
-# and Cray PMI, Slurm's srun, Cray ALPS' aprun.
+# and Cray PMI, Slurm's srun, Cray ALPS' aprun, Flux's `flux run`, LSF's jsrun.
 _RANK_VARIABLES = (
     "OMPI_COMM_WORLD_RANK", "PMIX_RANK", "PMI_RANK", "SLURM_PROCID", "ALPS_APP_PE",
+    "FLUX_TASK_RANK", "JSM_NAMESPACE_RANK",
 )
 
 # Launcher variables that must not leak into the driver or into Ray: a Python
@@ -25,7 +26,7 @@ _RANK_VARIABLES = (
 _MPI_PREFIXES = ("OMPI_", "OPAL_", "PMIX_", "PRTE_", "PMI_", "HYDI_", "HYDRA_",
                  "I_MPI_HYDRA_", "MPI_LOCALRANKID", "MPI_LOCALNRANKS", "PALS_", "ALPS_APP_")
 
-_JOB_ID_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "COBALT_JOBID", "LSB_JOBID")
+_JOB_ID_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "COBALT_JOBID", "LSB_JOBID", "FLUX_JOB_ID")
 
 
 def rank_from_environment(environ: Optional[Mapping[str, str]] = None) -> int:
@@ -54,7 +55,7 @@ def job_id(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
 
 
 _SCHEDULERS = (("SLURM_JOB_ID", "Slurm"), ("PBS_JOBID", "PBS"), ("COBALT_JOBID", "Cobalt"),
-               ("LSB_JOBID", "LSF"))
+               ("LSB_JOBID", "LSF"), ("FLUX_JOB_ID", "Flux"))
 
 
 def scheduler(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
@@ -69,6 +70,10 @@ def scheduler(environ: Optional[Mapping[str, str]] = None) -> Optional[str]:
 def launcher_name(environ: Optional[Mapping[str, str]] = None) -> str:
     """Which program started this process, from the variables it set."""
     env = os.environ if environ is None else environ
+    if "FLUX_TASK_RANK" in env:
+        return "flux run"
+    if "JSM_NAMESPACE_RANK" in env:
+        return "LSF jsrun"
     if "PRTE_LAUNCHED" in env or env.get("OMPI_TOOL_NAME") in ("mpirun", "mpiexec"):
         return "mpirun"
     if "ALPS_APP_PE" in env:
@@ -108,7 +113,8 @@ def library_name(version_text: str) -> str:
 def launched_tasks(environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
     """How many tasks the launcher says it started, when it says."""
     env = os.environ if environ is None else environ
-    names = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PALS_SIZE"]
+    names = ["OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PALS_SIZE", "FLUX_JOB_SIZE",
+             "JSM_NAMESPACE_SIZE"]
     if "SLURM_STEP_ID" in env and "SLURM_PROCID" in env:
         names[:0] = ["SLURM_STEP_NUM_TASKS", "SLURM_NTASKS"]
     for name in names:
@@ -118,9 +124,9 @@ def launched_tasks(environ: Optional[Mapping[str, str]] = None) -> Optional[int]
 
 
 # This task's number among the tasks on its host (Open MPI, Hydra and Intel
-# MPI, Slurm, Cray PALS).
+# MPI, Slurm, Cray PALS, Flux, LSF's jsrun).
 _LOCAL_RANK_VARIABLES = ("OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "SLURM_LOCALID",
-                         "PALS_LOCAL_RANKID")
+                         "PALS_LOCAL_RANKID", "FLUX_TASK_LOCAL_ID", "JSM_NAMESPACE_LOCAL_RANK")
 
 
 def local_rank(environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
@@ -135,7 +141,8 @@ def local_rank(environ: Optional[Mapping[str, str]] = None) -> Optional[int]:
 def launcher_rank(environ: Optional[Mapping[str, str]] = None) -> int:
     """The launcher's own number for this task (MPI may disagree, see below)."""
     env = os.environ if environ is None else environ
-    for name in ("SLURM_PROCID", "PMI_RANK", "ALPS_APP_PE", "PALS_RANKID"):
+    for name in ("SLURM_PROCID", "PMI_RANK", "ALPS_APP_PE", "PALS_RANKID", "FLUX_TASK_RANK",
+                 "JSM_NAMESPACE_RANK"):
         if env.get(name, "").isdigit():
             return int(env[name])
     return rank_from_environment(env)

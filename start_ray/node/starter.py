@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Dict, List, Optional
 
-from start_ray.host import network
+from start_ray.host import network, resources
 from start_ray.host.placement import NodePlan
 from start_ray.identity import Identity
 from start_ray.mpi import launch_env
@@ -46,6 +46,8 @@ class NodeLauncher:
         the head alone), and the node's GPUs and interface (NodePlan.env)."""
         env = launch_env.child_environment({JOB_MARKER: self.me.marker,
                                             **(self.plan.env if self.plan else {})})
+        if self.plan is not None and self.plan.store_on_disk:
+            env[resources.SLOW_STORAGE_OK] = "1"  # the store's files are on purpose
         env.pop("RAY_ADDRESS", None)
         return auth.apply(env, self.token)
 
@@ -77,8 +79,9 @@ class NodeLauncher:
         `ray` prepared ahead, if it is still there)."""
         temp_dir = self.owner.temp_dir
         assert temp_dir is not None and self.plan is not None
+        extra = ["--plasma-directory", temp_dir] if self.plan.store_on_disk else []
         args = raynode.common_args(temp_dir, self.me.rank,
-                                   self.plan.ray_args() + self.options.ray_args)
+                                   self.plan.ray_args() + extra + self.options.ray_args)
         ready, self.ready = self.ready, None
         if ready is not None and ready.process.poll() is not None:
             self.log.warning("the `ray` imported ahead (pid %d, python -m start_ray.node.ray_ahead) "

@@ -160,7 +160,7 @@ def agree(channel: Any, options: Options, check: Callable[[], None],
     if plan.error:
         raise UsageError(plan.error)
     mine = placement.probe(channel.rank, options.interface,
-                           plan.head_ip if channel.rank else None)
+                           plan.head_ip if channel.rank else None, temp_dir=options.temp_dir)
     runs = software.this_rank()
     here = channel.gather_host((mine, runs))
     layout: Optional[Layout] = None

@@ -22,6 +22,7 @@ from typing import List
 
 from start_ray.errors import UsageError
 from start_ray.host import resources, tempdirs
+from start_ray.host.placement import NodePlan
 from start_ray.lifecycle.agree.agreement import Agreement
 from start_ray.lifecycle.head import join_slots
 from start_ray.mpi import launch_env
@@ -37,17 +38,28 @@ SMALL_STORE = 2 * 2**30
 def warnings(agreed: Agreement, options: Options, mpi_library: str = "") -> List[str]:
     found = resources.scale_warnings(len(agreed.whole.nodes), len(agreed.whole.hosts),
                                      resources.open_files_limit(), resources.arp_limit())
-    for node in agreed.whole.nodes:
-        store = node.memory.get("--object-store-memory")
-        if store is None or resources.SHM not in store.source:
-            continue
-        if store.value is None or store.value < SMALL_STORE:
-            found.append(f"{resources.SHM} on {node.host} is small: the object store of the "
-                         f"node of rank {node.rank} is {store.text('GiB')}; ask for more "
-                         "memory, or mount a bigger /dev/shm (containers: --shm-size)")
-    _, why = tempdirs.choose_root(options.temp_dir, agreed.plan.job_tag, agreed.size - 1)
-    if "too long" in why:
-        found.append(f"temp dir: {why}")
+    nodes = agreed.whole.nodes
+    on_disk = [node for node in nodes if node.store_on_disk]
+    if on_disk:
+        first = on_disk[0].memory["--object-store-memory"]
+        found.append(
+            f"{resources.SHM} is too small for the object store on "
+            f"{logs.hostlist([node.host for node in on_disk])} ({first.source}): the store "
+            f"({first.text('GiB').split(' (')[0]} on {on_disk[0].host}) lives in files under "
+            "each node's temp dir, slower than memory. Give the job a bigger /dev/shm: "
+            "podman or docker --shm-size=16g, podman-hpc --shm-size; apptainer, Shifter and "
+            "pyxis share the host's /dev/shm unless told otherwise")
+    small = [node for node in nodes if not node.store_on_disk and _small_store(node)]
+    if small:
+        store = small[0].memory["--object-store-memory"]
+        found.append(f"{resources.SHM} is small on {logs.hostlist([n.host for n in small])}: "
+                     f"the object store of the node of rank {small[0].rank} is "
+                     f"{store.text('GiB')}; ask for more memory, or mount a bigger /dev/shm "
+                     "(containers: --shm-size)")
+    too_long = sorted({node.host for node in nodes if "too long" in node.temp})
+    if too_long:
+        found.append(f"temp dir on {logs.hostlist(too_long)}: " +
+                     next(node.temp for node in nodes if "too long" in node.temp))
     beside = ray_beside_python()
     if not options.ray_command and beside is None and agreed.runs.ray_command != "not found":
         found.append(f"ray: the nodes run {agreed.runs.ray_command}, not a `ray` beside "
@@ -63,6 +75,12 @@ def warnings(agreed: Agreement, options: Options, mpi_library: str = "") -> List
                      f"in a {launch_env.scheduler()}: it does not know the site's network "
                      "fabric; build mpi4py against the site's MPI (docs/getting-started.md)")
     return found
+
+
+def _small_store(node: NodePlan) -> bool:
+    store = node.memory.get("--object-store-memory")
+    return store is not None and resources.SHM in store.source and (
+        store.value is None or store.value < SMALL_STORE)
 
 
 def mpi_from_pip() -> str:
