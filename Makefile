@@ -22,6 +22,10 @@ TORCH    ?= torch==2.13.0
 OLD_RAYS ?= 2.40.0 2.52.1
 # `make test` needs one of them too: a job whose ranks run different Rays.
 OTHER_RAY ?= 2.52.1
+# `make test` runs the suite on two workers (pytest-xdist), each test file
+# on one worker (--dist loadfile: a file's module fixtures, a Slurm, a served
+# cluster, emulated hosts, are made once); WORKERS=0: one process.
+WORKERS  ?= 2
 # The tests that touch what differs between Rays (marked every_ray: the
 # compat tests, a cluster's start and stop, tokens, lost nodes and ranks).
 COMPAT_TESTS ?= tests
@@ -32,7 +36,7 @@ BIN      := $(VENV)/bin
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: venv venv-mpich run test test-fast docs bench chaos compat clean
+.PHONY: venv venv-mpich run test test-fast docs bench $(BENCHES) chaos compat clean
 
 venv: $(VENV)/.installed
 
@@ -66,7 +70,8 @@ run: venv
 	VENV=$(VENV) NP=$(NP) bash jobs/local_mpirun.sh
 
 test: venv venv-mpich .venv-ray-$(OTHER_RAY)/.installed
-	START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV)) $(BIN)/python -m pytest $(PYTEST_ARGS)
+	START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV)) $(BIN)/python -m pytest \
+		-n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # While you change start_ray: the in-process tests (a pytest marker), seconds.
 test-fast: venv
@@ -77,14 +82,64 @@ docs: venv
 	$(BIN)/python -c "from start_ray import options; print(options.markdown(), end='')" \
 		> docs/options.md
 
-bench: venv
-	$(BIN)/python benchmarks/compare.py
-	$(BIN)/python benchmarks/train_ppo.py
-	$(BIN)/python benchmarks/elastic_ppo.py
+# Every figure the README and docs/ quote, one target per study; each
+# publishes benchmarks/results/NAME.md and NAME.json (command, commit, date,
+# machine, versions: benchmarks/evidence.py). Run them on a quiet machine, with
+# the tree committed. `make bench` runs them all (~3.5 h on 2 cores).
+BENCH_ENV = START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV))
+BENCHES = bench-startup bench-peers bench-curve bench-microbenchmark bench-storm \
+	bench-scale bench-log-sync bench-chaos bench-elastic bench-ppo bench-tests
+
+bench: $(BENCHES)
+
+# start-up against the floor and the sleep recipe, teardown, CPU, memory, PPO
+# throughput, on one host
+bench-startup: venv venv-mpich
+	$(BIN)/python benchmarks/compare.py --ranks 1 2 4 --repeat 5
+
+# beside symmetric-run, the NeMo ray.sub pattern, the Theta script and the
+# floor, on 2 and 3 emulated hosts (root)
+bench-peers: venv
+	$(BIN)/python benchmarks/peers.py --hosts 2 3 --rounds 3
+
+# launch -> ready at 1 to 16 emulated hosts (root)
+bench-curve: venv
+	$(BIN)/python benchmarks/peers.py --hosts 1 2 4 8 16 --peers start_ray floor \
+		--rounds 1 --name scale-curve --make bench-curve
+
+bench-microbenchmark: venv
+	$(BIN)/python benchmarks/microbench.py --rounds 3
+
+# the join storm and the teardown with many ranks on one host
+bench-storm: venv
+	$(BIN)/python benchmarks/compare.py --ranks --per-host 16 128 --join-storm 12 \
+		--slots default 3 --storm-runs 2 --ppo-iters 0 --name join-storm --make bench-storm
+
+# rank 0 simulated up to 10,000 hosts x 128 ranks
+bench-scale: venv
+	$(BIN)/python benchmarks/scale_sim.py --hosts 10 100 1000 10000 --repeat 3 \
+		--publish scale-sim
+
+bench-log-sync: venv
+	$(BIN)/python benchmarks/log_sync.py
+
+# the chaos matrix: every case under both MPIs once, the rest at random
+bench-chaos: venv venv-mpich
+	$(BENCH_ENV) $(BIN)/python benchmarks/chaos.py --runs 60
+
+bench-elastic: venv
+	$(BIN)/python benchmarks/elastic_ppo.py --runs 2
+
+# CartPole-v1 to 450, tf2 and torch, 3 seeds each
+bench-ppo: venv
+	$(BIN)/python benchmarks/train_ppo.py --seeds 1 2 3
+
+# the suite's time, per file and its slowest tests
+bench-tests: venv venv-mpich .venv-ray-$(OTHER_RAY)/.installed
+	$(BENCH_ENV) $(BIN)/python benchmarks/test_durations.py --workers $(WORKERS)
 
 # The randomized chaos matrix (benchmarks/chaos.py): prints a table.
-chaos: venv venv-mpich
-	START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV)) $(BIN)/python benchmarks/chaos.py
+chaos: bench-chaos
 
 # The Ray matrix: the every_ray tests on each older Ray (the newest runs
 # everything in `make test`), then a table

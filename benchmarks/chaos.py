@@ -6,20 +6,21 @@ while the head starts, workers join, the driver runs, or during teardown
 
     python benchmarks/chaos.py [--runs 60] [--seed N] [--mpi openmpi mpich]
     python benchmarks/chaos.py --case openmpi-rank0-head --case mpich-rank0-head \
-        --repeat 50 --out chaos-rank0-head.md
+        --repeat 50 --out chaos-rank0-head
 
 Every case runs at least once, the rest are drawn at random; with --case,
 only the named cases run, each --repeat times. Prints a table per case (runs,
 victim hit, exit statuses, leftovers 5 s after the launcher exited, worst
 launcher exit, worst time to clean, worst time for a helper's or raylet's
-rank to notice its death) and writes it to logs/benchmarks/<out> (copied to
-benchmarks/results/). Exits 1 if any run failed its case. About 12 s a run
-on a 2-core machine.
+rank to notice its death) and publishes it as benchmarks/results/<out>.md,
+each run's outcome in <out>.json (benchmarks/evidence.py). Exits 1 if any
+run failed its case. About 12 s a run on a 2-core machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import random
 import shutil
@@ -31,13 +32,12 @@ from typing import Dict, List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path[:0] = [os.path.join(ROOT, "tests"), HERE]
 
 import chaos  # noqa: E402
+import evidence  # noqa: E402
 
 from jobs import MPIS, Jobs  # noqa: E402
-
-OUT = os.path.join(ROOT, "logs", "benchmarks")
 
 
 def plan(runs: int, mpis: List[str], rng: random.Random) -> List[chaos.Case]:
@@ -68,8 +68,8 @@ def table(outcomes: List[chaos.Outcome], seconds: float, seed: int) -> str:
     for outcome in outcomes:
         by_case[outcome.case.name].append(outcome)
     lines = [
-        f"Chaos matrix: {len(outcomes)} runs, seed {seed}, {seconds / 60:.1f} min "
-        f"({time.strftime('%Y-%m-%d')}). Bounds: launcher exit <= "
+        f"Chaos matrix: {len(outcomes)} runs, seed {seed}, {seconds / 60:.1f} min. "
+        f"Bounds: launcher exit <= "
         f"{chaos.LAUNCHER_EXIT_BOUND:g} s after the kill; nothing left "
         f"{chaos.CLEAN_BOUND:g} s after the launcher exit.",
         "",
@@ -96,13 +96,16 @@ def table(outcomes: List[chaos.Outcome], seconds: float, seed: int) -> str:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=60)
+    parser.add_argument("--runs", type=int, default=60,
+                        help="runs in all: every case once (52 with both MPIs), the rest "
+                             "drawn at random")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--mpi", nargs="+", default=list(MPIS), choices=list(MPIS))
     parser.add_argument("--case", action="append", default=[],
                         help="run only this case (mpi-victim-phase); repeatable")
     parser.add_argument("--repeat", type=int, default=1, help="runs of each --case")
-    parser.add_argument("--out", default="chaos.md", help="the table's file name")
+    parser.add_argument("--out", default="chaos",
+                        help="the results' name: benchmarks/results/OUT.md and OUT.json")
     args = parser.parse_args(argv)
     for name in args.mpi:
         missing = MPIS[name].missing()
@@ -134,10 +137,10 @@ def main(argv: Optional[List[str]] = None) -> int:
             print(outcome.explain(), flush=True)
     text = table(outcomes, time.monotonic() - began, seed)
     print("\n" + text)
-    os.makedirs(OUT, exist_ok=True)
-    with open(os.path.join(OUT, args.out), "w") as handle:
-        handle.write(text)
-    shutil.copy(os.path.join(OUT, args.out), os.path.join(HERE, "results", args.out))
+    raw = [{**dataclasses.asdict(outcome), "ok": outcome.ok,
+            "output": outcome.output[-2000:]} for outcome in outcomes]
+    evidence.publish(args.out.removesuffix(".md"), "Chaos: every process of a job killed "
+                     "at every phase", text, {"seed": seed, "runs": raw}, "bench-chaos")
     if all(outcome.ok for outcome in outcomes):
         shutil.rmtree(workdir, ignore_errors=True)
         return 0

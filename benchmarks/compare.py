@@ -26,7 +26,9 @@ nodes), medians over --repeat runs:
 The MPI start-up alone (mpirun + MPI_Init of 2 ranks, no start_ray) is
 measured too: the floor has none. OMPI_MCA_* variables in the environment
 apply to every run and are listed in the table.
-Writes logs/benchmarks/compare.md and compare.png (time to driver against N).
+Publishes benchmarks/results/NAME.md (--name, default compare) with the raw
+measurements in NAME.json (benchmarks/evidence.py), and NAME.png (time to
+driver against N).
 Defaults take about 14 minutes on a 2-core machine.
 """
 
@@ -47,6 +49,7 @@ import uuid
 from typing import Dict, List, Optional
 
 import baselines
+import evidence
 import train_ppo
 
 sys.path.insert(0, os.path.join(baselines.ROOT, "tests"))
@@ -280,7 +283,7 @@ def table(data: dict, args: argparse.Namespace) -> str:
     mca = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items())
                    if k.startswith("OMPI_MCA_")) or "none"
     lines = [
-        f"start_ray against the usual ways of starting Ray, {time.strftime('%Y-%m-%d')}, "
+        f"start_ray against the usual ways of starting Ray on one host, "
         f"{os.cpu_count()} cores; one Ray node per rank (1 CPU each); medians of "
         f"{args.repeat + 1} start_ray runs, {args.sleep_repeat} sleep-recipe runs, "
         f"{args.repeat} floor runs. Floor: `ray start --head` {head:.1f}s + one "
@@ -349,7 +352,6 @@ def table(data: dict, args: argparse.Namespace) -> str:
                   f"CPUs; median env steps/s of iterations 2..{args.ppo_iters} of "
                   f"{args.ppo_runs} alternating runs each): {ours:.0f} under start_ray, "
                   f"{plain:.0f} with a plain local ray.init(): ratio {ours / plain:.2f}"]
-    lines += ["", "Reproduce: `python benchmarks/compare.py " + " ".join(sys.argv[1:]) + "`"]
     return "\n".join(lines)
 
 
@@ -398,6 +400,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("--ppo-iters", type=int, default=4, help="0 skips the PPO part")
     parser.add_argument("--ppo-runs", type=int, default=2,
                         help="PPO runs each way, alternating")
+    parser.add_argument("--name", default="compare",
+                        help="benchmarks/results/NAME.md, .json and .png")
+    parser.add_argument("--make", default="bench-startup", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     global USE_MPI
     USE_MPI = args.mpi
@@ -405,14 +410,12 @@ def main(argv: Optional[List[str]] = None) -> None:
     began = time.time()
     data = measure(args)
     text = table(data, args) + f"\n\n(the whole benchmark took {time.time() - began:.0f}s)"
-    print(text)
-    with open(os.path.join(OUT, "compare.md"), "w") as handle:
-        handle.write(text + "\n")
-    with open(os.path.join(OUT, "compare.json"), "w") as handle:
-        json.dump(data, handle)
     if data["ranks"]:
-        plot(data, os.path.join(OUT, "compare.png"))
-    print(f"wrote {os.path.join(OUT, 'compare.md')} and compare.png")
+        plot(data, os.path.join(evidence.RESULTS, f"{args.name}.png"))
+        text += f"\n\n![time to a ready cluster]({args.name}.png)"
+    print(text)
+    evidence.publish(args.name, "start_ray against the floor and the sleep recipe, one host",
+                     text, data, args.make)
 
 
 if __name__ == "__main__":

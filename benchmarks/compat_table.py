@@ -6,7 +6,8 @@ print a table; exit 1 if any test failed there.
 
 `make compat` runs it on every Ray in OLD_RAYS and on .venv (the newest).
 Each venv runs its own pytest, so start_ray, Ray and the tests' helpers are
-all that venv's; the table goes to stdout and to benchmarks/results/compat.md.
+all that venv's; the table goes to stdout and is published as
+benchmarks/results/compat.md (with compat.json: benchmarks/evidence.py).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import xml.etree.ElementTree as ElementTree
 from typing import Dict, List
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RESULTS = os.path.join(ROOT, "benchmarks", "results", "compat.md")
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path[:0] = [os.path.join(ROOT, "tests"), os.path.join(ROOT, "benchmarks")]
+
+import evidence  # noqa: E402
 
 from jobs import ray_version  # noqa: E402
 
@@ -81,7 +83,7 @@ def main() -> int:
         version = ray_version(python) or "none"
         print(f"== Ray {version} ({venv}): {shlex.join(tests)}", flush=True)
         rows.append((version, venv, run_tests(venv, tests, args.timeout)))
-    lines = [f"Tests: {shlex.join(tests)} ({time.strftime('%Y-%m-%d')})", "",
+    lines = [f"Tests: {shlex.join(tests)}", "",
              "| Ray | venv | passed | failed | skipped | minutes |",
              "|---|---|---:|---:|---:|---:|"]
     for version, venv, found in rows:
@@ -93,9 +95,9 @@ def main() -> int:
         lines += ["", "Failed:"] + [f"- {name}" for name in failed]
     table = "\n".join(lines)
     print("\n" + table, flush=True)
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    with open(RESULTS, "w") as handle:
-        handle.write(table + "\n")
+    evidence.publish("compat", "The Ray matrix", table,
+                     [{"ray": version, "venv": venv, **found} for version, venv, found in rows],
+                     "compat")
     return 1 if failed else 0
 
 

@@ -3,8 +3,8 @@ training is under way, the raylet of the node that runs the algorithm's own
 actor is SIGKILLed (rank 1's when that actor is on the head, which cannot
 come back). Prints per run how long the node took to rejoin, RLlib's healthy
 env runners and their restarts, Tune's trial restarts (train_ppo.py's
---max-failures) and the iterations done; writes the table to
-logs/benchmarks/elastic_ppo.md (copied to benchmarks/results/). Exit 1 if a
+--max-failures) and the iterations done; publishes the table as
+benchmarks/results/elastic_ppo.md, with each run in elastic_ppo.json. Exit 1 if a
 run failed, a node did not come back, or RLlib did not get its env runners
 back.
 
@@ -21,15 +21,15 @@ import datetime
 import glob
 import os
 import re
-import shutil
 import sys
 import time
 from typing import List, Optional
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
+sys.path[:0] = [os.path.join(ROOT, "tests"), HERE]
 
+import evidence  # noqa: E402
 import leftovers as found_by  # noqa: E402
 
 from jobs import Jobs, Running, node_process  # noqa: E402
@@ -120,7 +120,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         f"PPO (tf2, CartPole-v1, {args.iterations} iterations) on 3 Ray nodes (1 CPU each: "
         "the algorithm and 2 env runners); after iteration "
         f"{args.kill_after} the raylet of the algorithm's node was SIGKILLed (rank 1's when "
-        f"the algorithm ran on the head) ({time.strftime('%Y-%m-%d')}).",
+        "the algorithm ran on the head).",
         "",
         "| run | node lost | exit status | rejoined after (s) | healthy env runners "
         "(min -> last) | env runner restarts | trial restarts (--max-failures) | iterations |",
@@ -131,9 +131,7 @@ def main(argv: Optional[List[str]] = None) -> int:
          f"| {r['iterations']} |" for i, r in enumerate(runs, 1)]
     text = "\n".join(lines) + "\n"
     print("\n" + text)
-    with open(os.path.join(OUT, "elastic_ppo.md"), "w") as handle:
-        handle.write(text)
-    shutil.copy(os.path.join(OUT, "elastic_ppo.md"), os.path.join(HERE, "results"))
+    evidence.publish("elastic_ppo", "RLlib PPO through a lost node", text, runs, "bench-elastic")
     ok = all(r["status"] == 0 and r["rejoined"] is not None and r["final_healthy"] == 2
              and r["iterations"] == str(args.iterations) for r in runs)
     return 0 if ok else 1

@@ -27,7 +27,9 @@ from typing import List
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path[:0] = [ROOT, os.path.join(ROOT, "tests")]
+sys.path[:0] = [ROOT, os.path.join(ROOT, "tests"), HERE]
+
+import evidence  # noqa: E402
 
 from start_ray import options  # noqa: E402
 from start_ray.record import log_sync  # noqa: E402
@@ -58,8 +60,9 @@ def synthetic(files: int, looks: int) -> List[float]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def real_job() -> str:
-    """One row from a real 2-node job held 60 s with --sync-logs 1."""
+def real_job() -> List[dict]:
+    """Per rank of a real 2-node job held 60 s with --sync-logs 1: its looks
+    and their CPU milliseconds each, as the rank's log says."""
     from jobs import HOLD_DRIVER, Jobs  # the tests' launcher helpers
     os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT", "1")
     os.environ.setdefault("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
@@ -78,11 +81,9 @@ def real_job() -> str:
             found = re.search(r"copied into the run folder (\d+) time\(s\) while the job ran, "
                               r"([\d.]+) ms of CPU a look", text)
             if found:
-                looks, ms = int(found.group(1)), float(found.group(2))
-                rows.append(f"| real job, {name[:-4]}, --sync-logs 1 | {looks} looks | "
-                            f"{ms:.2f} | {ms / 1000 / DEFAULT * 100:.4f}% | "
-                            f"{ms / 1000 * 100:.3f}% |")
-        return "\n".join(rows)
+                rows.append({"rank": name[:-4], "looks": int(found.group(1)),
+                             "ms_per_look": float(found.group(2)), "rc": result.returncode})
+        return rows
     finally:
         jobs.cleanup()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -93,24 +94,28 @@ def main() -> int:
     parser.add_argument("--looks", type=int, default=20)
     parser.add_argument("--no-job", action="store_true", help="the synthetic part only")
     args = parser.parse_args()
-    lines = [f"--sync-logs cost ({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores). "
-             f"Share of one core = CPU per look / period; default period {DEFAULT:g} s.", "",
-             f"| case | files | CPU per look, median (ms) | share of a core at {DEFAULT:g} s "
+    raw: dict = {"default_period_s": DEFAULT, "growth_bytes": GROWTH, "synthetic": {}}
+    lines = [f"Share of one core = CPU per look / period; default period {DEFAULT:g} s. "
+             f"Synthetic: median of {args.looks - 1} looks (the first copies everything).",
+             "", f"| case | files | CPU per look, median (ms) | share of a core at {DEFAULT:g} s "
              "| share of a core at 1 s |", "|---|---:|---:|---:|---:|"]
     for files in (50, 200, 1000):
-        median = statistics.median(synthetic(files, args.looks)[1:])  # the first copies all
+        costs = synthetic(files, args.looks)
+        raw["synthetic"][files] = costs
+        median = statistics.median(costs[1:])
         lines.append(f"| synthetic, +{GROWTH // 1024} KB per file per look | {files} | "
                      f"{median * 1000:.2f} | {median / DEFAULT * 100:.4f}% | "
                      f"{median * 100:.3f}% |")
     if not args.no_job:
-        lines.append(real_job())
-    text = "\n".join(lines) + "\n"
+        raw["job"] = real_job()
+        for row in raw["job"]:
+            ms = row["ms_per_look"]
+            lines.append(f"| real job (2 nodes, held 60 s), {row['rank']}, --sync-logs 1 "
+                         f"| {row['looks']} looks | {ms:.2f} | {ms / 1000 / DEFAULT * 100:.4f}% "
+                         f"| {ms / 1000 * 100:.3f}% |")
+    text = "\n".join(lines)
     print(text)
-    out = os.path.join(ROOT, "logs", "benchmarks")
-    os.makedirs(out, exist_ok=True)
-    for folder in (out, os.path.join(HERE, "results")):
-        with open(os.path.join(folder, "log_sync.md"), "w") as handle:
-            handle.write(text)
+    evidence.publish("log_sync", "What --sync-logs costs", text, raw, "bench-log-sync")
     return 0
 
 

@@ -573,6 +573,14 @@ def table(rows: List[Dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
+def growth(rows: List[Dict[str, Any]]) -> str:
+    """How rank 0's CPU grows with the hosts, size to size (linear: x10 for
+    ten times the hosts)."""
+    steps = [f"{a['hosts']:,} -> {b['hosts']:,} hosts: x{b['rank0_cpu_s'] / a['rank0_cpu_s']:.1f}"
+             for a, b in zip(rows, rows[1:]) if a["rank0_cpu_s"]]
+    return "\n\nRank 0's CPU, size to size: " + "; ".join(steps) + "." if steps else ""
+
+
 def one(shape: Shape) -> Dict[str, Any]:
     """One size in this process (fresh: a size measured after another would
     pay for the collection of the other's garbage)."""
@@ -601,6 +609,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="runs per size; the row is the one with the median CPU")
     parser.add_argument("--json", help="write the rows here")
+    parser.add_argument("--publish", metavar="NAME",
+                        help="publish the table as benchmarks/results/NAME.md (and .json)")
     parser.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:  # a child: one size, its row as JSON on stdout
@@ -628,6 +638,13 @@ def main(argv: Optional[List[str]] = None) -> int:
               f"(runs: {row['rank0_cpu_s_runs']}), {row['rank0_peak_mb']:.0f} MB, "
               f"{row['wall_s']:.1f} s wall", file=sys.stderr, flush=True)
     print(table(rows))
+    if args.publish:
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import evidence
+        evidence.publish(args.publish, "Rank 0 at scale, simulated (benchmarks/scale_sim.py)",
+                         f"{args.ranks_per_host} ranks per host; per size, the run with the "
+                         f"median CPU of {args.repeat}.\n\n" + table(rows) + growth(rows),
+                         rows, "bench-scale")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"command": " ".join(["python", "benchmarks/scale_sim.py",

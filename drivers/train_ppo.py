@@ -180,7 +180,7 @@ def check_framework(framework: str) -> None:
         fail(unsupported)
     missing = [p for p in FRAMEWORK_PACKAGES[framework] if importlib.util.find_spec(p) is None]
     if missing:
-        install = "tensorflow tf_keras" if framework == "tf2" else "'start_ray[torch]'"
+        install = "tensorflow tf_keras" if framework == "tf2" else "torch"
         fail(f"--framework {framework} needs {', '.join(missing)}, which this Python "
              f"does not have: pip install {install}")
 

@@ -170,7 +170,7 @@ SPECS: List[Spec] = [
     Spec("serve_timeout", _positive_float, None, "SECONDS",
          "with --serve: stop the cluster after this long"),
     Spec("dashboard", _flag, False, None,
-         "start Ray's dashboard (needs start_ray[dashboard], i.e. ray[default]), "
+         "start Ray's dashboard (needs ray[default]: the dashboard extra), "
          "bound to 127.0.0.1 on the head's host; the READY block prints the ssh "
          "tunnel command, and it asks for the job's token"),
     Spec("fail_fast", _flag, False, None,

@@ -6,6 +6,7 @@ import pytest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import leftovers  # noqa: E402
+
 from jobs import Jobs  # noqa: E402
 
 # Every orphan of what a test starts stays in this process's tree, where the

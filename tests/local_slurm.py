@@ -184,6 +184,12 @@ class LocalSlurm:
                     env={**os.environ, **self.env})
         return done.stdout.split()
 
+    def steps(self, job_id: str) -> List[str]:
+        """The ids of the job's steps that Slurm has made (JOB.0, ...)."""
+        done = _run(["squeue", "-h", "-s", "-j", job_id, "-o", "%i"],
+                    env={**os.environ, **self.env})
+        return [step for step in done.stdout.split() if not step.endswith(".batch")]
+
     def queue(self) -> List[str]:
         """The ids of every job pending or running."""
         done = _run(["squeue", "-h", "-o", "%i"], env={**os.environ, **self.env})

@@ -143,15 +143,22 @@ def test_differing_software_is_one_message_naming_ranks_hosts_and_what():
     same = software.Software("3.11.2", "2.60.0", "0.1.0", "/v/bin/ray")
     odd = software.Software("3.11.2", "2.52.1", "0.1.0", "/w/bin/ray")
     hosts = ["a", "b", "c", "c"]
-    assert software.differences([same] * 4, hosts) is None
-    message = software.differences([same, odd, same, same], hosts)
+
+    def groups(runs, hosts):  # as the host leaders send them: grouped per host
+        ranks = range(len(runs))
+        return [group for host in dict.fromkeys(hosts)
+                for group in software.host_groups(
+                    *zip(*[(r, i, h) for r, i, h in zip(runs, ranks, hosts) if h == host]))]
+
+    assert software.differences(groups([same] * 4, hosts)) is None
+    message = software.differences(groups([same, odd, same, same], hosts))
     assert message is not None
     assert "Ray: 2.60.0 on ranks 0,2-3 (a, c); 2.52.1 on rank 1 (b)" in message
     assert "the `ray` command: /v/bin/ray on ranks 0,2-3 (a, c); /w/bin/ray on rank 1 (b)" \
         in message
     assert "Python" not in message.split(":")[1], "what is the same is not named"
     # At scale the line stays a line.
-    many = software.differences([same] * 999 + [odd], [f"h{i}" for i in range(1000)])
+    many = software.differences(groups([same] * 999 + [odd], [f"h{i}" for i in range(1000)]))
     assert many is not None and len(many) < 700
 
 

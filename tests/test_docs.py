@@ -121,7 +121,7 @@ def env_for_docs(tmp_path):
 def laptop_examples():
     """The commands under --help's 'examples on a laptop'."""
     part = cli.EPILOG.split("examples on a laptop")[1].split("\n\n")[0]
-    return [line.strip() for line in part.splitlines()[1:] if line.strip()]
+    return [line.strip() for line in part.splitlines()[1:] if line.startswith("  ")]
 
 
 # A line that shares state with the next (a here-document, a job in the

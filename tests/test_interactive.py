@@ -229,7 +229,7 @@ def test_a_person_logs_into_the_dashboard_with_the_cards_token(served):
     try:
         import selenium  # noqa: F401
     except ImportError:
-        skip_or_fail("browser", "selenium missing: pip install 'start_ray[test]'")
+        skip_or_fail("browser", "selenium missing: pip install -e '.[test]'")
     _, _, card = served
     with open(card["token_file"]) as handle:
         token = handle.read().strip()

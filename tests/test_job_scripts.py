@@ -131,6 +131,18 @@ cat <<END
 END
 """
 BKILL = QDEL
+# A container runtime (apptainer, podman-hpc, shifter): records its command
+# line, then runs the command after the image on the host, in the working
+# folder it was given. Pyxis is srun's own option (the srun stand-in skips it).
+CONTAINER_RUNTIME = """#!/bin/bash
+echo "$0 $*" >> "$STUB_LOG"
+dir=$PWD
+while [ $# -gt 0 ]; do case "$1" in
+  "$IMAGE"|--image="$IMAGE") shift; break ;; --pwd|-w) dir=$2; shift 2 ;; *) shift ;;
+  esac; done
+[ "${{1:-}}" = -- ] && shift
+cd "$dir" && exec "$@"
+"""
 ARGS = "--epochs 5 --name x"
 
 
@@ -156,7 +168,9 @@ def site(tmp_path):
     bin_dir.mkdir(parents=True)
     for name, text in (("aprun", APRUN), ("mpiexec", MPIEXEC), ("srun", SRUN),
                        ("qsub", QSUB), ("qdel", QDEL), ("qstat", QSTAT), ("flux", FLUX),
-                       ("jsrun", JSRUN), ("bsub", BSUB), ("bjobs", BJOBS), ("bkill", BKILL)):
+                       ("jsrun", JSRUN), ("bsub", BSUB), ("bjobs", BJOBS), ("bkill", BKILL),
+                       ("apptainer", CONTAINER_RUNTIME), ("podman-hpc", CONTAINER_RUNTIME),
+                       ("shifter", CONTAINER_RUNTIME)):
         path = bin_dir / name
         path.write_text(text.format(mpirun=MPIRUN))
         path.chmod(0o755)
@@ -282,6 +296,41 @@ def test_slurm_scripts_on_a_stub_srun(jobs, site, script):
     ran_the_users_driver(site, seen)
     assert re.search(rf"srun --mpi=pmix --kill-on-bad-exit=1 (--het-group=0,1 )?python -m "
                      rf"start_ray my_driver.py {ARGS}$", launched(site), re.M)
+
+
+@pytest.mark.parametrize("container,image,launch", [
+    ("apptainer", "start_ray.sif", "apptainer exec --bind {s} --pwd {s} start_ray.sif"),
+    ("podman-hpc", "start_ray:1",
+     "podman-hpc run --rm --net host --shm-size 16g -v {s}:{s} -w {s} --mpi start_ray:1"),
+    ("pyxis", "./start_ray.sqsh", "--container-image=./start_ray.sqsh "
+                                  "--container-mounts={s} --container-workdir={s}"),
+    ("shifter", "docker:me/start_ray:1", "shifter --image=docker:me/start_ray:1"),
+])
+def test_container_script_on_stand_in_runtimes(jobs, site, container, image, launch):
+    """jobs/slurm_container.sbatch: srun starts one container per task, on the
+    host's network, the submit folder mounted where it is; start_ray and the
+    driver run in it. The runtimes are stand-ins here (they run the command
+    on the host); Charliecloud and podman run for real in test_containers.py."""
+    options = "--mpi" if container == "podman-hpc" else ""
+    # No venv on the host: the image has start_ray (here the stand-ins find
+    # the venv's python on PATH, as the image's would be).
+    path = os.path.dirname(site["python"]) + os.pathsep + os.environ["PATH"]
+    result, seen = run_script(jobs, site, "slurm_container.sbatch", {
+        "SLURM_JOB_ID": "9494", "SLURM_NTASKS": "2", "CONTAINER": container,
+        "IMAGE": image, "CONTAINER_OPTIONS": options, "PATH": path})
+    ran_the_users_driver(site, seen)
+    expected = launch.format(s=site["submit"])
+    assert re.search(rf"srun --mpi=pmix --kill-on-bad-exit=1 (\S+ )?{re.escape(expected)} "
+                     rf"python -m start_ray my_driver.py {ARGS}$", launched(site), re.M), \
+        launched(site)
+    assert "in Slurm job 9494" in result.stdout
+
+
+def test_container_script_refuses_an_unknown_runtime(jobs, site):
+    result = jobs.launch(["bash", os.path.join(JOBS, "slurm_container.sbatch")], {
+        **site["env"], "CONTAINER": "docker", "IMAGE": "x"}, cwd=site["home"]).wait(60)
+    assert result.returncode == 2
+    assert "CONTAINER=docker: one of apptainer" in result.stderr
 
 
 def test_the_template_runs_the_users_program(jobs, site):

@@ -290,6 +290,35 @@ def test_the_ppo_example_chains_to_its_stop_criterion(jobs, slurm, tmp_path):
     assert_job_left_nothing(job)
 
 
+def test_a_warning_as_a_link_starts_does_not_end_the_chain(jobs, slurm, tmp_path):
+    """The walltime warning reaches the first link the moment its step exists
+    (Slurm's coarse timer with a short time limit), to every process of the
+    job, batch shell and step alike (scancel --full), twice: whatever the
+    tasks managed by then, the link says "not done" and the next one counts
+    to the target. Before, the step died of SIGUSR1 (srun: 138) and the
+    chain ended as failed."""
+    state = tmp_path / "count"
+    first, job = submit_chain(jobs, slurm, tmp_path, {
+        "DRIVER": COUNTER, "DRIVER_ARGS": f"--state {state} --target 3 --step-seconds 0.5"})
+    deadline = time.monotonic() + 120
+    while not slurm.steps(first):
+        assert slurm.queue(), "the chain ended before its first step"
+        assert time.monotonic() < deadline, "the first link's step never started"
+        time.sleep(0.01)
+    for _ in range(2):
+        slurm.scancel(first, "--full", "--signal=USR1")
+        time.sleep(1)
+    slurm.wait_for_empty_queue(timeout=300)
+    links = link_outputs(tmp_path)
+    assert len(links) >= 2 and links[0][0] == first, links
+    output = links[0][1]
+    assert slurm.record(first)["ExitCode"] == "0:0", output
+    assert f"chain {first}: not done; job {links[1][0]} continues it" in output, output
+    assert f"chain {first}: done after {len(links)} link(s)" in links[-1][1]
+    assert state.read_text() == "3"
+    assert_job_left_nothing(job)
+
+
 def test_a_link_that_fails_ends_the_chain(jobs, slurm, tmp_path):
     """A real failure (here the driver's exit 2 for bad input), not the
     walltime: the queued link is cancelled instead of looping."""

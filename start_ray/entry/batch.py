@@ -6,8 +6,10 @@ from its own folder) and with any driver.
                                           passed on to it (step.py)
     chain [--max-links N] [--warn-before S] [--script PATH] -- STEP...
                                           one link of a chain (chain.py)
-    example                               the path of the example driver,
-                                          drivers/train_ppo.py of this checkout
+    example [NAME]                        the path of an example driver
+                                          (train_ppo, cluster_info, ...): in a
+                                          checkout, its drivers/; installed, the
+                                          copy in <venv>/share/start_ray/drivers
 """
 
 from __future__ import annotations
@@ -30,12 +32,32 @@ examples (in a batch script, after activating the environment):
 """
 
 
-def example_driver() -> str:
-    """drivers/train_ppo.py beside this package (a checkout, or `pip install
-    -e`), else the relative path (start_ray then says it is not found)."""
+# Where an installed (non-editable) start_ray keeps the example drivers:
+# setup.cfg's data_files, under the environment's prefix.
+INSTALLED_DRIVERS = os.path.join("share", "start_ray", "drivers")
+
+
+def drivers_folder() -> str:
+    """drivers/ beside this package (a checkout, or `pip install -e`), else
+    the copy that `pip install .` or a wheel put under sys.prefix."""
     package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    beside = os.path.join(os.path.dirname(package), "drivers", "train_ppo.py")
-    return beside if os.path.isfile(beside) else os.path.join("drivers", "train_ppo.py")
+    beside = os.path.join(os.path.dirname(package), "drivers")
+    if os.path.isfile(os.path.join(beside, "train_ppo.py")):
+        return beside
+    return os.path.join(sys.prefix, INSTALLED_DRIVERS)
+
+
+def example_driver(name: str = "train_ppo") -> str:
+    """The path of the example driver `name` (a file in drivers/)."""
+    folder = drivers_folder()
+    path = os.path.join(folder, name if name.endswith(".py") else name + ".py")
+    if os.path.isfile(path):
+        return path
+    found = sorted(entry[:-3] for entry in os.listdir(folder) if entry.endswith(".py")) \
+        if os.path.isdir(folder) else []
+    raise UsageError(f"no example driver {name!r} in {folder}"
+                     + (f": one of {', '.join(found)}" if found else
+                        " (start_ray is installed without its drivers)"))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -58,7 +80,9 @@ def parser() -> argparse.ArgumentParser:
                                    "job runs, as the scheduler reports it) [CHAIN_SCRIPT]")
         verb.add_argument("step", nargs=argparse.REMAINDER, metavar="-- STEP",
                           help="the job step: srun/mpiexec/aprun ... python -m start_ray ...")
-    verbs.add_parser("example", help="print the path of the example driver (train_ppo.py)")
+    example = verbs.add_parser("example", help="print the path of an example driver")
+    example.add_argument("name", nargs="?", default="train_ppo",
+                         help="train_ppo (default), cluster_info, api_example, ...")
     return top
 
 
@@ -67,7 +91,11 @@ def main(argv: Optional[List[str]] = None, inbox: Optional[SignalInbox] = None) 
     (a warning that came before the step started is passed on as it starts)."""
     args = parser().parse_args(sys.argv[1:] if argv is None else argv)
     if args.verb == "example":
-        print(example_driver())
+        try:
+            print(example_driver(args.name))
+        except UsageError as err:
+            print(f"python -m start_ray.jobs example: error: {err}", file=sys.stderr)
+            return 2
         return 0
     step = args.step[1:] if args.step[:1] == ["--"] else args.step
     if not step:

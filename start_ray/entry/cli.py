@@ -43,12 +43,13 @@ python -m start_ray [OPTIONS] DRIVER [DRIVER_ARGS ...]
        python -m start_ray {attach,stop} [RUN] ...   (see --help of each)"""
 
 EPILOG = """\
-examples on a laptop (in the project folder, its venv active):
-  python -m start_ray --dry-run drivers/cluster_info.py
-  mpirun -np 2 python -m start_ray --node-per-rank drivers/cluster_info.py
-  mpirun -np 2 python -m start_ray --node-per-rank drivers/train_ppo.py --stop-iters 2
+examples on a laptop (the venv active; `python -m start_ray.jobs example NAME`
+prints the path of an example driver):
+  python -m start_ray --dry-run "$(python -m start_ray.jobs example cluster_info)"
+  mpirun -np 2 python -m start_ray --node-per-rank "$(python -m start_ray.jobs example cluster_info)"
+  mpirun -np 2 python -m start_ray --node-per-rank "$(python -m start_ray.jobs example)" --stop-iters 2
   mpirun -np 2 python -m start_ray --node-per-rank --serve --serve-timeout 30
-  python -m start_ray drivers/cluster_info.py --ray-address {ray_address}
+  python -m start_ray "$(python -m start_ray.jobs example cluster_info)" --ray-address {ray_address}
 
 examples in a batch job:
   srun --mpi=pmix python -m start_ray --interface ib0 my_driver.py --epochs 10
