@@ -91,10 +91,19 @@ class Run:
         self.launched = time.time()
 
     def on(self, host: str, cmd: List[str], **env: str) -> subprocess.Popen:
-        proc = subprocess.Popen(self.hosts.command_on(host, cmd), env={**self.env, **env},
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(os.path.join(self.tmp, f"out-{len(self.procs)}.log"), "w") as out:
+            proc = subprocess.Popen(self.hosts.command_on(host, cmd), env={**self.env, **env},
+                                    stdout=out, stderr=subprocess.STDOUT)
         self.procs.append(proc)
         return proc
+
+    def outputs(self) -> str:
+        """The end of what the launched processes printed (for a failed run)."""
+        text = ""
+        for index in range(len(self.procs)):
+            with open(os.path.join(self.tmp, f"out-{index}.log"), errors="replace") as handle:
+                text += f"[{index}] " + handle.read()[-1500:] + "\n"
+        return text
 
     def wait_on(self, host: str, cmd: List[str], timeout: float = 180, **env: str) -> str:
         done = subprocess.run(self.hosts.command_on(host, cmd), env={**self.env, **env},
@@ -115,18 +124,24 @@ class Run:
         return ["--node-ip-address", self.hosts.address(index), "--temp-dir",
                 os.path.join(self.tmp, f"h{index}"), *COMMON]
 
-    def close(self) -> None:
-        baselines.kill_marked(self.mark)
+    def close(self) -> int:
+        """Stop everything the run started; how many of its processes were
+        still there after three rounds of stopping (0: none)."""
+        for _ in range(3):
+            baselines.kill_marked(self.mark)
+            if not baselines.marked(self.mark):
+                break
         for proc in self.procs:
             if proc.poll() is None:
                 proc.kill()
             proc.wait(timeout=30)
         shutil.rmtree(self.tmp, ignore_errors=True)
+        return len(baselines.marked(self.mark))
 
 
 def mpirun(run: Run, program: List[str]) -> List[str]:
-    return [MPIRUN, "--oversubscribe", "--host", ",".join(f"{h}:1" for h in run.names),
-            "-np", str(run.n), *program]
+    return [MPIRUN, "--oversubscribe", "--map-by", "ppr:1:node",
+            "--host", ",".join(f"{h}:1" for h in run.names), "-np", str(run.n), *program]
 
 
 def launcher_exit(run: Run, proc: subprocess.Popen, limit: float) -> Dict[str, object]:
@@ -230,11 +245,15 @@ def one(peer: str, hosts: EmulatedHosts, n: int, limit: float) -> Dict[str, obje
         found = RUNNERS[peer](run, limit)
         if not found.get("floor"):
             found["connected"] = run.connected()
+        if found["connected"] is None:
+            found["output"] = run.outputs()
     except Exception as err:  # a peer that failed is a result, not a crash
         found = {"connected": None, "exit": None, "exited": False, "rc": None,
                  "note": f"failed: {err}"}
     finally:
-        run.close()
+        left = run.close()
+    if left:
+        found["note"] = f"{found.get('note', '')}; {left} process(es) left after stopping"
     return {"peer": peer, "hosts": n, **found}
 
 
