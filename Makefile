@@ -100,7 +100,7 @@ bench-startup: venv venv-mpich
 # beside symmetric-run, the NeMo ray.sub pattern, the Theta script and the
 # floor, on 2 and 3 emulated hosts (root)
 bench-peers: venv
-	$(BIN)/python benchmarks/peers.py --hosts 2 3 --rounds 3
+	$(BIN)/python benchmarks/peers.py --hosts 2 3 --rounds 2
 
 # launch -> ready at 1 to 16 emulated hosts (root)
 bench-curve: venv

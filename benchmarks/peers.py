@@ -16,8 +16,10 @@ the driver ended ("exit"). The peers:
   token authentication on (its default);
 - symmetric-run: `mpirun ... ray symmetric-run --address H0:PORT --min-nodes N
   -- DRIVER` (the Ray in this venv; it polls for the nodes every 5 s, and runs
-  `ray stop` on every host at the end, which stops every Ray on a machine:
-  fine here only because nothing else runs);
+  `ray stop` on every host at the end, which stops every Ray on a machine);
+  each rank in a PID namespace of its own (`unshare --pid --fork
+  --mount-proc`): the emulated hosts share one process table, and
+  symmetric-run refuses to start a node where it sees a gcs_server already;
 - nemo-ray-sub: the pattern of NVIDIA NeMo's `ray.sub`, written from its public
   description (not its code): one launch per host (as `srun --nodes=1 -w
   HOST`), the head with `ray start --head --block`, a `ray status` poll every
@@ -164,8 +166,12 @@ def start_ray(run: Run, limit: float) -> Dict[str, object]:
 
 
 def symmetric_run(run: Run, limit: float) -> Dict[str, object]:
-    # Each host's Ray in a temp dir of its own (the hosts share /tmp here).
-    program = ["sh", "-c", f'exec {RAY} symmetric-run --address {run.address} '
+    # Each host's Ray in a temp dir of its own (the hosts share /tmp here),
+    # and a process table of its own (a PID namespace), as on a real host:
+    # symmetric-run refuses to start where it sees a gcs_server, and its
+    # `ray stop` stops every Ray it sees.
+    program = ["unshare", "--pid", "--fork", "--mount-proc",
+               "sh", "-c", f'exec {RAY} symmetric-run --address {run.address} '
                f'--min-nodes {run.n} --num-cpus 1 --disable-usage-stats '
                f'--temp-dir {run.tmp}/$(hostname) -- "$@"', "sh", *run.driver()]
     proc = run.on(run.names[0], mpirun(run, program), RAY_ADDRESS=run.address)
