@@ -1,9 +1,9 @@
 """Is start_ray's cluster as fast as a plain one? Two RPC-bound tests of
 Ray's own microbenchmark ("single client tasks sync", "1:1 actor calls
 sync": benchmarks/microbench_driver.py) on start_ray's cluster (token
-authentication and all: `mpirun -np 1 python -m start_ray DRIVER`) and on a
-plain `ray start --head` cluster (Ray's defaults, auth off as in
-benchmarks/baselines.py), alternating, --rounds rounds. Reports each run and,
+authentication and all: `mpirun --bind-to none -np 1 python -m start_ray
+DRIVER`) and on a plain `ray start --head` cluster (Ray's defaults, auth off
+as in benchmarks/baselines.py), alternating, --rounds rounds. Reports each run and,
 per test, the medians and start_ray / plain.
 
     python benchmarks/microbench.py [--rounds 3] [--cpus 2]
@@ -50,7 +50,11 @@ def under_start_ray(cpus: int) -> Dict[str, list]:
                OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1", OMPI_MCA_btl="^ofi",
                START_RAY_LOG_DIR=os.path.join(tmp, "logs"))
     try:
-        done = subprocess.run([os.path.join(BIN, "mpirun"), "-np", "1", sys.executable, "-m",
+        # --bind-to none: Open MPI binds a job of 1 or 2 ranks to one core
+        # each, and a rank's Ray node inherits it; the plain cluster has every
+        # core (what a user with a whole host wants: docs/resources-gpus.md).
+        done = subprocess.run([os.path.join(BIN, "mpirun"), "--bind-to", "none", "-np", "1",
+                               sys.executable, "-m",
                                "start_ray", "--num-cpus", str(cpus), DRIVER], env=env,
                               capture_output=True, text=True, timeout=600)
         if done.returncode != 0:
