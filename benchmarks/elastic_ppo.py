@@ -114,7 +114,10 @@ def main(argv: Optional[List[str]] = None) -> int:
     os.makedirs(workdir)
     runs = []
     for i in range(args.runs):
-        runs.append(one_run(args.iterations, args.kill_after, workdir))
+        # a folder per run: the iterations are counted in the run's own driver.log
+        run_dir = os.path.join(workdir, f"run-{i + 1}")
+        os.makedirs(run_dir)
+        runs.append(one_run(args.iterations, args.kill_after, run_dir))
         print(f"[{i + 1}/{args.runs}] {runs[-1]}", flush=True)
     lines = [
         f"PPO (tf2, CartPole-v1, {args.iterations} iterations) on 3 Ray nodes (1 CPU each: "

@@ -13,6 +13,7 @@ from emulated_hosts import EmulatedHosts, unavailable
 from jobs import DRIVER, MPIRUN, PYTHON, ROOT, assert_nothing_left
 
 PER_HOST = {"START_RAY_NODE_PER_RANK": "0"}  # the default placement
+AFFINITY = os.path.join(ROOT, "tests", "drivers", "affinity.py")
 
 
 def test_ranks_of_one_host_share_one_ray_node(jobs):
@@ -38,6 +39,21 @@ def test_ranks_of_one_host_share_one_ray_node(jobs):
     assert "none left" in result.stdout
     assert_nothing_left(result)
     assert os.listdir(result.temp_root) == []
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+def test_a_node_runs_on_the_cpus_of_all_the_ranks_it_stands_for(jobs):
+    """Open MPI binds each rank of a 2-rank job to a core of its own: the
+    host's node offers both cores, and its processes (and the driver) run on
+    both, not only on the core of the rank that started it."""
+    cmd = [MPIRUN, "--bind-to", "core", "-np", "2", PYTHON, "-m", "start_ray", AFFINITY]
+    result = jobs.launch(cmd, PER_HOST).wait(180)
+    assert result.returncode == 0, result.output
+    found = result.report("AFFINITY")
+    assert found["task"] == found["raylet"] == found["driver"], found
+    assert len(found["task"]) == found["cpus"] >= 2, found
+    assert "the Ray node runs on CPUs" in result.rank0_log
+    assert_nothing_left(result)
 
 
 # ------------------------------------------------------------- multi-host

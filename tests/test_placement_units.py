@@ -1,6 +1,10 @@
 """Resource detection and placement from synthetic environments: every
 source the detection reads, and the placement every rank computes."""
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 from start_ray.errors import UsageError
@@ -219,6 +223,10 @@ def test_one_node_per_host_with_all_its_ranks():
     assert [n.cpus.value for n in nodes] == [2, 2, 4]  # union of the ranks' affinity
     assert nodes[1].ray_args()[:4] == ["--node-ip-address", "10.0.0.2", "--num-cpus", "2"]
     assert placement.node_of(1, nodes) is None and placement.node_of(2, nodes) is nodes[1]
+    # ...and its processes run on that union (a launcher binds each rank to a core)
+    assert [list(n.cpu_set) for n in nodes] == [[0, 1], [0, 1], []]
+    assert ("    CPUs          2 (CPU affinity of this host's ranks: 2); its processes on "
+            "CPUs 0-1") in nodes[0].describe_lines()
 
 
 def test_node_per_rank_and_ranks_in_any_order():
@@ -227,6 +235,7 @@ def test_node_per_rank_and_ranks_in_any_order():
     assert [(n.rank, tuple(n.ranks), n.nodes_on_host) for n in nodes] == [
         (0, (0,), 2), (1, (1,), 1), (2, (2,), 2)]
     assert nodes[0].cpus.value == 1  # 2 CPUs shared by the host's 2 nodes
+    assert not any(n.cpu_set for n in nodes)  # each node where its rank runs
 
 
 def test_slurm_gpu_binding_gives_the_node_every_ranks_gpu():
@@ -278,6 +287,24 @@ def test_interface_address_and_error_lists_interfaces():
     with pytest.raises(network.AddressError, match="interfaces there: .*lo \\(127.0.0.1\\)"):
         network.interface_address("nonexistent0")
     assert network.reach("127.0.0.1", 1, timeout=2)  # nothing listens on port 1
+
+
+def test_a_process_is_let_run_on_the_cpus_of_its_node():
+    """resources.run_on: every thread of the process, and only a change
+    counts as one."""
+    cpus = sorted(os.sched_getaffinity(0))
+    child = subprocess.Popen([sys.executable, "-c", "import sys, threading; "
+                              "threading.Thread(target=sys.stdin.read).start(); sys.stdin.read()"],
+                             stdin=subprocess.PIPE)
+    try:
+        os.sched_setaffinity(child.pid, cpus[:1])
+        assert resources.run_on(child.pid, cpus) is (len(cpus) > 1)
+        for tid in os.listdir(f"/proc/{child.pid}/task"):
+            assert sorted(os.sched_getaffinity(int(tid))) == cpus
+        assert resources.run_on(child.pid, cpus) is False
+    finally:
+        child.kill()
+        child.wait(timeout=10)
 
 
 def test_probe_sees_this_process():

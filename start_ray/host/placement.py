@@ -89,6 +89,11 @@ class NodePlan:
     device_env: Dict[str, Optional[str]] = dataclasses.field(default_factory=dict)
     collectives: Dict[str, str] = dataclasses.field(default_factory=dict)
     user_collectives: Dict[str, str] = dataclasses.field(default_factory=dict)
+    # The CPUs its processes run on when it stands for several ranks of its
+    # host (the union of their affinities, which its CPU count is made of);
+    # empty: where its rank runs. A launcher that binds each rank to a core
+    # would otherwise put all of a node's Ray processes on its owner's core.
+    cpu_set: RankSet = dataclasses.field(default_factory=lambda: RankSet.of(()))
 
     @property
     def env(self) -> Dict[str, Optional[str]]:
@@ -129,7 +134,8 @@ class NodePlan:
         return [f"node of rank {self.rank} on {self.host}, for rank(s) "
                 f"{self.ranks.text()}:",
                 f"    address       {self.ip} ({self.ip_source})",
-                f"    CPUs          {self.cpus.text()}",
+                f"    CPUs          {self.cpus.text()}"
+                + (f"; its processes on CPUs {self.cpu_set.text()}" if self.cpu_set else ""),
                 f"    GPUs          {self.gpus.text()}{self._device_text()}",
                 f"    memory        {self.memory['--memory'].text('GiB')}",
                 f"    object store  {self.memory['--object-store-memory'].text('GiB')}",
@@ -229,6 +235,7 @@ def _node(group: List[Probe], host_group: List[Probe], options: Options,
         memory=resources.memory_args(options.ray_args, memory, nodes_on_host,
                                      leader.available_memory, leader.shm_free),
         nodes_on_host=nodes_on_host,
+        cpu_set=RankSet.of(union if nodes_on_host == 1 and len(host_group) > 1 else ()),
         store_on_disk=not user_store and resources.shm_too_small(leader.shm_free,
                                                                  nodes_on_host),
         temp=(f"{tempdirs.job_dir(leader.temp_root, '<job>')}/<rank> ({leader.temp_why}); "

@@ -252,6 +252,25 @@ def affinity() -> List[int]:
         return list(range(os.cpu_count() or 1))
 
 
+def run_on(pid: int, cpus: Sequence[int]) -> bool:
+    """Let every thread of process `pid` run on `cpus` (the processes it
+    starts from then on inherit that); False if it already could."""
+    wanted = set(cpus)
+    try:
+        threads = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+    except OSError:
+        threads = [pid]
+    changed = False
+    for tid in threads:
+        try:
+            if os.sched_getaffinity(tid) != wanted:
+                os.sched_setaffinity(tid, wanted)
+                changed = True
+        except ProcessLookupError:
+            continue  # a thread that ended meanwhile
+    return changed
+
+
 def _cgroup_paths(controller: str) -> List[str]:
     """Folders of this process's cgroup for `controller`, leaf first, up to
     the mount point (v2 unified or v1 per-controller)."""

@@ -10,6 +10,7 @@ the `ray start` itself. Every process goes through the process owner's
 from __future__ import annotations
 
 import logging
+import os
 from typing import Dict, List, Optional
 
 from start_ray.host import network, resources
@@ -88,6 +89,7 @@ class NodeLauncher:
                              "%s before it was used: running `ray start` anew",
                              ready.process.pid, helpers.how_it_ended(ready.process.wait()))
             ready = None
+        self.run_on_the_nodes_cpus(ready)
         # Ray's processes ignore the walltime signal: it is for the driver,
         # but Slurm hands it to every process of the job.
         self.node = RayNode(role_args + args, self.ray_env(), temp_dir,
@@ -95,6 +97,29 @@ class NodeLauncher:
                             ignored_signals=[self.options.walltime_signal], ready=ready,
                             spawn=self.owner.popen)
         return self.node
+
+    def run_on_the_nodes_cpus(self, ready: Optional[ReadyRay]) -> None:
+        """A node that stands for several ranks of its host offers their CPUs
+        (the union of their affinities), so its processes must run on all of
+        them, not only where the launcher bound this rank (Open MPI binds
+        each rank of a small job to a core). This rank, and the `ray`
+        imported ahead, are widened before `ray start`: what they start
+        inherits it, the driver on rank 0 too."""
+        assert self.plan is not None
+        cpus = list(self.plan.cpu_set)
+        if not cpus:
+            return
+        try:
+            widened = [pid for pid in [os.getpid()] + ([ready.process.pid] if ready else [])
+                       if resources.run_on(pid, cpus)]
+        except OSError as err:  # CPUs outside this rank's cgroup, say
+            self.log.warning("the Ray node offers CPUs %s (its ranks' affinity) but cannot run "
+                             "on them from this rank (%s): it runs where this rank was bound",
+                             self.plan.cpu_set.text(), err)
+            return
+        if widened:
+            self.log.info("the Ray node runs on CPUs %s, those of the ranks it stands for "
+                          "(the launcher bound this rank to fewer)", self.plan.cpu_set.text())
 
     def node_table(self) -> NodeTable:
         """Rank 0's reader of the GCS node table (a helper process, watched)."""
