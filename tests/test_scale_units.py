@@ -1,6 +1,6 @@
 """The parts of start_ray that matter as jobs grow, in-process: join slots,
 grouped host names, progress lines, the head's CPUs, limits too small for
-a job's size. The real-process side: test_join_slots.py and
+a job's size. The real-process side: test_scale.py and
 benchmarks/compare.py --per-host / --join-storm."""
 
 import signal
