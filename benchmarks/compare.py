@@ -198,7 +198,7 @@ def join_storm(nodes: int, settings: List[str], runs: int) -> Dict[str, List[dic
                         rank0 = handle.read()
             table.setdefault(setting, []).append({
                 "rc": run["rc"],
-                "ready": seconds_in(r"alive after ([\d.]+)s", run["output"]),
+                "ready": seconds_in(r"READY: \d+ node\(s\), .*, after ([\d.]+)s", run["output"]),
                 "at_once": joins_at_once(run["run_dir"]) if run["run_dir"] else None,
                 "retried": len(re.findall(r"attempt \d+ to join failed",
                                           "".join(_rank_logs(run["run_dir"])))),
@@ -299,7 +299,7 @@ def table(data: dict, args: argparse.Namespace) -> str:
         f"| CPU s of rank 0 in {args.hold:g}s | CPU s per other rank | RSS rank 0 (MiB) "
         "| RSS other rank (MiB) |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    ] if data["ranks"] else []  # --ranks with none: only the tables asked for
     for np, row in data["ranks"].items():
         floor = head + (join if np > 1 else 0.0)
         rank0 = [r for r in row["held"] if r["rank0"]]
