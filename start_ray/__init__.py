@@ -21,7 +21,7 @@ the rule of what each may import):
 
 from typing import Any
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 __all__ = ["cluster", "execute", "ClusterError", "ClusterInfo", "UsageError", "__version__"]
 
 # Imported on first use: `python -m start_ray --help` and the helper processes
