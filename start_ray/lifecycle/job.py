@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import gc
 import sys
 import time
 from typing import (
@@ -308,6 +309,10 @@ class Job:
         self.role = HeadRank(*parts) if agreed.rank == 0 else WorkerRank(*parts)
         if agreed.rank == 0:
             preflight.log_plan(agreed, self.options, self.log, self.channel.mpi_library())
+        # The plan lives as long as the job: kept out of the cyclic garbage
+        # collector's scans, which would otherwise walk it (O(ranks) objects
+        # on rank 0) at every full collection until the end.
+        gc.freeze()
         if self.options.dry_run:  # every rank probed; nothing starts
             if agreed.rank == 0:
                 self.log.info("dry run: nothing was started (without --dry-run, this would)")
