@@ -65,9 +65,17 @@ def _mpi_version(launcher: str) -> str:
     return found.group(1) if found else ""
 
 
+def _start_ray_version() -> str:
+    """The checkout's own version: an editable install's metadata keeps the
+    version it was installed with (0.2.0 after the bump to 0.3.0, here)."""
+    with open(os.path.join(ROOT, "start_ray", "__init__.py")) as handle:
+        found = re.search(r'^__version__ = "([^"]+)"', handle.read(), re.M)
+    return found.group(1) if found else ""
+
+
 def versions() -> Dict[str, str]:
-    found = {"python": platform.python_version()}
-    for package in ("ray", "start_ray", "mpi4py", "tensorflow", "torch", "gymnasium"):
+    found = {"python": platform.python_version(), "start_ray": _start_ray_version()}
+    for package in ("ray", "mpi4py", "tensorflow", "torch", "gymnasium"):
         try:  # from the installed metadata: importing TensorFlow takes seconds
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
