@@ -25,7 +25,11 @@ MARK = "START_RAY_JOB"
 
 # Renames itself with Ray's own setproctitle (as Ray's agents do), with a
 # title long enough to overwrite its whole command line and environment
-# (however large the environment the tests run in), then waits.
+# (however large the environment the tests run in), then waits. The title
+# fills only the contiguous area up to the first variable the process has set
+# again since it started (`import ray` sets RAY_CLIENT_MODE, for one, so the
+# environment's tail survives when the tests' own environment holds it):
+# start_renamed puts the marker first, where the rename always reaches.
 RENAMED = textwrap.dedent("""
     import sys, time, ray._raylet
     size = sum(len(open(f"/proc/self/{name}", "rb").read()) for name in ("cmdline", "environ"))
@@ -42,7 +46,7 @@ def owner():
 
 
 def start_renamed(value, owner=None):
-    env = {**os.environ, MARK: value}
+    env = {MARK: value, **{k: v for k, v in os.environ.items() if k != MARK}}
     proc = (owner.popen if owner else proctree.popen)(
         [sys.executable, "-c", RENAMED], env=env, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "renamed"
