@@ -54,6 +54,12 @@ class Mpi:
     def command(self, np: int, cmd: Sequence[str], extra: Sequence[str] = ()) -> List[str]:
         return [self.launcher, *self.launcher_args, *extra, "-n", str(np), *cmd]
 
+    def killed_by(self, signum: int) -> Tuple[int, ...]:
+        """The launcher's exit status when its tasks die of `signum`: Open
+        MPI's 128+N; Hydra's N, or N|9 when it SIGKILLed the rest (the
+        bitwise OR of its tasks' statuses)."""
+        return (128 + signum,) if self.name == "openmpi" else (signum, signum | signal.SIGKILL)
+
     def missing(self) -> Optional[str]:
         """Why this MPI cannot be used here, or None."""
         for path in (self.python, self.launcher):

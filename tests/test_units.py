@@ -253,6 +253,12 @@ def test_a_step_ended_by_the_walltime_signal_itself_is_not_done():
     assert chain.outcome(75, warned=False) == "continues"
     assert chain.outcome(0, warned=False) == "done"
     assert chain.outcome(1, warned=True) == "failed"
+    # MPICH's mpiexec: the OR of its tasks' statuses, a signal as its number
+    assert chain.outcome(signal.SIGUSR1, warned=True) == "continues"  # every task died of it
+    assert chain.outcome(signal.SIGUSR1 | signal.SIGKILL, warned=True) == "continues"
+    assert chain.outcome(signal.SIGUSR1, warned=False) == "failed", "a driver's own exit 10"
+    assert chain.outcome(signal.SIGUSR1 | 1, warned=True) == "continues"  # 11 either way
+    assert chain.outcome(signal.SIGUSR1 | 4, warned=True) == "failed"
 
 
 def test_the_walltime_signal_is_read_before_the_command_line_is_parsed():

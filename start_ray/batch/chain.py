@@ -3,7 +3,8 @@ job's time limit. Any driver can take part; the contract is its exit status:
 
     on the walltime warning: save your state, exit 0   the chain goes on
     exit 75 (EX_TEMPFAIL), with or without a warning   the chain goes on
-    killed by the walltime signal itself (128+N)       the chain goes on
+    killed by the walltime signal itself (128+N;       the chain goes on
+      N or N|9 from MPICH's mpiexec, once warned)
     exit 0 without a warning                           done: the chain ends
     any other status                                   failed: the chain ends
 
@@ -29,7 +30,7 @@ import signal
 from typing import Mapping, Optional, Sequence
 
 from start_ray.batch import scheduler
-from start_ray.batch.step import Step, say
+from start_ray.batch.step import Step, died_of, say
 from start_ray.errors import UsageError
 
 NOT_DONE = 75  # EX_TEMPFAIL: "try again", the chain goes on
@@ -39,7 +40,7 @@ CHAIN_ID = "START_RAY_CHAIN_ID"
 
 def outcome(status: int, warned: bool, walltime_signal: int = signal.SIGUSR1) -> str:
     """`continues`, `done` or `failed`, by the contract above."""
-    if status in (NOT_DONE, 128 + walltime_signal) or (status == 0 and warned):
+    if status == NOT_DONE or died_of(status, walltime_signal, warned) or (status == 0 and warned):
         return "continues"
     return "done" if status == 0 else "failed"
 

@@ -79,7 +79,7 @@ class Step:
     def ended_by_warning(self, status: int) -> bool:
         """The step died of the walltime signal itself (a task that had no
         handler yet when the scheduler sent it to every process)."""
-        return status == 128 + self.walltime_signal
+        return died_of(status, self.walltime_signal, self.warned.is_set())
 
     def _warn_in_time(self, scheduler: Scheduler, before: float) -> None:
         """The warning `before` seconds before the time limit, counted from
@@ -93,6 +93,18 @@ class Step:
         timer = threading.Timer(delay, self.warn, args=("start_ray, before the time limit",))
         timer.daemon = True
         timer.start()
+
+
+def died_of(status: int, signum: int, sent: bool) -> bool:
+    """Whether a step's exit status says its tasks died of `signum`, by each
+    launcher's convention: 128+N from srun, Open MPI's mpirun and a shell;
+    N from MPICH's Hydra mpiexec, which exits with the bitwise OR of its
+    tasks' statuses (a signal counting as its number), so N when every task
+    died of it and N|9 when the rest were then SIGKILLed by mpiexec. The
+    Hydra forms are read so only when the signal was in fact sent: otherwise
+    they are a driver's own exit status."""
+    hydra = (signum, signum | signal.SIGKILL)
+    return status == 128 + signum or (sent and status in hydra)
 
 
 def say(text: str) -> None:
