@@ -36,7 +36,7 @@ BIN      := $(VENV)/bin
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: venv venv-mpich run test test-fast docs bench $(BENCHES) chaos compat clean
+.PHONY: venv venv-mpich run test test-mpich test-fast docs bench $(BENCHES) chaos compat clean
 
 venv: $(VENV)/.installed
 
@@ -72,6 +72,14 @@ run: venv
 test: venv venv-mpich .venv-ray-$(OTHER_RAY)/.installed
 	START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV)) $(BIN)/python -m pytest \
 		-n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+# The jobs of the tests that name no MPI, under MPICH's Hydra instead of Open
+# MPI (most clusters are MPICH-family): the fault tests and the lifecycle in
+# CI; MPICH_TESTS names more (docs/testing.md says which pass).
+MPICH_TESTS ?= tests/test_faults.py tests/test_lifecycle.py
+test-mpich: venv venv-mpich
+	START_RAY_TEST_MPI=mpich START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV)) $(BIN)/python \
+		-m pytest -n $(WORKERS) --dist loadfile $(PYTEST_ARGS) $(MPICH_TESTS)
 
 # While you change start_ray: the in-process tests (a pytest marker), seconds.
 test-fast: venv

@@ -236,6 +236,14 @@ def median(values: List[float]) -> float:
     return statistics.median(values) if values else float("nan")
 
 
+def rank0_by_kind(held: List[dict]) -> Dict[str, float]:
+    """Rank 0's CPU seconds while holding, per kind of process (the median
+    of each over the runs; {} from runs before the driver reported it)."""
+    runs = [r["cpu_by_kind"] for r in held if r["rank0"] and "cpu_by_kind" in r]
+    kinds = sorted({kind for run in runs for kind in run})
+    return {kind: median([run.get(kind, 0.0) for run in runs]) for kind in kinds}
+
+
 def measure(args: argparse.Namespace) -> dict:
     data: dict = {"floor": [], "ranks": {}, "mpi": []}
     rows: Dict[int, dict] = {np: {"start_ray": [], "exit": [], "sigterm": [], "sleep": []}
@@ -318,6 +326,13 @@ def table(data: dict, args: argparse.Namespace) -> str:
                   "mpirun + MPI_Init): " + ", ".join(
                       f"{np} ranks {(median(row['start_ray']) - median(data['mpi'])) / (head + (join if np > 1 else 0.0)):.2f}"
                       for np, row in data["ranks"].items())]
+    split = {np: rank0_by_kind(row["held"]) for np, row in data["ranks"].items()}
+    if any(split.values()):
+        lines += ["", f"Rank 0's CPU seconds in {args.hold:g}s by process (medians): " + "; ".join(
+            f"{np} ranks: " + ", ".join(f"{kind} {cpu:.2f}" for kind, cpu in kinds.items())
+            for np, kinds in split.items() if kinds)
+            + " (rank = `python -m start_ray`; helper = the GCS node-table reader, a look "
+            "every 2 s while the driver runs; watchdog = the rank's watchdog)"]
     if data.get("per_host"):
         first = data["per_host"][0]["teardown"]
         lines += ["", "Many ranks on one host (default placement: one Ray node, the other "

@@ -75,7 +75,11 @@ def main() -> None:
         if now["kind"] == "rank" and pid in before:
             own = [q for q, p in after.items() if q in before and (
                 q == pid or (p["ppid"] == pid and p["kind"] != "rank"))]
-            ranks.append({"cpu": sum(after[q]["cpu"] - before[q]["cpu"] for q in own),
+            by_kind: dict = {}
+            for q in own:
+                kind = after[q]["kind"]
+                by_kind[kind] = by_kind.get(kind, 0.0) + after[q]["cpu"] - before[q]["cpu"]
+            ranks.append({"cpu": sum(by_kind.values()), "cpu_by_kind": by_kind,
                           "rss": sum(after[q]["rss"] for q in own),
                           "rank0": pid == os.getppid()})
     report = {"driver_started": started, "ranks": ranks, "driver_exiting": time.time(),

@@ -11,6 +11,7 @@ independently of how start_ray finds its own processes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import json
 import os
@@ -60,6 +61,11 @@ class Mpi:
         bitwise OR of its tasks' statuses)."""
         return (128 + signum,) if self.name == "openmpi" else (signum, signum | signal.SIGKILL)
 
+    def has(self, module: str) -> bool:
+        """Whether this MPI's Python (the jobs' Python) can import `module`:
+        a test's own Python may have extras that the jobs' lack."""
+        return python_has(self.python, module)
+
     def missing(self) -> Optional[str]:
         """Why this MPI cannot be used here, or None."""
         for path in (self.python, self.launcher):
@@ -90,6 +96,17 @@ MPIS = {mpi.name: mpi for mpi in (OPENMPI, MPICH)}
 # The MPI of the jobs a test does not give one (START_RAY_TEST_MPI=mpich: run
 # e.g. the fault tests under MPICH's Hydra instead of Open MPI).
 DEFAULT_MPI = MPIS[os.environ.get("START_RAY_TEST_MPI", "openmpi")]
+
+
+@functools.lru_cache(maxsize=None)
+def python_has(python: str, module: str) -> bool:
+    """Whether `python` finds `module` (False if it cannot run)."""
+    try:
+        return subprocess.run([python, "-c", "import importlib.util, sys; "
+                               f"sys.exit(importlib.util.find_spec({module!r}) is None)"],
+                              capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def ray_version(python: str) -> str:
@@ -398,6 +415,14 @@ def assert_nothing_left(result: Result, within: float = 5.0) -> None:
 RANK_PARENTS = {"prterun", "prted", "orted", "hydra_pmi_proxy", "slurmstepd"}
 
 
+def rank_of(environ: Dict[str, str], mpi: Mpi = DEFAULT_MPI) -> int:
+    """A rank's number from its environment: `mpi`'s variable, else another
+    MPI's (a test that launches with one MPI whatever START_RAY_TEST_MPI
+    says), else 0 (no launcher)."""
+    names = [mpi.rank_variable, *(other.rank_variable for other in MPIS.values())]
+    return int(next((environ[name] for name in names if name in environ), "0"))
+
+
 def rank_processes(running: Running, mpi: Mpi = DEFAULT_MPI) -> Dict[int, psutil.Process]:
     """The job's rank processes (`python -m start_ray`, or a program using
     the API), by rank (from the launcher's rank variable in their raw
@@ -418,7 +443,7 @@ def rank_processes(running: Running, mpi: Mpi = DEFAULT_MPI) -> Dict[int, psutil
         if proc.pid != running.proc.pid and parent not in RANK_PARENTS:
             continue
         if cmdline and os.path.basename(cmdline[0]).startswith("py"):  # start_ray or an API program
-            ranks[int(found_by.environ(proc.pid).get(mpi.rank_variable, "0"))] = proc
+            ranks[rank_of(found_by.environ(proc.pid), mpi)] = proc
     return ranks
 
 

@@ -18,11 +18,18 @@ import time
 import pytest
 from conftest import skip_or_fail
 
-from jobs import MPICH, PYTHON, ROOT, Jobs, assert_nothing_left, rank_processes
+from jobs import (
+    DEFAULT_MPI,
+    MPICH,
+    PYTHON,
+    ROOT,
+    Jobs,
+    assert_nothing_left,
+    rank_processes,
+)
 
 needs_dashboard = pytest.mark.skipif(
-    __import__("importlib").util.find_spec("aiohttp") is None,
-    reason="needs ray[default] (the `dashboard` extra)")
+    not DEFAULT_MPI.has("aiohttp"), reason="needs ray[default] (the `dashboard` extra)")
 
 TASKS = """
 import ray
@@ -295,10 +302,7 @@ def test_attach_with_nothing_serving_says_so_in_one_line(tmp_path):
 def test_the_dashboard_needs_ray_default_or_is_refused_up_front(jobs):
     """In the MPICH venv, which has no ray[default]."""
     MPICH.skip_unless_here()
-    has = subprocess.run([MPICH.python, "-c", "import importlib.util, sys; "
-                          "sys.exit(importlib.util.find_spec('aiohttp') is None)"],
-                         timeout=60).returncode == 0
-    if has:
+    if MPICH.has("aiohttp"):
         pytest.skip("the MPICH venv has ray[default]")
     result = jobs.start(None, ["--dashboard", "--serve"], mpi=MPICH).wait(60)
     assert result.returncode == 2, result.output

@@ -6,7 +6,6 @@ the node would, and the token is looked for everywhere others could see it.
 """
 
 import glob
-import importlib.util
 import os
 import stat
 import subprocess
@@ -14,7 +13,7 @@ import subprocess
 import leftovers as found_by
 import pytest
 
-from jobs import PYTHON, finish_all_held, finish_held
+from jobs import DEFAULT_MPI, PYTHON, finish_all_held, finish_held
 from start_ray.node import compat
 
 # Ray before 2.52 has no token auth: jobs there run with --no-auth, and what
@@ -172,7 +171,7 @@ def test_no_auth_opts_out_with_a_warning(jobs):
 
 
 @pytest.mark.every_ray
-@pytest.mark.skipif(importlib.util.find_spec("aiohttp") is None,
+@pytest.mark.skipif(not DEFAULT_MPI.has("aiohttp"),
                     reason="needs ray[default] (pip install 'ray[default]')")
 def test_dashboard_listens_on_loopback_only(jobs):
     running, _, release = jobs.hold(None, "--dashboard")
@@ -202,7 +201,7 @@ except Exception as err:
 
 @pytest.mark.every_ray
 @needs_token_auth
-@pytest.mark.skipif(importlib.util.find_spec("grpc") is None,
+@pytest.mark.skipif(not DEFAULT_MPI.has("grpc"),
                     reason="needs ray[client] (grpcio): without it no client server runs")
 def test_ray_client_server_refuses_outsiders(jobs):
     running, address, release = jobs.hold(None)
