@@ -1,5 +1,6 @@
 """Pure functions: option parsing, temp dir lengths, environments, commands."""
 
+import json
 import os
 import signal
 import subprocess
@@ -293,3 +294,44 @@ def test_a_warning_caught_before_the_step_starts_is_passed_on_as_it_starts():
     assert status == 128 + signal.SIGUSR1 and time.monotonic() - began < 10
     assert step.warned.is_set() and step.ended_by_warning(status)
     assert chain.outcome(status, step.warned.is_set()) == "continues"
+
+
+# ------------------------------------------------- the node-table helper's orders
+def test_the_node_table_helper_follows_the_latest_order_even_when_two_come_at_once():
+    """Rank 0 says "every 0.05 s" while nodes join and "every 2 s" once the
+    cluster is ready, often in one breath. The helper read its stdin through
+    a buffer that select() cannot see: it took the first line only and
+    looked 20 times a second for the rest of the job (1.2 CPU-s a minute on
+    rank 0's host at 4 ranks). It must look once at once, then at the
+    latest interval."""
+    import io
+    import threading
+
+    from start_ray.node import gcs_table
+    looks = []
+
+    def reader(address):
+        assert address == "10.0.0.1:6379"
+        return lambda: looks.append(time.monotonic()) or [
+            {"NodeID": "ab", "Alive": True, "Labels": {}, "Resources": {"CPU": 1.0}}]
+
+    read, write = os.pipe()
+    out = io.StringIO()
+    helper = threading.Thread(target=gcs_table.main, args=(read, reader, out), daemon=True)
+    os.write(write, b"10.0.0.1:6379 0.01\n10.0.0.1:6379 30\n")  # in one write
+    helper.start()
+    time.sleep(0.5)
+    assert len(looks) == 1, f"{len(looks)} looks in 0.5 s: the 30 s order was not read"
+    os.write(write, b"10.0.0.1:6379 30\n")  # look_now: one more look, at once
+    deadline = time.monotonic() + 5
+    while len(looks) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(looks) == 2
+    os.write(write, b"10.0.0.1:63")  # half a line: no order yet
+    time.sleep(0.2)
+    assert len(looks) == 2
+    os.close(write)  # rank 0 is gone: the helper ends
+    helper.join(5)
+    assert not helper.is_alive()
+    os.close(read)
+    assert [json.loads(line)["alive"] for line in out.getvalue().splitlines()] == [[-1], [-1]]

@@ -22,7 +22,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Any, Dict, FrozenSet, List, Optional, Protocol
+from typing import Any, Callable, Dict, FrozenSet, List, Optional, Protocol, TextIO
 
 from start_ray.node import compat
 from start_ray.node.raynode import RANK_LABEL
@@ -234,25 +234,61 @@ def _node_info(raw: Dict[str, Any]) -> Dict[str, Any]:
     ))
 
 
-def main() -> int:
-    """The helper: read `ADDRESS INTERVAL` lines on stdin; print the node
-    table every INTERVAL seconds; exit when stdin closes (rank 0 is gone).
+class Orders:
+    """Rank 0's `ADDRESS INTERVAL` lines on the helper's stdin, read whole.
+    select() sees the pipe, not a file object's buffer: a buffered readline
+    takes in every line written so far and returns the first, and the later
+    ones (rank 0's "every 2 s" right after "every 0.05 s", as the cluster
+    becomes ready) would wait, unseen, until another line came."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._partial = b""
+
+    def wait(self, timeout: Optional[float]) -> Optional[List[str]]:
+        """The whole lines that came within `timeout` ([] if none did), or
+        None once rank 0 has closed the pipe (it is gone)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([self.fd], [], [], left)
+            if not ready:
+                return []
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return None
+            *lines, self._partial = (self._partial + chunk).split(b"\n")
+            if lines:
+                return [line.decode() for line in lines if line.strip()]
+
+
+Reader = Callable[[], List[Dict[str, Any]]]
+
+
+def main(fd: int = 0, reader: Optional[Callable[[str], Reader]] = None,
+         out: TextIO = sys.stdout) -> int:
+    """The helper: read `ADDRESS INTERVAL` lines on `fd`; print the node
+    table at once, then every INTERVAL seconds (the latest line's); exit
+    when `fd` closes (rank 0 is gone).
 
     It runs niced: its Ray import (~0.5 s of CPU) overlaps the start of the
     head and the joins, which are on the critical path; it is not."""
-    os.nice(NICENESS)
-    import ray._private.state  # noqa: F401  (imported now, used at the first look)
-    read_table, interval = None, None
+    if reader is None:
+        os.nice(NICENESS)
+        import ray._private.state  # noqa: F401  (imported now, used at the first look)
+        reader = compat.node_table_reader
+    orders = Orders(fd)
+    read_table: Optional[Reader] = None
+    interval: Optional[float] = None
     while True:
-        ready, _, _ = select.select([sys.stdin], [], [], interval)
-        if ready:
-            line = sys.stdin.readline()
-            if not line:
-                return 0
-            address, text = line.split()
+        lines = orders.wait(interval)
+        if lines is None:
+            return 0
+        if lines:
+            address, text = lines[-1].split()
             interval = float(text)
             if read_table is None:
-                read_table = compat.node_table_reader(address)
+                read_table = reader(address)
         if read_table is None:
             continue
         began = time.perf_counter()
@@ -263,7 +299,7 @@ def main() -> int:
                 "rows": json.dumps(rows), "took": time.perf_counter() - began}
         except Exception as err:  # the GCS busy or going: say so, look again
             message = {"error": f"{type(err).__name__}: {err}"}
-        print(json.dumps(message), flush=True)
+        print(json.dumps(message), file=out, flush=True)
 
 
 if __name__ == "__main__":
