@@ -49,7 +49,8 @@ def command(argv: Optional[List[str]] = None) -> str:
 def commit() -> Dict[str, Any]:
     sha = _run(["git", "rev-parse", "HEAD"])
     changed = _run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                    "start_ray", "benchmarks", "drivers", "tests", "setup.cfg"])
+                    "start_ray", "benchmarks", "drivers", "tests", "setup.cfg",
+                    ":!benchmarks/results"])  # not what the study itself just wrote
     return {"sha": sha, "clean": not changed,
             "changed": changed.splitlines()[:20]}
 
