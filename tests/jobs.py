@@ -109,6 +109,11 @@ def python_has(python: str, module: str) -> bool:
         return False
 
 
+# Tests of Ray's dashboard: the jobs' Python needs ray[default].
+needs_dashboard = pytest.mark.skipif(
+    not DEFAULT_MPI.has("aiohttp"), reason="needs ray[default] (the `dashboard` extra)")
+
+
 def ray_version(python: str) -> str:
     """The Ray version a Python has (from its metadata; '' if none)."""
     out = subprocess.run([python, "-c", "import importlib.metadata as m; "

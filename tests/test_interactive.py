@@ -19,17 +19,14 @@ import pytest
 from conftest import skip_or_fail
 
 from jobs import (
-    DEFAULT_MPI,
     MPICH,
     PYTHON,
     ROOT,
     Jobs,
     assert_nothing_left,
+    needs_dashboard,
     rank_processes,
 )
-
-needs_dashboard = pytest.mark.skipif(
-    not DEFAULT_MPI.has("aiohttp"), reason="needs ray[default] (the `dashboard` extra)")
 
 TASKS = """
 import ray

@@ -13,7 +13,7 @@ import subprocess
 import leftovers as found_by
 import pytest
 
-from jobs import DEFAULT_MPI, PYTHON, finish_all_held, finish_held
+from jobs import DEFAULT_MPI, PYTHON, finish_all_held, finish_held, needs_dashboard
 from start_ray.node import compat
 
 # Ray before 2.52 has no token auth: jobs there run with --no-auth, and what
@@ -171,8 +171,7 @@ def test_no_auth_opts_out_with_a_warning(jobs):
 
 
 @pytest.mark.every_ray
-@pytest.mark.skipif(not DEFAULT_MPI.has("aiohttp"),
-                    reason="needs ray[default] (pip install 'ray[default]')")
+@needs_dashboard
 def test_dashboard_listens_on_loopback_only(jobs):
     running, _, release = jobs.hold(None, "--dashboard")
     port = int(option_of(running, "--port", "dashboard.py"))
