@@ -87,7 +87,7 @@ test-fast: venv
 
 # docs/options.md from the option table (tests/test_docs.py checks they agree).
 docs: venv
-	$(BIN)/python -c "from start_ray import options; print(options.markdown(), end='')" \
+	$(BIN)/python -c "from start_ray.entry import reference; print(reference.markdown(), end='')" \
 		> docs/options.md
 
 # Every figure the README and docs/ quote, one target per study; each

@@ -12,10 +12,13 @@
 #
 # --- EDIT: size, time, account -------------------------------------------------
 #PBS -N start_ray-chain
-#PBS -l select=2:system=polaris
+#PBS -l select=2:ncpus=32
+#PBS -l place=scatter
 #PBS -l walltime=06:00:00
-#PBS -l filesystems=home
 #PBS -j oe
+# Site example, ALCF Polaris (its own resources; another PBS rejects them):
+##PBS -l select=2:system=polaris
+##PBS -l filesystems=home:eagle
 ##PBS -A MY_PROJECT
 ##PBS -q MY_QUEUE
 set -euo pipefail

@@ -1,6 +1,7 @@
 #!/bin/bash
-# Your program (or the PPO example) on Intel GPU nodes under PBS Pro (Aurora
-# style: 6 GPUs x 2 tiles per node, mpiexec --ppn 12, one tile per rank). One
+# Site example, ALCF Aurora: your program (or the PPO example) on Intel GPU
+# nodes under PBS Pro (Aurora's own resources below, filesystems=...; drop
+# them elsewhere; 6 GPUs x 2 tiles per node, mpiexec --ppn 12, one tile per rank). One
 # Ray node per host offers the tiles of all its ranks: each rank's
 # ZE_AFFINITY_MASK names its tile, and start_ray gives the host's Ray node
 # their union.

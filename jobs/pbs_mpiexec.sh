@@ -1,6 +1,6 @@
 #!/bin/bash
-# Your program (or the PPO example) under PBS Pro with mpiexec --ppn (Polaris
-# style: Cray PALS or MPICH). One Ray node per host, offering the host's
+# Your program (or the PPO example) under PBS Pro with mpiexec --ppn (Cray
+# PALS or MPICH's Hydra, as on Polaris). One Ray node per host, offering the host's
 # ranks x OMP_NUM_THREADS CPUs.
 #
 #   qsub jobs/pbs_mpiexec.sh
@@ -11,10 +11,13 @@
 #
 # --- EDIT: size, time, account -------------------------------------------------
 #PBS -N start_ray
-#PBS -l select=2:system=polaris
+#PBS -l select=2:ncpus=32
+#PBS -l place=scatter
 #PBS -l walltime=01:00:00
-#PBS -l filesystems=home
 #PBS -j oe
+# Site example, ALCF Polaris (its own resources; another PBS rejects them):
+##PBS -l select=2:system=polaris
+##PBS -l filesystems=home:eagle
 ##PBS -A MY_PROJECT
 ##PBS -q debug
 set -euo pipefail

@@ -106,6 +106,26 @@ def test_the_walltime_signal_in_the_body_is_seen_and_the_cluster_stays(jobs, tmp
     assert_nothing_left(result)
 
 
+def test_the_walltime_warning_before_the_cluster_is_up_ends_the_job_not_done(jobs, tmp_path):
+    """SIGUSR1 to every rank while the head starts (the scheduler's warning
+    with a time limit shorter than its lead): the body never runs, every
+    rank stops what it started, and the job exits 75, "not done" by the
+    chain's contract (it was an uncaught ClusterError, exit 1: a failure)."""
+    from start_ray.batch import chain
+    running = api_job(jobs, tmp_path, 2)
+    log = wait_for_rank0_log(running, "starting the Ray head", 120)
+    assert "starting the Ray head" in log, log
+    for process in rank_processes(running):
+        process.send_signal(signal.SIGUSR1)
+    result = running.wait(120)
+    assert result.returncode == 75, result.output
+    assert chain.outcome(result.returncode, warned=True) == "continues"
+    seen = outcomes(tmp_path, 2)
+    assert not seen[0]["body_ran"] and seen[0]["exit_status"] == seen[1]["exit_status"] == 75, \
+        seen
+    assert_nothing_left(result)
+
+
 @driver_on_the_head
 @pytest.mark.parametrize("fail_fast", [False, True], ids=["goes-on", "fail-fast"])
 def test_a_node_lost_during_the_body_is_seen_at_once(jobs, tmp_path, fail_fast):

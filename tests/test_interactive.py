@@ -247,7 +247,7 @@ def test_a_person_logs_into_the_dashboard_with_the_cards_token(served):
 
 
 @needs_dashboard
-def test_stop_from_another_host_ends_the_served_cluster(served):
+def test_stop_from_another_shell_by_its_run_folder_ends_the_served_cluster(served):
     """Last of the tests on `served`: only the run folder is needed."""
     running, run_dir, card = served
     stopped = start_ray("stop", run_dir)

@@ -61,6 +61,7 @@ QDEL = """#!/bin/bash
 echo "$0 $*" >> "$STUB_LOG"
 """
 QSTAT = """#!/bin/bash
+[ -n "${{STUB_QSTAT_FAILS:-}}" ] && {{ echo "qstat: Unknown Job Id $PBS_JOBID" >&2; exit 35; }}
 cat <<END
 Job Id: $PBS_JOBID
     Job_Name = start_ray-chain
@@ -252,6 +253,7 @@ def test_pbs_aprun_script_on_a_stub_alps(jobs, site):
                      rf"--interface lo my_driver.py {ARGS}$", launched(site), re.M)
     assert "CPUs 2 (ALPS_APP_DEPTH=1 (aprun -d) x 2 tasks)" in result.rank0_log
     assert "in Cobalt job 777" in result.stdout and result.run_dir.endswith("-777")
+    assert "Cobalt sends no walltime warning" in result.stdout, result.stdout
 
 
 def an_interface():
@@ -418,6 +420,34 @@ def test_pbs_chain_queues_the_next_link_with_its_options_and_ends_when_done(jobs
     assert "chain 4242: done after 2 link(s)" in second.stdout
     assert re.search(r"qdel 4244\.pbs01$", launched(site), re.M)
     assert_nothing_left(second)
+
+
+def test_a_link_whose_scheduler_query_fails_still_runs_its_program(jobs, site):
+    """qstat fails (the server is down, the job unknown): the link cannot
+    queue the next one, says so and that the chain stops there, and still
+    runs the user's program to its end (the time limit is unknown too)."""
+    result, seen = run_script(jobs, site, "pbs_chain.sh", {
+        "PBS_JOBID": "4242.pbs01", "NCPUS": "64", "PER_NODE": "2", "DEPTH": "1",
+        "STUB_QSTAT_FAILS": "1"})
+    ran_the_users_driver(site, seen)
+    assert re.search(r"could not queue the next link: .*qstat: Unknown Job Id 4242\.pbs01; "
+                     r"this link runs alone and the chain stops after it", result.stdout), \
+        result.stdout
+    assert "could not read the time limit from PBS" in result.stdout, result.stdout
+    assert "qsub" not in launched(site)
+
+
+def test_lsf_script_from_another_folder_runs_and_says_how_to_chain(jobs, site):
+    """bsub < /path/to/jobs/lsf_jsrun.sh from a folder that is not the
+    checkout: LSF does not say where the script was, so the link runs the
+    program alone and says to set CHAIN_SCRIPT (no traceback)."""
+    host = socket.gethostname()
+    result, seen = run_script(jobs, site, "lsf_jsrun.sh", {
+        "LSB_JOBID": "5001", "LS_SUBCWD": site["submit"], "NODES": "1", "PER_NODE": "2",
+        "LSB_MCPU_HOSTS": f"batch1 1 {host} 2", "CORES": "2", "MAX_LINKS": "3"})
+    ran_the_users_driver(site, seen)
+    assert "LSF does not say which script this job runs: set CHAIN_SCRIPT" in result.stdout
+    assert "Traceback" not in result.output and "bsub" not in launched(site)
 
 
 def test_a_chain_link_that_fails_ends_the_chain(jobs, site):

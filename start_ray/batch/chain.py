@@ -51,7 +51,11 @@ def link(cmd: Sequence[str], max_links: int, warn_before: float = 0.0,
     """One link: queue the next, run the step, end the chain or not. The
     link's exit status: 0 unless the driver failed (then the driver's)."""
     env = os.environ if environ is None else environ
-    batch = scheduler.around(env)
+    try:
+        batch = scheduler.around(env)
+    except UsageError as err:  # the scheduler's own command failed: run, alone
+        say(f"could not ask the scheduler about this job: {err}; this link runs alone")
+        batch = None
     number = int(env.get(LINK, "1"))
     chain = env.get(CHAIN_ID) or (batch.job_id.split(".")[0] if batch else "local")
     os.environ.update({LINK: str(number), CHAIN_ID: chain})  # the step and the driver see them
@@ -92,16 +96,17 @@ def queue_next(batch: Optional[scheduler.Scheduler], number: int, max_links: int
     if number >= max_links:
         say(f"the last link allowed (--max-links {max_links}): none queued")
         return None
-    script = script or batch.script()
-    if not script:
-        say(f"{batch.name} does not say which script this job runs: set CHAIN_SCRIPT to "
-            "queue the next link; this link runs alone")
-        return None
-    options = batch.submit_options()
     try:
+        script = script or batch.script()
+        if not script:
+            say(f"{batch.name} does not say which script this job runs: set CHAIN_SCRIPT to "
+                "queue the next link; this link runs alone and the chain stops after it")
+            return None
+        options = batch.submit_options()
         queued = batch.submit_after(script, options, {LINK: str(number + 1), CHAIN_ID: chain})
-    except UsageError as err:
-        say(f"could not queue the next link: {err}; this link runs alone")
+    except (UsageError, OSError, ValueError, KeyError) as err:
+        say(f"could not queue the next link: {err}; this link runs alone and the chain "
+            "stops after it")
         return None
     say(f"link {number + 1} queued as job {queued} (it starts when this one has ended): "
         f"{script} {' '.join(options)}")

@@ -295,7 +295,12 @@ class Lsf(Scheduler):
 
     def submit_after(self, script: str, options: List[str], env: Dict[str, str]) -> str:
         exports = ",".join(["all"] + [f"{key}={value}" for key, value in env.items()])
-        with open(script) as stdin:
+        try:
+            stdin = open(script)
+        except OSError as err:
+            raise UsageError(f"cannot read the next link's script {script}: {err.strerror} "
+                             "(set CHAIN_SCRIPT to its path)") from None
+        with stdin:
             try:
                 done = subprocess.run(["bsub", "-w", f"ended({self.job_id})", *options,
                                        "-env", exports], stdin=stdin, capture_output=True,

@@ -15,6 +15,7 @@ that many seconds before the job's time limit (from the scheduler).
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import threading
 from typing import Optional, Sequence
 
 from start_ray.batch.scheduler import Scheduler
+from start_ray.errors import UsageError
 from start_ray.procs.signals import SignalInbox
 
 
@@ -53,6 +55,10 @@ class Step:
             self._pass_on()
         if warn_before > 0 and scheduler is not None:
             self._warn_in_time(scheduler, warn_before)
+        elif os.environ.get("COBALT_JOBID"):
+            say("Cobalt sends no walltime warning, and start_ray cannot read its time limit: "
+                "your program gets no SIGUSR1 before the end of this job (save your state "
+                "periodically instead)")
         returncode = self.process.wait()  # a signal's handler runs, the wait goes on
         status = 128 - returncode if returncode < 0 else returncode
         say(f"the step ended with status {status}")
@@ -84,7 +90,12 @@ class Step:
     def _warn_in_time(self, scheduler: Scheduler, before: float) -> None:
         """The warning `before` seconds before the time limit, counted from
         the step's start (the script's first seconds are not counted)."""
-        limit = scheduler.time_limit()
+        try:
+            limit = scheduler.time_limit()
+        except (UsageError, ValueError, KeyError) as err:
+            say(f"could not read the time limit from {scheduler.name}: {err}; no walltime "
+                "warning from start_ray")
+            return
         if limit is None:
             say(f"{scheduler.name} reports no time limit: no walltime warning")
             return

@@ -47,7 +47,7 @@ from typing import (
     TypeVar,
 )
 
-from start_ray.errors import EXIT_FAILURE, ClusterError
+from start_ray.errors import EXIT_FAILURE, EXIT_NOT_DONE, ClusterError
 from start_ray.lifecycle.contracts import ClusterInfo
 from start_ray.lifecycle.head.role import HeadRank
 from start_ray.lifecycle.head.watch import WatchThread
@@ -103,6 +103,7 @@ class cluster:
                 self._no_ray = NoRayHere().__enter__()
                 return None
             if self.info is None:
+                self._not_done(self.job.status)
                 raise ClusterError(self.job.cause or "the cluster did not come up")
             self._attach(self.job, self.info)
         except BaseException:
@@ -114,11 +115,20 @@ class cluster:
         status = job.serve()
         self._release()
         stop = job.stop_status
+        self._not_done(stop or status)
         if stop:
             raise ClusterError(f"rank 0 ended the cluster with status {stop}")
         if status:
             raise ClusterError(f"this rank's part of the cluster failed (status {status}; "
                                "see its log in the run folder)")
+
+    @staticmethod
+    def _not_done(status: Optional[int]) -> None:
+        """The walltime warning came before the cluster was up: the job
+        ends "not done" (75), as the command line does, so that a chain
+        goes on instead of taking it for a failure."""
+        if status == EXIT_NOT_DONE:
+            raise SystemExit(EXIT_NOT_DONE)
 
     def _attach(self, job: Job, info: ClusterInfo) -> None:
         """Rank 0: ray.init() to the cluster, then the body's watch and signals."""

@@ -141,23 +141,30 @@ def stop(folder: str, wait: float) -> int:
                   f"{os.path.join(folder, 'rank-0.log')}")
 
 
-def main(verb: str, argv: List[str]) -> int:
+def parser(verb: str) -> argparse.ArgumentParser:
+    """`attach` or `stop`'s command line (docs/options.md is made from it)."""
     parser = argparse.ArgumentParser(prog=f"python -m start_ray {verb}", description=__doc__,
                                      epilog=EXAMPLES,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", nargs="?", metavar="RUN", help="a run folder or run id")
-    parser.add_argument("--log-dir", default=os.environ.get(
-        SPECS_BY_NAME["log_dir"].env, SPECS_BY_NAME["log_dir"].default),
-                        help="where the runs are (default: %(default)s) [START_RAY_LOG_DIR]")
+    parser.add_argument("--log-dir", metavar="DIR",
+                        help=f"where the runs are (default: ${SPECS_BY_NAME['log_dir'].env}, "
+                             f"else {SPECS_BY_NAME['log_dir'].default})")
     if verb == "stop":
         parser.add_argument("--wait", type=float, default=120.0, metavar="SECONDS",
                             help="how long to wait for the job to end (default: %(default)s)")
+    return parser
+
+
+def main(verb: str, argv: List[str]) -> int:
     command: List[str] = []
     if "--" in argv:
         command, argv = argv[argv.index("--") + 1:], argv[:argv.index("--")]
-    args = parser.parse_args(argv)
+    args = parser(verb).parse_args(argv)
     try:
-        folder = find_run(args.run, args.log_dir)
+        log_dir = args.log_dir or os.environ.get(SPECS_BY_NAME["log_dir"].env) or \
+            SPECS_BY_NAME["log_dir"].default
+        folder = find_run(args.run, log_dir)
         return attach(folder, command) if verb == "attach" else stop(folder, args.wait)
     except Refused as err:
         print(f"start_ray {verb}: error: {err}", file=sys.stderr)

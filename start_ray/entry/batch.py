@@ -75,9 +75,9 @@ def parser() -> argparse.ArgumentParser:
         if name == "chain":
             verb.add_argument("--max-links", type=int, default=10, metavar="N",
                               help="the chain ends after N jobs (default: %(default)s)")
-            verb.add_argument("--script", default=os.environ.get("CHAIN_SCRIPT") or None,
-                              help="the batch script each link runs (default: the one this "
-                                   "job runs, as the scheduler reports it) [CHAIN_SCRIPT]")
+            verb.add_argument("--script", metavar="PATH",
+                              help="the batch script each link runs (default: $CHAIN_SCRIPT, "
+                                   "else the one this job runs, as the scheduler reports it)")
         verb.add_argument("step", nargs=argparse.REMAINDER, metavar="-- STEP",
                           help="the job step: srun/mpiexec/aprun ... python -m start_ray ...")
     example = verbs.add_parser("example", help="print the path of an example driver")
@@ -106,7 +106,8 @@ def main(argv: Optional[List[str]] = None, inbox: Optional[SignalInbox] = None) 
         walltime = walltime_signal_given([])  # START_RAY_WALLTIME_SIGNAL, as the ranks read it
         job_step = Step(step, walltime, inbox)
         if args.verb == "chain":
-            return chain.link(step, args.max_links, args.warn_before, args.script,
+            script = args.script or os.environ.get("CHAIN_SCRIPT") or None
+            return chain.link(step, args.max_links, args.warn_before, script,
                               step=job_step)
         return job_step.run(scheduler.around(), args.warn_before)
     except UsageError as err:

@@ -88,10 +88,12 @@ def main() -> int:
     except BaseException as err:
         outcome["error"] = type(err).__name__
         outcome["message"] = str(err)
+        if isinstance(err, SystemExit):  # the API's own exit status (75: not done)
+            outcome["exit_status"] = err.code
     outcome["world_sum"] = world.allreduce(1)  # every rank is back in MPI
     with open(os.path.join(args.outdir, f"rank-{rank}.json"), "w") as handle:
         json.dump(outcome, handle)
-    return 1 if outcome["error"] else 0
+    return outcome.get("exit_status") or (1 if outcome["error"] else 0)
 
 
 if __name__ == "__main__":
