@@ -7,13 +7,17 @@ Caught here, before the command line's modules are even imported, they wait
 in the inbox until the lifecycle acts on them.
 """
 
+import os
 import sys
 
-from start_ray.procs.signals import SignalInbox, walltime_signal_given
+from start_ray.procs.signals import WARNED_VARIABLE, SignalInbox, walltime_signal_given
 
 
 def console() -> int:
-    with SignalInbox([walltime_signal_given(sys.argv[1:])]) as inbox:
+    walltime = walltime_signal_given(sys.argv[1:])
+    with SignalInbox([walltime]) as inbox:
+        if os.environ.pop(WARNED_VARIABLE, "") == "1":  # warned before this step began
+            inbox.record(walltime)
         from start_ray.entry.cli import main
         return main(inbox=inbox)
 

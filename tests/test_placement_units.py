@@ -100,6 +100,10 @@ def test_each_vendors_devices_are_the_union_of_the_ranks():
     intel, = found({"ZE_AFFINITY_MASK": "0.0"}, {"ZE_AFFINITY_MASK": "0.1"})
     assert intel.env == {"ZE_AFFINITY_MASK": "0.0,0.1"} and intel.vendor == "Intel"
     assert found({"CUDA_VISIBLE_DEVICES": ""}, {"CUDA_VISIBLE_DEVICES": "NoDevFiles"})[0].ids == ()
+    # Flux's gpubind gives a task without GPUs CUDA_VISIBLE_DEVICES=-1 (seen on
+    # a real Flux 0.88): none, as CUDA reads it (up to the first invalid id).
+    assert found({"CUDA_VISIBLE_DEVICES": "-1"}, {"CUDA_VISIBLE_DEVICES": "-1"})[0].ids == ()
+    assert found({"CUDA_VISIBLE_DEVICES": "2,-1,3"})[0].ids == ("2",)
     # A rank without the variable: the node's devices are not known from it.
     assert found({"CUDA_VISIBLE_DEVICES": "0"}, {}) == []
 

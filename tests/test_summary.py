@@ -103,3 +103,18 @@ def test_compact_rank_lists():
     assert logs.compact([0, 1, 2, 3, 8]) == "0-3,8"
     assert logs.compact(list(range(4, 1000, 4))) == "4-996 every 4"
     assert logs.compact([5]) == "5"
+
+
+def test_hosts_of_one_name_each_report_their_own_nodes():
+    """A Flux test instance's brokers are MPI's hosts with one name (`vm`):
+    under --node-per-rank each leader's teardown report covers its own
+    node, not the other's (keyed by name, rank 0 waited in vain for a
+    report of rank 1's as one of its own host's, for the whole deadline)."""
+    probes = [Probe(rank=r, host="vm", ip="10.0.0.1", ip_source="test", interface="eth0",
+                    affinity=(r,), cpu_quota=None, memory_limit=None,
+                    available_memory=64 * GIB, shm_free=32 * GIB, env={}) for r in range(2)]
+    nodes = place(probes, make_options(environ={}, node_per_rank=True))
+    layout = Layout(hosts=tuple(HostRanks("vm", n.rank, RankSet.of([n.rank])) for n in nodes),
+                    nodes=tuple(nodes))
+    ledger = Ledger(layout, started=0.0)
+    assert ledger.node_ranks_of == {0: [0], 1: [1]}

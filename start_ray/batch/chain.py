@@ -63,10 +63,20 @@ def link(cmd: Sequence[str], max_links: int, warn_before: float = 0.0,
     queued = queue_next(batch, number, max_links, chain, script)
     step = step or Step(cmd)
     status = step.run(batch, warn_before)
-    result = outcome(status, step.warned.is_set(), step.walltime_signal)
+    warned = step.warned.is_set() or sent_to_the_tasks(batch)
+    result = outcome(status, warned, step.walltime_signal)
     if result == "continues" and step.ended_by_warning(status):
         say(f"the step was ended by the walltime signal itself "
             f"({signal.Signals(step.walltime_signal).name}): not done")
+    if result == "continues" and step.no_time and queued and batch is not None:
+        say(f"chain {chain}: this link had less time than the warning's lead "
+            f"(--warn-before {warn_before:g}), and so would the next: cancelling job "
+            f"{queued}; give each link a longer time limit or a shorter WARNING")
+        try:
+            batch.cancel(queued)
+        except UsageError as err:
+            say(f"chain {chain}: could not cancel the queued link (job {queued}): {err}")
+        return 0
     if result == "continues":
         say(f"chain {chain}: not done; job {queued} continues it" if queued else
             f"chain {chain}: not done, and no next link is queued (MAX_LINKS {max_links} or "
@@ -84,6 +94,21 @@ def link(cmd: Sequence[str], max_links: int, warn_before: float = 0.0,
     say(f"chain {chain}: link {number} failed (status {status}): the chain ends here; "
         f"resubmit with {LINK}={number + 1} {CHAIN_ID}={chain} to go on once it is fixed")
     return status
+
+
+def sent_to_the_tasks(batch: Optional[scheduler.Scheduler]) -> bool:
+    """The scheduler warned the step's tasks, not this script (Flux's
+    `--signal`): the driver saved and exited 0 on a warning this link never
+    saw."""
+    try:
+        sent = batch is not None and batch.warning_sent()
+    except (UsageError, ValueError, KeyError) as err:
+        say(f"could not ask {batch.name if batch else 'the scheduler'} whether it sent the "
+            f"walltime warning: {err}")
+        return False
+    if sent:
+        say(f"{batch.name if batch else ''} sent its walltime warning to the step's tasks")
+    return sent
 
 
 def queue_next(batch: Optional[scheduler.Scheduler], number: int, max_links: int,

@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+import time
 from typing import Any, Dict, List, Mapping, Optional
 
 from start_ray.errors import UsageError
@@ -76,6 +77,11 @@ class Scheduler:
     def submit_after(self, script: str, options: List[str], env: Dict[str, str]) -> str:
         """Queue `script` to start once this job has ended; its job id."""
         raise NotImplementedError
+
+    def warning_sent(self) -> bool:
+        """Whether the scheduler sent the walltime warning to the step's tasks
+        and not to the batch script (which then never saw it)."""
+        return False
 
     def cancel(self, job: str) -> None:
         raise NotImplementedError
@@ -193,74 +199,130 @@ class Pbs(Scheduler):
 
 
 class Flux(Scheduler):
-    """Flux (flux-core): the job is the Flux instance a batch script runs in
-    (`flux batch`), which sets no FLUX_JOB_ID in the script itself: its id
-    in the parent instance is `flux getattr jobid`. Its options are its
-    jobspec (`flux job info ID jobspec`), the script's text included."""
+    """Flux (flux-core), as a real Flux 0.88 does it. A batch script runs in
+    an instance of its own (`flux batch`): `flux` there talks to that
+    instance, FLUX_JOB_ID is unset, and the script's job, its jobspec and
+    its dependencies live in the parent instance (`flux --parent ...`),
+    where this job's id is `flux getattr jobid`. The next link is this
+    job's own jobspec as submitted (`flux job info --original`: its size,
+    time limit, name, queue, output, shell options, the script's text and
+    the submitting environment), submitted again with a dependency on this
+    job and the chain's variables."""
 
     name = "Flux"
     job_variable = "FLUX_JOB_ID"
+    THIS_SCRIPT = "(the script in this job's jobspec)"
+    # Flux's signal shell plugin may fire "a few seconds" early (signal.c).
+    EARLY = 5.0
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.env = environ
-        self.job_id = environ.get("FLUX_JOB_ID") or _run(["flux", "getattr", "jobid"]).strip()
         self._fields = None
+        self.job_id = _run(["flux", "getattr", "jobid"]).strip()
 
     def read_fields(self) -> Dict[str, str]:
-        return {"jobspec": _run(["flux", "job", "info", self.job_id, "jobspec"])}
+        info = ["flux", "--parent", "job", "info"]
+        return {"jobspec": _run([*info, "--original", self.job_id, "jobspec"]),
+                "R": _run([*info, self.job_id, "R"])}
 
     def jobspec(self) -> Dict[str, Any]:
         return json.loads(self.fields["jobspec"])
 
+    def system(self) -> Dict[str, Any]:
+        return self.jobspec().get("attributes", {}).get("system", {})
+
+    def expiration(self) -> Optional[float]:
+        """When Flux ends this job (R's execution.expiration; 0: never)."""
+        value = json.loads(self.fields["R"]).get("execution", {}).get("expiration") or 0
+        return float(value) or None
+
     def submit_options(self) -> List[str]:
-        spec = self.jobspec()
-        system = spec.get("attributes", {}).get("system", {})
+        """What the next link keeps of this one, as `flux batch` options
+        (for the log: the jobspec itself is what is submitted)."""
+        spec, system = self.jobspec(), self.system()
         options = []
-        node = next((r for r in spec.get("resources", []) if r.get("type") == "node"), None)
+        resources = spec.get("resources", [{}])
+        node = resources[0] if resources and resources[0].get("type") == "node" else None
+        slot = next((r for r in (node or {}).get("with", resources) if r.get("type") == "slot"),
+                    {})
         if node is not None:
-            slot: Dict[str, Any] = next(
-                (r for r in node.get("with", []) if r.get("type") == "slot"), {})
-            cores: Dict[str, Any] = next(
-                (r for r in slot.get("with", []) if r.get("type") == "core"), {})
-            options += [f"--nodes={node.get('count', 1)}"]
-            if slot:
-                options += [f"--ntasks={node.get('count', 1) * slot.get('count', 1)}",
-                            f"--cores-per-task={cores.get('count', 1)}"]
+            options.append(f"--nodes={node.get('count', 1)}")
+        nslots = slot.get("count", 1) * (node.get("count", 1) if node else 1)
+        options.append(f"--nslots={nslots}")
+        for item in slot.get("with", []):
+            if item.get("type") in ("core", "gpu"):
+                options.append(f"--{item['type']}s-per-slot={item.get('count', 1)}")
         if system.get("duration"):
-            options.append(f"--time-limit={int(system['duration'])}s")
+            options.append(f"--time-limit={system['duration']:g}s")
         if system.get("job", {}).get("name"):
             options.append(f"--job-name={system['job']['name']}")
         if system.get("queue"):
             options.append(f"--queue={system['queue']}")
-        output = system.get("shell", {}).get("options", {}).get("output", {})
-        if output.get("stdout", {}).get("path"):
-            options.append(f"--output={output['stdout']['path']}")
+        shell = system.get("shell", {}).get("options", {})
+        output = shell.get("output", {}).get("stdout", {}).get("path")
+        if output:
+            options.append(f"--output={output}")
+        signal_option = shell.get("signal")
+        if isinstance(signal_option, dict):
+            options.append(f"--signal={signal_option.get('signum', 10)}@"
+                           f"{signal_option.get('timeleft', 60):g}s")
         return options
 
     def script(self) -> Optional[str]:
-        """Flux keeps the script's text, not its path: written to a file
-        in the submit folder for the next link."""
-        text = self.jobspec().get("attributes", {}).get("system", {}).get(
-            "batch", {}).get("script")
-        if not text:
-            return None
-        path = os.path.abspath(f".start_ray-flux-{self.job_id}.sh")
-        with open(path, "w") as handle:
-            handle.write(text)
-        os.chmod(path, 0o755)
-        return path
+        """Flux keeps the script's text in the jobspec, which is what the
+        next link runs again."""
+        files = self.system().get("files", {})
+        return self.THIS_SCRIPT if files.get("script", {}).get("data") else None
 
     def time_limit(self) -> Optional[int]:
-        duration = self.jobspec().get("attributes", {}).get("system", {}).get("duration")
-        return int(duration) if duration else None
+        """Seconds left until the job's expiration (counted from now)."""
+        expiration = self.expiration()
+        return max(0, int(expiration - time.time())) if expiration else None
+
+    def warning_sent(self) -> bool:
+        """Whether Flux's own warning (`flux batch --signal=SIG@T`) has been
+        sent: Flux sends it to the instance's jobs (the step's tasks), not
+        to the batch script, so the link cannot see it come. It is due at
+        the expiration less T."""
+        signal_option = self.system().get("shell", {}).get("options", {}).get("signal")
+        expiration = self.expiration()
+        if not isinstance(signal_option, dict) or expiration is None:
+            return False
+        lead = signal_option.get("timeleft", 60)
+        lead = seconds_of(lead) if isinstance(lead, str) else float(lead)
+        return time.time() >= expiration - lead - self.EARLY
 
     def submit_after(self, script: str, options: List[str], env: Dict[str, str]) -> str:
-        out = _run(["flux", "batch", f"--dependency=afterany:{self.job_id}", *options,
-                    *[f"--env={key}={value}" for key, value in env.items()], script])
-        return out.strip()
+        spec = self.jobspec()
+        system = spec.setdefault("attributes", {}).setdefault("system", {})
+        if script != self.THIS_SCRIPT:
+            with open(script) as handle:
+                system.setdefault("files", {})["script"] = {
+                    "mode": 0o100755, "data": handle.read(), "encoding": "utf-8"}
+        system.setdefault("environment", {}).update(env)
+        system["dependencies"] = [d for d in system.get("dependencies", [])
+                                  if d.get("scheme") != "afterany"]
+        system["dependencies"].append({"scheme": "afterany", "value": self.job_id})
+        try:
+            done = subprocess.run(["flux", "--parent", "job", "submit"], input=json.dumps(spec),
+                                  capture_output=True, text=True, timeout=TIMEOUT)
+        except (OSError, subprocess.SubprocessError) as err:
+            raise UsageError(f"flux job submit failed: {err}") from None
+        if done.returncode != 0:
+            raise UsageError(f"`flux --parent job submit` failed: {done.stderr.strip()}")
+        return done.stdout.strip()
 
     def cancel(self, job: str) -> None:
-        _run(["flux", "cancel", job])
+        _run(["flux", "--parent", "cancel", job])
+
+
+def seconds_of(text: str) -> float:
+    """A Flux duration (`90`, `90s`, `10m`, `2h`, `1d`) in seconds."""
+    match = re.fullmatch(r"([\d.]+)([smhd]?)", text.strip())
+    if not match:
+        raise ValueError(f"not a duration: {text!r}")
+    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[
+        match.group(2)]
 
 
 class Lsf(Scheduler):
@@ -325,6 +387,6 @@ def around(environ: Optional[Mapping[str, str]] = None) -> Optional[Scheduler]:
         return Pbs(env)
     if env.get("LSB_JOBID"):
         return Lsf(env)
-    if env.get("FLUX_JOB_ID") or env.get("FLUX_URI"):
+    if env.get("FLUX_URI"):  # a batch script in a Flux instance (no FLUX_JOB_ID there)
         return Flux(env)
     return None

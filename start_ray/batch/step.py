@@ -24,7 +24,7 @@ from typing import Optional, Sequence
 
 from start_ray.batch.scheduler import Scheduler
 from start_ray.errors import UsageError
-from start_ray.procs.signals import SignalInbox
+from start_ray.procs.signals import WARNED_VARIABLE, SignalInbox
 
 
 class Step:
@@ -38,6 +38,8 @@ class Step:
         self.process: Optional["subprocess.Popen[bytes]"] = None
         self._source = ""  # who warned, before the step had started
         self._early = inbox  # what the wrapper caught before this step existed
+        self.warned_at_start = False  # the step was started warned
+        self.no_time = False  # the time left was under the warning's lead at the start
 
     def run(self, scheduler: Optional[Scheduler] = None, warn_before: float = 0.0) -> int:
         """Run the step to its end: its exit status (128+N if killed by N)."""
@@ -46,15 +48,28 @@ class Step:
             "SIGTERM: the scheduler is stopping the job; the tasks have it too"))
         if self._early is not None and self.walltime_signal in self._early.drain():
             self.warn("the scheduler")  # it came while the wrapper started
+        delay = None
+        if warn_before > 0 and scheduler is not None:
+            delay = self._delay(scheduler, warn_before)
+            if delay is not None and delay <= 0:
+                self.no_time = True
+                self.warn("start_ray: the time limit is shorter than the warning's lead")
+        env = None
+        if self.warned.is_set():  # before the step: it starts warned
+            self.warned_at_start = True
+            say(f"walltime warning ({signal.Signals(self.walltime_signal).name}, from "
+                f"{self._source}) before the step started: the step starts warned "
+                f"({WARNED_VARIABLE}=1)")
+            env = {**os.environ, WARNED_VARIABLE: "1"}
         try:
-            self.process = subprocess.Popen(self.cmd)
+            self.process = subprocess.Popen(self.cmd, env=env)
         except OSError as err:
             say(f"could not run {self.cmd[0]}: {err}")
             return 127
-        if self.warned.is_set():
-            self._pass_on()
-        if warn_before > 0 and scheduler is not None:
-            self._warn_in_time(scheduler, warn_before)
+        if delay is not None and delay > 0:
+            timer = threading.Timer(delay, self.warn, args=("start_ray, before the time limit",))
+            timer.daemon = True
+            timer.start()
         elif os.environ.get("COBALT_JOBID"):
             say("Cobalt sends no walltime warning, and start_ray cannot read its time limit: "
                 "your program gets no SIGUSR1 before the end of this job (save your state "
@@ -66,7 +81,7 @@ class Step:
 
     def warn(self, source: str) -> None:
         """Pass the walltime warning on to the step (once); one that comes
-        before the step has started is passed on as it starts."""
+        before the step has started makes it start warned."""
         if self.warned.is_set():
             return
         self.warned.set()
@@ -87,23 +102,22 @@ class Step:
         handler yet when the scheduler sent it to every process)."""
         return died_of(status, self.walltime_signal, self.warned.is_set())
 
-    def _warn_in_time(self, scheduler: Scheduler, before: float) -> None:
-        """The warning `before` seconds before the time limit, counted from
-        the step's start (the script's first seconds are not counted)."""
+    def _delay(self, scheduler: Scheduler, before: float) -> Optional[float]:
+        """Seconds until the warning `before` seconds before the time limit,
+        counted from the step's start (the script's first seconds are not
+        counted); None without a time limit."""
         try:
             limit = scheduler.time_limit()
         except (UsageError, ValueError, KeyError) as err:
             say(f"could not read the time limit from {scheduler.name}: {err}; no walltime "
                 "warning from start_ray")
-            return
+            return None
         if limit is None:
             say(f"{scheduler.name} reports no time limit: no walltime warning")
-            return
+            return None
         delay = max(0.0, limit - before)
         say(f"time limit {limit}s: the walltime warning in {delay:.0f}s")
-        timer = threading.Timer(delay, self.warn, args=("start_ray, before the time limit",))
-        timer.daemon = True
-        timer.start()
+        return delay
 
 
 def died_of(status: int, signum: int, sent: bool) -> bool:

@@ -49,7 +49,16 @@ class Devices:
 
 
 def _ids(value: str) -> List[str]:
-    return [d.strip() for d in value.split(",") if d.strip() and d.strip() != NO_DEVICES]
+    """The device ids a variable lists. CUDA and ROCm read them up to the
+    first invalid one: `-1` (what Flux's gpubind writes for a task with no
+    GPU) hides every device after it."""
+    ids: List[str] = []
+    for d in (part.strip() for part in value.split(",")):
+        if d.startswith("-"):
+            break
+        if d and d != NO_DEVICES:
+            ids.append(d)
+    return ids
 
 
 def _union(lists: Sequence[Sequence[str]]) -> List[str]:

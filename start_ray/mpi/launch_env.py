@@ -155,13 +155,20 @@ def check_world(mpi_size: int, environ: Optional[Mapping[str, str]] = None) -> N
     tasks = launched_tasks(environ)
     if mpi_size == 1 and tasks is not None and tasks > 1:
         from start_ray.errors import UsageError
+        env = os.environ if environ is None else environ
+        if "FLUX_TASK_RANK" in env:  # Flux speaks its own PMI (MPICH's), not PMIx
+            advice = ("Under Flux, use an MPICH-family MPI (MPICH, Cray MPICH, Intel MPI, "
+                      "MVAPICH: Flux's PMI serves them as it is); Open MPI needs PMIx, which "
+                      "Flux gives only through its flux-pmix plugin (`flux run -o pmi=pmix`)")
+        else:
+            advice = ("Use the PMI your MPI was built for (Open MPI: `srun --mpi=pmix`; "
+                      "MPICH: `srun --mpi=pmi2`; `srun --mpi=list` shows what Slurm has), or "
+                      "start the tasks with this MPI's own mpirun/mpiexec")
         raise UsageError(
             f"{launcher_name(environ)} started {tasks} tasks, but MPI sees a world of 1 "
             "process in each: this MPI library does not speak the launcher's process "
-            "management interface (e.g. Open MPI under `srun --mpi=pmi2`), so every "
-            "task would make its own one-node cluster. Use the PMI your MPI was built "
-            "for (Open MPI: `srun --mpi=pmix`; `srun --mpi=list` shows what Slurm "
-            "has), or start the tasks with this MPI's own mpirun/mpiexec")
+            "management interface (e.g. Open MPI under `srun --mpi=pmi2` or `flux run`), "
+            f"so every task would make its own one-node cluster. {advice}")
 
 
 def slurm_kill_wait(environ: Optional[Mapping[str, str]] = None) -> Optional[float]:

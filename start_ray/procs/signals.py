@@ -44,6 +44,13 @@ def walltime_signal_given(argv: Sequence[str],
         return signal.SIGUSR1.value
 
 
+# Set by `python -m start_ray.jobs` on a step whose walltime warning came
+# before the step started (a time limit shorter than the warning's lead): a
+# signal sent then could find no handler, or no job to reach (`flux run`
+# before its job runs), so the step starts warned instead.
+WARNED_VARIABLE = "START_RAY_WARNED"
+
+
 class SignalInbox:
     """Records signals as they arrive; hands each one out once."""
 

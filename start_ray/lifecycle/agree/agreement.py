@@ -224,11 +224,12 @@ def lay_out(reports: List[HostReport], options: Options) -> Tuple[Optional[Layou
     named: Dict[str, HostRanks] = {}
     for host in hosts:
         other = named.setdefault(host.name, host)
-        if other is not host:
+        if other is not host and not options.node_per_rank:  # a node per rank needs no host
             return None, [Seat(error=(
                 f"ranks {other.ranks.text()} and {host.ranks.text()} share host name "
                 f"{host.name}, but MPI puts them on different hosts (shared memory); "
-                "start_ray places by host name: give each host a name of its own"))
+                "start_ray places by host name: give each host a name of its own, or run "
+                "a Ray node per rank (--node-per-rank), as in a Flux test instance"))
             ] * len(reports)
     differ = software.differences([group for report in reports for group in report.runs])
     try:

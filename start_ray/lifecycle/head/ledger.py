@@ -47,13 +47,18 @@ class Ledger:
         self.reports: Dict[int, HostDone] = {}  # teardown reports, by the host's leader
         self.events: List[Event] = []  # the timeline, in order
         self._of: Dict[int, List[int]] = {}  # rank -> its events' places in the timeline
-        # each leader's node ranks (its host's), for the teardown reports
+        # each leader's node ranks (its host's), for the teardown reports; by
+        # the host's ranks, not its name: hosts of one name (a Flux test
+        # instance's brokers, under --node-per-rank) are still MPI's hosts
         on_host: Dict[str, List[int]] = {}
         for node in layout.nodes:
             on_host.setdefault(node.host, []).append(node.rank)
+        names_unique = len({host.name for host in layout.hosts}) == len(layout.hosts)
         self.node_ranks_of: Dict[int, List[int]] = {}
         for host in layout.hosts:
-            self.node_ranks_of.setdefault(host.leader, []).extend(on_host.get(host.name, ()))
+            self.node_ranks_of.setdefault(host.leader, []).extend(
+                on_host.get(host.name, ()) if names_unique else
+                [rank for rank in on_host.get(host.name, ()) if rank in host.ranks])
 
     def since_start(self) -> float:
         return time.monotonic() - self.started
