@@ -80,33 +80,6 @@ echo "$0 $*" >> "$STUB_LOG"
 while [ $# -gt 0 ]; do case "$1" in --*) shift ;; -*) shift 2 ;; *) break ;; esac; done
 exec {mpirun} --oversubscribe -np "$SLURM_NTASKS" "$@"
 """
-# Flux's one command: `flux run` starts the tasks with Flux's variables (the
-# batch instance's job id in the parent is `flux getattr jobid`; the script
-# itself gets no FLUX_JOB_ID); `flux job info ID jobspec` says what a real
-# jobspec says (its script's text included); `flux batch` queues fA43, ...
-FLUX = """#!/bin/bash
-echo "$0 $*" >> "$STUB_LOG"
-case "$1" in
-  getattr) echo "$STUB_FLUX_JOBID" ;;
-  resource) echo 1 ;;
-  job) exec python -c 'import json, os; print(json.dumps({{"resources": [{{"type": "node",
-       "count": 1, "with": [{{"type": "slot", "count": 2, "label": "task", "with": [
-       {{"type": "core", "count": 1}}]}}]}}], "attributes": {{"system": {{
-       "duration": float(os.environ["STUB_DURATION"]), "job": {{"name": "start_ray"}},
-       "queue": "pdebug", "batch": {{"script": open(os.environ["STUB_SCRIPT"]).read()}}}}}}}}))' ;;
-  batch) n=$(( $(cat "$STUB_LOG.jobs" 2>/dev/null || echo 42) + 1 )); echo "$n" > "$STUB_LOG.jobs"
-         echo "fA$n" ;;
-  cancel) ;;
-  run) shift; nodes=1; tpn=1
-       while [ $# -gt 0 ]; do case "$1" in
-         --nodes=*) nodes=${{1#*=}}; shift ;; --tasks-per-node=*) tpn=${{1#*=}}; shift ;;
-         --*) shift ;; *) break ;; esac; done
-       exec {mpirun} --oversubscribe -np $((nodes * tpn)) sh -c \
-         'export FLUX_TASK_RANK=$OMPI_COMM_WORLD_RANK FLUX_TASK_LOCAL_ID=$OMPI_COMM_WORLD_LOCAL_RANK
-          export FLUX_JOB_SIZE=$OMPI_COMM_WORLD_SIZE FLUX_JOB_ID=${{STUB_FLUX_JOBID}}.step
-          exec "$@"' sh "$@" ;;
-esac
-"""
 # LSF: jsrun starts NRS x TASKS_PER_RS tasks with jsrun's variables; bsub
 # reads the script on stdin and queues 5002, ...; bjobs -json says what a
 # real bjobs -json says (its records' fields).
@@ -168,7 +141,7 @@ def site(tmp_path):
     bin_dir = submit / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     for name, text in (("aprun", APRUN), ("mpiexec", MPIEXEC), ("srun", SRUN),
-                       ("qsub", QSUB), ("qdel", QDEL), ("qstat", QSTAT), ("flux", FLUX),
+                       ("qsub", QSUB), ("qdel", QDEL), ("qstat", QSTAT),
                        ("jsrun", JSRUN), ("bsub", BSUB), ("bjobs", BJOBS), ("bkill", BKILL),
                        ("apptainer", CONTAINER_RUNTIME), ("podman-hpc", CONTAINER_RUNTIME),
                        ("shifter", CONTAINER_RUNTIME)):
@@ -462,10 +435,10 @@ def test_a_chain_link_that_fails_ends_the_chain(jobs, site):
     assert_nothing_left(result)
 
 
-# -------------------------------------------- Flux and LSF, with stand-ins
+# -------------------------------------------- LSF, with stand-ins (Flux: test_flux.py)
 def warn_once_counted(running, state, at_least=2, timeout=240):
-    """The scheduler's walltime warning to the batch script (Flux's
-    --signal=SIGUSR1@T, LSF's -wa USR1 -wt T), once the driver counted a bit."""
+    """The scheduler's walltime warning to the batch script (LSF's -wa USR1
+    -wt T), once the driver counted a bit."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and running.proc.poll() is None:
         if state.exists() and state.read_text().strip().isdigit() and \
@@ -474,40 +447,6 @@ def warn_once_counted(running, state, at_least=2, timeout=240):
             return
         time.sleep(0.2)
     raise AssertionError("the driver never counted")
-
-
-def test_flux_batch_script_chains_on_a_stub_flux(jobs, site, tmp_path):
-    """flux batch jobs/flux_batch.sh: `flux run` starts the tasks (Flux's
-    variables; start_ray names its launcher and the job), the link queues
-    the next with --dependency=afterany and this job's jobspec (nodes,
-    tasks, cores, time limit, name, queue; the script's text written back
-    to a file), passes Flux's warning on, and the counter's exit 0 after it
-    keeps the chain going."""
-    state = tmp_path / "count"
-    script = os.path.join(JOBS, "flux_batch.sh")
-    env = {**site["env"], "FLUX_URI": "local:///run/flux/local", "STUB_FLUX_JOBID": "fA42",
-           "STUB_SCRIPT": script, "STUB_DURATION": "3600", "PER_NODE": "2", "CORES": "1",
-           "DRIVER": COUNTER, "DRIVER_ARGS": f"--state {state} --target 1000"}
-    running = jobs.launch(["bash", script], env, cwd=site["submit"])
-    warn_once_counted(running, state)
-    result = running.wait(240)
-    assert result.returncode == 0, result.output
-    log = launched(site)
-    assert re.search(r"flux run --nodes=1 --tasks-per-node=2 --cores-per-task=1 python -m "
-                     rf"start_ray {COUNTER} --state", log), log
-    assert ("flux batch --dependency=afterany:fA42 --nodes=1 --ntasks=2 --cores-per-task=1 "
-            "--time-limit=3600s --job-name=start_ray --queue=pdebug "
-            "--env=START_RAY_CHAIN_LINK=2 --env=START_RAY_CHAIN_ID=fA42 "
-            f"{site['submit']}/.start_ray-flux-fA42.sh") in log, log
-    with open(os.path.join(site["submit"], ".start_ray-flux-fA42.sh")) as handle:
-        assert handle.read() == open(script).read(), "the next link runs this script"
-    assert re.search(r"started by flux run \(Open MPI [\d.]+\) in Flux job fA42\b",
-                     result.stdout), result.stdout
-    assert "walltime warning (SIGUSR1, from the scheduler)" in result.stdout
-    assert re.search(r"COUNTER link=1 chain=fA42 from=0 to=\d+ warned=1", result.stdout)
-    assert "chain fA42: not done; job fA43 continues it" in result.stdout
-    assert "CPUs 2 (CPU affinity of this host's ranks: 2)" in result.rank0_log
-    assert_nothing_left(result)
 
 
 def test_lsf_jsrun_script_chains_on_a_stub_lsf(jobs, site, tmp_path):

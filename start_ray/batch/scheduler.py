@@ -243,8 +243,8 @@ class Flux(Scheduler):
         options = []
         resources = spec.get("resources", [{}])
         node = resources[0] if resources and resources[0].get("type") == "node" else None
-        slot = next((r for r in (node or {}).get("with", resources) if r.get("type") == "slot"),
-                    {})
+        slot: Dict[str, Any] = next(
+            (r for r in (node or {}).get("with", resources) if r.get("type") == "slot"), {})
         if node is not None:
             options.append(f"--nodes={node.get('count', 1)}")
         nslots = slot.get("count", 1) * (node.get("count", 1) if node else 1)

@@ -18,10 +18,10 @@ def _table(parser: argparse.ArgumentParser) -> List[str]:
         if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
             continue
         if action.option_strings:
-            name = ", ".join(f"`{flag}{' ' + action.metavar if action.metavar else ''}`"
-                             for flag in action.option_strings)
+            metavar = f" {action.metavar}" if isinstance(action.metavar, str) else ""
+            name = ", ".join(f"`{flag}{metavar}`" for flag in action.option_strings)
         else:
-            name = f"`{action.metavar or action.dest}`"
+            name = f"`{action.metavar if isinstance(action.metavar, str) else action.dest}`"
         default = action.default
         shown = ("-" if default in (None, False, [], argparse.SUPPRESS) or not
                  action.option_strings else f"`{default}`")
@@ -59,8 +59,9 @@ def markdown() -> str:
     for verb, what in _verbs(jobs):
         lines.append(f"| `{verb.prog} ...` | {what} |")
     lines.append("")
-    for verb in ("attach", "stop"):
-        lines += [f"## `python -m start_ray {verb}`", "", *_table(attach.parser(verb)), ""]
+    for command in ("attach", "stop"):
+        lines += [f"## `python -m start_ray {command}`", "", *_table(attach.parser(command)),
+                  ""]
     for verb, _ in _verbs(jobs):
         lines += [f"## `{verb.prog}`", "", *_table(verb), ""]
     job = options.markdown().replace("# Options\n", "# Options of a job\n", 1).splitlines()
