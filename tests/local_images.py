@@ -5,16 +5,18 @@ image registry is reachable here):
 1. the base: `debootstrap --variant=minbase bookworm` from Debian's packages
    (about a minute), `podman import`ed as localhost/start-ray-base:bookworm;
 2. the image: `podman build -f containers/Containerfile --build-arg
-   BASE=localhost/start-ray-base:bookworm`, its context a clean copy of the
-   commit (`git archive HEAD`), tagged with the commit's tree hash so that a
-   later run of the same tree reuses it.
+   BASE=localhost/start-ray-base:bookworm --build-arg EXTRAS=`, its context
+   a clean copy of the commit (`git archive HEAD`), built every time (podman
+   reuses the layers whose inputs did not change: the system packages).
+   EXTRAS is empty by default here: start_ray and Ray without the RL stack
+   (~4 GB more; `python tests/local_images.py build rl` builds it all).
 
 pip inside the build must trust this machine's CA bundle (it checks TLS
 against its own): the bundle and a pip.conf naming it are lent to the build
 as read-only volumes, the recipe unchanged. A site with TLS inspection does
 the same.
 
-    python tests/local_images.py build     # base and image; prints the image
+    python tests/local_images.py build [EXTRAS]   # base and image; prints its name
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import Dict, Optional
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 BASE = "localhost/start-ray-base:bookworm"
-IMAGE = "localhost/start-ray"
+IMAGE = "localhost/start-ray:test"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 # What a Debian base needs for the recipe: Debian's Python is python3 (the
 # recipe makes it `python` for the venv it builds), with venv and headers.
@@ -102,17 +104,10 @@ def base(env: Dict[str, str], log=sys.stderr) -> str:
     return BASE
 
 
-def tree() -> str:
-    """The commit's tree hash: the same sources, the same image."""
-    return _run(["git", "-C", ROOT, "rev-parse", "HEAD^{tree}"], 30).stdout.strip()[:12]
-
-
-def build(env: Dict[str, str], log=sys.stderr) -> str:
+def build(env: Dict[str, str], extras: str = "", log=sys.stderr) -> str:
     """containers/Containerfile built from a clean copy of HEAD on the local
     base; the image's name. Raises RuntimeError with the build's last lines."""
-    image = f"{IMAGE}:{tree()}"
-    if _exists(image, env):
-        return image
+    image = IMAGE
     base_image = base(env, log)
     with tempfile.TemporaryDirectory(prefix="sr-image-") as work:
         context = os.path.join(work, "context")
@@ -129,7 +124,7 @@ def build(env: Dict[str, str], log=sys.stderr) -> str:
         print(f"podman build {image} (a few minutes)", file=log, flush=True)
         done = _run(["podman", "build", "--runtime", "runc", "-f",
                      os.path.join(context, "containers", "Containerfile"),
-                     "--build-arg", f"BASE={base_image}",
+                     "--build-arg", f"BASE={base_image}", "--build-arg", f"EXTRAS={extras}",
                      "--volume", f"{CA_BUNDLE}:/etc/ssl/certs/host-ca.crt:ro",
                      "--volume", f"{pip_conf}:/etc/pip.conf:ro",
                      "-t", image, context], 1800, env)
@@ -144,6 +139,6 @@ if __name__ == "__main__":
         sys.exit(why)
     with tempfile.TemporaryDirectory() as folder:
         try:
-            print(build(podman_env(folder)))
+            print(build(podman_env(folder), sys.argv[2] if len(sys.argv) > 2 else ""))
         except (RuntimeError, subprocess.SubprocessError) as err:
             sys.exit(str(err))
