@@ -21,6 +21,8 @@ the same.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import re
 import shutil
@@ -34,6 +36,8 @@ ROOT = os.path.dirname(HERE)
 BASE = "localhost/start-ray-base:bookworm"
 IMAGE = "localhost/start-ray:test"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                     "start_ray")
 # What a Debian base needs for the recipe: Debian's Python is python3 (the
 # recipe makes it `python` for the venv it builds), with venv and headers.
 BASE_PACKAGES = "python3,python3-venv,python3-dev,ca-certificates"
@@ -131,6 +135,49 @@ def build(env: Dict[str, str], extras: str = "", log=sys.stderr) -> str:
         if done.returncode != 0:
             raise RuntimeError("podman build failed:\n" + (done.stdout + done.stderr)[-4000:])
     return image
+
+
+@contextlib.contextmanager
+def _locked():
+    """One build at a time on this machine (test files on two xdist
+    workers may both want the image)."""
+    os.makedirs(CACHE, exist_ok=True)
+    with open(os.path.join(CACHE, "images.lock"), "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def image_id(image: str, env: Dict[str, str]) -> str:
+    done = _run(["podman", "image", "inspect", "--format", "{{.Id}}", image], 60, env)
+    if done.returncode != 0:
+        raise RuntimeError(f"podman image inspect {image}: {done.stderr.strip()}")
+    return done.stdout.strip()[:16]
+
+
+def built(env: Dict[str, str], log=sys.stderr) -> str:
+    """The image, built once per test session and machine state (locked)."""
+    with _locked():
+        return build(env, log=log)
+
+
+def charliecloud(env: Dict[str, str], log=sys.stderr) -> str:
+    """The same image as a Charliecloud directory image (`ch-convert -i
+    podman`), converted once per image id; its path."""
+    with _locked():
+        image = build(env, log=log)
+        target = os.path.join(CACHE, f"ch-{image_id(image, env)}")
+        if os.path.exists(os.path.join(target, "ch", "environment")):
+            return target
+        for old in os.listdir(CACHE):  # earlier images' conversions
+            if old.startswith("ch-"):
+                shutil.rmtree(os.path.join(CACHE, old), ignore_errors=True)
+        print(f"ch-convert {image} -> {target} (about a minute)", file=log, flush=True)
+        done = _run(["ch-convert", "-i", "podman", "-o", "dir", image, target], 1200,
+                    {**env, "USER": env.get("USER", "root")})
+        if done.returncode != 0:
+            shutil.rmtree(target, ignore_errors=True)
+            raise RuntimeError("ch-convert failed:\n" + (done.stdout + done.stderr)[-3000:])
+        return target
 
 
 if __name__ == "__main__":

@@ -1,17 +1,21 @@
 """start_ray inside real containers on this machine, with Debian's runtimes:
 
+- our own image: containers/Containerfile built with podman on a Debian 12
+  base made locally (tests/local_images.py; no registry is reachable here),
+  a 2-rank job with the image's own MPICH in it under podman, and the same
+  image converted for Charliecloud (`ch-convert -i podman`) running the
+  same job under ch-run (and, in test_slurm.py, under a real Slurm through
+  jobs/slurm_container.sbatch);
 - podman (runc): the whole job in one container with podman's default 64 MB
-  /dev/shm, MPI from the image (mpirun inside); the driver puts an object
-  larger than that /dev/shm and reads it on every node;
+  /dev/shm, MPI from the host's venv bound in (mpirun inside); the driver
+  puts an object larger than that /dev/shm and reads it on every node;
 - Charliecloud (ch-run): jobs/slurm_container.sbatch with srun's stand-in
   (Open MPI's mpirun, as in test_job_scripts.py) starting one ch-run per
   task, MPI from the host.
 
-No image registry is reachable here, so the images are made locally: an
-empty root filesystem with the host's /usr, /lib, /etc, the Python and the
-checkout (its venv) bound in, which is how a site binds a venv into a
-container too. The recipes that build a full image (containers/) need a
-registry for their base image and are not built here.
+The bound images are an empty root filesystem with the host's /usr, /lib,
+/etc, the Python and the checkout (its venv) bound in, which is how a site
+binds a venv into a container too.
 
 podman needs `--runtime runc` and a containers.conf with
 `default_ulimits = []` on this machine (crun fails on its hybrid cgroups):
@@ -30,6 +34,7 @@ import pytest
 from conftest import skip_or_fail
 from test_job_scripts import ARGS, launched, ran_the_users_driver, run_script, site
 
+import local_images
 from jobs import PYTHON, ROOT, assert_nothing_left
 
 BIG_OBJECT = os.path.join(ROOT, "tests", "drivers", "big_object.py")
@@ -70,6 +75,70 @@ def podman(tmp_path_factory):
         skip_or_fail("podman", f"podman import failed: {done.stderr.strip()}")
     yield env
     run(["podman", "rmi", "-f", IMAGE], env=env)
+
+
+@pytest.fixture(scope="module")
+def our_image(podman):
+    """containers/Containerfile, built from a clean copy of HEAD."""
+    why = local_images.unavailable()
+    if why:
+        skip_or_fail("podman", why)
+    try:
+        return local_images.built(podman)
+    except (RuntimeError, subprocess.SubprocessError) as err:
+        pytest.fail(f"the project's recipe did not build: {err}")
+
+
+# The same job in each runtime: the image's MPICH (Hydra), two ranks, a Ray
+# node each, the example driver installed in the image.
+IN_THE_IMAGE = ('mpiexec -n 2 python -m start_ray --node-per-rank --num-cpus 1 '
+                '"$(python -m start_ray.jobs example cluster_info)"')
+
+
+def ran_in_our_image(result):
+    assert result.returncode == 0, result.output
+    found = re.search(r"^CLUSTER_INFO (.*)$", result.stdout, re.M)
+    assert found, result.output
+    assert json.loads(found.group(1))["alive_nodes"] == 2
+    assert re.search(r"started by Hydra mpiexec \(MPICH 4[\d.]+\)", result.stdout), \
+        result.stdout  # Debian 12's MPICH, the image's own
+    assert "/opt/venv/bin/ray)" in result.stdout, "start_ray and Ray from the image"
+    assert "none left" in result.stdout
+    assert_nothing_left(result)
+
+
+def test_our_image_runs_a_two_rank_job_under_podman(jobs, podman, our_image, tmp_path):
+    name = f"srt-{uuid.uuid4().hex[:8]}"
+    cmd = ["podman", "--runtime", "runc", "run", "--rm", "--name", name, "--network", "host",
+           "-e", f"START_RAY_LOG_DIR={tmp_path}/logs", "-v", f"{tmp_path}:{tmp_path}",
+           "-w", str(tmp_path), our_image, "bash", "-c", IN_THE_IMAGE]
+    try:
+        result = jobs.launch(cmd, {"CONTAINERS_CONF": podman["CONTAINERS_CONF"]}).wait(300)
+    finally:
+        run(["podman", "rm", "-f", name], env=podman)
+    ran_in_our_image(result)
+
+
+@pytest.fixture(scope="module")
+def our_charliecloud_image(podman, our_image):
+    if not shutil.which("ch-run") or not shutil.which("ch-convert"):
+        skip_or_fail("charliecloud", "ch-run or ch-convert is not installed (Debian: "
+                                     "charliecloud-runtime, charliecloud-builders)")
+    try:
+        return local_images.charliecloud(podman)
+    except (RuntimeError, subprocess.SubprocessError) as err:
+        pytest.fail(f"ch-convert failed: {err}")
+
+
+def test_our_image_runs_the_same_job_under_charliecloud(jobs, our_charliecloud_image,
+                                                        tmp_path):
+    """The podman image converted (`ch-convert -i podman`): ch-run, the
+    image's environment (--set-env), the host's network and process table."""
+    cmd = ["ch-run", "--set-env", "--unset-env=PYTHONPATH", "-b", str(tmp_path),
+           "-c", str(tmp_path), our_charliecloud_image, "--", "bash", "-c", IN_THE_IMAGE]
+    result = jobs.launch(cmd, {"USER": os.environ.get("USER", "root"),
+                               "START_RAY_LOG_DIR": f"{tmp_path}/logs"}).wait(300)
+    ran_in_our_image(result)
 
 
 def test_a_job_in_a_podman_container_with_a_64mb_dev_shm(jobs, podman, tmp_path):
