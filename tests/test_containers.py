@@ -200,10 +200,11 @@ def test_container_script_under_charliecloud(jobs, site, charliecloud_image):
     path = os.path.dirname(site["python"]) + os.pathsep + os.environ["PATH"]
     result, seen = run_script(jobs, site, "slurm_container.sbatch", {
         "SLURM_JOB_ID": "9595", "SLURM_NTASKS": "2", "CONTAINER": "charliecloud",
-        "IMAGE": image, "CONTAINER_OPTIONS": binds, "PATH": path,
+        "IMAGE": image, "CONTAINER_OPTIONS": binds, "PATH": path, "SRUN_MPI": "--mpi=pmix",
         "USER": os.environ.get("USER", "root")})
     ran_the_users_driver(site, seen)
-    assert re.search(rf"srun --mpi=pmix --kill-on-bad-exit=1 ch-run -b {site['submit']} "
+    assert re.search(rf"srun --mpi=pmix --kill-on-bad-exit=1 ch-run --join "
+                     rf"-b {site['submit']} "
                      rf"-c {site['submit']} {re.escape(binds)} {image} -- python -m start_ray "
                      rf"my_driver.py {ARGS}$", launched(site), re.M), launched(site)
     assert "in Slurm job 9595" in result.stdout

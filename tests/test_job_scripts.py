@@ -295,7 +295,7 @@ def test_container_script_on_stand_in_runtimes(jobs, site, container, image, lau
         "IMAGE": image, "CONTAINER_OPTIONS": options, "PATH": path})
     ran_the_users_driver(site, seen)
     expected = launch.format(s=site["submit"])
-    assert re.search(rf"srun --mpi=pmix --kill-on-bad-exit=1 (\S+ )?{re.escape(expected)} "
+    assert re.search(rf"srun --mpi=pmi2 --kill-on-bad-exit=1 (\S+ )?{re.escape(expected)} "
                      rf"python -m start_ray my_driver.py {ARGS}$", launched(site), re.M), \
         launched(site)
     assert "in Slurm job 9494" in result.stdout

@@ -333,3 +333,33 @@ def test_a_link_that_fails_ends_the_chain(jobs, slurm, tmp_path):
     queued = re.search(r"cancelled the queued link \(job (\d+)\)", output).group(1)
     assert slurm.record(queued)["JobState"] == "CANCELLED"
     assert_job_left_nothing(job)
+
+
+def test_the_container_script_runs_our_image_under_slurm(jobs, slurm, tmp_path):
+    """jobs/slurm_container.sbatch as documented for our image: the recipe
+    (containers/Containerfile) built with podman and converted for
+    Charliecloud, CONTAINER=charliecloud, the script's default --mpi=pmi2,
+    which the image's MPICH speaks: one ch-run per task, one cluster over
+    both tasks, the example driver from the image, exit 0."""
+    import local_images
+    why = local_images.unavailable()
+    if why:
+        skip_or_fail("podman", why)
+    folder = tmp_path / "podman"
+    folder.mkdir()
+    image = local_images.charliecloud(local_images.podman_env(str(folder)))
+    mark, env, _ = jobs.new_job({
+        "CONTAINER": "charliecloud", "IMAGE": image, "USER": os.environ.get("USER", "root"),
+        "DRIVER": "/opt/venv/share/start_ray/drivers/cluster_info.py"})
+    before = found_by.snapshot()
+    job_id = slurm.sbatch(os.path.join(ROOT, "jobs", "slurm_container.sbatch"),
+                          [*SIZE, "--time=00:10:00", f"--output={tmp_path}/slurm-%j.out"], env,
+                          str(tmp_path))
+    record = slurm.wait(job_id, timeout=300)
+    output = read(os.path.join(tmp_path, f"slurm-{job_id}.out"))
+    assert record["JobState"] == "COMPLETED", output
+    assert re.search(r"started by srun \(MPICH 4[\d.]+\) in Slurm job", output), output
+    info = json.loads(re.search(r"^CLUSTER_INFO (.*)$", output, re.M).group(1))
+    assert info["alive_nodes"] == 2 and info["ranks"] == [0, 1], info
+    assert "/opt/venv/bin/ray)" in output and "none left" in output
+    assert_job_left_nothing((mark, before))
