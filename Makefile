@@ -36,7 +36,7 @@ BIN      := $(VENV)/bin
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: venv venv-mpich run test test-mpich test-fast docs bench $(BENCHES) chaos compat clean
+.PHONY: venv venv-mpich run test test-mpich test-fast flux docs bench $(BENCHES) chaos compat clean
 
 venv: $(VENV)/.installed
 
@@ -80,6 +80,11 @@ MPICH_TESTS ?= tests/test_faults.py tests/test_lifecycle.py
 test-mpich: venv venv-mpich
 	START_RAY_TEST_MPI=mpich START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV)) $(BIN)/python \
 		-m pytest -n $(WORKERS) --dist loadfile $(PYTEST_ARGS) $(MPICH_TESTS)
+
+# A real Flux for tests/test_flux.py: flux-core from ../shared/vendor/, built
+# once per machine into ~/.cache/start_ray (about 7 minutes on 2 cores).
+flux:
+	$(PYTHON) tests/local_flux.py build
 
 # While you change start_ray: the in-process tests (a pytest marker), seconds.
 test-fast: venv

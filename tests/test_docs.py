@@ -214,3 +214,35 @@ def test_cluster_programs_at_least_compile():
     for path, kind, code in ALL:
         if kind == "python cluster":
             compile(code, path, "exec")
+
+
+@pytest.mark.fast
+def test_every_scheduler_launcher_and_runtime_says_how_it_is_tested():
+    """docs/compatibility.md's table: a row for each scheduler, launcher and
+    container runtime the docs name, each real / stand-in / recipe, and
+    each test it names exists."""
+    with open(os.path.join(ROOT, "docs", "compatibility.md")) as handle:
+        text = handle.read()
+    section = text.split("## Schedulers, launchers and container runtimes", 1)[1]
+    rows = [line.split(" | ") for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith(("| what", "|---"))]
+    assert len(rows) >= 20, rows
+    named = " ".join(row[0] for row in rows)
+    for thing in ("Slurm", "Flux", "PBS Pro", "Cobalt", "LSF", "Open MPI", "MPICH", "srun",
+                  "flux run", "aprun", "PALS", "jsrun", "podman 4.3", "Charliecloud",
+                  "Apptainer", "podman-hpc", "pyxis", "Shifter", "Containerfile",
+                  "apptainer.def"):
+        assert thing in named, f"no row for {thing}"
+    for row in rows:
+        assert row[1].split(":")[0] in ("real", "stand-in", "recipe") or \
+            row[1].startswith("built and run"), row
+        for test_file, name in re.findall(r"`(test_\w+\.py)::(test_\w+)`", row[2]):
+            with open(os.path.join(ROOT, "tests", test_file)) as handle:
+                assert f"def {name}(" in handle.read(), f"{test_file}::{name} is gone"
+        if row[1] == "real":
+            assert "::" in row[2] or "make test-mpich" in row[2], row
+    with open(os.path.join(ROOT, "README.md")) as handle:
+        compat = handle.read().split("## Compatibility", 1)[1].split("##", 1)[0]
+    for thing in re.findall(r"(Slurm|Flux|PBS|Cobalt|LSF|Apptainer|podman-hpc|pyxis|Shifter|"
+                            r"Charliecloud|podman)", compat):
+        assert thing in named, f"the README names {thing}: no row says how it is tested"
