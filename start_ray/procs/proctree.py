@@ -29,7 +29,6 @@ escapes only by doing both. Nothing outside these sets is ever signalled
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 import os
 import signal
@@ -45,9 +44,10 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 
 # Loaded once here: the preexec_fn below runs between fork and exec, where
-# nothing may be looked up or imported.
-_LIBC = (ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-         if sys.platform.startswith("linux") else None)
+# nothing may be looked up or imported. The process's own symbols (libc's
+# among them), not ctypes.util.find_library, which runs `ldconfig -p` (and
+# gcc where that fails) at every rank's start.
+_LIBC = ctypes.CDLL(None, use_errno=True) if sys.platform.startswith("linux") else None
 
 
 def _prctl(option: int, value: int) -> bool:
