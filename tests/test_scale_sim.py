@@ -20,10 +20,12 @@ pytestmark = pytest.mark.fast
 
 def expected_counts(hosts: int, per_host: int) -> dict:
     """What one run of H hosts x R ranks (one node each) must show rank 0:
-    the head up, H-1 joins, H hosts' stops; messages: H-1 Joined, H-1
-    HostDone, R-1 Done from rank 0's own host."""
+    the head up, H-1 joins, H hosts' stops; messages that rank 0's own code
+    takes from its inbox (what it reads is its doing, not the world's):
+    H-1 Joined, H-1 HostDone, R-1 Done from rank 0's own host."""
     return {"events": {"head_up": 1, "joined": hosts - 1, "stopped": hosts},
-            "messages_to_rank0": 2 * (hosts - 1) + per_host - 1}
+            "read_by_rank0": {"Joined": hosts - 1, "HostDone": hosts - 1,
+                              **({"Done": per_host - 1} if per_host > 1 else {})}}
 
 
 def simulate(tmp_path, hosts, per_host, **shape):
@@ -36,7 +38,9 @@ def test_the_simulated_run_ends_well_with_the_protocols_counts(tmp_path, hosts, 
     assert row["status"] == 0
     want = expected_counts(hosts, per_host)
     assert row["events"] == want["events"]
-    assert row["messages_to_rank0"] == want["messages_to_rank0"]
+    assert row["read_by_rank0"] == want["read_by_rank0"], row["read_by_rank0"]
+    assert row["unread_by_rank0"] == 0, "rank 0 left messages unread"
+    assert row["looks_parsed"] >= 1, "the node table's looks are rank 0's work"
     assert row["nodes"] == hosts
     # the first `slots` workers join at once; each other gets a Go (from rank 0)
     slots = join_slots.slots_for(hosts - 1, None)
@@ -49,8 +53,10 @@ def test_the_simulated_run_ends_well_with_the_protocols_counts(tmp_path, hosts, 
 def test_rank_0s_messages_grow_with_the_hosts_not_the_ranks(tmp_path):
     few = simulate(tmp_path / "a", 20, 2)
     many = simulate(tmp_path / "b", 20, 64)
-    assert many["messages_to_rank0"] - few["messages_to_rank0"] == 64 - 2, \
+    assert many["read_by_rank0"]["Done"] - few["read_by_rank0"]["Done"] == 64 - 2, \
         "only rank 0's own host's ranks speak to it directly"
+    assert {k: v for k, v in many["read_by_rank0"].items() if k != "Done"} == \
+        {k: v for k, v in few["read_by_rank0"].items() if k != "Done"}
     assert many["events"] == few["events"]
     assert many["summary_lines"] == few["summary_lines"]
 
@@ -60,3 +66,18 @@ def test_a_slow_world_still_ends_and_the_clock_is_virtual(tmp_path):
     row = simulate(tmp_path, 40, 2, join_seconds=30.0, run_seconds=600.0)
     assert row["status"] == 0 and row["virtual_seconds"] > 600
     assert row["events"] == expected_counts(40, 2)["events"]
+
+
+def test_the_benchmark_says_whether_the_targets_hold(tmp_path):
+    """The limits (10 s of CPU with the idle cost measured in a real job
+    added, 2 GiB, x12 from 1,000 to 10,000 hosts), each with its verdict."""
+    rows = [{"hosts": 1000, "rank0_cpu_s": 0.3, "rank0_peak_mb": 10, "run_seconds": 60.0},
+            {"hosts": 10000, "rank0_cpu_s": 3.0, "rank0_peak_mb": 90, "run_seconds": 60.0}]
+    text = scale_sim.verdict(rows)
+    assert "CPU at 10,000 hosts" in text and "growth from 1,000 to 10,000 hosts: x10.0" in text
+    assert "FAILS" not in text and text.count("holds") == 3
+    if scale_sim.idle_per_minute() is not None:
+        assert "measured in a real job" in text
+    rows[1].update(rank0_cpu_s=4.0, rank0_peak_mb=3000)
+    text = scale_sim.verdict(rows)
+    assert text.count("FAILS") == 2, text  # memory, and x13.3 growth
