@@ -100,14 +100,15 @@ def sent_to_the_tasks(batch: Optional[scheduler.Scheduler]) -> bool:
     """The scheduler warned the step's tasks, not this script (Flux's
     `--signal`): the driver saved and exited 0 on a warning this link never
     saw."""
+    if batch is None:
+        return False
     try:
-        sent = batch is not None and batch.warning_sent()
+        sent = batch.warning_sent()
     except (UsageError, ValueError, KeyError) as err:
-        say(f"could not ask {batch.name if batch else 'the scheduler'} whether it sent the "
-            f"walltime warning: {err}")
+        say(f"could not ask {batch.name} whether it sent the walltime warning: {err}")
         return False
     if sent:
-        say(f"{batch.name if batch else ''} sent its walltime warning to the step's tasks")
+        say(f"{batch.name} sent its walltime warning to the step's tasks")
     return sent
 
 

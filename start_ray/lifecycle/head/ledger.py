@@ -53,12 +53,10 @@ class Ledger:
         on_host: Dict[str, List[int]] = {}
         for node in layout.nodes:
             on_host.setdefault(node.host, []).append(node.rank)
-        names_unique = len({host.name for host in layout.hosts}) == len(layout.hosts)
         self.node_ranks_of: Dict[int, List[int]] = {}
         for host in layout.hosts:
             self.node_ranks_of.setdefault(host.leader, []).extend(
-                on_host.get(host.name, ()) if names_unique else
-                [rank for rank in on_host.get(host.name, ()) if rank in host.ranks])
+                rank for rank in on_host.get(host.name, ()) if rank in host.ranks)
 
     def since_start(self) -> float:
         return time.monotonic() - self.started
