@@ -390,6 +390,27 @@ class SimNode:
     def gone(self) -> Optional[str]:
         return None
 
+    # its GCS never dies here (the store costs the real head, not the protocol)
+    block = True
+
+    def keep_gcs(self, port: int) -> bool:
+        return True
+
+    def gcs_ended(self) -> Optional[str]:
+        return None
+
+    def restart_gcs(self, deadline: float) -> float:
+        raise AssertionError("the simulated GCS never dies")
+
+    def store_failed(self) -> bool:
+        return False
+
+    def kill(self) -> None:
+        pass
+
+    def stop_in_order(self, timeout: float) -> None:
+        pass
+
 
 class SimTable:
     """The GCS's node table as rank 0 reads it: the helper's lines, parsed
@@ -498,7 +519,7 @@ class SimLauncher:
     def prepare(self) -> None:
         pass
 
-    def start_node(self, role_args: List[str]) -> SimNode:
+    def start_node(self, role_args: List[str], gcs_store: bool = False) -> SimNode:
         self.node = SimNode(self.world)
         return self.node
 

@@ -188,6 +188,18 @@ SPECS: List[Spec] = [
          "when a worker node dies while its rank lives (OOM killer, a crash in Ray), "
          "the rank starts it anew and it rejoins the cluster, at most N times per "
          "node; 0: never (default: %(default)s). --fail-fast: never"),
+    Spec("gcs_restarts", _non_negative_int, 3, "N",
+         "when the head's GCS (gcs_server) dies while its raylet lives, start it "
+         "again in place (same port, same token, its state kept in RocksDB in the "
+         "head's node-local temp dir; Ray 2.57+): the raylets and the driver "
+         "reconnect and the job goes on; at most N times per job; 0: off, the GCS "
+         "keeps its state in memory as before (default: %(default)s)"),
+    Spec("restarts", _non_negative_int, 0, "N",
+         "when the head is lost (its raylet dies, or its GCS and it cannot come "
+         "back in place), stop every node, start the cluster again on the same "
+         "ranks (a new token, a fresh temp dir) and run the driver again with "
+         "START_RAY_RESTART=k, at most N times; a driver that checkpoints resumes "
+         "(default: %(default)s: the job ends)"),
     Spec("log_dir", str, "logs", "DIR",
          "where each run gets its folder LOG_DIR/<run-id>/: one log per rank, the "
          "driver's output, the summary, the cluster's card (default: %(default)s)"),
@@ -263,6 +275,8 @@ class Options:
     join_timeout: float = 300.0
     min_nodes: Optional[float] = None
     rejoins: int = 3
+    gcs_restarts: int = 3
+    restarts: int = 0
     join_slots: Optional[int] = None
     stop_timeout: float = 10.0
     grace: float = 30.0

@@ -46,6 +46,8 @@ class Script:
     hang_attempts: Tuple[int, ...] = ()  # only these starts hang (1: the first)
     mute_after_loss: bool = False  # once its node is lost, the rank sends nothing
     start_seconds: float = 0.0  # how long each start takes
+    store_fails: bool = False  # a head started with the GCS store fails
+    gcs_fails_again: bool = False  # the head's GCS, started again, ends at once
 
 
 class FakeNode:
@@ -60,6 +62,9 @@ class FakeNode:
         self.pid = next(self.pids)
         self.up = False
         self.returncode: Optional[int] = None
+        self.gcs_store = False  # the head's GCS keeps its state (start_node)
+        self.gcs_dead = False
+        self.gcs_restarts = 0
 
     # the part of subprocess.Popen the roles use
     def poll(self) -> Optional[int]:
@@ -123,7 +128,40 @@ class FakeNode:
         return "/nonexistent/session_fake"
 
     def gone(self) -> Optional[str]:
+        if self.gcs_dead and not self.gcs_store:
+            return "its gcs_server ended"
         return None if self.alive() else "(fake) `ray start` exited"
+
+    # the head's GCS (a test kills it: kill_gcs)
+    def keep_gcs(self, port: int) -> bool:
+        return self.gcs_store
+
+    def kill_gcs(self) -> None:
+        self.gcs_dead = True
+        self.world.event(self.rank, "gcs killed")
+
+    def gcs_ended(self) -> Optional[str]:
+        return "gcs_server was killed by SIGKILL" if self.gcs_dead and self.gcs_store else None
+
+    def restart_gcs(self, deadline: float) -> float:
+        script = self.world.scripts.get(self.rank, Script())
+        if script.gcs_fails_again:
+            raise NodeError("gcs_server started again exited with status 1 at once: (fake)")
+        self.gcs_dead = False
+        self.gcs_restarts += 1
+        self.world.event(self.rank, "gcs restarted")
+        return 0.5
+
+    def kill(self) -> None:
+        self.returncode = -9
+
+    def store_failed(self) -> bool:
+        return self.world.scripts.get(self.rank, Script()).store_fails
+
+    block = True
+
+    def stop_in_order(self, timeout: float) -> None:
+        raise AssertionError("a fake node is stopped by its owner")
 
 
 class FakeHelper:
@@ -251,8 +289,15 @@ class FakeLauncher:
     def prepare(self) -> None:
         self.world.event(self.rank, "prepared")
 
-    def start_node(self, role_args: List[str]) -> FakeNode:
+    def start_node(self, role_args: List[str], gcs_store: bool = False) -> FakeNode:
         node = FakeNode(self.world, self.rank, len(self.nodes) + 1, "--head" in role_args)
+        script = self.world.scripts.get(self.rank, Script())
+        if gcs_store and script.store_fails:
+            node.returncode = 1
+            self.nodes.append(node)
+            self.world.event(self.rank, "start with the store failed")
+            raise NodeError("`ray start` exited with status 1: (fake) the GCS store failed")
+        node.gcs_store = gcs_store
         self.nodes.append(node)
         self.world.event(self.rank, f"start attempt {node.attempt}")
         return node

@@ -46,6 +46,12 @@ INTEL_ZE_SINCE: Version = (2, 58)
 # pick the port in Python and write no such file): the workers can join from
 # then on, ~3 s before `ray start --head` prints the address.
 GCS_PORT_FILE = "session_*/gcs_server_port_*"
+# The GCS can keep its state in an embedded RocksDB store (alpha, Linux only;
+# `RAY_gcs_storage=rocksdb`, `RAY_gcs_storage_path=DIR`) since 2.57: a
+# gcs_server started again on the same store and port picks the cluster up
+# (ray-project/ray#63657; tried here on 2.60: the driver pauses ~1 s).
+GCS_STORE_SINCE: Version = (2, 57)
+GCS_STORE_VARIABLES = ("RAY_gcs_storage", "RAY_gcs_storage_path")
 
 
 def parse(text: str) -> Version:
@@ -114,6 +120,16 @@ def driver_prefers_head(version: Optional[str] = None) -> bool:
     lost although the job goes on."""
     found = _minor(version)
     return not found or found >= DRIVER_PREFERS_HEAD_SINCE
+
+
+def gcs_store(version: Optional[str] = None) -> bool:
+    """Whether this Ray's GCS can keep its state in RocksDB (2.57+)."""
+    return _minor(version) >= GCS_STORE_SINCE
+
+
+def gcs_store_env(path: str) -> Dict[str, str]:
+    """The head's variables that put its GCS's state in the store at `path`."""
+    return dict(zip(GCS_STORE_VARIABLES, ("rocksdb", path)))
 
 
 def has_token_auth() -> bool:

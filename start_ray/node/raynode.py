@@ -3,11 +3,17 @@
 `--block` keeps `ray start` in the foreground as our child, so the node lives
 exactly as long as we let it; its output goes to the rank's log, and the
 moment it prints that the runtime started is the moment we act on, no sleeps.
+
+A head whose GCS keeps its state in a store (gcs_server.py) runs without
+`--block`, which would kill the head's raylet when the GCS dies: `ray start`
+then exits once the node runs, and its processes, orphans, stay this rank's
+(a subreaper), found by the temp dir they run in.
 """
 
 from __future__ import annotations
 
 import collections
+import glob
 import importlib.util
 import json
 import os
@@ -24,7 +30,8 @@ import psutil
 
 from start_ray.errors import NodeError
 from start_ray.mpi import launch_env
-from start_ray.node import compat
+from start_ray.node import compat, gcs_server
+from start_ray.node.gcs_server import GcsServer
 from start_ray.node.ports import free_port
 from start_ray.procs import proctree
 from start_ray.procs.proctree import Spawn
@@ -34,6 +41,8 @@ READY_MARKER = "Ray runtime started"
 # How often a starting head's session dir is looked at for the GCS port.
 PORT_FILE_INTERVAL = 0.02
 CORE_PROCESSES = ("gcs_server", "raylet")
+# How long a node's process gets after SIGTERM before SIGKILL, as Ray gives it.
+RAY_GRACE = 1.0
 RANK_LABEL = "start_ray.rank"
 _ADDRESS_IN_OUTPUT = re.compile(r"ray start --address='([^']+)'")
 _ERROR_LINE = re.compile(r"^([\w.]*(Error|Exception)|Error|ERROR)\b.*:")
@@ -177,9 +186,13 @@ class RayNode:
     def __init__(self, args: List[str], env: Dict[str, str], temp_dir: str,
                  ray_command: Optional[List[str]] = None,
                  ignored_signals: Sequence[int] = (), ready: Optional[ReadyRay] = None,
-                 spawn: Spawn = proctree.popen) -> None:
-        self.command = [*(ray_command or [ray_executable()]), "start", *args, "--block"]
+                 spawn: Spawn = proctree.popen, gcs_store: bool = False) -> None:
+        self.block = not gcs_store  # see the module's docstring
+        self.command = [*(ray_command or [ray_executable()]), "start", *args,
+                        *(["--block"] if self.block else [])]
         self.temp_dir = temp_dir
+        self.spawn = spawn
+        self.gcs: Optional[GcsServer] = None  # found once the head serves, with a store
         self._log = logs.get()
         self._tail: Deque[str] = collections.deque(maxlen=25)
         self._died: List[str] = []  # the node's processes that Ray saw die
@@ -293,7 +306,7 @@ class RayNode:
         zombie has ended (psutil's is_running() says otherwise): the rank is
         a subreaper, and what a dead `ray start` leaves stays its zombie."""
         returncode = self.process.poll()
-        if returncode is not None:
+        if returncode is not None and (self.block or returncode or not self._started):
             return f"`ray start` exited with status {returncode}: {self.last_words()}"
         if self._started and self._core is None:
             self._core = [(proc, proc.name()) for proc in self.core_processes()]
@@ -301,21 +314,96 @@ class RayNode:
         return f"its {' and '.join(ended)} ended" if ended else None
 
     def core_processes(self) -> List[psutil.Process]:
-        """The node's GCS server and raylet. `ray start` itself outlives them
-        by up to 30 s when it gets SIGTERM (it 'drains'), so whether the node
-        still works is told by these."""
-        try:
-            below = proctree.descendants(psutil.Process(self.process.pid))
-        except psutil.NoSuchProcess:
-            return []
+        """The node's GCS server and raylet: this rank's, running in the
+        node's temp dir (under `ray start`, or orphans of a `ray start`
+        without --block). `ray start --block` outlives them by up to 30 s
+        when it gets SIGTERM (it 'drains'), so whether the node still works
+        is told by these."""
         found = []
-        for child in below:
+        for child in self.in_temp_dir():
             try:
                 if child.name() in CORE_PROCESSES:
                     found.append(child)
             except psutil.Error:
                 pass
         return found
+
+    def stop_in_order(self, timeout: float) -> None:
+        """A node without --block, stopped the way `ray start --block` stops
+        its own (Ray's Node.kill_all_processes): the raylet first (it stops
+        its workers), then the GCS, then the node's other processes
+        (monitors, dashboard); each gets SIGTERM and a second, as Ray gives
+        them, then SIGKILL. Sent SIGTERM together and given 10 s, the raylet
+        and GCS outlived it; a raylet whose GCS is gone ignores SIGTERM.
+        What is left is the owner's (procs/owner.py)."""
+        deadline = time.monotonic() + timeout
+        found = self.in_temp_dir()
+        steps = [[proc for proc in found if proctree.name_of(proc) == name]
+                 for name in CORE_PROCESSES[::-1]]  # raylet, gcs_server
+        steps.append([proc for proc in found if proctree.name_of(proc) not in CORE_PROCESSES])
+        for procs in steps:
+            left = proctree.terminate(procs, min(RAY_GRACE,
+                                                 max(0.0, deadline - time.monotonic())))
+            if left:
+                self._log.debug("still running a second after SIGTERM, sent SIGKILL: %s",
+                                proctree.describe(left))
+                proctree.terminate(left, RAY_GRACE, signal.SIGKILL)
+
+    def in_temp_dir(self) -> List[psutil.Process]:
+        """This rank's processes that run in the node's temp dir (by their command line)."""
+        found = []
+        for child in proctree.descendants():
+            try:
+                if gcs_server.belongs_to(child.cmdline(), self.temp_dir):
+                    found.append(child)
+            except psutil.Error:
+                pass
+        return found
+
+    def keep_gcs(self, port: int) -> bool:
+        """Once the head serves with a store: find its gcs_server, to start
+        it again if it dies. False if there is none to keep."""
+        if self.block:
+            return False
+        self.gcs = GcsServer.find(self.temp_dir, port)
+        return self.gcs is not None
+
+    def gcs_ended(self) -> Optional[str]:
+        """How the head's GCS ended (`gcs_server was killed by SIGKILL`),
+        when it may be started again in place; None while it runs, or when
+        this node's GCS cannot come back (no store)."""
+        how = self.gcs.ended() if self.gcs is not None else None
+        return f"{gcs_server.NAME} {how}" if how else None
+
+    def restart_gcs(self, deadline: float) -> float:
+        """The GCS again, in place (gcs_server.GcsServer.start_again); the
+        seconds until it serves. The node's core processes are looked for
+        anew (the new GCS among them)."""
+        assert self.gcs is not None
+        took = self.gcs.start_again(self.spawn, deadline)
+        self._core = None
+        return took
+
+    def store_failed(self) -> bool:
+        """Whether a start that failed names the GCS's RocksDB store: in what
+        `ray start` printed (Ray checks the store's session file itself) or
+        in the last lines of the GCS's own log."""
+        with self._news:
+            said = list(self._tail)
+        for path in glob.glob(os.path.join(self.temp_dir, "session_*", "logs", "gcs_server.*")):
+            try:
+                with open(path, errors="replace") as handle:
+                    said += list(collections.deque(handle, maxlen=20))
+            except OSError:
+                continue
+        return any(gcs_server.STORE_WORD in line.lower() for line in said)
+
+    def kill(self) -> None:
+        """A start that failed: SIGKILL `ray start` and every process that
+        runs in the node's temp dir, with what they started."""
+        proctree.kill_tree(self.process.pid)
+        for proc in self.core_processes():
+            proctree.kill_tree(proc.pid)
 
     def last_words(self, lines: int = 4) -> str:
         """What Ray said last, for error messages (all of it is in the log):

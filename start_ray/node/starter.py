@@ -17,7 +17,7 @@ from start_ray.host import network, resources
 from start_ray.host.placement import NodePlan
 from start_ray.identity import Identity
 from start_ray.mpi import launch_env
-from start_ray.node import auth, raynode
+from start_ray.node import auth, compat, gcs_server, raynode
 from start_ray.node.gcs_table import NodeTable, Table
 from start_ray.node.raynode import RayNode, ReadyRay
 from start_ray.options import Options
@@ -75,9 +75,11 @@ class NodeLauncher:
             self.ready = ReadyRay(self.ray_env(), [self.options.walltime_signal],
                                   spawn=self.owner.popen)
 
-    def start_node(self, role_args: List[str]) -> RayNode:
+    def start_node(self, role_args: List[str], gcs_store: bool = False) -> RayNode:
         """`ray start ROLE_ARGS --block` with this rank's node plan (in the
-        `ray` prepared ahead, if it is still there)."""
+        `ray` prepared ahead, if it is still there). `gcs_store`: a head
+        whose GCS keeps its state in the temp dir, without --block
+        (gcs_server.py)."""
         temp_dir = self.owner.temp_dir
         assert temp_dir is not None and self.plan is not None
         extra = ["--plasma-directory", temp_dir] if self.plan.store_on_disk else []
@@ -92,10 +94,12 @@ class NodeLauncher:
         self.run_on_the_nodes_cpus(ready)
         # Ray's processes ignore the walltime signal: it is for the driver,
         # but Slurm hands it to every process of the job.
-        self.node = RayNode(role_args + args, self.ray_env(), temp_dir,
-                            self.options.ray_command,
+        env = self.ray_env()
+        if gcs_store:
+            env.update(compat.gcs_store_env(gcs_server.store_path(temp_dir)))
+        self.node = RayNode(role_args + args, env, temp_dir, self.options.ray_command,
                             ignored_signals=[self.options.walltime_signal], ready=ready,
-                            spawn=self.owner.popen)
+                            spawn=self.owner.popen, gcs_store=gcs_store)
         return self.node
 
     def run_on_the_nodes_cpus(self, ready: Optional[ReadyRay]) -> None:

@@ -37,6 +37,10 @@ class Stoppable(Protocol):
     def started(self) -> bool: ...
     @property
     def process(self) -> Any: ...
+    @property
+    def block(self) -> bool: ...
+
+    def stop_in_order(self, timeout: float) -> None: ...
 
 
 class Owner(Protocol):
@@ -136,7 +140,9 @@ class ProcessOwner:
         keep = {self.watchdog.pid} if self.watchdog else set()
         stopped = len(proctree.descendants()) - len(keep)
         leaders = []
-        if node is not None and node.started:
+        if node is not None and node.started and not node.block:
+            node.stop_in_order(self.options.stop_timeout)
+        elif node is not None and node.started:
             leaders = [node.process.pid]
         elif node is not None:
             # A `ray start` still starting heeds neither SIGINT nor SIGTERM for

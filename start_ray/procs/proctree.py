@@ -34,6 +34,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Callable, Iterable, List, Optional, Sequence, Tuple
 
@@ -74,8 +75,17 @@ def die_with_parent(ignored: Sequence[int] = ()) -> Callable[[], None]:
     exec and fork) by what it starts, unless they set handlers of their own:
     Slurm delivers a signal sent to srun (or `--signal=USR1@T`) to every
     process of the job, and Ray's GCS and raylet die of SIGUSR1."""
+    ignore = ignoring(ignored)
+
     def preexec() -> None:
         set_parent_death_signal(signal.SIGKILL)
+        ignore()
+    return preexec
+
+
+def ignoring(ignored: Sequence[int]) -> Callable[[], None]:
+    """A preexec_fn: the child ignores these signals (see die_with_parent)."""
+    def preexec() -> None:
         for signum in ignored:
             signal.signal(signum, signal.SIG_IGN)
     return preexec
@@ -122,7 +132,8 @@ def stop_descendants(timeout: float, exclude: Optional[set] = None,
     rest = [p for p in descendants() if p.pid not in exclude]
     _signal_all(rest, signal.SIGTERM)
     alive = _wait_gone(rest, deadline - time.monotonic(), exclude)
-    alive += [p for p in descendants() if p.pid not in exclude and p not in alive]
+    alive += [p for p in descendants()
+              if p.pid not in exclude and p not in alive and running(p)]
     if alive:
         logging.getLogger("start_ray").warning(
             "still running %gs after the stop signal, sending SIGKILL: %s",
@@ -130,6 +141,22 @@ def stop_descendants(timeout: float, exclude: Optional[set] = None,
     _signal_all(alive, signal.SIGKILL)
     _wait_gone(alive, 5.0, exclude)
     return [p for p in descendants() if p.pid not in exclude and running(p)]
+
+
+def terminate(procs: List[psutil.Process], timeout: float,
+              sig: int = signal.SIGTERM) -> List[psutil.Process]:
+    """Send `procs` SIGTERM (or `sig`) and wait up to `timeout` for them to
+    end (reaping our orphans); those still running."""
+    _signal_all(procs, sig)
+    return _wait_gone(procs, timeout, set())
+
+
+def name_of(proc: psutil.Process) -> str:
+    """Its name, or '' once it is gone."""
+    try:
+        return proc.name()
+    except psutil.Error:
+        return ""
 
 
 def kill_tree(leader: int) -> None:
@@ -243,9 +270,16 @@ def popen(cmd: Sequence[str], ignored_signals: Sequence[int] = (),
     """Start a child the way a rank starts everything: in a session of its
     own (so the session ID finds all it starts, even after the rank is gone)
     and dying with the rank (PR_SET_PDEATHSIG). The rank's process owner
-    books the session (owned.ProcessOwner.popen)."""
-    return subprocess.Popen(list(cmd), start_new_session=True,
-                            preexec_fn=die_with_parent(ignored_signals), **kwargs)
+    books the session (owned.ProcessOwner.popen).
+
+    From a thread other than the main one (the Python API's watch) the child
+    only ignores the signals: PR_SET_PDEATHSIG fires when the parent
+    *thread* ends, which would kill it with the watch; the rank's watchdog
+    still kills it if the rank dies."""
+    preexec = (die_with_parent(ignored_signals)
+               if threading.current_thread() is threading.main_thread()
+               else ignoring(ignored_signals))
+    return subprocess.Popen(list(cmd), start_new_session=True, preexec_fn=preexec, **kwargs)
 
 
 def names(procs: List[psutil.Process]) -> List[str]:

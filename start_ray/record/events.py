@@ -78,6 +78,17 @@ class GivenUp(Event):
 
 
 @dataclasses.dataclass(frozen=True)
+class GcsRestarted(Event):
+    """The head's GCS died and was started again in place (`restart` of
+    them), serving again `took` seconds later."""
+
+    kind: ClassVar[str] = "gcs_restarted"
+    how: str = ""
+    restart: int = 1
+    took: float = 0.0
+
+
+@dataclasses.dataclass(frozen=True)
 class NotJoinedYet(Event):
     """Missing at the join deadline, the driver started without it (--min-nodes)."""
 
@@ -118,7 +129,7 @@ class NoReport(Event):
 TROUBLE: Tuple[Type[Event], ...] = (JoinFailed, NeverJoined, NodeLost, NotJoinedYet)
 KINDS: Dict[str, Type[Event]] = {cls.kind: cls for cls in (
     HeadUp, NodeJoined, JoinFailed, NeverJoined, NodeLost, NodeRejoined,
-    GivenUp, NotJoinedYet, JoinedLate, RankFailed, Stopped, NoReport)}
+    GivenUp, GcsRestarted, NotJoinedYet, JoinedLate, RankFailed, Stopped, NoReport)}
 
 
 def describe(event: Event) -> str:
@@ -137,6 +148,9 @@ def describe(event: Event) -> str:
         return f"rejoined (rejoin {event.rejoin})"
     if isinstance(event, GivenUp):
         return f"given up after {event.rejoins} rejoin(s)"
+    if isinstance(event, GcsRestarted):
+        return (f"its GCS ({event.how}) started again in place (restart {event.restart}), "
+                f"serving after {event.took:.1f}s")
     if isinstance(event, NotJoinedYet):
         return "not joined at the start (--min-nodes)"
     if isinstance(event, JoinedLate):

@@ -125,6 +125,9 @@ def write(facts: Facts, status: int, cause: Optional[str]) -> str:
             f"rank(s) on {len(facts.hosts)} host(s), {len(facts.nodes)} Ray node(s)"]
     if status != 0 or cause:
         text.append(f"cause: {cause or 'unknown (see the rank logs)'}")
+    comebacks = gcs_restarts(facts)
+    if comebacks:
+        text.append(f"the head's GCS died and came back in place {comebacks} time(s)")
     text += ["", "timeline (seconds since rank 0 started):"]
     text += [f"  {line}" for line in lines(facts)]
     trouble = troubled(facts)
@@ -150,8 +153,13 @@ def record(facts: Facts, status: int, cause: Optional[str]) -> Dict[str, Any]:
                   for host in facts.hosts],
         "nodes": [{"rank": node.rank, "host": node.host, "ip": node.ip,
                    "ranks": node.ranks.text(10**9)} for node in facts.nodes],
+        "gcs_restarts": gcs_restarts(facts),
         "events": [event.record() for event in facts.events],
     }
+
+
+def gcs_restarts(facts: Facts) -> int:
+    return sum(isinstance(event, events.GcsRestarted) for event in facts.events)
 
 
 def readable_json(record: Dict[str, Any]) -> str:

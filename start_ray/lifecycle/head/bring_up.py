@@ -19,14 +19,14 @@ import logging
 import time
 from typing import Any, FrozenSet, List, Sequence, Set
 
-from start_ray.errors import JobError
+from start_ray.errors import JobError, NodeError
 from start_ray.host.placement import NodePlan
 from start_ray.lifecycle.agree.agreement import Agreement
 from start_ray.lifecycle.contracts import Channel, ClusterInfo, Launcher, Owner, Table
 from start_ray.lifecycle.head.state import HeadState
 from start_ray.lifecycle.head.watch import NODE_WATCH_INTERVAL, Watch
 from start_ray.mpi.messages import HeadRecord
-from start_ray.node import raynode
+from start_ray.node import gcs_server, raynode
 from start_ray.node.gcs_table import NodeInfo, summarize, total_resources
 from start_ray.options import Options, nodes_needed
 from start_ray.polling import wait_until
@@ -133,12 +133,7 @@ class BringUp:
             if self.options.no_auth:
                 self.log.warning("authentication is OFF (--no-auth): anyone who can reach "
                                  "this job's ports can run code as you")
-            state.head = self.launcher.start_node(raynode.head_args(self.options.dashboard))
-            state.table = self.launcher.node_table()
-            my_node = self.agreed.my_node
-            address = state.head.wait_address(
-                self.deadline, self.options.poll_interval, self._look,
-                ip=my_node.ip if my_node and my_node.ip_given else None)
+            address = self.start_head()
         except BaseException as err:
             self.channel.share(HeadRecord(error=f"{type(err).__name__}: {err}"))
             raise
@@ -147,8 +142,10 @@ class BringUp:
         state.address = address
         self.log.debug("the head's GCS serves at %s after %.1fs: the workers may join",
                        address, ledger.since_start())
+        assert state.head is not None
         state.head.wait_started(self.deadline, self.options.poll_interval, self._look_and_read,
                                 need_address=True)
+        self.keep_gcs(address)
         ledger.note(HeadUp(0, ledger.since_start()))
         self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
                       address, ledger.since_start(), state.head.session_dir())
@@ -158,6 +155,45 @@ class BringUp:
                     "START_RAY_NUM_NODES": str(len(nodes))})
         return ClusterInfo(address=address, nodes=nodes, run_dir=self.agreed.run_dir,
                            env=env, grace=self.agreed.plan.grace)
+
+    def start_head(self) -> str:
+        """The head's `ray start` and the node-table helper; the GCS's
+        address once it serves. A head whose GCS store fails at start-up
+        (RocksDB is alpha in Ray) starts again without it, with a warning."""
+        state, my_node = self.state, self.agreed.my_node
+        ip = my_node.ip if my_node and my_node.ip_given else None
+
+        def start() -> str:
+            state.head = self.launcher.start_node(raynode.head_args(self.options.dashboard),
+                                                  gcs_store=state.gcs_in_place)
+            if state.table is None:
+                state.table = self.launcher.node_table()
+            return state.head.wait_address(self.deadline, self.options.poll_interval,
+                                           self._look, ip=ip)
+        try:
+            return start()
+        except NodeError as err:
+            failed = self.launcher.node
+            if not state.gcs_in_place or failed is None or not failed.store_failed():
+                raise
+            failed.kill()
+            state.gcs_in_place = False
+            self.log.warning("the Ray head did not start with its GCS store (%s): starting it "
+                             "without the store; a GCS death will end the job", err)
+            return start()
+
+    def keep_gcs(self, address: str) -> None:
+        """Once the head is up: its GCS, to start again if it dies."""
+        state = self.state
+        if not state.gcs_in_place or state.head is None:
+            return
+        if not state.head.keep_gcs(int(address.rpartition(":")[2])):
+            state.gcs_in_place = False
+            self.log.warning("found no gcs_server of the head's to keep: a GCS death will end "
+                             "the job")
+            return
+        self.log.debug("the head's GCS keeps its state in %s",
+                       gcs_server.store_path(self.owner.temp_dir or "TEMP_DIR"))
 
     def _look(self) -> None:
         """During start-up a stopping signal, or a walltime warning, ends the

@@ -25,7 +25,7 @@ from start_ray.lifecycle.head.ledger import Ledger
 from start_ray.lifecycle.head.state import HeadState
 from start_ray.lifecycle.head.teardown import HeadTeardown
 from start_ray.lifecycle.head.watch import Watch
-from start_ray.node import raynode
+from start_ray.node import gcs_server, raynode
 from start_ray.options import Options
 from start_ray.procs.signals import SignalInbox
 from start_ray.record import announce
@@ -42,7 +42,8 @@ class HeadRank:
         workers = layout.node_ranks[1:]
         self.state = HeadState(
             layout=layout, ledger=Ledger(layout, started),
-            slots=JoinSlots(workers, join_slots.slots_for(len(workers), options.join_slots)))
+            slots=JoinSlots(workers, join_slots.slots_for(len(workers), options.join_slots)),
+            gcs_in_place=gcs_server.in_place(options, agreed.runs.ray)[0])
         self.watch = Watch(options, channel, owner, self.state, log)
         self.bring_up = BringUp(agreed, options, channel, owner, launcher, inbox, self.state,
                                 self.watch, log)

@@ -22,6 +22,10 @@ class HeadState:
     head: Optional[Node] = None  # the head's `ray start`, once rank 0 started it
     table: Optional[Table] = None  # the GCS's node table, while rank 0 relies on it
     address: str = ""  # the head's GCS, once it serves
+    # the head's GCS keeps its state in a store and comes back in place
+    # (node/gcs_server.in_place; off again if the store fails at start-up)
+    gcs_in_place: bool = False
+    gcs_restarts: int = 0  # how often it came back
     card_published: bool = False  # the cluster was ready: its card says so
     # Stop said the ranks leave together (none was lost then): they will
     # wait for rank 0 at the end, so rank 0 must come, whatever is lost since

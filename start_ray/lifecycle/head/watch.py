@@ -29,15 +29,18 @@ import threading
 import time
 from typing import List, Optional
 
-from start_ray.errors import JobError
-from start_ray.lifecycle.contracts import Channel, Owner
+from start_ray.errors import JobError, NodeError
+from start_ray.lifecycle.contracts import Channel, Node, Owner
 from start_ray.lifecycle.head.state import HeadState
 from start_ray.mpi.messages import REPORT, Failed, Go, Joined, Lost
 from start_ray.options import Options
-from start_ray.record.events import GivenUp
+from start_ray.record.events import GcsRestarted, GivenUp
 
 # How often rank 0 asks the GCS about the nodes while the driver runs (~30 ms).
 NODE_WATCH_INTERVAL = 2.0
+# A GCS started again in place must serve within this (the raylets wait for
+# it 60 s: RAY_gcs_rpc_server_reconnect_timeout_s).
+GCS_BACK_WITHIN = 30.0
 
 
 @dataclasses.dataclass
@@ -157,13 +160,41 @@ class Watch:
 
     def check_head(self, consequence: str) -> None:
         """In every phase: the head's `ray start`, GCS server and raylet still
-        run, else JobError at once (a lost head cannot be brought back: its
-        GCS held the cluster's state; waiting on would blame other nodes)."""
+        run, else JobError at once (waiting on would blame other nodes). A
+        GCS that keeps its state in a store is started again in place first
+        (gcs_back)."""
         head = self.state.head
-        why = head.gone() if head is not None else None
+        if head is None:
+            return
+        how = head.gcs_ended()
+        if how is not None:
+            self.gcs_back(head, how, consequence)
+        why = head.gone()
         if why is not None:
             raise JobError(f"the Ray head on {self.state.layout.nodes[0].host} (rank 0) ended "
                            f"({why}): the cluster is gone, so {consequence}")
+
+    def gcs_back(self, head: Node, how: str, consequence: str) -> None:
+        """The head's GCS died: started again in place, on its store and
+        port (the raylets and the driver reconnect by themselves), at most
+        --gcs-restarts times; else JobError naming why."""
+        state, ledger = self.state, self.state.ledger
+        where = f"the Ray head's GCS on {state.layout.nodes[0].host} (rank 0)"
+        limit = self.options.gcs_restarts
+        if state.gcs_restarts >= limit:
+            raise JobError(f"{where} died again ({how}) after {state.gcs_restarts} restart(s) "
+                           f"in place (--gcs-restarts {limit}): the cluster is gone, so "
+                           f"{consequence}")
+        try:
+            took = head.restart_gcs(time.monotonic() + GCS_BACK_WITHIN)
+        except NodeError as err:
+            raise JobError(f"{where} died ({how}) and could not be started again in place "
+                           f"({err}): the cluster is gone, so {consequence}") from None
+        state.gcs_restarts += 1
+        ledger.note(GcsRestarted(0, ledger.since_start(), how, state.gcs_restarts, took))
+        self.log.warning("%s died (%s) and is back in place after %.1fs, with its state "
+                         "(restart %d of at most %d, --gcs-restarts): the nodes and the "
+                         "driver reconnect", where, how, took, state.gcs_restarts, limit)
 
     def node_lost(self, rank: int, why: str) -> None:
         """Log a lost node once; stop the job if --fail-fast says so."""
