@@ -232,3 +232,34 @@ def test_a_ray_without_token_auth_is_refused_unless_no_auth(jobs):
     assert f"Ray {INSTALLED} has no token authentication" in result.stderr
     assert "or pass --no-auth" in result.stderr
     assert_nothing_left(result)
+
+
+@pytest.mark.parametrize("version,restarts,ray_command,on,words", [
+    ("2.60.0", 3, None, True, "started again in place if it dies, at most 3 time(s)"),
+    ("2.57.0", 1, None, True, "at most 1 time(s)"),
+    ("2.56.1", 3, None, False, "Ray 2.56.1 has no GCS store; Ray 2.57+ does"),
+    ("2.52.1", 3, None, False, "has no GCS store"),
+    ("2.60.0", 0, None, False, "(--gcs-restarts 0)"),
+    ("2.60.0", 3, ["apptainer", "exec", "ray.sif", "ray"], False, "--ray-command"),
+])
+def test_the_gcs_comes_back_in_place_on_ray_2_57_and_newer_only(version, restarts, ray_command,
+                                                                 on, words):
+    from start_ray.node import gcs_server
+    from start_ray.options import Options
+    options = Options(gcs_restarts=restarts, ray_command=ray_command)
+    found, said = gcs_server.in_place(options, version)
+    assert found is on and words in said
+    assert ("a GCS death ends the job" in said) is not on
+
+
+def test_a_gcs_started_again_gets_the_port_it_took_not_port_0():
+    from start_ray.node import gcs_server
+    command = ["gcs_server", "--log_dir=/tmp/sr-1/0/session_x/logs", "--gcs_server_port=0",
+               "--node-ip-address=10.0.0.1"]
+    assert gcs_server.fixed_port(command, 41234)[2] == "--gcs_server_port=41234"
+    assert gcs_server.belongs_to(command, "/tmp/sr-1/0")
+    assert not gcs_server.belongs_to(command, "/tmp/sr-1/1"), "another rank's node"
+    assert not gcs_server.belongs_to(["--log_dir=/tmp/sr-1/01/logs"], "/tmp/sr-1/0"), \
+        "a prefix of its temp dir is not the node's"
+    assert compat.gcs_store_env("/t/gcs_store") == {"RAY_gcs_storage": "rocksdb",
+                                                    "RAY_gcs_storage_path": "/t/gcs_store"}

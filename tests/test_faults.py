@@ -30,6 +30,8 @@ from jobs import (
     wait_for_rank0_log,
 )
 
+from start_ray.node import compat
+
 
 def start_signals_job(jobs, tmp_path, np, *args, driver_args=()):
     ready, events = tmp_path / "ready", tmp_path / "events"
@@ -224,7 +226,10 @@ def test_dead_head_gcs_stops_the_driver_at_once(jobs):
     """The head's GCS dies (OOM killer, a signal meant for someone else): the
     cluster is gone, so rank 0 stops the driver and tears down instead of
     waiting for a driver that can no longer work."""
-    running, _, _ = jobs.hold(2)
+    in_place = compat.gcs_store()  # then --gcs-restarts 0 keeps today's GCS
+    running, _, _ = jobs.hold(2, *(["--gcs-restarts", "0"] if in_place else []))
+    plan = wait_for_rank0_log(running, "the GCS keeps its state in memory", 10)
+    assert ("(--gcs-restarts 0)" if in_place else "has no GCS store") in plan
     ray_process(running, "gcs_server", 0).kill()
     killed = time.monotonic()
     result = running.wait(120)

@@ -575,3 +575,60 @@ def test_a_node_lost_during_an_api_body_is_watched(tmp_path, monkeypatch, fail_f
     else:
         assert statuses == {0: 0, 1: 0}
         assert "the job goes on with the remaining 1 node(s)" in head
+
+
+# ------------------------------------------------ the head's GCS in place
+def kill_the_gcs(world, times):
+    """A payload that kills the head's GCS `times` times, ticking after each."""
+    def payload(running):
+        for _ in range(times):
+            world.latest_nodes()[0].kill_gcs()
+            running.tick()
+        return 0
+    return payload
+
+
+def test_a_dead_gcs_is_started_again_in_place_and_the_job_goes_on(tmp_path):
+    world = World(2)
+    statuses = world.run(options(tmp_path, gcs_restarts=2), kill_the_gcs(world, 2))
+    assert statuses == {0: 0, 1: 0}
+    assert world.latest_nodes()[0].gcs_restarts == 2
+    assert [event.restart for event in world.ledger_events(events.GcsRestarted)] == [1, 2]
+    assert world.log_text(0).count("is back in place") == 2
+    assert "restart 2 of at most 2" in world.log_text(0)
+
+
+def test_a_gcs_that_dies_past_its_restarts_ends_the_job_naming_why(tmp_path):
+    world = World(2)
+    statuses = world.run(options(tmp_path, gcs_restarts=1), kill_the_gcs(world, 2))
+    assert statuses[0] == 1
+    assert world.jobs[0].cause.startswith(
+        "the Ray head's GCS on ") and "died again (gcs_server was killed by SIGKILL) after " \
+        "1 restart(s) in place (--gcs-restarts 1)" in world.jobs[0].cause
+    assert world.latest_nodes()[0].gcs_restarts == 1
+
+
+def test_a_gcs_that_cannot_come_back_ends_the_job_naming_why(tmp_path):
+    world = World(2, {0: Script(gcs_fails_again=True)})
+    statuses = world.run(options(tmp_path), kill_the_gcs(world, 1))
+    assert statuses[0] == 1
+    assert "could not be started again in place (gcs_server started again exited with " \
+        "status 1 at once: (fake))" in world.jobs[0].cause
+
+
+def test_gcs_restarts_0_keeps_todays_gcs_and_its_death_ends_the_job(tmp_path):
+    world = World(2)
+    statuses = world.run(options(tmp_path, gcs_restarts=0), kill_the_gcs(world, 1))
+    assert statuses[0] == 1
+    assert not world.latest_nodes()[0].gcs_store
+    assert "(its gcs_server ended): the cluster is gone" in world.jobs[0].cause
+    assert not world.ledger_events(events.GcsRestarted)
+
+
+def test_a_head_whose_gcs_store_fails_starts_without_it_with_one_warning(tmp_path):
+    world = World(2, {0: Script(store_fails=True)})
+    statuses = world.run(options(tmp_path), kill_the_gcs(world, 0))
+    assert statuses == {0: 0, 1: 0}
+    assert world.said(0, "start with the store failed") and world.said(0, "start attempt 2")
+    assert not world.latest_nodes()[0].gcs_store
+    assert world.log_text(0).count("did not start with its GCS store") == 1
