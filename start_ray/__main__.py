@@ -10,11 +10,17 @@ in the inbox until the lifecycle acts on them.
 import os
 import sys
 
-from start_ray.procs.signals import WARNED_VARIABLE, SignalInbox, walltime_signal_given
+from start_ray.procs.signals import (
+    WARNED_VARIABLE,
+    SignalInbox,
+    ignore_hydras_failure_word,
+    walltime_signal_given,
+)
 
 
 def console() -> int:
     walltime = walltime_signal_given(sys.argv[1:])
+    ignore_hydras_failure_word(walltime)
     with SignalInbox([walltime]) as inbox:
         if os.environ.pop(WARNED_VARIABLE, "") == "1":  # warned before this step began
             inbox.record(walltime)

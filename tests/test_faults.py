@@ -16,6 +16,7 @@ from leftovers import cmdline as found_by_cmdline
 from jobs import (
     DEFAULT_MPI,
     DRIVER,
+    MPICH,
     MPIRUN,
     PYTHON,
     SIGNALS_DRIVER,
@@ -177,6 +178,25 @@ def test_dead_worker_rank_under_enable_recovery_the_job_goes_on(jobs):
     result = finish_held(running, release)
     lost = events_of(result, "node_lost")
     assert [(e["rank"], e["why"]) for e in lost] == [(1, "the GCS reports its node dead")]
+
+
+def test_hydra_without_auto_cleanup_and_a_usr1_warning_are_refused_naming_usr2(jobs):
+    """Under `mpiexec -disable-auto-cleanup` Hydra tells the ranks that live
+    on of a failed one with SIGUSR1: taken for the walltime warning, the
+    driver would save and stop, and a chain would resubmit. So the pair is
+    refused before anything starts; with another warning signal, a rank
+    Hydra started ignores SIGUSR1 (test_units: ignore_hydras_failure_word)."""
+    MPICH.skip_unless_here()
+    result = jobs.start(2, [DRIVER], mpi=MPICH,
+                        mpirun_args=["-disable-auto-cleanup"]).wait(120)
+    assert result.returncode == 2, result.output
+    assert result.output.count("start_ray: error:") == 1, result.output
+    assert "mpiexec -disable-auto-cleanup tells the ranks that live on of a failure with " \
+        "SIGUSR1" in result.output and "--walltime-signal USR2" in result.output
+    assert "starting the Ray head" not in result.output
+    assert_nothing_left(result)
+    assert jobs.start(2, ["--walltime-signal", "USR2", "--dry-run"], mpi=MPICH,
+                      mpirun_args=["-disable-auto-cleanup"]).wait(120).returncode == 0
 
 
 @pytest.mark.every_ray

@@ -378,3 +378,32 @@ def test_the_node_table_helper_follows_the_latest_order_even_when_two_come_at_on
     assert not helper.is_alive()
     os.close(read)
     assert [json.loads(line)["alive"] for line in out.getvalue().splitlines()] == [[-1], [-1]]
+
+
+@pytest.mark.parametrize("ancestors,found", [
+    ([["/bin/bash"], ["hydra_pmi_proxy", "--control-port", "vm:1"],
+      ["/v/bin/mpiexec", "-disable-auto-cleanup", "-n", "2", "python"]], True),
+    ([["mpiexec.hydra", "--disable-auto-cleanup", "-n", "2"]], True),
+    ([["mpiexec", "-n", "2", "python", "-disable-auto-cleanup"]], True),
+    ([["mpiexec", "-n", "2", "python"]], False),
+    ([["srun", "-disable-auto-cleanup"]], False),
+    ([], False),
+])
+def test_hydra_without_auto_cleanup_is_found_among_the_ancestors(ancestors, found):
+    from start_ray.mpi import launch_env
+    assert launch_env.hydra_without_auto_cleanup(ancestors) is found
+
+
+def test_a_rank_hydra_started_ignores_usr1_only_when_it_is_not_the_warning():
+    import signal as sig
+
+    from start_ray.procs.signals import ignore_hydras_failure_word
+    before = sig.getsignal(sig.SIGUSR1)
+    try:
+        assert not ignore_hydras_failure_word(sig.SIGUSR1, {"HYDI_CONTROL_FD": "7"})
+        assert not ignore_hydras_failure_word(sig.SIGUSR2, {})
+        assert sig.getsignal(sig.SIGUSR1) == before
+        assert ignore_hydras_failure_word(sig.SIGUSR2, {"HYDI_CONTROL_FD": "7"})
+        assert sig.getsignal(sig.SIGUSR1) == sig.SIG_IGN
+    finally:
+        sig.signal(sig.SIGUSR1, before)

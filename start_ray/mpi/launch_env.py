@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from typing import Dict, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Sequence
 
 # Rank variables set by the launchers users have: Open MPI, PMIx, MPICH/Hydra
 # and Cray PMI, Slurm's srun, Cray ALPS' aprun, Flux's `flux run`, LSF's jsrun.
@@ -202,3 +202,34 @@ def child_environment(extra: Mapping[str, Optional[str]],
         else:
             clean[key] = value
     return clean
+
+
+# Hydra's flag, as `mpiexec -h` spells it (a double dash is read alike).
+_NO_AUTO_CLEANUP = re.compile(r"^--?disable[-_]auto[-_]cleanup$")
+
+
+def hydra_without_auto_cleanup(ancestors: Optional[Sequence[Sequence[str]]] = None) -> bool:
+    """Whether this rank runs under MPICH's `mpiexec -disable-auto-cleanup`
+    (Hydra then tells the surviving ranks of a failure with SIGUSR1). Found
+    in the command lines of this process's ancestors, so only where mpiexec
+    runs on this host and started its proxy itself (not through srun or
+    ssh): nothing else in a rank says so."""
+    lines = ancestor_commands() if ancestors is None else ancestors
+    return any(any(_NO_AUTO_CLEANUP.match(arg) for arg in line[1:])
+               for line in lines if line and os.path.basename(line[0]).startswith("mpiexec"))
+
+
+def ancestor_commands() -> List[List[str]]:
+    """The command lines of this process's ancestors, nearest first."""
+    found: List[List[str]] = []
+    pid = os.getppid()
+    while pid > 1 and len(found) < 32:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                found.append([arg.decode(errors="replace")
+                              for arg in handle.read().split(b"\0") if arg])
+            with open(f"/proc/{pid}/stat", "rb") as handle:
+                pid = int(handle.read().rpartition(b")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            break
+    return found

@@ -51,6 +51,22 @@ def walltime_signal_given(argv: Sequence[str],
 WARNED_VARIABLE = "START_RAY_WARNED"
 
 
+def ignore_hydras_failure_word(walltime: int,
+                                environ: Optional[Mapping[str, str]] = None) -> bool:
+    """Under MPICH's Hydra with -disable-auto-cleanup, SIGUSR1 to the ranks
+    that live on says that a rank failed; its default action would end
+    this one. When SIGUSR1 is not the walltime warning, a rank that Hydra
+    started ignores it (the GCS tells rank 0 of a lost node); when it is,
+    the start-up refuses the combination (lifecycle/agree/preflight.py).
+    Whether this rank ignores it now."""
+    env = os.environ if environ is None else environ
+    if walltime == signal.SIGUSR1 or "HYDI_CONTROL_FD" not in env:
+        return False
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    return True
+
+
 class SignalInbox:
     """Records signals as they arrive; hands each one out once."""
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import signal
 import sys
 from typing import List
 
@@ -104,6 +105,12 @@ def check(options: Options, size: int) -> None:
     if options.temp_dir:
         tempdirs.check_explicit_root(options.temp_dir, "0" * 8, size - 1)
     auth.check(options.no_auth)
+    if options.walltime_signal == signal.SIGUSR1 and launch_env.hydra_without_auto_cleanup():
+        raise UsageError("MPICH's mpiexec -disable-auto-cleanup tells the ranks that live on "
+                         "of a failure with SIGUSR1, start_ray's walltime warning (the driver "
+                         "would save and stop as if time were up): give the warning another "
+                         "signal, e.g. --walltime-signal USR2 (Slurm: #SBATCH "
+                         "--signal=B:USR2@120), or leave -disable-auto-cleanup out")
     if options.dashboard and importlib.util.find_spec("aiohttp") is None:
         raise UsageError("--dashboard needs Ray's dashboard, which this Python does "
                          "not have: pip install 'ray[default]'")
