@@ -76,7 +76,7 @@ test: venv venv-mpich .venv-ray-$(OTHER_RAY)/.installed
 # The jobs of the tests that name no MPI, under MPICH's Hydra instead of Open
 # MPI (most clusters are MPICH-family): the fault tests and the lifecycle in
 # CI; MPICH_TESTS names more (docs/testing.md says which pass).
-MPICH_TESTS ?= tests/test_faults.py tests/test_lifecycle.py
+MPICH_TESTS ?= tests/test_faults.py tests/test_lifecycle.py tests/test_gcs.py tests/test_restarts.py
 test-mpich: venv venv-mpich
 	START_RAY_TEST_MPI=mpich START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV)) $(BIN)/python \
 		-m pytest -n $(WORKERS) --dist loadfile $(PYTEST_ARGS) $(MPICH_TESTS)

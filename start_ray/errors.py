@@ -43,6 +43,11 @@ class JobError(RuntimeError):
     under --fail-fast); the message says which rank and why."""
 
 
+class HeadLost(JobError):
+    """The head is gone (its raylet, or its GCS for good): the cluster with it.
+    --restarts starts it again (lifecycle/restarts.py)."""
+
+
 class Interrupted(Exception):
     """The job got a stopping signal, or the walltime warning, while it was
     starting up."""

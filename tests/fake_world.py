@@ -363,7 +363,10 @@ class FakeChannel:
         return self.share(value)  # one host, led by rank 0
 
     def expect_stop(self) -> None:
-        pass  # a Stop finds its mailbox at any moment
+        """A Stop finds its mailbox at any moment; a restart's attempt
+        forgets the last one."""
+        with self.world.lock:
+            self.world.stops.pop(self.rank, None)
 
     def stop_all(self, stop: Any, direct_to: Sequence[int] = ()) -> None:
         for rank in range(1, self.size):
@@ -409,11 +412,14 @@ class FakeChannel:
         return True
 
     def part(self, deadline: float) -> bool:
+        """A barrier (each attempt of a restarted job parts once)."""
         with self.world.lock:
-            self.world.parting.add(self.rank)
+            self.world.parting[self.rank] = times = self.world.parting.get(self.rank, 0) + 1
             self.world.lock.notify_all()
             return self.world.lock.wait_for(
-                lambda: len(self.world.parting) == self.size or self.world.aborted is not None,
+                lambda: (len(self.world.parting) == self.size and
+                         min(self.world.parting.values()) >= times)
+                or self.world.aborted is not None,
                 min(WAIT, max(0.0, deadline - time.monotonic())))
 
     def abort(self, status: int) -> None:
@@ -435,7 +441,7 @@ class World:
         self.mail: Dict[Tuple[int, int], List[Tuple[int, bytes]]] = {}
         self.aborted: Optional[int] = None
         self.muted: Set[int] = set()
-        self.parting: Set[int] = set()  # ranks waiting in Channel.part
+        self.parting: Dict[int, int] = {}  # how often each rank came to Channel.part
         self.events: List[Tuple[float, int, str]] = []
         self.plans: Dict[int, Any] = {}  # each rank's node plan
         self.identities: Dict[int, Any] = {}  # each rank's start_ray.identity.Identity

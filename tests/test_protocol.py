@@ -191,7 +191,7 @@ def test_a_node_lost_after_stop_does_not_keep_its_rank_waiting_at_the_end(tmp_pa
     began = time.monotonic()
     assert world.run(options(tmp_path), payload) == {0: 0, 1: 0}
     assert world.jobs[0].role.state.together
-    assert world.parting == {0, 1}, "both came to the end together"
+    assert set(world.parting) == {0, 1}, "both came to the end together"
     assert time.monotonic() - began < 3.0, "rank 1 waited for rank 0 in vain"
 
 
@@ -632,3 +632,52 @@ def test_a_head_whose_gcs_store_fails_starts_without_it_with_one_warning(tmp_pat
     assert world.said(0, "start with the store failed") and world.said(0, "start attempt 2")
     assert not world.latest_nodes()[0].gcs_store
     assert world.log_text(0).count("did not start with its GCS store") == 1
+
+
+# ------------------------------------------------------------- --restarts
+def lose_the_head(world, times, seen):
+    """A payload that ends the head's node in its first `times` runs (its
+    raylet died), else returns 0; `seen` gets each run's START_RAY_RESTART."""
+    def payload(running):
+        seen.append(running.info.env.get("START_RAY_RESTART"))
+        if len(seen) > times:
+            return 0
+        world.latest_nodes()[0].end()
+        return tick_until(running.tick, lambda: False)  # the tick raises first
+    return payload
+
+
+def test_a_lost_head_is_formed_again_and_the_driver_runs_again(tmp_path):
+    world, seen = World(3), []
+    statuses = world.run(options(tmp_path, restarts=2), lose_the_head(world, 1, seen))
+    assert statuses == {0: 0, 1: 0, 2: 0}
+    assert seen == ["0", "1"], "the driver ran twice, told which attempt it is"
+    for rank in range(3):
+        assert world.jobs[rank].history.count(P.AGREE) == 2
+        assert world.said(rank, "start attempt 1")
+    assert [e.restart for e in world.ledger_events(events.Restarted)] == [1]
+    assert "restart 1 of at most 2 (--restarts)" in world.log_text(0)
+    assert world.jobs[0].run_id == world.jobs[1].run_id, "one run folder"
+
+
+def test_a_head_lost_past_the_restarts_ends_the_job_naming_it(tmp_path):
+    world, seen = World(2), []
+    statuses = world.run(options(tmp_path, restarts=1), lose_the_head(world, 2, seen))
+    assert statuses[0] == 1
+    assert seen == ["0", "1"]
+    assert "the Ray head on" in world.jobs[0].cause and "the cluster is gone" in \
+        world.jobs[0].cause
+    assert "no restart left (--restarts 1)" in world.log_text(0)
+    assert world.jobs[1].history.count(P.AGREE) == 2
+
+
+def test_a_head_lost_after_the_walltime_warning_is_not_restarted(tmp_path):
+    world, seen = World(2), []
+
+    def payload(running):
+        running.info.walltime_warning.set()
+        return lose_the_head(world, 1, seen)(running)
+
+    statuses = world.run(options(tmp_path, restarts=1), payload)
+    assert statuses[0] == 1 and seen == ["0"]
+    assert "not restarted (--restarts): the walltime warning came" in world.log_text(0)

@@ -136,9 +136,9 @@ def main(argv: Optional[List[str]] = None, inbox: Optional[SignalInbox] = None) 
         return int(done.code or 0)
     cmd: List[str] = []
 
-    def check() -> None:
+    def check() -> None:  # rank 0's, at each AGREE (again after a restart)
         if given:
-            cmd.extend(driver.command(given[0], given[1:]))
+            cmd[:] = driver.command(given[0], given[1:])
 
     run = (serve.payload(cmd, options.poll_interval, options.serve_timeout) if options.serve
            else driver_payload.payload(cmd, options.poll_interval))

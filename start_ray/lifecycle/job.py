@@ -4,9 +4,10 @@ drives them (Job.advance); and the one way a Job is made (`opened`), for the
 command line (`run`) and the Python API (entry/api.py) alike.
 
     AGREE ---> OWN ---> START ---> RUN (rank 0) ----> STOP ---> REPORT ---> DONE
-      |          |        |   `--> SERVE (others) --^
-      |          `--------+--(a failure, a stopping signal)--^
-      `--(bad input: exit 2, nothing started)------------------------------> DONE
+      ^  |       |        |   `--> SERVE (others) --^               |
+      |  |       `--------+--(a failure, a stopping signal)--^      |
+      |  `--(bad input: exit 2, nothing started)------------------------> DONE
+      `--(the head lost, --restarts: every rank starts again)--------'
 
     AGREE   the plan from rank 0, every rank's probe, each rank's part of the
             placement, the same run folder everywhere       (agree/agreement.py)
@@ -18,7 +19,8 @@ command line (`run`) and the Python API (entry/api.py) alike.
     STOP    every rank stops exactly what it started, the workers first while
             the head is up (head/teardown.py); a failed job's Ray logs are copied
     REPORT  Done to the host's leader, one HostDone per host to rank 0, rank 0's
-            summary (record/summary.py); the ranks leave together; the exit status
+            summary (record/summary.py); the ranks leave together; the exit
+            status, or, after the head was lost, AGREE again (restarts.py)
 
     rank 0                                   rank 1..N-1
     ------                                   -----------
@@ -36,36 +38,19 @@ command line (`run`) and the Python API (entry/api.py) alike.
 
 The command line runs every phase (`run`); the Python API (api.py) runs
 them in two goes around the user's body (`start`, then `finish`). Errors and
-the exit status each means: errors.py; what travels between ranks: messages.py.
+the exit status each means: errors.py; what travels between ranks: messages.py;
+the phases, outcomes and transitions: phases.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import enum
 import gc
 import sys
 import time
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    FrozenSet,
-    Iterator,
-    List,
-    Optional,
-    Tuple,
-    Union,
-)
+from typing import Any, Callable, Iterator, List, Optional, Union
 
-from start_ray.errors import (
-    EXIT_FAILURE,
-    EXIT_USAGE,
-    Interrupted,
-    JobError,
-    NodeError,
-    UsageError,
-)
+from start_ray.errors import EXIT_FAILURE, EXIT_USAGE, Interrupted, UsageError
 from start_ray.errors import exit_status as status_of
 from start_ray.host import resources
 from start_ray.lifecycle.agree import preflight
@@ -80,6 +65,14 @@ from start_ray.lifecycle.contracts import (
     Teardown,
 )
 from start_ray.lifecycle.head.role import HeadRank
+from start_ray.lifecycle.phases import (  # noqa: F401 (NEXT: the tests read it here)
+    NEXT,
+    TRANSITIONS,
+    Outcome,
+    Phase,
+    outcome_of,
+)
+from start_ray.lifecycle.restarts import RESTART_VARIABLE, Restarts
 from start_ray.lifecycle.worker.role import WorkerRank
 from start_ray.mpi import launch_env
 from start_ray.mpi.channel import Channel as MpiChannel
@@ -94,70 +87,6 @@ from start_ray.record.log_sync import NodeLogs
 
 # Teardown reports may take this long past the stop timeout (a busy rank).
 REPORT_SLACK = 15.0
-
-
-class Phase(enum.Enum):
-    AGREE = "agree"
-    OWN = "own"
-    START = "start"
-    RUN = "run"
-    SERVE = "serve"
-    STOP = "stop"
-    REPORT = "report"
-    DONE = "done"
-
-
-class Outcome(enum.Enum):
-    """What a phase's step returns: what happened (TRANSITIONS says what next)."""
-
-    AGREED = "the plan and the placement are known"
-    DRY_RUN = "--dry-run: the plan is printed, nothing starts"
-    BAD_INPUT = "bad input: exit 2, nothing started"
-    OWNED = "subreaper, watchdog and temp dir are set up"
-    CLUSTER_UP = "rank 0: every node is alive"
-    SERVING = "another rank: its node joined, or a host's node serves it"
-    NO_CLUSTER = "another rank: the head never came up"
-    PAYLOAD_ENDED = "rank 0: the driver (or the API's body) ended"
-    STOP_CAME = "another rank: rank 0 said Stop"
-    FAILED = "an expected failure: a node, the job, a signal"
-    CRASHED = "anything else: stop what was started, then abort the MPI job"
-    STOPPED = "this rank's processes are stopped"
-    REPORTED = "the reports are in; the ranks left together"
-
-
-P, O = Phase, Outcome
-# The one table of transitions: (phase, what its step returned) -> the next
-# phase. The loop refuses anything else.
-TRANSITIONS: Dict[Tuple[Phase, Outcome], Phase] = {
-    (P.AGREE, O.AGREED): P.OWN, (P.AGREE, O.DRY_RUN): P.DONE, (P.AGREE, O.BAD_INPUT): P.DONE,
-    (P.AGREE, O.FAILED): P.DONE, (P.AGREE, O.CRASHED): P.DONE,
-    (P.OWN, O.OWNED): P.START, (P.OWN, O.FAILED): P.STOP, (P.OWN, O.CRASHED): P.STOP,
-    (P.START, O.CLUSTER_UP): P.RUN, (P.START, O.SERVING): P.SERVE,
-    (P.START, O.NO_CLUSTER): P.STOP, (P.START, O.FAILED): P.STOP,
-    (P.START, O.CRASHED): P.STOP,
-    (P.RUN, O.PAYLOAD_ENDED): P.STOP, (P.RUN, O.FAILED): P.STOP, (P.RUN, O.CRASHED): P.STOP,
-    (P.SERVE, O.STOP_CAME): P.STOP, (P.SERVE, O.FAILED): P.STOP,
-    (P.SERVE, O.CRASHED): P.STOP,
-    (P.STOP, O.STOPPED): P.REPORT, (P.STOP, O.FAILED): P.DONE, (P.STOP, O.CRASHED): P.DONE,
-    (P.REPORT, O.REPORTED): P.DONE, (P.REPORT, O.FAILED): P.DONE,
-    (P.REPORT, O.CRASHED): P.DONE,
-}
-# Where each phase may lead (the diagram above), derived from the table.
-NEXT: Dict[Phase, FrozenSet[Phase]] = {
-    phase: frozenset(after for (before, _), after in TRANSITIONS.items() if before is phase)
-    for phase in Phase}
-
-
-def outcome_of(error: BaseException, phase: Phase) -> Outcome:
-    """The exceptions that remain, as outcomes, in one place: bad input is
-    known only while the ranks agree; a node's, the job's or a signal's end
-    is expected until the teardown; anything else is a crash."""
-    if isinstance(error, UsageError) and phase is Phase.AGREE:
-        return Outcome.BAD_INPUT
-    if isinstance(error, (JobError, NodeError, Interrupted)) and \
-            phase not in (Phase.STOP, Phase.REPORT):
-        return Outcome.FAILED
-    return Outcome.CRASHED
 
 
 @contextlib.contextmanager
@@ -238,6 +167,16 @@ class Job:
         self.left: List[str] = []  # `pid name` of those it could not stop
         self.logs_safe = True  # the job succeeded, or its Ray logs are copied
         self.node_logs: Optional[NodeLogs] = None  # this rank's node's Ray logs
+        self.restarts = Restarts(options.restarts)  # the attempts (--restarts)
+        self.run_id: Optional[str] = None  # the run's, kept by every attempt
+
+    def _next_attempt(self) -> None:
+        """What an attempt found or started is forgotten (its processes are
+        stopped); the count of attempts and the run stay."""
+        self.status, self.cause, self.crash, self.info = EXIT_FAILURE, None, None, None
+        self.agreed, self.owner, self.launcher, self.role = None, None, None, None
+        self.teardown_began, self.stopped, self.left = 0.0, 0, []
+        self.logs_safe, self.node_logs, self.ready = True, None, None
 
     # ------------------------------------------------------------ the loop
     def advance(self, until: Phase) -> int:
@@ -281,6 +220,8 @@ class Job:
                 else:
                     self.log.error("%s", err)
                 self.fail(status_of(err), str(err))
+                if self.phase is Phase.RUN and self.info is not None:
+                    self.restarts.decide(err, self.info.walltime_warning.is_set(), self.log)
             else:
                 self.log.exception("start_ray failed on this rank; stopping its Ray processes")
                 self.fail(EXIT_FAILURE, "start_ray failed on this rank")
@@ -297,9 +238,9 @@ class Job:
         def check() -> None:  # rank 0's, before anything starts
             self.check()
             preflight.check(self.options, self.channel.size)
-        agreed = agree(self.channel, self.options, check, compat.gpu_variables())
+        agreed = agree(self.channel, self.options, check, compat.gpu_variables(), self.run_id)
         self.log = logs.setup(agreed.run_dir, agreed.rank, agreed.size, self.log_name)
-        self.agreed = agreed
+        self.agreed, self.run_id = agreed, agreed.plan.run_id
         self.owner = self.make_owner(agreed.identity, self.options, self.log)
         self.launcher = self.make_launcher(agreed.identity, agreed.my_node,
                                            agreed.plan.auth_token, self.options, self.log,
@@ -307,7 +248,9 @@ class Job:
         parts = (agreed, self.options, self.channel, self.owner, self.launcher, self.inbox,
                  self.log, self.started)
         self.role = HeadRank(*parts) if agreed.rank == 0 else WorkerRank(*parts)
-        if agreed.rank == 0:
+        if isinstance(self.role, HeadRank) and self.restarts.attempt:
+            self.role.restarted(self.restarts.attempt, self.restarts.causes[-1])
+        elif agreed.rank == 0:
             preflight.log_plan(agreed, self.options, self.log, self.channel.mpi_library())
         # The plan lives as long as the job: kept out of the cyclic garbage
         # collector's scans, which would otherwise walk it (O(ranks) objects
@@ -334,7 +277,8 @@ class Job:
             if self.owner.temp_dir is not None:
                 period = self.options.sync_logs if self.options.collect_logs != "never" else 0
                 me = self.agreed.identity
-                dest = logs.ray_logs_dir(me.run_dir, me.rank, me.size, me.host)
+                dest = logs.ray_logs_dir(me.run_dir, me.rank, me.size, me.host,
+                                         self.restarts.attempt)
                 self.node_logs = NodeLogs(dest, self.owner.temp_dir, period, self.log)
         elif self.ready is not None:
             self.ready.discard()
@@ -343,6 +287,7 @@ class Job:
     def _start(self) -> Outcome:
         if isinstance(self.role, HeadRank):
             self.info = self.role.start()
+            self.restarts.driver_env(self.info.env, self.run_id or "")
             self.status = 0
             return Outcome.CLUSTER_UP
         assert isinstance(self.role, WorkerRank)
@@ -375,7 +320,12 @@ class Job:
         assert self.agreed and self.owner and self.launcher and self.role
         self.teardown_began = time.monotonic()
         report_by = self.teardown_began + self.options.stop_timeout + REPORT_SLACK
-        self.role.stop_others(self.status, report_by)
+        if isinstance(self.role, HeadRank):
+            if not self.role.stop_others(self.status, report_by, self.restarts.pending):
+                self.restarts.cancel("a rank was lost, so not every rank can start again",
+                                     self.log)
+        else:
+            self.role.stop_others(self.status, report_by)
         self.stopped, self.left = self.owner.stop(self.launcher.node)
         if self.left:
             self.log.error("%d process(es) would not stop: %s", len(self.left),
@@ -405,7 +355,18 @@ class Job:
         leave_by = self.role.leave_by(report_by + self.options.stop_timeout + REPORT_SLACK)
         if leave_by is not None and not self.channel.part(leave_by):
             self.log.debug("not every rank came to the end of the job; exiting anyway")
-        return Outcome.REPORTED
+            self.restarts.cancel("not every rank came to the end of the attempt", self.log)
+        if isinstance(self.role, WorkerRank) and self.role.stop_message is not None:
+            self.restarts.heard(self.role.stop_message.restart)
+        if not self.restarts.begin_next(self.cause):
+            return Outcome.REPORTED
+        if self.channel.rank == 0:
+            self.log.warning("restart %d of at most %d (--restarts): starting the cluster again "
+                             "on the same ranks, with a new token and fresh temp dirs; the "
+                             "driver runs again with %s=%d", self.restarts.attempt,
+                             self.options.restarts, RESTART_VARIABLE, self.restarts.attempt)
+        self._next_attempt()
+        return Outcome.RESTARTING
 
     # ------------------------------------------------- for the Python API
     def start(self) -> Optional[ClusterInfo]:

@@ -54,7 +54,7 @@ class Channel:
         self.size: int = comm.Get_size()
         self._sends: List[Any] = []
         self._stop_in: Optional[Any] = None  # the posted receive of Stop's broadcast
-        self._stop_buffer = array.array("i", [0, 0])
+        self._stop_buffer = array.array("i", [0, 0, 0])  # status, together, restart
         self._stop: Optional[Stop] = None
         self._direct_stop = False  # rank 0 sent Stop point to point too: take that copy
         self.host: Optional[Any] = None  # this host's communicator
@@ -137,6 +137,7 @@ class Channel:
         """Every rank but 0, once, before anything starts: the receive of
         Stop's broadcast (from rank 0 to the leaders; from a leader to its
         host), posted now so that Stop finds it at any moment."""
+        self._stop, self._direct_stop = None, False  # a restart expects it anew
         if self.size == 1 or self.rank == 0:
             return
         from mpi4py import MPI
@@ -152,7 +153,7 @@ class Channel:
         if self.size == 1:
             return
         from mpi4py import MPI
-        self._stop_buffer[0], self._stop_buffer[1] = stop.status, int(stop.together)
+        self._fill(stop)
         assert self.leaders is not None
         if self.leaders.Get_size() > 1:
             self._sends.append(self.leaders.Ibcast([self._stop_buffer, MPI.INT], root=0))
@@ -165,6 +166,11 @@ class Channel:
             from mpi4py import MPI
             self._sends.append(self.host.Ibcast([self._stop_buffer, MPI.INT], root=0))
 
+    def _fill(self, stop: Stop) -> None:
+        """Stop into the broadcast's buffer, in place (a posted receive holds it)."""
+        for i, value in enumerate((stop.status, int(stop.together), stop.restart)):
+            self._stop_buffer[i] = value
+
     def stop_news(self) -> Optional[Stop]:
         """Every rank but 0: rank 0's Stop, once it has come (a leader relays
         it to its host the moment it does)."""
@@ -175,13 +181,14 @@ class Channel:
             direct = self.receive(STOP, source=0)
             if direct is not None:
                 stop: Stop = direct[1]
-                self._stop_buffer[0], self._stop_buffer[1] = stop.status, int(stop.together)
+                self._fill(stop)
                 came = True
         elif came and self.is_leader and not self._stop_buffer[1]:
             self._direct_stop = True  # not together: a direct copy follows (stop_all)
         if not came:
             return None
-        self._stop = Stop(self._stop_buffer[0], together=bool(self._stop_buffer[1]))
+        self._stop = Stop(self._stop_buffer[0], together=bool(self._stop_buffer[1]),
+                          restart=self._stop_buffer[2])
         if self.is_leader:
             self._relay()
         return self._stop

@@ -95,11 +95,13 @@ class Go:
 
 @dataclasses.dataclass(frozen=True)
 class Stop:
-    """Rank 0 to every other rank: tear down now; the job ends with `status`."""
+    """Rank 0 to every other rank: tear down now; the job ends with `status`,
+    or, `restart` > 0, every rank starts the cluster again (--restarts)."""
 
     tag: ClassVar[int] = STOP
     status: int
     together: bool = True  # every rank is there to leave together (Channel.part)
+    restart: int = 0  # the attempt that follows (1: the first restart), or 0
 
 
 Report = Union[Joined, Failed, Lost, Done, HostDone]

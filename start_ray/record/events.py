@@ -89,6 +89,16 @@ class GcsRestarted(Event):
 
 
 @dataclasses.dataclass(frozen=True)
+class Restarted(Event):
+    """The cluster was started again (`restart` of them, --restarts) after
+    the head was lost: `after` says how."""
+
+    kind: ClassVar[str] = "restarted"
+    restart: int = 1
+    after: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
 class NotJoinedYet(Event):
     """Missing at the join deadline, the driver started without it (--min-nodes)."""
 
@@ -129,7 +139,7 @@ class NoReport(Event):
 TROUBLE: Tuple[Type[Event], ...] = (JoinFailed, NeverJoined, NodeLost, NotJoinedYet)
 KINDS: Dict[str, Type[Event]] = {cls.kind: cls for cls in (
     HeadUp, NodeJoined, JoinFailed, NeverJoined, NodeLost, NodeRejoined,
-    GivenUp, GcsRestarted, NotJoinedYet, JoinedLate, RankFailed, Stopped, NoReport)}
+    GivenUp, GcsRestarted, Restarted, NotJoinedYet, JoinedLate, RankFailed, Stopped, NoReport)}
 
 
 def describe(event: Event) -> str:
@@ -151,6 +161,8 @@ def describe(event: Event) -> str:
     if isinstance(event, GcsRestarted):
         return (f"its GCS ({event.how}) started again in place (restart {event.restart}), "
                 f"serving after {event.took:.1f}s")
+    if isinstance(event, Restarted):
+        return f"the cluster started again (restart {event.restart}) after: {event.after}"
     if isinstance(event, NotJoinedYet):
         return "not joined at the start (--min-nodes)"
     if isinstance(event, JoinedLate):

@@ -100,9 +100,11 @@ def file_path(directory: str, rank: int, size: int) -> str:
     return os.path.join(directory, f"rank-{_rank(rank, size)}.log")
 
 
-def ray_logs_dir(run_dir: str, rank: int, size: int, host: str) -> str:
-    """Where a rank's copy of its node's Ray logs goes: `ray/rank-03-host`."""
-    return os.path.join(run_dir, "ray", f"rank-{_rank(rank, size)}-{host}")
+def ray_logs_dir(run_dir: str, rank: int, size: int, host: str, attempt: int = 0) -> str:
+    """Where a rank's copy of its node's Ray logs goes: `ray/rank-03-host`
+    (after the k-th restart, --restarts: `ray/restart-k/rank-03-host`)."""
+    return os.path.join(run_dir, "ray", *([f"restart-{attempt}"] if attempt else []),
+                        f"rank-{_rank(rank, size)}-{host}")
 
 
 # Terminal escape sequences (colors, cursor moves, titles): never in a file.

@@ -125,6 +125,10 @@ def write(facts: Facts, status: int, cause: Optional[str]) -> str:
             f"rank(s) on {len(facts.hosts)} host(s), {len(facts.nodes)} Ray node(s)"]
     if status != 0 or cause:
         text.append(f"cause: {cause or 'unknown (see the rank logs)'}")
+    again = [event for event in facts.events if isinstance(event, events.Restarted)]
+    if again:
+        text.append(f"attempt {again[-1].restart + 1}: the cluster was started again "
+                    f"{again[-1].restart} time(s) (--restarts) after: {again[-1].after}")
     comebacks = gcs_restarts(facts)
     if comebacks:
         text.append(f"the head's GCS died and came back in place {comebacks} time(s)")

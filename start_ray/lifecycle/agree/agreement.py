@@ -152,11 +152,12 @@ class Agreement:
 
 
 def agree(channel: Any, options: Options, check: Callable[[], None],
-          gpu_reads: placement.GpuReads) -> Agreement:
+          gpu_reads: placement.GpuReads, run_id: Optional[str] = None) -> Agreement:
     """The collective calls every rank makes, in this order, before anything
     starts: the plan (world); the probes (host, then leaders); the seats
-    (leaders, then host)."""
-    plan = channel.share(make_plan(options, channel.size, check) if channel.rank == 0 else None)
+    (leaders, then host). `run_id`: a restart's (--restarts), the run's."""
+    plan = channel.share(make_plan(options, channel.size, check, run_id)
+                         if channel.rank == 0 else None)
     if plan.error:
         raise UsageError(plan.error)
     mine = placement.probe(channel.rank, options.interface,
@@ -249,10 +250,12 @@ def lay_out(reports: List[HostReport], options: Options) -> Tuple[Optional[Layou
     return layout, seats
 
 
-def make_plan(options: Options, size: int, check: Callable[[], None]) -> Plan:
+def make_plan(options: Options, size: int, check: Callable[[], None],
+              run_id: Optional[str] = None) -> Plan:
     """Rank 0's plan. `check` raises UsageError for bad input (the command
     line's and the job's settings, preflight.check); such an error travels
-    inside the plan, so that every rank exits with 2 and only rank 0 says why."""
+    inside the plan, so that every rank exits with 2 and only rank 0 says why.
+    A restart keeps the run (`run_id`): a new token and job tag all the same."""
     error, head_ip = None, ""
     try:
         check()
@@ -260,7 +263,7 @@ def make_plan(options: Options, size: int, check: Callable[[], None]) -> Plan:
     except (UsageError, AddressError) as err:
         error = str(err)
     grace, note = grace_within_kill_wait(options)
-    return Plan(run_id=logs.new_run_id(), job_tag=secrets.token_hex(4),
+    return Plan(run_id=run_id or logs.new_run_id(), job_tag=secrets.token_hex(4),
                 auth_token=None if options.no_auth else auth.new_token(),
                 head_ip=head_ip, grace=grace, error=error, grace_note=note)
 

@@ -29,6 +29,7 @@ from start_ray.node import gcs_server, raynode
 from start_ray.options import Options
 from start_ray.procs.signals import SignalInbox
 from start_ray.record import announce
+from start_ray.record.events import Restarted
 
 
 class HeadRank:
@@ -71,8 +72,13 @@ class HeadRank:
     def logs_wanted(self) -> bool:
         return False  # rank 0 knows the status itself; a lost head ends the job
 
-    def stop_others(self, status: int, deadline: float) -> None:
-        self.teardown.stop_others(status, deadline)
+    def restarted(self, attempt: int, after: str) -> None:
+        """This attempt follows the head's loss (--restarts): the ledger says so."""
+        self.ledger.note(Restarted(0, self.ledger.since_start(), attempt, after))
+
+    def stop_others(self, status: int, deadline: float, restart: int = 0) -> bool:
+        """Whether the restart asked for (if any) goes ahead."""
+        return self.teardown.stop_others(status, deadline, restart)
 
     def report(self, teardown: Teardown) -> None:
         self.teardown.report(teardown)

@@ -44,22 +44,27 @@ class HeadTeardown:
         self.launcher, self.state, self.log = launcher, state, log
         self.home = next(host.ranks for host in state.layout.hosts if host.leader == 0)
 
-    def stop_others(self, status: int, deadline: float) -> None:
+    def stop_others(self, status: int, deadline: float, restart: int = 0) -> bool:
         """Every other rank stops first, while the head is still up; then
         hear from every host that its nodes are gone (rank 0's own host's
-        ranks without a node are heard while the head stops: `report`)."""
+        ranks without a node are heard while the head stops: `report`).
+        `restart`: the attempt every rank starts next (--restarts), which
+        needs every rank: whether it goes ahead."""
         state, ledger = self.state, self.state.ledger
         state.report_by = deadline
         if state.table is not None:
             self.launcher.close_node_table(state.table)
             state.table = None
-        if self.agreed.size == 1:
-            return
-        self.log.info("stopping Ray on all %d ranks", self.agreed.size)
         state.together = not ledger.lost
-        self.channel.stop_all(Stop(status, together=state.together),
+        restart = restart if state.together else 0
+        if self.agreed.size == 1:
+            return bool(restart)
+        self.log.info("stopping Ray on all %d ranks%s", self.agreed.size,
+                      " (to start the cluster again)" if restart else "")
+        self.channel.stop_all(Stop(status, together=state.together, restart=restart),
                               direct_to=() if state.together else ledger.other_leaders())
         self.collect(deadline, set(ledger.node_ranks_of.get(0, ())) - {0})
+        return bool(restart)
 
     def collect(self, deadline: float, home: Set[int]) -> None:
         """Until every other host's report and the Done of `home` (ranks of

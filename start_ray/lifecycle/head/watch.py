@@ -29,7 +29,7 @@ import threading
 import time
 from typing import List, Optional
 
-from start_ray.errors import JobError, NodeError
+from start_ray.errors import HeadLost, JobError, NodeError
 from start_ray.lifecycle.contracts import Channel, Node, Owner
 from start_ray.lifecycle.head.state import HeadState
 from start_ray.mpi.messages import REPORT, Failed, Go, Joined, Lost
@@ -171,7 +171,7 @@ class Watch:
             self.gcs_back(head, how, consequence)
         why = head.gone()
         if why is not None:
-            raise JobError(f"the Ray head on {self.state.layout.nodes[0].host} (rank 0) ended "
+            raise HeadLost(f"the Ray head on {self.state.layout.nodes[0].host} (rank 0) ended "
                            f"({why}): the cluster is gone, so {consequence}")
 
     def gcs_back(self, head: Node, how: str, consequence: str) -> None:
@@ -182,13 +182,13 @@ class Watch:
         where = f"the Ray head's GCS on {state.layout.nodes[0].host} (rank 0)"
         limit = self.options.gcs_restarts
         if state.gcs_restarts >= limit:
-            raise JobError(f"{where} died again ({how}) after {state.gcs_restarts} restart(s) "
+            raise HeadLost(f"{where} died again ({how}) after {state.gcs_restarts} restart(s) "
                            f"in place (--gcs-restarts {limit}): the cluster is gone, so "
                            f"{consequence}")
         try:
             took = head.restart_gcs(time.monotonic() + GCS_BACK_WITHIN)
         except NodeError as err:
-            raise JobError(f"{where} died ({how}) and could not be started again in place "
+            raise HeadLost(f"{where} died ({how}) and could not be started again in place "
                            f"({err}): the cluster is gone, so {consequence}") from None
         state.gcs_restarts += 1
         ledger.note(GcsRestarted(0, ledger.since_start(), how, state.gcs_restarts, took))

@@ -1,0 +1,79 @@
+"""--restarts N: when the head is lost, every rank starts the cluster again
+on the same ranks and the driver runs again (torchrun's --max-restarts).
+
+The head's raylet carries the driver (it cannot outlive it), and a GCS that
+cannot come back in place (an older Ray, its restarts spent, a store that
+failed) takes the cluster's state with it: nothing is left to reconnect to.
+
+    RUN      rank 0's watch raises HeadLost (lifecycle/head/watch.py)
+    STOP     Stop(restart=k) to every rank; each stops what it started
+    REPORT   the reports and this attempt's summary; the ranks part together
+    AGREE    again: the same run folder; a new token and job tag (a fresh
+             temp dir on every node, nothing of the last attempt's Ray)
+    START    the cluster again, the same placement
+    RUN      the driver again, with START_RAY_RESTART=k (and, outside a
+             chain, START_RAY_CHAIN_ID=<run id>: a driver that checkpoints
+             per chain, as drivers/train_ppo.py does, resumes)
+
+Not restarted: after the walltime warning (there is no time left to use),
+when a rank was lost (not every rank could start again), past N.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Dict, List, Optional
+
+from start_ray.errors import HeadLost
+
+RESTART_VARIABLE = "START_RAY_RESTART"
+CHAIN_VARIABLE = "START_RAY_CHAIN_ID"
+
+
+class Restarts:
+    """One rank's count of the attempts, and whether another follows."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.attempt = 0  # this attempt: 0 the first, k the k-th restart
+        self.pending = 0  # the attempt that follows this one, once decided
+        self.causes: List[str] = []  # what ended each earlier attempt
+
+    def decide(self, error: BaseException, warned: bool, log: logging.Logger) -> bool:
+        """Rank 0, when its driver's phase ended with `error`: whether the
+        cluster starts again (then `pending` says which attempt)."""
+        if not isinstance(error, HeadLost) or not self.limit:
+            return False
+        if warned:
+            log.warning("not restarted (--restarts): the walltime warning came, so the job "
+                        "ends now")
+            return False
+        if self.attempt >= self.limit:
+            log.error("no restart left (--restarts %d): the job ends", self.limit)
+            return False
+        self.pending = self.attempt + 1
+        return True
+
+    def cancel(self, why: str, log: logging.Logger) -> None:
+        if self.pending:
+            log.error("not restarted (--restarts): %s", why)
+        self.pending = 0
+
+    def heard(self, restart: int) -> None:
+        """Another rank: rank 0's Stop said which attempt follows (0: none)."""
+        self.pending = restart
+
+    def begin_next(self, cause: Optional[str]) -> bool:
+        """At the end of an attempt: whether another begins (it does now)."""
+        if not self.pending:
+            return False
+        self.causes.append(cause or "the head was lost")
+        self.attempt, self.pending = self.pending, 0
+        return True
+
+    def driver_env(self, env: Dict[str, str], run_id: str) -> None:
+        """What the driver is told: which attempt it is; outside a chain, a
+        chain ID that is the same in every attempt, for its checkpoints."""
+        env[RESTART_VARIABLE] = str(self.attempt)
+        if self.limit:
+            env.setdefault(CHAIN_VARIABLE, run_id)
