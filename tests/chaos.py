@@ -70,8 +70,18 @@ HELPERS = {
     "watchdog": (1, "procs.watchdog", ("head", "join", "driver", "teardown")),
     "ray-ahead": (1, "node.ray_ahead", ("start",)),
 }
-# node victim -> (the rank whose node it is, the phases it lives in)
-NODE_PARTS = {"raylet": (1, ("driver", "teardown"))}
+# node victim -> (the rank whose node it is, the phases it lives in, its
+# process's name, the job's options for the case, what its rank logs once it
+# noticed). The worker's raylet: its rank starts the node anew (--rejoins).
+# The head's GCS: started again in place (Ray 2.57+, --gcs-restarts). The
+# head's raylet, which carries the driver: the cluster is formed again and
+# the driver runs again (--restarts 1).
+NODE_PARTS = {
+    "raylet": (1, ("driver", "teardown"), "raylet", {}, "the Ray node of this rank ended"),
+    "gcs": (0, ("join", "driver"), "gcs_server", {}, "is back in place"),
+    "head-raylet": (0, ("driver",), "raylet", {"START_RAY_RESTARTS": "1"},
+                    "restart 1 of at most 1"),
+}
 # The head's `ray start --head`, GCS server and raylet, all at once, while the
 # workers join (their `ray start` is held back HEAD_JOIN_DELAY s, so that the
 # join phase lasts): rank 0 must say within NOTICE_BOUND that the head is gone.
@@ -212,6 +222,8 @@ def run(jobs: Jobs, case: Case, workdir: str) -> Outcome:
            "START_RAY_NODE_PER_RANK": "1" if case.node_per_rank else "0"}
     if case.victim == HEAD:
         env["START_RAY_RAY_COMMAND"] = _slow_workers(workdir, mpi)
+    if case.victim in NODE_PARTS:
+        env.update(NODE_PARTS[case.victim][3])
     running = jobs.start(2, ["--num-cpus", "1", "--join-timeout", "120", HOLD_DRIVER,
                              "--ready", ready, "--until", until], env=env, mpi=mpi)
     noticed: Optional[float] = None
@@ -293,8 +305,11 @@ def _strike_the_head(running: Running) -> Tuple[bool, float, str]:
     if not all(parts):
         return False, time.monotonic(), "nothing"
     procs = [proc for proc in parts if proc is not None]
-    try:
-        procs.insert(0, psutil.Process(procs[0].ppid()))  # `ray start --head`
+    try:  # `ray start --head --block`; a head with a GCS store has none (its
+        # processes are the rank's own children then, and the rank is no victim)
+        parent = psutil.Process(procs[0].ppid())
+        if "start" in parent.cmdline():  # a rank runs `-m start_ray`
+            procs.insert(0, parent)
     except psutil.Error:
         pass
     struck = "; ".join(_describe_struck(proc) for proc in procs)
@@ -318,10 +333,10 @@ def _find_victim(case: Case, running: Running, mpi: Mpi) -> Optional[psutil.Proc
         def find() -> Optional[psutil.Process]:
             return helper_process(running, module, rank, mpi)
     elif case.victim in NODE_PARTS:
-        rank = NODE_PARTS[case.victim][0]
+        rank, name = NODE_PARTS[case.victim][0], NODE_PARTS[case.victim][2]
 
         def find() -> Optional[psutil.Process]:
-            return node_process(running, case.victim, rank)
+            return node_process(running, name, rank)
     else:
         rank = 0 if case.victim == "rank0" else 1
 
@@ -358,7 +373,7 @@ def _noticed(case: Case, log_dir: str, struck: str, killed: float,
     elif case.helper:
         named = [_log_has(log_dir, rank, f"(pid {pid}{end}") for end in (")", ",")]
     else:
-        named = [_log_has(log_dir, rank, "the Ray node of this rank ended")]
+        named = [_log_has(log_dir, rank, NODE_PARTS[case.victim][4])]
     deadline = killed + NOTICE_BOUND
     while time.monotonic() < deadline and running.proc.poll() is None:
         if any(check() for check in named):

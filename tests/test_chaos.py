@@ -29,6 +29,9 @@ SUBSET = [
     chaos.Case("mpich", "raylet", "teardown"),
     chaos.Case("openmpi", "head", "join"),
     chaos.Case("mpich", "head", "join"),
+    chaos.Case("openmpi", "gcs", "driver"),
+    chaos.Case("mpich", "gcs", "join"),
+    chaos.Case("mpich", "head-raylet", "driver"),
 ]
 
 

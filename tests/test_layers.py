@@ -189,3 +189,14 @@ def test_the_checker_sees_an_import_against_the_rules():
     target = "start_ray.lifecycle.agree.agreement"
     assert target in MODULES and layer(target) == "lifecycle"
     assert LAYERS.index(layer(target)) > LAYERS.index(layer("start_ray.host.placement"))
+
+
+# A module longer than this is doing more than one thing (lifecycle/job.py
+# grew to 449 lines before its phases and its restarts got homes of their own).
+MOST_LINES = 400
+
+
+def test_no_module_is_longer_than_400_lines():
+    long = {module: lines for module, path in MODULES.items()
+            if (lines := len(open(path).read().splitlines())) > MOST_LINES}
+    assert not long, f"modules over {MOST_LINES} lines: {long}"

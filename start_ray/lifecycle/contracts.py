@@ -166,8 +166,9 @@ class Role(Protocol):
         on-failure): the whole job is known to have failed (beyond this
         rank), or this rank's node died during it."""
 
-    def stop_others(self, status: int, deadline: float) -> None:
-        """Teardown, before this rank stops its own processes."""
+    def stop_others(self, status: int, deadline: float, restart: int = 0) -> bool:
+        """Teardown, before this rank stops its own processes; whether the
+        restart asked for (rank 0, --restarts) goes ahead."""
 
     def report(self, teardown: Teardown) -> None:
         """Teardown, once this rank's own processes are stopped."""

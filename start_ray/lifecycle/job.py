@@ -38,8 +38,7 @@ command line (`run`) and the Python API (entry/api.py) alike.
 
 The command line runs every phase (`run`); the Python API (api.py) runs
 them in two goes around the user's body (`start`, then `finish`). Errors and
-the exit status each means: errors.py; what travels between ranks: messages.py;
-the phases, outcomes and transitions: phases.py.
+exit statuses: errors.py; messages: messages.py; the transitions: phases.py.
 """
 
 from __future__ import annotations
@@ -72,12 +71,13 @@ from start_ray.lifecycle.phases import (  # noqa: F401 (NEXT: the tests read it 
     Phase,
     outcome_of,
 )
-from start_ray.lifecycle.restarts import RESTART_VARIABLE, Restarts
+from start_ray.lifecycle.restarts import Restarts
 from start_ray.lifecycle.worker.role import WorkerRank
 from start_ray.mpi import launch_env
 from start_ray.mpi.channel import Channel as MpiChannel
 from start_ray.mpi.channel import world
-from start_ray.node import compat, raynode
+from start_ray.node import compat
+from start_ray.node.ready_ray import ReadyRay
 from start_ray.node.starter import NodeLauncher
 from start_ray.options import Options
 from start_ray.procs.owner import ProcessOwner
@@ -100,11 +100,11 @@ def opened(options: Options, comm: Any = None, inbox: Optional[SignalInbox] = No
     the ranks likely to start a node; the open-files limit is raised first,
     since that child inherits it). On the way out, a `ray` imported ahead
     and never used goes, and the signal handlers are restored."""
-    ready: Optional[raynode.ReadyRay] = None
+    ready: Optional[ReadyRay] = None
     open_files: Optional[str] = None
     if ray_ahead:
         open_files = resources.raise_open_files_limit()
-        ready = raynode.ReadyRay.early(options.ray_command, options.node_per_rank,
+        ready = ReadyRay.early(options.ray_command, options.node_per_rank,
                                        [options.walltime_signal])
     try:
         with contextlib.nullcontext(inbox) if inbox else SignalInbox() as caught:
@@ -141,7 +141,7 @@ class Job:
                  own: Callable[..., Owner] = ProcessOwner,
                  launch: Callable[..., Launcher] = NodeLauncher,
                  log_name: str = logs.LOGGER_NAME,
-                 ready: Optional[raynode.ReadyRay] = None,
+                 ready: Optional[ReadyRay] = None,
                  open_files: Optional[str] = None) -> None:
         self.options, self.channel, self.inbox = options, channel, inbox
         self.payload, self.check = payload, check
@@ -171,8 +171,7 @@ class Job:
         self.run_id: Optional[str] = None  # the run's, kept by every attempt
 
     def _next_attempt(self) -> None:
-        """What an attempt found or started is forgotten (its processes are
-        stopped); the count of attempts and the run stay."""
+        """An attempt's findings go (its processes are stopped); its count stays."""
         self.status, self.cause, self.crash, self.info = EXIT_FAILURE, None, None, None
         self.agreed, self.owner, self.launcher, self.role = None, None, None, None
         self.teardown_began, self.stopped, self.left = 0.0, 0, []
@@ -320,12 +319,8 @@ class Job:
         assert self.agreed and self.owner and self.launcher and self.role
         self.teardown_began = time.monotonic()
         report_by = self.teardown_began + self.options.stop_timeout + REPORT_SLACK
-        if isinstance(self.role, HeadRank):
-            if not self.role.stop_others(self.status, report_by, self.restarts.pending):
-                self.restarts.cancel("a rank was lost, so not every rank can start again",
-                                     self.log)
-        else:
-            self.role.stop_others(self.status, report_by)
+        if not self.role.stop_others(self.status, report_by, self.restarts.pending):
+            self.restarts.cancel("a rank was lost, so not every rank can start again", self.log)
         self.stopped, self.left = self.owner.stop(self.launcher.node)
         if self.left:
             self.log.error("%d process(es) would not stop: %s", len(self.left),
@@ -356,15 +351,10 @@ class Job:
         if leave_by is not None and not self.channel.part(leave_by):
             self.log.debug("not every rank came to the end of the job; exiting anyway")
             self.restarts.cancel("not every rank came to the end of the attempt", self.log)
-        if isinstance(self.role, WorkerRank) and self.role.stop_message is not None:
-            self.restarts.heard(self.role.stop_message.restart)
-        if not self.restarts.begin_next(self.cause):
+        stop = self.role.stop_message if isinstance(self.role, WorkerRank) else None
+        if not self.restarts.begin_next(self.cause, stop, self.log if self.channel.rank == 0
+                                        else None):
             return Outcome.REPORTED
-        if self.channel.rank == 0:
-            self.log.warning("restart %d of at most %d (--restarts): starting the cluster again "
-                             "on the same ranks, with a new token and fresh temp dirs; the "
-                             "driver runs again with %s=%d", self.restarts.attempt,
-                             self.options.restarts, RESTART_VARIABLE, self.restarts.attempt)
         self._next_attempt()
         return Outcome.RESTARTING
 

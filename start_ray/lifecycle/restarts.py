@@ -25,6 +25,7 @@ import logging
 from typing import Dict, List, Optional
 
 from start_ray.errors import HeadLost
+from start_ray.mpi.messages import Stop
 
 RESTART_VARIABLE = "START_RAY_RESTART"
 CHAIN_VARIABLE = "START_RAY_CHAIN_ID"
@@ -59,16 +60,22 @@ class Restarts:
             log.error("not restarted (--restarts): %s", why)
         self.pending = 0
 
-    def heard(self, restart: int) -> None:
-        """Another rank: rank 0's Stop said which attempt follows (0: none)."""
-        self.pending = restart
-
-    def begin_next(self, cause: Optional[str]) -> bool:
-        """At the end of an attempt: whether another begins (it does now)."""
+    def begin_next(self, cause: Optional[str], stop: Optional[Stop],
+                   log: Optional[logging.Logger]) -> bool:
+        """At the end of an attempt: whether another begins (it does now).
+        `stop`: rank 0's Stop, as another rank received it (it says which
+        attempt follows); `log`: rank 0's, which says so on the console."""
+        if stop is not None:
+            self.pending = stop.restart
         if not self.pending:
             return False
         self.causes.append(cause or "the head was lost")
         self.attempt, self.pending = self.pending, 0
+        if log is not None:
+            log.warning("restart %d of at most %d (--restarts): starting the cluster again on "
+                        "the same ranks, with a new token and fresh temp dirs; the driver runs "
+                        "again with %s=%d", self.attempt, self.limit, RESTART_VARIABLE,
+                        self.attempt)
         return True
 
     def driver_env(self, env: Dict[str, str], run_id: str) -> None:

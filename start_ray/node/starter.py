@@ -2,7 +2,7 @@
 
 The launcher owns the three things a node's start depends on: the
 environment every Ray process (and the driver) gets, the `ray` imported
-ahead (raynode.ReadyRay: started before MPI, or while the head starts), and
+ahead (ready_ray.ReadyRay: started before MPI, or while the head starts), and
 the `ray start` itself. Every process goes through the process owner's
 `popen` (owned.py), which books it for the teardown.
 """
@@ -19,12 +19,13 @@ from start_ray.identity import Identity
 from start_ray.mpi import launch_env
 from start_ray.node import auth, compat, gcs_server, raynode
 from start_ray.node.gcs_table import NodeTable, Table
-from start_ray.node.raynode import RayNode, ReadyRay
+from start_ray.node.raynode import RayNode
+from start_ray.node.ready_ray import ReadyRay
 from start_ray.options import Options
 from start_ray.procs import helpers
 from start_ray.procs.owner import JOB_MARKER, Owner
 
-# Variables a `ray` imported ahead may get only when it runs (raynode.ReadyRay).
+# Variables a `ray` imported ahead may get only when it runs (ready_ray.ReadyRay).
 IMPORT_SAFE = (JOB_MARKER, *auth.VARIABLES, *network.COLLECTIVE_VARIABLES)
 
 
@@ -70,7 +71,7 @@ class NodeLauncher:
 
     def prepare(self) -> None:
         """While the head starts: a `ray` with its imports done, for this
-        rank's first `ray start` (raynode.ReadyRay)."""
+        rank's first `ray start` (ready_ray.ReadyRay)."""
         if self.ready is None and ReadyRay.possible(self.options.ray_command):
             self.ready = ReadyRay(self.ray_env(), [self.options.walltime_signal],
                                   spawn=self.owner.popen)

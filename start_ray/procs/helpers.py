@@ -13,7 +13,7 @@ and then blame both (healthy) nodes. So every waiting loop of a rank calls
 - otherwise, or when it ends a second time, the end of the job: HelperLost,
   whose message names the helper, how it ended and what the rank was doing.
 
-The `ray` imported ahead (raynode.ReadyRay) is no long-lived helper: the
+The `ray` imported ahead (ready_ray.ReadyRay) is no long-lived helper: the
 rank looks at it once, when it is about to use it, and falls back to a plain
 `ray start` if it is gone (owned.OwnedProcesses.start_node).
 """

@@ -28,7 +28,7 @@ from start_ray.lifecycle.agree.agreement import Agreement
 from start_ray.lifecycle.head import join_slots
 from start_ray.mpi import launch_env
 from start_ray.node import auth, compat, gcs_server
-from start_ray.node.raynode import ray_beside_python
+from start_ray.node.ready_ray import ray_beside_python
 from start_ray.options import Options
 from start_ray.record import logs
 

@@ -137,8 +137,9 @@ class WorkerRank:
         return self.losses > 0 or (self.stop_message is not None and
                                    self.stop_message.status != 0)
 
-    def stop_others(self, status: int, deadline: float) -> None:
-        """Nothing: rank 0 stops the others."""
+    def stop_others(self, status: int, deadline: float, restart: int = 0) -> bool:
+        """Nothing: rank 0 stops the others (and says whether all restart)."""
+        return False
 
     def look(self) -> None:
         """While joining: rank 0's Stop, if it came, and the helpers (raises
