@@ -145,7 +145,6 @@ class BringUp:
         assert state.head is not None
         state.head.wait_started(self.deadline, self.options.poll_interval, self._look_and_read,
                                 need_address=True)
-        self.keep_gcs(address)
         ledger.note(HeadUp(0, ledger.since_start()))
         self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
                       address, ledger.since_start(), state.head.session_dir())
@@ -168,8 +167,10 @@ class BringUp:
                                                   gcs_store=state.gcs_in_place)
             if state.table is None:
                 state.table = self.launcher.node_table()
-            return state.head.wait_address(self.deadline, self.options.poll_interval,
-                                           self._look, ip=ip)
+            address = state.head.wait_address(self.deadline, self.options.poll_interval,
+                                              self._look, ip=ip)
+            self.keep_gcs(address)  # as soon as it serves: it may die while the rest starts
+            return address
         try:
             return start()
         except NodeError as err:
@@ -183,7 +184,7 @@ class BringUp:
             return start()
 
     def keep_gcs(self, address: str) -> None:
-        """Once the head is up: its GCS, to start again if it dies."""
+        """Once the head's GCS serves: it, to start again if it dies."""
         state = self.state
         if not state.gcs_in_place or state.head is None:
             return
@@ -202,9 +203,11 @@ class BringUp:
         self.owner.check_helpers("rank 0 started the Ray head")
 
     def _look_and_read(self) -> None:
-        """While the head finishes starting: the workers' news too."""
+        """While the head finishes starting: the workers' news too, and its
+        GCS (started again in place if it died)."""
         self.watch.read_news()  # into the ledger: the wait for the nodes starts from it
         self._look()
+        self.watch.check_head("the Ray head could not start")
 
     def wait_for_nodes(self, address: str) -> List[NodeInfo]:
         """Until every rank's node is alive in the GCS and every worker rank
