@@ -110,6 +110,10 @@ bench: $(BENCHES)
 bench-startup: venv venv-mpich
 	$(BIN)/python benchmarks/compare.py --ranks 1 2 4 --repeat 5
 
+# The head's GCS store: start-up with and without it, and a GCS kill (~6 min).
+bench-gcs: venv
+	$(BIN)/python benchmarks/gcs_store.py --ranks 1 2 --repeat 5 --kills 3
+
 # beside symmetric-run, the NeMo ray.sub pattern, the Theta script and the
 # floor, on 2 and 3 emulated hosts (root)
 bench-peers: venv

@@ -86,14 +86,15 @@ def start_ray_command(np: int, *driver: str) -> List[str]:
     return launch(np, "-m", "start_ray", "--node-per-rank", "--num-cpus", "1", *driver)
 
 
-def start_ray_run(np: int, hold: float, sigterm: bool) -> dict:
+def start_ray_run(np: int, hold: float, sigterm: bool, **env: str) -> dict:
     """One job whose driver holds the cluster `hold` seconds; then it exits,
-    or (sigterm) mpirun gets SIGTERM as soon as the driver has reported."""
+    or (sigterm) mpirun gets SIGTERM as soon as the driver has reported.
+    `env`: more of the job's environment (START_RAY_* settings)."""
     mark = uuid.uuid4().hex
     report = os.path.join(tempfile.mkdtemp(prefix="srbc-"), "report.json")
     cmd = start_ray_command(np, baselines.HOLD, "--hold", str(hold), "--report", report)
     launched = time.time()
-    proc = subprocess.Popen(cmd, env=_env(BENCH_MARK=mark), cwd=ROOT, text=True,
+    proc = subprocess.Popen(cmd, env=_env(BENCH_MARK=mark, **env), cwd=ROOT, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     deadline = launched + hold + 600
     while not os.path.exists(report) or not open(report).read().endswith("}"):
