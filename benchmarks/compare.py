@@ -63,8 +63,9 @@ TRAIN = os.path.join(ROOT, "drivers", "train_ppo.py")
 
 def _env(**extra: str) -> Dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("START_RAY_", "RAY_"))}
-    env.update(OMPI_ALLOW_RUN_AS_ROOT="1", OMPI_ALLOW_RUN_AS_ROOT_CONFIRM="1",
-               PYTHONUNBUFFERED="1", START_RAY_LOG_DIR=os.path.join(OUT, "runs"), **extra)
+    env.update({"OMPI_ALLOW_RUN_AS_ROOT": "1", "OMPI_ALLOW_RUN_AS_ROOT_CONFIRM": "1",
+                "PYTHONUNBUFFERED": "1", "START_RAY_LOG_DIR": os.path.join(OUT, "runs"),
+                **extra})
     return env
 
 

@@ -102,15 +102,17 @@ def measure(args: argparse.Namespace) -> dict:
 
 def table(data: dict, args: argparse.Namespace) -> str:
     med = statistics.median
-    floor = med([f["head"] + f["join"] for f in data["floor"]])
+    head, join = med([f["head"] for f in data["floor"]]), med([f["join"] for f in data["floor"]])
     lines = [f"Medians of {args.repeat} runs each, store and memory runs alternating, the "
-             f"floor ({floor:.1f}s: `ray start --head` + one `ray start --address`, "
-             f"{args.repeat} runs) in the same run; one Ray node per rank, Open MPI.", "",
+             f"floor in the same run ({args.repeat} runs: `ray start --head` {head:.1f}s, "
+             f"plus one `ray start --address` {join:.1f}s from 2 ranks on, as in "
+             f"compare.md); one Ray node per rank, Open MPI.", "",
              "| ranks | launch -> driver, store (s) | without (s) | store / without | "
              "store / floor | driver exit -> end, store (s) | without (s) |",
              "|---:|---:|---:|---:|---:|---:|---:|"]
     for np, row in sorted(data["ranks"].items(), key=lambda item: int(item[0])):
         store, memory = med(row["store"]), med(row["memory"])
+        floor = head + (join if int(np) > 1 else 0.0)
         lines.append(f"| {np} | {store:.1f} | {memory:.1f} | {store / memory:.2f} | "
                      f"{store / floor:.2f} | {med(row['exit_store']):.1f} | "
                      f"{med(row['exit_memory']):.1f} |")
