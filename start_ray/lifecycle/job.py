@@ -148,12 +148,19 @@ class Job:
         self.make_owner, self.make_launcher = own, launch
         self.log_name = log_name
         self.log = logs.get(log_name)
-        self.ready = ready  # a `ray` started before MPI, for this rank's node
         self.open_files = open_files  # what raising the open-files limit did, if done
         self.started = time.monotonic()
         self.phase = Phase.AGREE
         self.history = [Phase.AGREE]  # every phase this rank went through, in order
         self.outcomes: List[Outcome] = []  # what each step returned, in order
+        self.restarts = Restarts(options.restarts)  # the attempts (--restarts)
+        self.run_id: Optional[str] = None  # the run's, kept by every attempt
+        self._new_attempt(ready)
+
+    def _new_attempt(self, ready: Optional[ReadyRay] = None) -> None:
+        """What one attempt finds and starts (a restart begins it anew: the
+        last one's processes are stopped); the job's count of them stays."""
+        self.ready = ready  # a `ray` started before MPI, for this rank's node
         self.status = EXIT_FAILURE  # this rank's exit status, final once DONE
         self.cause: Optional[str] = None  # why the job failed, when it did
         self.crash: Optional[BaseException] = None  # re-raised once DONE
@@ -167,15 +174,6 @@ class Job:
         self.left: List[str] = []  # `pid name` of those it could not stop
         self.logs_safe = True  # the job succeeded, or its Ray logs are copied
         self.node_logs: Optional[NodeLogs] = None  # this rank's node's Ray logs
-        self.restarts = Restarts(options.restarts)  # the attempts (--restarts)
-        self.run_id: Optional[str] = None  # the run's, kept by every attempt
-
-    def _next_attempt(self) -> None:
-        """An attempt's findings go (its processes are stopped); its count stays."""
-        self.status, self.cause, self.crash, self.info = EXIT_FAILURE, None, None, None
-        self.agreed, self.owner, self.launcher, self.role = None, None, None, None
-        self.teardown_began, self.stopped, self.left = 0.0, 0, []
-        self.logs_safe, self.node_logs, self.ready = True, None, None
 
     # ------------------------------------------------------------ the loop
     def advance(self, until: Phase) -> int:
@@ -355,7 +353,7 @@ class Job:
         if not self.restarts.begin_next(self.cause, stop, self.log if self.channel.rank == 0
                                         else None):
             return Outcome.REPORTED
-        self._next_attempt()
+        self._new_attempt()
         return Outcome.RESTARTING
 
     # ------------------------------------------------- for the Python API

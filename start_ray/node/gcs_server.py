@@ -107,18 +107,13 @@ class GcsServer:
         self._child: Optional["subprocess.Popen[bytes]"] = None  # the last one we started
 
     @classmethod
-    def find(cls, temp_dir: str, port: int) -> Optional["GcsServer"]:
-        """The gcs_server below this rank that runs in `temp_dir`, if any."""
-        for proc in proctree.descendants():
-            try:
-                if proc.name() != NAME:
-                    continue
-                command = proc.cmdline()
-                if belongs_to(command, temp_dir):
-                    return cls(proc, command, proc.environ(), port)
-            except psutil.Error:
-                continue
-        return None
+    def of(cls, process: psutil.Process, port: int) -> Optional["GcsServer"]:
+        """The running gcs_server `process` (its command line and environment
+        read now), or None if it is gone already."""
+        try:
+            return cls(process, process.cmdline(), process.environ(), port)
+        except psutil.Error:
+            return None
 
     @property
     def pid(self) -> int:

@@ -32,7 +32,7 @@ from start_ray.node import compat, gcs_server
 from start_ray.node.gcs_server import GcsServer
 from start_ray.node.ports import free_port
 from start_ray.node.ready_ray import ReadyRay, ray_beside_python
-from start_ray.procs import proctree
+from start_ray.procs import helpers, proctree
 from start_ray.procs.proctree import Spawn
 from start_ray.record import logs
 
@@ -110,12 +110,7 @@ def join_address(ip: str, port: int) -> str:
 
 def _died(name: str, code: int) -> str:
     """`raylet was killed by SIGKILL`, `gcs_server exited with status 1`."""
-    if code < 0:
-        try:
-            return f"{name} was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            pass
-    return f"{name} exited with status {code}"
+    return f"{name} {helpers.how_it_ended(code)}"
 
 
 class RayNode:
@@ -257,14 +252,7 @@ class RayNode:
         without --block). `ray start --block` outlives them by up to 30 s
         when it gets SIGTERM (it 'drains'), so whether the node still works
         is told by these."""
-        found = []
-        for child in self.in_temp_dir():
-            try:
-                if child.name() in CORE_PROCESSES:
-                    found.append(child)
-            except psutil.Error:
-                pass
-        return found
+        return [proc for proc in self.in_temp_dir() if proctree.name_of(proc) in CORE_PROCESSES]
 
     def stop_in_order(self, timeout: float) -> None:
         """A node without --block, stopped the way `ray start --block` stops
@@ -303,7 +291,9 @@ class RayNode:
         it again if it dies. False if there is none to keep."""
         if self.block:
             return False
-        self.gcs = GcsServer.find(self.temp_dir, port)
+        found = [proc for proc in self.core_processes()
+                 if proctree.name_of(proc) == gcs_server.NAME]
+        self.gcs = GcsServer.of(found[0], port) if found else None
         return self.gcs is not None
 
     def gcs_ended(self) -> Optional[str]:
