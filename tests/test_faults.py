@@ -167,8 +167,9 @@ def test_lost_worker_node_is_logged_and_the_job_goes_on(jobs):
 
 @driver_on_the_head
 @pytest.mark.skipif(DEFAULT_MPI.name != "openmpi", reason=(
-    "Open MPI's --enable-recovery: MPICH's mpiexec -disable-auto-cleanup sends the "
-    "other ranks SIGUSR1 (start_ray's walltime warning) and still ends them"))
+    "Open MPI's --enable-recovery: under MPICH's mpiexec -disable-auto-cleanup the other "
+    "ranks still end (and with the SIGUSR1 warning start_ray refuses it: "
+    "test_hydra_without_auto_cleanup_and_a_usr1_warning_are_refused_naming_usr2)"))
 def test_dead_worker_rank_under_enable_recovery_the_job_goes_on(jobs):
     """With `mpirun --enable-recovery` a dead rank does not end the job; it
     reports nothing itself, so rank 0 learns it from the GCS."""
