@@ -387,7 +387,7 @@ class SimNode:
     def session_dir(self) -> str:
         return "/nonexistent/session_sim"
 
-    def gone(self) -> Optional[str]:
+    def gone(self, but_gcs: bool = False) -> Optional[str]:
         return None
 
     # its GCS never dies here (the store costs the real head, not the protocol)

@@ -127,10 +127,12 @@ class FakeNode:
     def session_dir(self) -> str:
         return "/nonexistent/session_fake"
 
-    def gone(self) -> Optional[str]:
-        if self.gcs_dead and not self.gcs_store:
+    def gone(self, but_gcs: bool = False) -> Optional[str]:
+        if not self.alive():
+            return "(fake) `ray start` exited"
+        if self.gcs_dead and not (self.gcs_store and but_gcs):
             return "its gcs_server ended"
-        return None if self.alive() else "(fake) `ray start` exited"
+        return None
 
     # the head's GCS (a test kills it: kill_gcs)
     def keep_gcs(self, port: int) -> bool:

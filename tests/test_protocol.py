@@ -616,6 +616,24 @@ def test_a_gcs_that_cannot_come_back_ends_the_job_naming_why(tmp_path):
         "status 1 at once: (fake))" in world.jobs[0].cause
 
 
+def test_a_gcs_that_died_with_the_heads_raylet_is_not_started_again(tmp_path):
+    """The raylet is the head: a GCS brought back beside a dead raylet would
+    leave the workers waiting on a head that is gone."""
+    world = World(2)
+
+    def payload(running):
+        head = world.latest_nodes()[0]
+        head.kill_gcs()
+        head.kill()
+        running.tick()
+        return 0
+    statuses = world.run(options(tmp_path), payload)
+    assert statuses[0] == 1
+    assert "(rank 0) ended ((fake) `ray start` exited)" in world.jobs[0].cause
+    assert not world.ledger_events(events.GcsRestarted)
+    assert world.latest_nodes()[0].gcs_restarts == 0
+
+
 def test_gcs_restarts_0_keeps_todays_gcs_and_its_death_ends_the_job(tmp_path):
     world = World(2)
     statuses = world.run(options(tmp_path, gcs_restarts=0), kill_the_gcs(world, 1))

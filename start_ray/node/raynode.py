@@ -233,18 +233,22 @@ class RayNode:
         cleanly; one still starting may not heed SIGINT for a while)."""
         return self._started
 
-    def gone(self) -> Optional[str]:
+    def gone(self, but_gcs: bool = False) -> Optional[str]:
         """Why this node no longer works, or None while it does: its `ray
-        start` ended, or, once it started, its GCS server or raylet did. A
-        zombie has ended (psutil's is_running() says otherwise): the rank is
-        a subreaper, and what a dead `ray start` leaves stays its zombie."""
+        start` ended, or, once it started, its GCS server or raylet did
+        (with `but_gcs`, a dead GCS alone does not count: it comes back in
+        place). A zombie has ended (psutil's is_running() says
+        otherwise): the rank is a subreaper, and what a dead `ray start`
+        leaves stays its zombie."""
         returncode = self.process.poll()
         if returncode is not None and (self.block or returncode or not self._started):
             return f"`ray start` exited with status {returncode}: {self.last_words()}"
         if self._started and self._core is None:
             self._core = [(proc, proc.name()) for proc in self.core_processes()]
         ended = [name for proc, name in self._core or [] if not proctree.running(proc)]
-        return f"its {' and '.join(ended)} ended" if ended else None
+        if not ended or (but_gcs and ended == [gcs_server.NAME]):
+            return None
+        return f"its {' and '.join(ended)} ended"
 
     def core_processes(self) -> List[psutil.Process]:
         """The node's GCS server and raylet: this rank's, running in the
@@ -305,11 +309,14 @@ class RayNode:
 
     def restart_gcs(self, deadline: float) -> float:
         """The GCS again, in place (gcs_server.GcsServer.start_again); the
-        seconds until it serves. The node's core processes are looked for
-        anew (the new GCS among them)."""
+        seconds until it serves. The new GCS takes the old one's place among
+        the node's core processes; the others are still watched (a raylet
+        that died with the GCS is not forgotten)."""
         assert self.gcs is not None
         took = self.gcs.start_again(self.spawn, deadline)
-        self._core = None
+        if self._core is not None:
+            self._core = [(proc, name) for proc, name in self._core if name != gcs_server.NAME]
+            self._core.append((self.gcs.process, gcs_server.NAME))
         return took
 
     def store_failed(self) -> bool:

@@ -138,7 +138,7 @@ class ProcessOwner:
         if self.watchdog is None and not self.sessions:
             return 0, []
         keep = {self.watchdog.pid} if self.watchdog else set()
-        stopped = len(proctree.descendants()) - len(keep)
+        ours = [proc.pid for proc in proctree.descendants() if proc.pid not in keep]
         leaders = []
         if node is not None and node.started and not node.block:
             node.stop_in_order(self.options.stop_timeout)
@@ -152,7 +152,11 @@ class ProcessOwner:
                                          leaders=leaders)
         left += [p for p in proctree.owned(JOB_MARKER, self.me.marker, self.sessions)
                  if p not in left]
-        return stopped, proctree.names(left)
+        reaped = proctree.reap(ours)
+        if reaped:  # else they would pass to init: see proctree.reap
+            self.log.debug("reaped %d process(es) that ended last: %s", len(reaped),
+                           " ".join(map(str, reaped)))
+        return len(ours), proctree.names(left)
 
     def finish(self, clean: bool) -> None:
         """After the teardown: the watchdog has nothing left to do; the temp

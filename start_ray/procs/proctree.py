@@ -175,8 +175,8 @@ def _wait_gone(procs: List[psutil.Process], timeout: float, exclude: set) -> Lis
     deadline = time.monotonic() + timeout
     pause = 0.005
     while True:
-        reap_zombies(exclude)
         alive = [p for p in procs if running(p)]
+        reap_zombies(exclude)  # after the look: a process that just ended is reaped too
         if not alive or time.monotonic() >= deadline:
             return alive
         time.sleep(pause)
@@ -199,6 +199,24 @@ def reap_zombies(exclude: Optional[set] = None) -> None:
                 os.waitpid(proc.pid, os.WNOHANG)
         except (psutil.NoSuchProcess, ChildProcessError):
             pass
+
+
+def reap(pids: Iterable[int]) -> List[int]:
+    """Collect the exit status of those of `pids` that are our children and
+    have ended (orphans we adopted among them): the PIDs reaped. A rank does
+    it before it exits, since its zombies would pass to the PID namespace's
+    init, and where that is mpiexec (a container whose command is `mpiexec
+    ...`), Hydra takes a killed Ray process it reaps for a rank that
+    "terminated badly" and fails the job. Only our own processes: in the API
+    the rank is the user's process, whose other children are not ours."""
+    reaped = []
+    for pid in pids:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                reaped.append(pid)
+        except ChildProcessError:
+            pass
+    return reaped
 
 
 def _proc_stat(pid: int) -> Optional[Tuple[str, int, int]]:

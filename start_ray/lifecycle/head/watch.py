@@ -161,18 +161,18 @@ class Watch:
     def check_head(self, consequence: str) -> None:
         """In every phase: the head's `ray start`, GCS server and raylet still
         run, else JobError at once (waiting on would blame other nodes). A
-        GCS that keeps its state in a store is started again in place first
-        (gcs_back)."""
+        GCS that keeps its state in a store is started again in place
+        (gcs_back), unless the head's raylet or `ray start` ended too."""
         head = self.state.head
         if head is None:
             return
         how = head.gcs_ended()
-        if how is not None:
-            self.gcs_back(head, how, consequence)
-        why = head.gone()
+        why = head.gone(but_gcs=how is not None)
         if why is not None:
             raise HeadLost(f"the Ray head on {self.state.layout.nodes[0].host} (rank 0) ended "
                            f"({why}): the cluster is gone, so {consequence}")
+        if how is not None:
+            self.gcs_back(head, how, consequence)
 
     def gcs_back(self, head: Node, how: str, consequence: str) -> None:
         """The head's GCS died: started again in place, on its store and
