@@ -94,6 +94,26 @@ def test_a_session_whose_leader_pid_was_reused_is_not_ours():
         leader.wait()
 
 
+def test_a_killed_process_with_threads_is_reaped_not_left_a_zombie():
+    """What a rank stopped is reaped before it exits (proctree.reap): a
+    zombie it left would pass to init, and mpiexec as a container's init
+    fails the job for it. A killed process with threads shows as a zombie
+    before it can be reaped."""
+    threads = ("import threading, time\n"
+               "for _ in range(16): threading.Thread(target=time.sleep, args=(60,)).start()\n"
+               "print(flush=True); time.sleep(60)")
+    child = subprocess.Popen([sys.executable, "-c", threads], stdout=subprocess.PIPE)
+    try:
+        child.stdout.readline()
+        os.kill(child.pid, signal.SIGKILL)
+        assert proctree.reap([child.pid, os.getpid()]) == [child.pid]
+        with pytest.raises(ChildProcessError):
+            os.waitpid(child.pid, os.WNOHANG)
+    finally:
+        child.kill()
+        child.stdout.close()
+
+
 # Stands in for `ray start`: starts the renamed process (as the raylet starts
 # Ray's agents: a grandchild of the rank, which does not die with it), prints
 # its PID, and waits.

@@ -42,6 +42,7 @@ import psutil
 
 _PR_SET_PDEATHSIG = 1
 _PR_SET_CHILD_SUBREAPER = 36
+REAP_WAIT = 2.0  # seconds: a killed process's threads end within it (proctree.reap)
 
 
 # Loaded once here: the preexec_fn below runs between fork and exec, where
@@ -201,22 +202,35 @@ def reap_zombies(exclude: Optional[set] = None) -> None:
             pass
 
 
-def reap(pids: Iterable[int]) -> List[int]:
+def reap(pids: Iterable[int], timeout: float = REAP_WAIT) -> List[int]:
     """Collect the exit status of those of `pids` that are our children and
     have ended (orphans we adopted among them): the PIDs reaped. A rank does
     it before it exits, since its zombies would pass to the PID namespace's
     init, and where that is mpiexec (a container whose command is `mpiexec
     ...`), Hydra takes a killed Ray process it reaps for a rank that
-    "terminated badly" and fails the job. Only our own processes: in the API
-    the rank is the user's process, whose other children are not ours."""
-    reaped = []
-    for pid in pids:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                reaped.append(pid)
-        except ChildProcessError:
-            pass
-    return reaped
+    "terminated badly" and fails the job. A killed process with threads
+    shows as a zombie before it can be reaped (its other threads are still
+    exiting): such a one is waited for, up to `timeout`. Only our own
+    processes: in the API the rank is the user's process, whose other
+    children are not ours."""
+    deadline = time.monotonic() + timeout
+    waiting, reaped = list(pids), []
+    while True:
+        dying = []
+        for pid in waiting:
+            try:
+                if os.waitpid(pid, os.WNOHANG)[0]:
+                    reaped.append(pid)
+                    continue
+            except ChildProcessError:
+                continue
+            stat = _proc_stat(pid)
+            if stat is not None and stat[0] == "Z":
+                dying.append(pid)
+        if not dying or time.monotonic() >= deadline:
+            return reaped
+        waiting = dying
+        time.sleep(0.01)
 
 
 def _proc_stat(pid: int) -> Optional[Tuple[str, int, int]]:
