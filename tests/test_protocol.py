@@ -674,8 +674,12 @@ def test_a_lost_head_is_formed_again_and_the_driver_runs_again(tmp_path):
         assert world.jobs[rank].history.count(P.AGREE) == 2
         assert world.said(rank, "start attempt 1")
     assert [e.restart for e in world.ledger_events(events.Restarted)] == [1]
-    assert "restart 1 of at most 2 (--restarts)" in world.log_text(0)
+    head = world.log_text(0)
+    assert "restart 1 of at most 2 (--restarts)" in head
     assert world.jobs[0].run_id == world.jobs[1].run_id, "one run folder"
+    # The job's end is said once, at its end: not after the attempt restarted.
+    assert head.count("| INFO | exit status ") == 1 and "| INFO | exit status 0" in head
+    assert head.count("| INFO | summary of the run: ") == 1
 
 
 def test_a_head_lost_past_the_restarts_ends_the_job_naming_it(tmp_path):

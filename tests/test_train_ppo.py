@@ -13,12 +13,14 @@ import os
 import re
 import subprocess
 import sys
+import time
 
 import pytest
 
-from jobs import PYTHON, ROOT, assert_nothing_left
+from jobs import PYTHON, ROOT, assert_nothing_left, ray_process
 
 sys.path.insert(0, os.path.join(ROOT, "drivers"))
+import rl_chain  # noqa: E402
 import train_ppo  # noqa: E402
 
 TRAIN = os.path.join(ROOT, "drivers", "train_ppo.py")
@@ -137,3 +139,32 @@ def test_a_restarted_trial_repeats_no_iteration_in_the_chains_progress(tmp_path,
     with open(os.path.join(chain, "progress.csv"), newline="") as handle:
         assert [int(row["training_iteration"]) for row in csv.DictReader(handle)] == \
             [1, 2, 3, 4, 5]
+
+
+def test_a_head_raylet_killed_mid_training_with_restarts_1_ends_in_one_job(jobs, tmp_path):
+    """The head's raylet SIGKILLed after PPO's first checkpoint, under
+    `--restarts 1`: start_ray forms the cluster again and runs train_ppo
+    again, which resumes from that checkpoint; the job reaches --stop-iters
+    with exit 0, and the experiment's progress.csv is contiguous (no
+    iteration missing or twice)."""
+    experiment = tmp_path / "experiment"
+    running = jobs.start(2, ["--num-cpus", "2", "--restarts", "1", TRAIN, "--framework",
+                             "torch", "--experiment-dir", str(experiment), *SHORT[2:],
+                             "--stop-iters", "5"])
+    deadline = time.monotonic() + 300
+    while not rl_chain.read(str(experiment)).get("checkpoints"):
+        assert time.monotonic() < deadline, "no checkpoint within 300 s"
+        assert running.proc.poll() is None, "the job ended before its first checkpoint"
+        time.sleep(0.2)
+    ray_process(running, "raylet", 0).kill()
+    result = running.wait(420)
+    assert result.returncode == 0, result.output
+    with open(experiment / rl_chain.PROGRESS, newline="") as handle:
+        iterations = [int(float(row["training_iteration"])) for row in csv.DictReader(handle)]
+    assert iterations == [1, 2, 3, 4, 5], iterations
+    links = rl_chain.read(str(experiment))["links"]
+    assert len(links) == 2 and links[1]["resumed_from"], links
+    assert links[1]["first_iteration"] >= 2, links
+    assert "restart 1 of at most 1 (--restarts)" in result.rank_logs()["rank-0.log"]
+    assert result.output.count("READY:") == 2, "two attempts, each announced"
+    assert_nothing_left(result)

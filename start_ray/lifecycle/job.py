@@ -342,8 +342,6 @@ class Job:
                                   self.teardown_began))
         self.channel.flush(report_by)
         self.owner.finish(clean=self.logs_safe and not self.left)
-        if self.channel.rank == 0:
-            self.log.info("exit status %d", self.status)
         # Leave together: rank 0 may still be stopping its head when the others are done.
         leave_by = self.role.leave_by(report_by + self.options.stop_timeout + REPORT_SLACK)
         if leave_by is not None and not self.channel.part(leave_by):
@@ -352,6 +350,8 @@ class Job:
         stop = self.role.stop_message if isinstance(self.role, WorkerRank) else None
         if not self.restarts.begin_next(self.cause, stop, self.log if self.channel.rank == 0
                                         else None):
+            if self.channel.rank == 0:
+                self.log.info("exit status %d", self.status)
             return Outcome.REPORTED
         self._new_attempt()
         return Outcome.RESTARTING

@@ -147,7 +147,7 @@ class BringUp:
                                 need_address=True)
         ledger.note(HeadUp(0, ledger.since_start()))
         self.log.info("Ray head is up at %s after %.1fs; Ray's own logs: %s",
-                      address, ledger.since_start(), state.head.session_dir())
+                      address, ledger.since_attempt(), state.head.session_dir())
         nodes = self.wait_for_nodes(address)
         env = self.launcher.ray_env()
         env.update({"RAY_ADDRESS": address, "START_RAY_RUN_DIR": self.agreed.run_dir,
@@ -273,7 +273,7 @@ class BringUp:
         # The READY block tells the story on the console (announce.py); these lines, the
         # rank's log (the slowest joins, at a size where they matter, the console too).
         self.log.debug("Workers are all running! %d node(s) alive after %.1fs: %s",
-                       len(nodes), ledger.since_start(), summarize(total_resources(nodes)))
+                       len(nodes), ledger.since_attempt(), summarize(total_resources(nodes)))
         self.log_joins(table)
         if len(nodes) <= LISTED_ON_CONSOLE:
             for node in nodes:

@@ -37,6 +37,7 @@ class Ledger:
     def __init__(self, layout: Layout, started: float) -> None:
         self.layout = layout
         self.started = started  # time.monotonic() when the job began on rank 0
+        self.attempt_started = started  # ... and this attempt (--restarts)
         self.joins: Dict[int, Joined] = {}  # what each worker rank said when it joined
         self.lost: Set[int] = set()  # ranks whose Ray node is lost (until it rejoins)
         self.failed: Set[int] = set()  # ranks whose node could not start at all
@@ -60,6 +61,10 @@ class Ledger:
 
     def since_start(self) -> float:
         return time.monotonic() - self.started
+
+    def since_attempt(self) -> float:
+        """What the console's "up after" times count: this attempt's own."""
+        return time.monotonic() - self.attempt_started
 
     def note(self, event: Event) -> None:
         self._of.setdefault(event.rank, []).append(len(self.events))

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from typing import Optional
 
 from start_ray.lifecycle.agree.agreement import Agreement
@@ -65,7 +66,7 @@ class HeadRank:
             nodes=info.num_nodes, resources=info.resources, head_host=self.agreed.host,
             hosts=[host.name for host in self.state.layout.hosts],
             token=self.agreed.plan.auth_token, dashboard_port=port, serve=self.options.serve,
-            seconds=self.ledger.since_start()), self.log)
+            seconds=self.ledger.since_attempt()), self.log)
         self.state.card_published = True
         return info
 
@@ -73,7 +74,9 @@ class HeadRank:
         return False  # rank 0 knows the status itself; a lost head ends the job
 
     def restarted(self, attempt: int, after: str) -> None:
-        """This attempt follows the head's loss (--restarts): the ledger says so."""
+        """This attempt follows the head's loss (--restarts): the ledger says
+        so, and its times count from now."""
+        self.ledger.attempt_started = time.monotonic()
         self.ledger.note(Restarted(0, self.ledger.since_start(), attempt, after))
 
     def stop_others(self, status: int, deadline: float, restart: int = 0) -> bool:

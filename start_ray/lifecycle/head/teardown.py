@@ -43,6 +43,7 @@ class HeadTeardown:
         self.agreed, self.options, self.channel = agreed, options, channel
         self.launcher, self.state, self.log = launcher, state, log
         self.home = next(host.ranks for host in state.layout.hosts if host.leader == 0)
+        self.restarting = False  # the teardown is a restart's (--restarts)
 
     def stop_others(self, status: int, deadline: float, restart: int = 0) -> bool:
         """Every other rank stops first, while the head is still up; then
@@ -57,6 +58,7 @@ class HeadTeardown:
             state.table = None
         state.together = not ledger.lost
         restart = restart if state.together else 0
+        self.restarting = bool(restart)
         if self.agreed.size == 1:
             return bool(restart)
         self.log.info("stopping Ray on all %d ranks%s", self.agreed.size,
@@ -142,7 +144,9 @@ class HeadTeardown:
         except Exception as err:  # the summary never changes the job's status
             self.log.error("could not write the run's summary: %s", err)
             return
-        self.log.info("summary of the run: %s", path)
+        # Rewritten at the job's end; one line then, not one per attempt.
+        self.log.log(logging.DEBUG if self.restarting else logging.INFO,
+                     "summary of the run: %s", path)
 
 
 def facts(agreed: Agreement, state: HeadState) -> summary.Facts:
