@@ -674,6 +674,8 @@ def test_a_lost_head_is_formed_again_and_the_driver_runs_again(tmp_path):
         assert world.jobs[rank].history.count(P.AGREE) == 2
         assert world.said(rank, "start attempt 1")
     assert [e.restart for e in world.ledger_events(events.Restarted)] == [1]
+    joins = [e.rank for e in world.ledger_events(events.NodeJoined)]
+    assert sorted(joins) == [1, 1, 2, 2], "the timeline keeps the first attempt's joins"
     head = world.log_text(0)
     assert "restart 1 of at most 2 (--restarts)" in head
     assert world.jobs[0].run_id == world.jobs[1].run_id, "one run folder"

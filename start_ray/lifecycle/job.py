@@ -246,7 +246,8 @@ class Job:
                  self.log, self.started)
         self.role = HeadRank(*parts) if agreed.rank == 0 else WorkerRank(*parts)
         if isinstance(self.role, HeadRank) and self.restarts.attempt:
-            self.role.restarted(self.restarts.attempt, self.restarts.causes[-1])
+            self.role.restarted(self.restarts.attempt, self.restarts.causes[-1],
+                                self.restarts.earlier)
         elif agreed.rank == 0:
             preflight.log_plan(agreed, self.options, self.log, self.channel.mpi_library())
         # The plan lives as long as the job: kept out of the cyclic garbage
@@ -348,8 +349,9 @@ class Job:
             self.log.debug("not every rank came to the end of the job; exiting anyway")
             self.restarts.cancel("not every rank came to the end of the attempt", self.log)
         stop = self.role.stop_message if isinstance(self.role, WorkerRank) else None
-        if not self.restarts.begin_next(self.cause, stop, self.log if self.channel.rank == 0
-                                        else None):
+        timeline = self.role.ledger.events if isinstance(self.role, HeadRank) else []
+        if not self.restarts.begin_next(self.cause, stop, timeline,
+                                        self.log if self.channel.rank == 0 else None):
             if self.channel.rank == 0:
                 self.log.info("exit status %d", self.status)
             return Outcome.REPORTED

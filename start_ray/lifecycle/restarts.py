@@ -22,10 +22,11 @@ when a rank was lost (not every rank could start again), past N.
 from __future__ import annotations
 
 import logging
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 from start_ray.errors import HeadLost
 from start_ray.mpi.messages import Stop
+from start_ray.record.events import Event
 
 RESTART_VARIABLE = "START_RAY_RESTART"
 CHAIN_VARIABLE = "START_RAY_CHAIN_ID"
@@ -39,6 +40,7 @@ class Restarts:
         self.attempt = 0  # this attempt: 0 the first, k the k-th restart
         self.pending = 0  # the attempt that follows this one, once decided
         self.causes: List[str] = []  # what ended each earlier attempt
+        self.earlier: List[Event] = []  # rank 0's events of the earlier attempts
 
     def decide(self, error: BaseException, warned: bool, log: logging.Logger) -> bool:
         """Rank 0, when its driver's phase ended with `error`: whether the
@@ -60,16 +62,19 @@ class Restarts:
             log.error("not restarted (--restarts): %s", why)
         self.pending = 0
 
-    def begin_next(self, cause: Optional[str], stop: Optional[Stop],
+    def begin_next(self, cause: Optional[str], stop: Optional[Stop], timeline: Sequence[Event],
                    log: Optional[logging.Logger]) -> bool:
         """At the end of an attempt: whether another begins (it does now).
         `stop`: rank 0's Stop, as another rank received it (it says which
-        attempt follows); `log`: rank 0's, which says so on the console."""
+        attempt follows); `timeline`: rank 0's events so far, which the next
+        attempt's keeps (`earlier`); `log`: rank 0's, which says so on the
+        console."""
         if stop is not None:
             self.pending = stop.restart
         if not self.pending:
             return False
         self.causes.append(cause or "the head was lost")
+        self.earlier = list(timeline)
         self.attempt, self.pending = self.pending, 0
         if log is not None:
             log.warning("restart %d of at most %d (--restarts): starting the cluster again on "

@@ -38,6 +38,7 @@ class Ledger:
         self.layout = layout
         self.started = started  # time.monotonic() when the job began on rank 0
         self.attempt_started = started  # ... and this attempt (--restarts)
+        self.attempt_first = 0  # this attempt's first event (earlier ones: the timeline's)
         self.joins: Dict[int, Joined] = {}  # what each worker rank said when it joined
         self.lost: Set[int] = set()  # ranks whose Ray node is lost (until it rejoins)
         self.failed: Set[int] = set()  # ranks whose node could not start at all
@@ -74,8 +75,11 @@ class Ledger:
         return [self.events[i] for i in self._of.get(rank, ())]
 
     def has(self, rank: int, *kinds: Type[Event]) -> bool:
-        """Whether an event of one of `kinds` happened to `rank`."""
-        return any(isinstance(self.events[i], kinds) for i in self._of.get(rank, ()))
+        """Whether an event of one of `kinds` happened to `rank` (in this attempt)."""
+        return any(isinstance(self.events[i], kinds) for i in self._this_attempt(rank))
+
+    def _this_attempt(self, rank: int) -> List[int]:
+        return [i for i in self._of.get(rank, ()) if i >= self.attempt_first]
 
     def ranks_with_events(self) -> List[int]:
         return sorted(self._of)
@@ -85,7 +89,7 @@ class Ledger:
         """A worker node joined: seen alive in the GCS (no attempt), or said
         so by its rank, which is more precise and takes the GCS's place."""
         at = self.since_start() if at is None else at
-        for i in self._of.get(rank, ()):
+        for i in self._this_attempt(rank):
             if isinstance(self.events[i], NodeJoined):
                 if attempt is not None:
                     self.events[i] = NodeJoined(rank, at, attempt)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import Optional, Sequence
 
 from start_ray.lifecycle.agree.agreement import Agreement
 from start_ray.lifecycle.contracts import (
@@ -30,7 +30,7 @@ from start_ray.node import gcs_server, raynode
 from start_ray.options import Options
 from start_ray.procs.signals import SignalInbox
 from start_ray.record import announce
-from start_ray.record.events import Restarted
+from start_ray.record.events import Event, Restarted
 
 
 class HeadRank:
@@ -73,9 +73,13 @@ class HeadRank:
     def logs_wanted(self) -> bool:
         return False  # rank 0 knows the status itself; a lost head ends the job
 
-    def restarted(self, attempt: int, after: str) -> None:
-        """This attempt follows the head's loss (--restarts): the ledger says
-        so, and its times count from now."""
+    def restarted(self, attempt: int, after: str, earlier: Sequence[Event]) -> None:
+        """This attempt follows the head's loss (--restarts): the ledger
+        keeps the `earlier` attempts' events and says so, and its times count
+        from now."""
+        for event in earlier:
+            self.ledger.note(event)
+        self.ledger.attempt_first = len(self.ledger.events)
         self.ledger.attempt_started = time.monotonic()
         self.ledger.note(Restarted(0, self.ledger.since_start(), attempt, after))
 
