@@ -3,14 +3,18 @@ driver runs, takes the driver with it; start_ray stops every node, starts the
 cluster again on the same ranks, and runs the driver again, which resumes
 from its own saved state (tests/drivers/counter.py). The raylet is found in
 /proc by the job variable of its environment (tests/jobs.py: ray_process).
-The policy's corners (restarts spent, after the walltime warning) are the
-fast tests' (test_protocol.py)."""
+Under --serve, the cluster is served again: a new card and token, which
+`attach` and `stop` use. The policy's corners (restarts spent, after the
+walltime warning) are the fast tests' (test_protocol.py)."""
 
+import json
 import os
 import re
 import time
 
-from jobs import ROOT, assert_nothing_left, events_of, ray_process
+import test_interactive as interactive  # its serve() and attach helpers
+
+from jobs import PYTHON, ROOT, assert_nothing_left, events_of, ray_process
 
 COUNTER = os.path.join(ROOT, "tests", "drivers", "counter.py")
 
@@ -49,4 +53,35 @@ def test_a_killed_head_raylet_with_restarts_1_forms_the_cluster_again_and_resume
     assert [e["restart"] for e in events_of(result, "restarted")] == [1]
     assert "was started again 1 time(s) (--restarts)" in result.summary()
     assert result.output.count("READY:") == 2, "two attempts, each announced"
+    assert_nothing_left(result)
+
+
+def test_a_served_cluster_whose_head_raylet_dies_is_served_again_under_restarts_1(
+        jobs, tmp_path):
+    """`--serve --restarts 1`: the cluster is formed again, its card and token
+    file written anew, and `attach` by the run folder reaches the new
+    cluster (both nodes); `stop` then ends the job with exit 0."""
+    running, run_dir, card = interactive.serve(jobs, 2, "--node-per-rank", "--restarts", "1")
+    with open(card["token_file"]) as handle:
+        token = handle.read()
+    ray_process(running, "raylet", 0).kill()
+    deadline, again = time.monotonic() + 180, None
+    while again is None:
+        assert time.monotonic() < deadline, "the cluster was not served again"
+        assert running.proc.poll() is None, running.wait(5).output
+        with open(os.path.join(run_dir, "cluster.json")) as handle:
+            now = json.load(handle)
+        if now["state"] == "serving" and now["address"] != card["address"]:
+            again = now
+        time.sleep(0.2)
+    with open(again["token_file"]) as handle:
+        assert handle.read() != token, "a new token for the new cluster"
+    attached = interactive.start_ray("attach", run_dir, "--", PYTHON, "-c", interactive.TASKS)
+    assert attached.returncode == 0, attached.stdout + attached.stderr
+    assert "ATTACHED 2 " in attached.stdout, attached.stdout
+    stopped = interactive.start_ray("stop", run_dir)
+    assert stopped.returncode == 0, stopped.stderr
+    result = running.wait(90)
+    assert result.returncode == 0, result.output
+    assert [e["restart"] for e in events_of(result, "restarted")] == [1]
     assert_nothing_left(result)
