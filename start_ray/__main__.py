@@ -4,7 +4,8 @@ A rank's first act is to catch the signals a scheduler may send it at any
 moment: Slurm can send the walltime warning to every process of a step as
 the step starts, and a rank that has no handler yet dies of it (status 138).
 Caught here, before the command line's modules are even imported, they wait
-in the inbox until the lifecycle acts on them.
+in the inbox until the lifecycle acts on them; once the job is over, they
+are ignored while the rank exits.
 """
 
 import os
@@ -13,6 +14,7 @@ import sys
 from start_ray.procs.signals import (
     WARNED_VARIABLE,
     SignalInbox,
+    ignore_after_the_job,
     ignore_hydras_failure_word,
     walltime_signal_given,
 )
@@ -25,7 +27,9 @@ def console() -> int:
         if os.environ.pop(WARNED_VARIABLE, "") == "1":  # warned before this step began
             inbox.record(walltime)
         from start_ray.entry.cli import main
-        return main(inbox=inbox)
+        status = main(inbox=inbox)
+    ignore_after_the_job(walltime)
+    return status
 
 
 if __name__ == "__main__":

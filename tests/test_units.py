@@ -407,3 +407,23 @@ def test_a_rank_hydra_started_ignores_usr1_only_when_it_is_not_the_warning():
         assert sig.getsignal(sig.SIGUSR1) == sig.SIG_IGN
     finally:
         sig.signal(sig.SIGUSR1, before)
+
+
+@pytest.mark.fast
+def test_once_the_job_is_over_a_rank_exits_whatever_usr1_or_the_warning_says():
+    """Rank 0 refused the job (exit 2) and Hydra, under -disable-auto-cleanup,
+    sends SIGUSR1 to the ranks still exiting: they ended with "User defined
+    signal 1" (exit 10) instead of 2."""
+    import signal as sig
+
+    from start_ray.procs.signals import ignore_after_the_job
+    before = {signum: sig.getsignal(signum) for signum in (sig.SIGUSR1, sig.SIGUSR2)}
+    try:
+        assert ignore_after_the_job(sig.SIGUSR1, {"HYDI_CONTROL_FD": "7"}) == [sig.SIGUSR1]
+        assert ignore_after_the_job(sig.SIGUSR2, {"HYDI_CONTROL_FD": "7"}) == [sig.SIGUSR2,
+                                                                              sig.SIGUSR1]
+        assert ignore_after_the_job(sig.SIGTERM, {}) == [], "a stopping signal still stops"
+        assert all(sig.getsignal(signum) == sig.SIG_IGN for signum in before)
+    finally:
+        for signum, handler in before.items():
+            sig.signal(signum, handler)

@@ -67,6 +67,24 @@ def ignore_hydras_failure_word(walltime: int,
     return True
 
 
+def ignore_after_the_job(walltime: int, environ: Optional[Mapping[str, str]] = None) -> List[int]:
+    """The job is over on this rank, which only exits now (MPI finalizes at
+    exit): a walltime warning that comes now means nothing, nor does Hydra's
+    SIGUSR1 under -disable-auto-cleanup, which says that another rank ended
+    first (rank 0, after a usage error that every rank shares). Neither may
+    end the rank by its default action, with "User defined signal 1" for the
+    job's status. The signals ignored from now."""
+    env = os.environ if environ is None else environ
+    ignored = [walltime] if walltime in (signal.SIGUSR1, signal.SIGUSR2) else []
+    if "HYDI_CONTROL_FD" in env and signal.SIGUSR1 not in ignored:
+        ignored.append(signal.SIGUSR1)
+    if threading.current_thread() is not threading.main_thread():
+        return []
+    for signum in ignored:
+        signal.signal(signum, signal.SIG_IGN)
+    return ignored
+
+
 class SignalInbox:
     """Records signals as they arrive; hands each one out once."""
 
