@@ -193,13 +193,8 @@ def running(proc: psutil.Process) -> bool:
 
 
 def reap_zombies(exclude: Optional[set] = None) -> None:
-    """Collect exit statuses of adopted orphans (we are their subreaper)."""
-    for proc in descendants():
-        try:
-            if proc.pid not in (exclude or ()) and proc.ppid() == os.getpid() and proc.status() == psutil.STATUS_ZOMBIE:
-                os.waitpid(proc.pid, os.WNOHANG)
-        except (psutil.NoSuchProcess, ChildProcessError):
-            pass
+    """Collect exit statuses of adopted orphans (we are their subreaper), now."""
+    reap([proc.pid for proc in descendants() if proc.pid not in (exclude or ())], timeout=0)
 
 
 def reap(pids: Iterable[int], timeout: float = REAP_WAIT) -> List[int]:
@@ -219,13 +214,12 @@ def reap(pids: Iterable[int], timeout: float = REAP_WAIT) -> List[int]:
         dying = []
         for pid in waiting:
             try:
-                if os.waitpid(pid, os.WNOHANG)[0]:
-                    reaped.append(pid)
-                    continue
-            except ChildProcessError:
+                ended = os.waitpid(pid, os.WNOHANG)[0]
+            except ChildProcessError:  # not our child, or reaped already
                 continue
-            stat = _proc_stat(pid)
-            if stat is not None and stat[0] == "Z":
+            if ended:
+                reaped.append(pid)
+            elif timeout > 0 and (_proc_stat(pid) or ("",))[0] == "Z":
                 dying.append(pid)
         if not dying or time.monotonic() >= deadline:
             return reaped
