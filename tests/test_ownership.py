@@ -105,7 +105,12 @@ def test_a_killed_process_with_threads_is_reaped_not_left_a_zombie():
     child = subprocess.Popen([sys.executable, "-c", threads], stdout=subprocess.PIPE)
     try:
         child.stdout.readline()
+        proc = psutil.Process(child.pid)
         os.kill(child.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while proctree.running(proc):  # as the teardown's waits see it: ended
+            assert time.monotonic() < deadline, "SIGKILL did not end it"
+            time.sleep(0.001)
         assert proctree.reap([child.pid, os.getpid()]) == [child.pid]
         with pytest.raises(ChildProcessError):
             os.waitpid(child.pid, os.WNOHANG)
