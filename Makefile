@@ -11,6 +11,11 @@ VENV     ?= .venv
 # that the tests run jobs under both MPI families. mpi4py loads the libmpi of
 # the venv it runs from, so each MPI needs a venv of its own.
 MPICH_VENV ?= .venv-mpich
+# A venv that a second user can run: PBS jobs run as a user of their own
+# (tests/test_pbs.py), who cannot reach a Python under /root; Debian's python3
+# and PyPI's MPICH. Built by `make test` when run as root.
+USER_VENV ?= .venv-user
+SYSTEM_PYTHON ?= /usr/bin/python3
 NP       ?= 4
 EXTRAS   ?= mpi,rl,dashboard,test,torch
 # PyTorch is an extra; installed first, pinned, so that pip does not pick the
@@ -36,11 +41,13 @@ BIN      := $(VENV)/bin
 export OMPI_ALLOW_RUN_AS_ROOT := 1
 export OMPI_ALLOW_RUN_AS_ROOT_CONFIRM := 1
 
-.PHONY: venv venv-mpich run test test-mpich test-fast flux docs bench $(BENCHES) chaos compat clean
+.PHONY: venv venv-mpich venv-user pbs run test test-mpich test-fast flux docs bench $(BENCHES) chaos compat clean
 
 venv: $(VENV)/.installed
 
 venv-mpich: $(MPICH_VENV)/.installed
+
+venv-user: $(USER_VENV)/.installed
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,6 +63,13 @@ $(MPICH_VENV)/.installed: setup.cfg pyproject.toml
 	$(MPICH_VENV)/bin/pip install --quiet -e '.[test]'
 	touch $@
 
+$(USER_VENV)/.installed: setup.cfg pyproject.toml
+	$(SYSTEM_PYTHON) -m venv $(USER_VENV)
+	$(USER_VENV)/bin/pip install --quiet --upgrade pip
+	$(USER_VENV)/bin/pip install --quiet mpich
+	$(USER_VENV)/bin/pip install --quiet -e .
+	touch $@
+
 # .venv-ray-2.52.1 etc.: that Ray first, then the project (which must keep it).
 .venv-ray-%/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv .venv-ray-$*
@@ -69,8 +83,11 @@ $(MPICH_VENV)/.installed: setup.cfg pyproject.toml
 run: venv
 	VENV=$(VENV) NP=$(NP) bash jobs/local_mpirun.sh
 
-test: venv venv-mpich .venv-ray-$(OTHER_RAY)/.installed
-	START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV)) $(BIN)/python -m pytest \
+# As root, the PBS tests' venv too (a job's user runs it).
+AS_ROOT  := $(filter 0,$(shell id -u))
+test: venv venv-mpich .venv-ray-$(OTHER_RAY)/.installed $(if $(AS_ROOT),venv-user)
+	START_RAY_MPICH_VENV=$(abspath $(MPICH_VENV)) START_RAY_USER_VENV=$(abspath $(USER_VENV)) \
+		$(BIN)/python -m pytest \
 		-n $(WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The jobs of the tests that name no MPI, under MPICH's Hydra instead of Open
@@ -85,6 +102,11 @@ test-mpich: venv venv-mpich
 # once per machine into ~/.cache/start_ray (about 7 minutes on 2 cores).
 flux:
 	$(PYTHON) tests/local_flux.py build
+
+# A real OpenPBS for tests/test_pbs.py: built from ../shared/vendor/ once per
+# machine into /var/cache/start_ray as root (about 4 minutes on 2 cores).
+pbs:
+	$(PYTHON) tests/local_pbs.py build
 
 # While you change start_ray: the in-process tests (a pytest marker), seconds.
 test-fast: venv
@@ -167,4 +189,4 @@ compat: $(foreach v,$(OLD_RAYS),.venv-ray-$(v)/.installed) venv venv-mpich
 		$(foreach v,$(OLD_RAYS),.venv-ray-$(v))
 
 clean:
-	rm -rf $(VENV) $(MPICH_VENV) .venv-ray-* *.egg-info
+	rm -rf $(VENV) $(MPICH_VENV) $(USER_VENV) .venv-ray-* *.egg-info

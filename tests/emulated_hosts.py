@@ -24,6 +24,8 @@ import tempfile
 import uuid
 from typing import Dict, List, Optional, Sequence
 
+from started import Started
+
 NETWORKS = {"eth0": "10.200.0", "hsn0": "10.201.0", "ib0": "10.202.0"}
 ISOLATED = "ib0"  # on this network the last host is cut off
 
@@ -62,7 +64,7 @@ def unavailable() -> Optional[str]:
     return None
 
 
-class EmulatedHosts:
+class EmulatedHosts(Started):
     def __init__(self, count: int = 3, networks: Optional[Dict[str, str]] = None,
                  cut: Optional[Dict[str, Sequence[int]]] = None,
                  mpi_network: str = "eth0") -> None:
@@ -93,18 +95,7 @@ class EmulatedHosts:
     def namespace(self, host: str) -> str:
         return self.prefix + host
 
-    def __enter__(self) -> "EmulatedHosts":
-        try:
-            self._create()
-        except BaseException:
-            self.close()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def _create(self) -> None:
+    def start(self) -> None:
         self._add_namespace(self.bridge_ns)
         for network in self.networks:
             bridges = [f"br-{network}"] + [f"cut-{network}-{i}" for i in self.cut.get(network, ())]
@@ -149,7 +140,7 @@ class EmulatedHosts:
                 "OMPI_MCA_btl_tcp_if_include": self.mpi_network,
                 "PRTE_MCA_oob_tcp_if_include": self.mpi_network}
 
-    def close(self) -> None:
+    def stop(self) -> None:
         """Delete the namespaces (their interfaces go with them). Processes
         inside are not killed by this: the tests stop theirs first."""
         for ns in reversed(self.made):
@@ -157,3 +148,5 @@ class EmulatedHosts:
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
         self.made = []
         shutil.rmtree(self.dir, ignore_errors=True)
+
+    close = stop

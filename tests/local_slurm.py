@@ -18,6 +18,8 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
+from started import Started
+
 PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge", "libpmix2", "libpmix-dev")
 
 CONF = """\
@@ -79,7 +81,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-class LocalSlurm:
+class LocalSlurm(Started):
     def __init__(self) -> None:
         self.dir = tempfile.mkdtemp(prefix="srslurm-")
         self.host = socket.gethostname().split(".")[0]
@@ -90,17 +92,6 @@ class LocalSlurm:
     def env(self) -> Dict[str, str]:
         """For the client commands (sbatch, srun, squeue, scancel)."""
         return {"SLURM_CONF": self.conf}
-
-    def __enter__(self) -> "LocalSlurm":
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         for sub in ("state", "spool"):

@@ -1,12 +1,14 @@
 """The batch scripts in jobs/, run for real with stand-in launchers (aprun,
-mpiexec, srun, qsub, qdel, qstat) and the variables the scheduler would set,
+Cray PALS's mpiexec, srun, jsrun, LSF's commands) and the variables the
+scheduler would set,
 the way a user submits them: from a folder of their own, with a relative
 VENV and their own DRIVER and DRIVER_ARGS; PBS starts the job in $HOME. Each
 run checks which Python ran which driver, with which arguments, from which
 folder, and what the launcher was asked. GPU nodes also get a stand-in for
 the vendor's device library (tests/gpu_standins), so that Ray takes that
 vendor's path. Every script also has to parse (`bash -n`). The Slurm
-scripts run on a real Slurm in test_slurm.py."""
+scripts run on a real Slurm in test_slurm.py, the PBS scripts on a real
+OpenPBS in test_pbs.py and the Flux script on a real Flux in test_flux.py."""
 
 import json
 import os
@@ -50,30 +52,6 @@ exec {mpirun} --oversubscribe -np "$n" sh -c \
     'export PALS_RANKID=$OMPI_COMM_WORLD_RANK PALS_LOCAL_RANKID=$OMPI_COMM_WORLD_LOCAL_RANK
      exec "$@"' sh "$@"
 """
-# PBS's queue commands for the chain: qsub queues 4243.pbs01, 4244.pbs01...;
-# qstat -f says what a real PBS Pro says of the job (a few of its fields).
-QSUB = """#!/bin/bash
-echo "$0 $*" >> "$STUB_LOG"
-n=$(( $(cat "$STUB_LOG.jobs" 2>/dev/null || echo 4242) + 1 )); echo "$n" > "$STUB_LOG.jobs"
-echo "$n.pbs01"
-"""
-QDEL = """#!/bin/bash
-echo "$0 $*" >> "$STUB_LOG"
-"""
-QSTAT = """#!/bin/bash
-[ -n "${{STUB_QSTAT_FAILS:-}}" ] && {{ echo "qstat: Unknown Job Id $PBS_JOBID" >&2; exit 35; }}
-cat <<END
-Job Id: $PBS_JOBID
-    Job_Name = start_ray-chain
-    Account_Name = MY_PROJECT
-    queue = debug
-    Resource_List.select = 1:ncpus=64
-    Resource_List.walltime = $STUB_WALLTIME
-    Output_Path = login1:/home/me/start_ray-chain.o${{PBS_JOBID%%.*}}
-    Join_Path = oe
-    Submit_arguments = -A MY_PROJECT $STUB_SCRIPT
-END
-"""
 # srun inside the batch script: its tasks get the batch's Slurm variables.
 SRUN = """#!/bin/bash
 echo "$0 $*" >> "$STUB_LOG"
@@ -104,7 +82,9 @@ cat <<END
   "PROJ_NAME": "MY_PROJECT", "OUTPUT_FILE": "out.$LSB_JOBID", "ERROR_FILE": ""}}]}}
 END
 """
-BKILL = QDEL
+BKILL = """#!/bin/bash
+echo "$0 $*" >> "$STUB_LOG"
+"""
 # A container runtime (apptainer, podman-hpc, shifter): records its command
 # line, then runs the command after the image on the host, in the working
 # folder it was given. Pyxis is srun's own option (the srun stand-in skips it).
@@ -141,7 +121,6 @@ def site(tmp_path):
     bin_dir = submit / ".venv" / "bin"
     bin_dir.mkdir(parents=True)
     for name, text in (("aprun", APRUN), ("mpiexec", MPIEXEC), ("srun", SRUN),
-                       ("qsub", QSUB), ("qdel", QDEL), ("qstat", QSTAT),
                        ("jsrun", JSRUN), ("bsub", BSUB), ("bjobs", BJOBS), ("bkill", BKILL),
                        ("apptainer", CONTAINER_RUNTIME), ("podman-hpc", CONTAINER_RUNTIME),
                        ("shifter", CONTAINER_RUNTIME)):
@@ -190,30 +169,6 @@ def ran_the_users_driver(site, seen):
     arguments, in the submit folder."""
     assert seen["python"] == site["python"], seen
     assert seen["argv"] == ARGS.split() and seen["cwd"] == site["submit"], seen
-
-
-def test_pbs_mpiexec_script_from_home_with_a_relative_venv(jobs, site):
-    """Polaris style, as PBS Pro starts it: in $HOME. NODES from
-    $PBS_NODEFILE, OMP_NUM_THREADS per rank."""
-    result, seen = run_script(jobs, site, "pbs_mpiexec.sh", {
-        "PBS_JOBID": "4242.pbs01", "NCPUS": "64", "PER_NODE": "2", "DEPTH": "1",
-        "STUB_WALLTIME": "01:00:00"})
-    ran_the_users_driver(site, seen)
-    assert re.search(rf"mpiexec -n 2 --ppn 2 --depth 1 --cpu-bind depth python -m "
-                     rf"start_ray my_driver.py {ARGS}$", launched(site), re.M)
-    assert "CPUs 2 (OMP_NUM_THREADS=1 x 2 tasks (PBS NCPUS=64))" in result.rank0_log
-    assert "in PBS job 4242" in result.stdout and result.run_dir.endswith("-4242")
-    assert "the walltime warning in 3300s" in result.stdout  # 1 h less WARNING (300 s)
-
-
-def test_pbs_sends_its_own_walltime_warning_to_the_driver(jobs, site):
-    """PBS has no warning signal: `start_ray.jobs run --warn-before` sends
-    SIGUSR1 WARNING seconds before the walltime that qstat reports."""
-    result, seen = run_script(jobs, site, "pbs_mpiexec.sh", {
-        "PBS_JOBID": "4243.pbs01", "NCPUS": "64", "PER_NODE": "2", "DEPTH": "1",
-        "STUB_WALLTIME": "00:01:00", "WARNING": "35", "DRIVER_ARGS": "--wait-for-warning"})
-    assert seen["warned"] is True, result.output
-    assert "walltime warning (SIGUSR1, from start_ray, before the time limit)" in result.stdout
 
 
 def test_pbs_aprun_script_on_a_stub_alps(jobs, site):
@@ -322,7 +277,7 @@ def test_pbs_intel_gpu_script_on_a_stub_aurora(jobs, site):
     stand-in, so Ray's Intel path reads it)."""
     result, seen = run_script(jobs, site, "pbs_intel_gpu.sh", {
         "PBS_JOBID": "5151.aurora-pbs", "NCPUS": "208", "PER_NODE": "2",
-        "DEPTH": "1", "INTERFACE": "", "STUB_WALLTIME": "01:00:00",
+        "DEPTH": "1", "INTERFACE": "",
         "PYTHONPATH": os.path.join(STANDINS, "intel") + os.pathsep + ROOT,
         "START_RAY_TEST_GPUS": "12"})
     ran_the_users_driver(site, seen)
@@ -347,67 +302,15 @@ def test_the_default_driver_is_the_ppo_example_with_its_variables(jobs, site):
     from any folder, with its options from PPO_* variables."""
     env = {key: value for key, value in site["env"].items()
            if key not in ("DRIVER", "DRIVER_ARGS")}
-    result = jobs.launch(["bash", os.path.join(JOBS, "pbs_mpiexec.sh")], {
-        **env, "PBS_JOBID": "4244.pbs01", "NCPUS": "64", "PER_NODE": "2", "DEPTH": "1",
-        "STUB_WALLTIME": "01:00:00", "PPO_FRAMEWORK": "tf2", "PPO_STOP_ITERS": "1",
-        "PPO_TRAIN_BATCH_SIZE": "400", "PPO_MINIBATCH_SIZE": "64", "PPO_NUM_EPOCHS": "1"},
+    result = jobs.launch(["bash", os.path.join(JOBS, "slurm_cpu.sbatch")], {
+        **env, "SLURM_JOB_ID": "9595", "SLURM_NTASKS": "2", "SLURM_CPUS_PER_TASK": "1",
+        "PPO_FRAMEWORK": "tf2", "PPO_STOP_ITERS": "1", "PPO_TRAIN_BATCH_SIZE": "400",
+        "PPO_MINIBATCH_SIZE": "64", "PPO_NUM_EPOCHS": "1"},
         cwd=site["home"]).wait(420)
     assert result.returncode == 0, result.output
     assert f"python -m start_ray {ROOT}/drivers/train_ppo.py" in launched(site)
     assert "train_ppo.py: TERMINATED after 1 iteration(s)" in result.stdout
     assert_nothing_left(result)
-
-
-def test_pbs_chain_queues_the_next_link_with_its_options_and_ends_when_done(jobs, site,
-                                                                           tmp_path):
-    """Any driver in a chain: the counter (tests/drivers/counter.py) keeps the
-    contract. Link 1 queues link 2 (afterany, the options qstat reports, the
-    script as submitted), gets start_ray's walltime warning, saves and exits 0:
-    the chain goes on. Link 2 reaches the target unwarned: done, so it
-    deletes the link it queued (4244)."""
-    state = tmp_path / "count"
-    script = os.path.join(JOBS, "pbs_chain.sh")
-    chain = {"PBS_JOBID": "4242.pbs01", "NCPUS": "64", "PER_NODE": "2", "DEPTH": "1",
-             "STUB_WALLTIME": "00:01:00", "WARNING": "40", "STUB_SCRIPT": script,
-             "DRIVER": COUNTER, "DRIVER_ARGS": f"--state {state} --target 1000"}
-    first = jobs.launch(["bash", script], {**site["env"], **chain},
-                        cwd=site["home"]).wait(300)
-    assert first.returncode == 0, first.output
-    assert (f"qsub -V -W depend=afterany:4242.pbs01 -N start_ray-chain -A MY_PROJECT "
-            f"-q debug -j oe -l select=1:ncpus=64 -l walltime=00:01:00 -v "
-            f"START_RAY_CHAIN_LINK=2,START_RAY_CHAIN_ID=4242 {script}") in launched(site), \
-        launched(site)
-    counted = int(state.read_text())
-    assert re.search(rf"COUNTER link=1 chain=4242 from=0 to={counted} warned=1", first.stdout)
-    assert "chain 4242: not done; job 4243.pbs01 continues it" in first.stdout
-    assert "qdel" not in launched(site)
-    assert_nothing_left(first)
-
-    second = jobs.launch(["bash", script], {
-        **site["env"], **chain, "PBS_JOBID": "4243.pbs01", "START_RAY_CHAIN_LINK": "2",
-        "START_RAY_CHAIN_ID": "4242", "STUB_WALLTIME": "01:00:00",
-        "DRIVER_ARGS": f"--state {state} --target {counted + 2}"}, cwd=site["home"]).wait(300)
-    assert second.returncode == 0, second.output
-    assert f"COUNTER link=2 chain=4242 from={counted} to={counted + 2} warned=0" \
-        in second.stdout
-    assert "chain 4242: done after 2 link(s)" in second.stdout
-    assert re.search(r"qdel 4244\.pbs01$", launched(site), re.M)
-    assert_nothing_left(second)
-
-
-def test_a_link_whose_scheduler_query_fails_still_runs_its_program(jobs, site):
-    """qstat fails (the server is down, the job unknown): the link cannot
-    queue the next one, says so and that the chain stops there, and still
-    runs the user's program to its end (the time limit is unknown too)."""
-    result, seen = run_script(jobs, site, "pbs_chain.sh", {
-        "PBS_JOBID": "4242.pbs01", "NCPUS": "64", "PER_NODE": "2", "DEPTH": "1",
-        "STUB_QSTAT_FAILS": "1"})
-    ran_the_users_driver(site, seen)
-    assert re.search(r"could not queue the next link: .*qstat: Unknown Job Id 4242\.pbs01; "
-                     r"this link runs alone and the chain stops after it", result.stdout), \
-        result.stdout
-    assert "could not read the time limit from PBS" in result.stdout, result.stdout
-    assert "qsub" not in launched(site)
 
 
 def test_lsf_script_from_another_folder_runs_and_says_how_to_chain(jobs, site):
@@ -423,19 +326,7 @@ def test_lsf_script_from_another_folder_runs_and_says_how_to_chain(jobs, site):
     assert "Traceback" not in result.output and "bsub" not in launched(site)
 
 
-def test_a_chain_link_that_fails_ends_the_chain(jobs, site):
-    result = jobs.launch(["bash", os.path.join(JOBS, "pbs_chain.sh")], {
-        **site["env"], "PBS_JOBID": "4242.pbs01", "NCPUS": "64", "PER_NODE": "2",
-        "DEPTH": "1", "STUB_WALLTIME": "01:00:00", "STUB_SCRIPT": "pbs_chain.sh",
-        "DRIVER": "no_such_driver.py"}, cwd=site["home"]).wait(120)
-    assert result.returncode == 2, result.output
-    assert "driver not found: no_such_driver.py" in result.output
-    assert "chain 4242: link 1 failed (status 2): the chain ends here" in result.stdout
-    assert re.search(r"qdel 4243\.pbs01$", launched(site), re.M)
-    assert_nothing_left(result)
-
-
-# -------------------------------------------- LSF, with stand-ins (Flux: test_flux.py)
+# ---------------------- LSF, with stand-ins (Flux: test_flux.py, PBS: test_pbs.py)
 def warn_once_counted(running, state, at_least=2, timeout=240):
     """The scheduler's walltime warning to the batch script (LSF's -wa USR1
     -wt T), once the driver counted a bit."""

@@ -150,7 +150,7 @@ def test_scancel_during_training_ends_within_kill_wait(jobs, slurm, tmp_path):
     output = read(out)
     assert record["JobState"] == "CANCELLED", output
     rank0 = read(os.path.join(run_dir(output), "rank-0.log"))
-    assert "the driver's grace is 15s, not 30s: Slurm kills the job 30s (KillWait)" in rank0
+    assert "the driver's grace is 15s, not 30s: the scheduler kills the job 30s (Slurm's KillWait)" in rank0
     assert "received SIGTERM: forwarding it to the driver" in rank0
     assert "which has 15s to finish" in rank0
     # start_ray's own teardown ran to its end: Slurm's SIGKILL came too late

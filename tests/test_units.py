@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -167,7 +168,7 @@ def test_no_trace_function_is_set_by_start_ray():
 
 
 def test_a_slurm_output_path_becomes_a_pattern_again_in_its_file_name_only():
-    from start_ray.batch.scheduler import Slurm
+    from start_ray.batch.slurm import Slurm
     slurm = Slurm({"SLURM_JOB_ID": "2"})
     assert slurm.pattern("/tmp/pytest-32/out/link-2.log") == "/tmp/pytest-32/out/link-%j.log"
     assert slurm.pattern("/runs/2/slurm-2.out") == "/runs/2/slurm-%j.out"
@@ -180,19 +181,108 @@ def test_a_slurm_output_path_becomes_a_pattern_again_in_its_file_name_only():
         "--gres=gpu:4", "--output=/o/x-%j.out"]
 
 
-def test_pbs_options_come_back_from_qstat():
-    from start_ray.batch.scheduler import Pbs, seconds
-    pbs = Pbs({"PBS_JOBID": "4242.pbs01", "PBS_O_WORKDIR": "/home/me/project"})
-    pbs._fields = {"Job_Name": "ppo", "Account_Name": "MYPROJ", "queue": "debug",
-                   "Resource_List.select": "2:system=polaris", "Resource_List.walltime":
-                   "01:00:00", "Output_Path": "login1:/home/me/ppo.o4242",
-                   "Error_Path": "login1:/home/me/logs/err.txt",
-                   "Submit_arguments": "-A MYPROJ jobs/pbs_chain.sh"}
-    assert pbs.submit_options() == ["-N", "ppo", "-A", "MYPROJ", "-q", "debug", "-l",
-                                    "select=2:system=polaris", "-l", "walltime=01:00:00",
-                                    "-e", "/home/me/logs/err.txt"]
-    assert pbs.script() == "/home/me/project/jobs/pbs_chain.sh"
-    assert pbs.time_limit() == 3600 and seconds("1-00:00:10") == 86410 and seconds("30") == 1800
+def _recorded_pbs(name: str):
+    """A Pbs that reads `qstat -f` recorded from a real OpenPBS (tests/data/pbs)."""
+    from start_ray.batch.pbs import Pbs
+    from start_ray.batch.scheduler import qstat_fields
+    pbs = Pbs({"PBS_JOBID": "6.h0", "PBS_O_WORKDIR": "/home/me/project"})
+    with open(os.path.join(ROOT, "tests", "data", "pbs", name)) as handle:
+        pbs._fields = qstat_fields(handle.read())
+    return pbs
+
+
+def test_pbs_options_come_back_from_a_real_qstat(monkeypatch):
+    """qstat -f of a running job, recorded from a real OpenPBS: what the
+    next link of a chain is submitted with (the -o folder as given; PBS's
+    own default error file left out), the script (Submit_arguments' last
+    word, in the submit folder), the time left (walltime less the time
+    since stime) and each host's CPUs (exec_host)."""
+    import time as clock
+    from start_ray.batch import pbs as pbs_module
+    from start_ray.batch import scheduler
+    pbs = _recorded_pbs("qstat-f-running.txt")
+    assert pbs.fields["Variable_List"].endswith("PBS_O_QUEUE=workq,PBS_O_HOST=h0")
+    assert pbs.submit_options() == [
+        "-N", "mychain", "-A", "MY_PROJECT", "-q", "workq", "-j", "oe", "-m", "abe",
+        "-M", "me@example.org", "-l", "place=scatter", "-l", "select=2:ncpus=2:mpiprocs=2",
+        "-l", "walltime=00:02:00", "-o", "/home/me/project/out/"]
+    assert pbs.script() == "/home/me/project/rec.sh"
+    started = clock.mktime((2026, 12, 7, 19, 40, 4, 0, 0, -1))
+    monkeypatch.setattr(pbs_module.time, "time", lambda: started + 30.5)
+    assert pbs.time_limit() == 89
+    monkeypatch.setattr(pbs_module.time, "time", lambda: started + 500)
+    assert pbs.time_limit() == 0
+    assert pbs.host_cpus() == 2 and pbs.step_env() == {scheduler.HOST_CPUS: "2"}
+    assert scheduler.seconds("1-00:00:10") == 86410 and scheduler.seconds("30") == 1800
+    finished = _recorded_pbs("qstat-xf-finished.txt")
+    assert finished.fields["Exit_status"] == "0" and finished.fields["job_state"] == "F"
+
+
+def test_pbs_host_cpus_are_each_hosts_chunks_or_none_when_they_differ():
+    from start_ray.batch.pbs import Pbs
+    pbs = Pbs({"PBS_JOBID": "7.pbs"})
+    for exec_host, cpus in (("h0/0*2+h1/0*2", 2), ("h0/0+h0/1+h1/0*2", 2), ("n1/0*64", 64),
+                            ("h0/0*2+h1/0*4", None), ("", None)):
+        pbs._fields = {"exec_host": exec_host}
+        assert pbs.host_cpus() == cpus, exec_host
+
+
+def test_a_pbs_nodes_cpus_come_from_exec_host_not_from_a_ranks_threads():
+    """PBS sets NCPUS and OMP_NUM_THREADS to a rank's threads (ompthreads;
+    by default its chunk's ncpus). What the host holds is exec_host's, which
+    start_ray.jobs gives the step; without it, NCPUS for the host."""
+    from start_ray.host.resources import cpus
+    pbs = {"PBS_JOBID": "7.h0", "NCPUS": "1", "OMP_NUM_THREADS": "1"}
+    found = cpus({**pbs, "START_RAY_PBS_HOST_CPUS": "2"}, 2, 2, affinity=2, quota=None)
+    assert (found.value, found.source) == (2, "PBS exec_host: 2 CPUs on each host")
+    found = cpus({**pbs, "START_RAY_PBS_HOST_CPUS": "2"}, 1, 2, affinity=2, quota=None)
+    assert found.value == 1 and "shared by 2 ranks" in found.source
+    found = cpus({**pbs, "NCPUS": "2", "OMP_NUM_THREADS": "2"}, 2, 2, affinity=2, quota=None)
+    assert (found.value, found.source) == (2, "NCPUS=2")
+
+
+def test_the_kill_delay_of_a_pbs_queue_is_read_from_qstat(monkeypatch):
+    import subprocess
+    from start_ray.mpi import launch_env
+    with open(os.path.join(ROOT, "tests", "data", "pbs", "qstat-Qf-workq.txt")) as handle:
+        shown = handle.read()
+    asked = []
+
+    def qstat(cmd, **kwargs):
+        asked.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, shown, "")
+    monkeypatch.setattr(launch_env.subprocess, "run", qstat)
+    env = {"PBS_JOBID": "6.h0", "PBS_QUEUE": "workq"}
+    assert launch_env.kill_wait(env) == (10.0, "PBS's kill_delay")
+    assert asked == [["qstat", "-Qf", "workq"]]
+    shown = "Queue: workq\n    queue_type = Execution\n"
+    assert launch_env.kill_wait(env) == (10.0, "PBS's kill_delay (its default)")
+    assert launch_env.kill_wait({}) is None
+
+
+def test_start_ray_tmrsh_runs_the_launchers_command_through_pbs_tmrsh(tmp_path):
+    """mpiexec's rsh launcher hands the remote command quoted for a shell;
+    pbs_tmrsh runs an argv: the wrapper gives it `/bin/sh -c LINE`."""
+    from start_ray.batch import tmrsh
+    from start_ray.errors import UsageError
+    exec_dir = tmp_path / "pbs"
+    (exec_dir / "bin").mkdir(parents=True)
+    (exec_dir / "bin" / "pbs_tmrsh").write_text("#!/bin/sh\n")
+    (exec_dir / "bin" / "pbs_tmrsh").chmod(0o755)
+    conf = tmp_path / "pbs.conf"
+    conf.write_text(f"PBS_SERVER=h0\nPBS_EXEC={exec_dir}\n")
+    env = {"PBS_JOBID": "6.h0", "PATH": "/nowhere", "PBS_CONF_FILE": str(conf)}
+    cmd = tmrsh.command(["-n", "h1", "/venv/bin/hydra_pmi_proxy", "--control-port",
+                         "h0:4242", "--proxy-id", "1"], env)
+    assert cmd == [str(exec_dir / "bin" / "pbs_tmrsh"), "h1", "/bin/sh", "-c",
+                   "/venv/bin/hydra_pmi_proxy --control-port h0:4242 --proxy-id 1"]
+    assert tmrsh.host_and_command(["-o", "StrictHostKeyChecking=no", "-x", "h2", "prted",
+                                   "--x"]) == ("h2", "prted --x")
+    for args, environ in ((["h1"], env), (["h1", "true"], {"PATH": "/nowhere"}),
+                          (["h1", "true"], {"PBS_JOBID": "6", "PATH": "/nowhere",
+                                            "PBS_CONF_FILE": str(tmp_path / "none")})):
+        with pytest.raises(UsageError):
+            tmrsh.command(args, environ)
 
 
 def test_flux_reads_a_real_jobspec_and_queues_it_again(monkeypatch):
@@ -202,7 +292,7 @@ def test_flux_reads_a_real_jobspec_and_queues_it_again(monkeypatch):
     dependency on this job) to the parent instance."""
     import json
     import subprocess
-    from start_ray.batch import scheduler
+    from start_ray.batch import flux as scheduler
     data = os.path.join(os.path.dirname(__file__), "data", "flux")
     flux = scheduler.Flux.__new__(scheduler.Flux)
     flux.env, flux.job_id = {"FLUX_URI": "local:///tmp/x"}, "ƒ2ArWm5hX"
@@ -427,3 +517,42 @@ def test_once_the_job_is_over_a_rank_exits_whatever_usr1_or_the_warning_says():
     finally:
         for signum, handler in before.items():
             sig.signal(signum, handler)
+
+
+# ------------------------------------------------------------ chain links
+def _link(monkeypatch, capsys, cmd, environ, fail_queries=False, **step_fields):
+    """One link in process (the step a real command), against a scheduler
+    whose commands all fail when `fail_queries`; (status, what it said)."""
+    from start_ray.batch import chain, pbs
+    from start_ray.batch.step import Step
+    from start_ray.errors import UsageError
+
+    def unreachable(cmd, env=None):
+        raise UsageError(f"`{' '.join(cmd)}` failed: qstat: Unknown Job Id 4242.pbs01")
+    if fail_queries:
+        monkeypatch.setattr(pbs, "_run", unreachable)
+    for name in (chain.LINK, chain.CHAIN_ID):
+        monkeypatch.delenv(name, raising=False)
+    step = Step(cmd)
+    for key, value in step_fields.items():
+        setattr(step, key, value)
+    previous = signal.getsignal(signal.SIGUSR1), signal.getsignal(signal.SIGTERM)
+    try:
+        status = chain.link(cmd, 3, warn_before=60, environ=environ, step=step)
+    finally:
+        signal.signal(signal.SIGUSR1, previous[0])
+        signal.signal(signal.SIGTERM, previous[1])
+    return status, capsys.readouterr().out
+
+
+def test_a_link_whose_scheduler_query_fails_still_runs_its_program(monkeypatch, capsys):
+    """qstat fails (the server is down, the job unknown): the link cannot
+    queue the next one, says so and that the chain stops there, and still
+    runs the program to its end (the time limit is unknown too)."""
+    status, said = _link(monkeypatch, capsys, ["sh", "-c", "echo RAN"],
+                         {"PBS_JOBID": "4242.pbs01"}, fail_queries=True)
+    assert status == 0
+    assert re.search(r"could not queue the next link: .*qstat: Unknown Job Id 4242\.pbs01; "
+                     r"this link runs alone and the chain stops after it", said), said
+    assert "could not read the time limit from PBS" in said, said
+    assert "chain 4242: done after 1 link(s)" in said

@@ -5,8 +5,11 @@ job's time limit. Any driver can take part; the contract is its exit status:
     exit 75 (EX_TEMPFAIL), with or without a warning   the chain goes on
     killed by the walltime signal itself (128+N;       the chain goes on
       N or N|9 from MPICH's mpiexec, once warned)
+    killed at the time limit (SIGTERM then)            the chain goes on
     exit 0 without a warning                           done: the chain ends
     any other status                                   failed: the chain ends
+    cancelled (qdel, scancel: SIGTERM before the       the chain ends: the
+      time limit)                                        queued link is deleted
 
 A step killed by the walltime signal is not a failure: the scheduler sent
 the warning to every process of the step, one of them before it could
@@ -14,7 +17,7 @@ handle it (the warning came as the step started).
 
 Each link first queues the next one, to start once this one has ended
 whatever its end (so the chain survives a link killed at its time limit),
-with the options this job was submitted with (scheduler.py); then it runs
+with the options this job was submitted with (scheduler.py and one module per scheduler); then it runs
 the step (step.py); at the end it cancels the queued link if the chain is
 done or failed. The driver finds START_RAY_CHAIN_LINK (1, 2, ...) and
 START_RAY_CHAIN_ID (the first link's job id) in its environment, to know
@@ -27,9 +30,9 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Mapping, Optional, Sequence
+from typing import List, Mapping, Optional, Sequence
 
-from start_ray.batch import scheduler
+from start_ray.batch import scheduler, schedulers
 from start_ray.batch.step import Step, died_of, say
 from start_ray.errors import UsageError
 
@@ -52,7 +55,7 @@ def link(cmd: Sequence[str], max_links: int, warn_before: float = 0.0,
     link's exit status: 0 unless the driver failed (then the driver's)."""
     env = os.environ if environ is None else environ
     try:
-        batch = scheduler.around(env)
+        batch = schedulers.around(env)
     except UsageError as err:  # the scheduler's own command failed: run, alone
         say(f"could not ask the scheduler about this job: {err}; this link runs alone")
         batch = None
@@ -62,32 +65,41 @@ def link(cmd: Sequence[str], max_links: int, warn_before: float = 0.0,
     say(f"chain {chain}: link {number} of at most {max_links}")
     queued = queue_next(batch, number, max_links, chain, script)
     step = step or Step(cmd)
+    cancelled: List[str] = []  # the queued link, once deleted
+
+    def cancel_queued(why: str) -> None:
+        if queued and batch is not None and not cancelled:
+            cancelled.append(queued)
+            try:
+                batch.cancel(queued)
+                say(f"chain {chain}: cancelled the queued link (job {queued}): {why}")
+            except UsageError as err:
+                say(f"chain {chain}: could not cancel the queued link (job {queued}): {err}")
+
+    # At once: the scheduler kills this script too, a few seconds later.
+    step.on_cancel = lambda: cancel_queued(f"link {number} was cancelled")
     status = step.run(batch, warn_before)
+    if step.cancelled:
+        say(f"chain {chain}: link {number} was cancelled (SIGTERM before its time limit): "
+            f"the chain ends here; resubmit with {LINK}={number} {CHAIN_ID}={chain} to go on")
+        return status or 1
     warned = step.warned.is_set() or sent_to_the_tasks(batch)
-    result = outcome(status, warned, step.walltime_signal)
-    if result == "continues" and step.ended_by_warning(status):
+    result = "continues" if step.at_limit else outcome(status, warned, step.walltime_signal)
+    if step.at_limit:
+        say(f"the step was stopped at its time limit (status {status}): not done")
+    elif result == "continues" and step.ended_by_warning(status):
         say(f"the step was ended by the walltime signal itself "
             f"({signal.Signals(step.walltime_signal).name}): not done")
     if result == "continues" and step.no_time and queued and batch is not None:
-        say(f"chain {chain}: this link had less time than the warning's lead "
-            f"(--warn-before {warn_before:g}), and so would the next: cancelling job "
-            f"{queued}; give each link a longer time limit or a shorter WARNING")
-        try:
-            batch.cancel(queued)
-        except UsageError as err:
-            say(f"chain {chain}: could not cancel the queued link (job {queued}): {err}")
+        cancel_queued("this link had no time left, and neither would the next; give each "
+                      "link a longer time limit")
         return 0
     if result == "continues":
         say(f"chain {chain}: not done; job {queued} continues it" if queued else
             f"chain {chain}: not done, and no next link is queued (MAX_LINKS {max_links} or "
             f"no scheduler): resubmit with {LINK}={number + 1} {CHAIN_ID}={chain} to go on")
         return 0
-    if queued and batch is not None:
-        try:
-            batch.cancel(queued)
-            say(f"chain {chain}: cancelled the queued link (job {queued})")
-        except UsageError as err:
-            say(f"chain {chain}: could not cancel the queued link (job {queued}): {err}")
+    cancel_queued(f"link {number} {result}")
     if result == "done":
         say(f"chain {chain}: done after {number} link(s)")
         return 0

@@ -19,7 +19,7 @@ import os
 import sys
 from typing import List, Optional
 
-from start_ray.batch import chain, scheduler
+from start_ray.batch import chain, schedulers, tmrsh
 from start_ray.batch.step import Step
 from start_ray.errors import UsageError
 from start_ray.procs.signals import SignalInbox, walltime_signal_given
@@ -109,7 +109,19 @@ def main(argv: Optional[List[str]] = None, inbox: Optional[SignalInbox] = None) 
             script = args.script or os.environ.get("CHAIN_SCRIPT") or None
             return chain.link(step, args.max_links, args.warn_before, script,
                               step=job_step)
-        return job_step.run(scheduler.around(), args.warn_before)
+        return job_step.run(schedulers.around(), args.warn_before)
     except UsageError as err:
         print(f"python -m start_ray.jobs {args.verb}: error: {err}", file=sys.stderr)
         return 2
+
+
+def tmrsh_main(argv: Optional[List[str]] = None) -> int:
+    """`start-ray-tmrsh HOST COMMAND...`: mpiexec's rsh inside a PBS job
+    (start_ray/batch/tmrsh.py); it becomes pbs_tmrsh."""
+    try:
+        cmd = tmrsh.command(sys.argv[1:] if argv is None else argv, os.environ)
+    except UsageError as err:
+        print(f"start-ray-tmrsh: error: {err}", file=sys.stderr)
+        return 2
+    os.execv(cmd[0], cmd)
+    return 127  # not reached

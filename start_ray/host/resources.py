@@ -41,6 +41,9 @@ SCHEDULER_VARIABLES = (
     "SLURM_JOB_ID", "SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE", "SLURM_GPUS_ON_NODE",
     "SLURM_TRES_PER_TASK", "SLURM_GPUS_PER_TASK", "SLURM_MEM_PER_NODE", "SLURM_MEM_PER_CPU",
     "PBS_JOBID", "NCPUS", "OMP_NUM_THREADS", "ALPS_APP_DEPTH", "LSB_JOBID", "LSB_MCPU_HOSTS",
+    # each host's CPUs from PBS's exec_host, which `start_ray.jobs` reads
+    # once and gives the step (batch/scheduler.py)
+    "START_RAY_PBS_HOST_CPUS",
 ) + accelerators.VARIABLES
 
 
@@ -121,8 +124,15 @@ def _host_share(env: Mapping[str, str], name: str, tasks: int, host_tasks: int) 
 
 
 def _pbs_cpus(env: Mapping[str, str], tasks: int, host_tasks: int) -> Found:
-    """PBS gives the host's chunk (NCPUS); with several ranks per host the
-    convention is OMP_NUM_THREADS (mpiexec --depth) CPUs per rank."""
+    """The host's chunks' ncpus from exec_host (passed on by `start_ray.jobs`),
+    shared by the host's ranks. Else NCPUS, a rank's threads to PBS
+    (ompthreads; by default its chunk's ncpus); with several ranks per host,
+    an OMP_NUM_THREADS set by the script (mpiexec --depth, PALS) per rank."""
+    host_cpus = _number(env, "START_RAY_PBS_HOST_CPUS")
+    if host_cpus:
+        value = max(1, math.floor(_share(host_cpus, tasks, host_tasks)))
+        shared = f", shared by {host_tasks} ranks" if tasks != host_tasks else ""
+        return Found(value, f"PBS exec_host: {host_cpus:g} CPUs on each host{shared}")
     ncpus = _number(env, "NCPUS") or 0
     threads = _number(env, "OMP_NUM_THREADS")
     if threads and host_tasks > 1 and threads * host_tasks <= ncpus:

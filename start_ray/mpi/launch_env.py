@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-from typing import Dict, List, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 # Rank variables set by the launchers users have: Open MPI, PMIx, MPICH/Hydra
 # and Cray PMI, Slurm's srun, Cray ALPS' aprun, Flux's `flux run`, LSF's jsrun.
@@ -171,19 +171,29 @@ def check_world(mpi_size: int, environ: Optional[Mapping[str, str]] = None) -> N
             f"so every task would make its own one-node cluster. {advice}")
 
 
-def slurm_kill_wait(environ: Optional[Mapping[str, str]] = None) -> Optional[float]:
-    """Slurm's KillWait: how long after SIGTERM Slurm SIGKILLs every process
-    of the job (scancel, walltime). None outside Slurm or if unknown."""
+def kill_wait(environ: Optional[Mapping[str, str]] = None) -> Optional[Tuple[float, str]]:
+    """How long after SIGTERM (a cancel, the walltime) the scheduler SIGKILLs
+    every process of the job, and what the scheduler calls it: Slurm's
+    KillWait, PBS's kill_delay (of the job's queue). None outside both, or
+    if unknown."""
     env = os.environ if environ is None else environ
-    if not env.get("SLURM_JOB_ID"):
+    if env.get("SLURM_JOB_ID"):
+        command, pattern, name = (["scontrol", "show", "config"], r"^KillWait\s*=\s*(\d+)",
+                                  "Slurm's KillWait")
+    elif env.get("PBS_JOBID") and env.get("PBS_QUEUE"):
+        command, pattern, name = (["qstat", "-Qf", env["PBS_QUEUE"]],
+                                  r"^\s*kill_delay\s*=\s*(\d+)", "PBS's kill_delay")
+    else:
         return None
     try:
-        shown = subprocess.run(["scontrol", "show", "config"], capture_output=True,
-                               text=True, timeout=10).stdout
+        shown = subprocess.run(command, capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
         return None
-    found = re.search(r"^KillWait\s*=\s*(\d+)", shown, re.M)
-    return float(found.group(1)) if found else None
+    found = re.search(pattern, shown, re.M)
+    if found:
+        return float(found.group(1)), name
+    # PBS's default when the queue sets none (qstat shows only what is set)
+    return (10.0, "PBS's kill_delay (its default)") if env.get("PBS_JOBID") else None
 
 
 def is_mpi_variable(name: str) -> bool:

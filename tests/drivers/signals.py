@@ -2,7 +2,7 @@
 signal it records it, proves the cluster still works (a Ray task on every
 node), pretends to checkpoint for --checkpoint-seconds, and exits with
 --exit-code. With --ignore-term it ignores SIGTERM (to test the grace
-period's end). Every event goes to --events, one line each."""
+period's end), with --ignore-warning SIGUSR1 (to meet the walltime itself). Every event goes to --events, one line each."""
 
 import argparse
 import os
@@ -20,6 +20,7 @@ def main() -> int:
     parser.add_argument("--checkpoint-seconds", type=float, default=1.0)
     parser.add_argument("--exit-code", type=int, default=0)
     parser.add_argument("--ignore-term", action="store_true")
+    parser.add_argument("--ignore-warning", action="store_true")
     parser.add_argument("--max-seconds", type=float, default=120)
     args = parser.parse_args()
 
@@ -34,6 +35,8 @@ def main() -> int:
         signal.signal(signum, lambda s, f: received.append(s))
     if args.ignore_term:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    if args.ignore_warning:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
     nodes = [n["NodeID"] for n in ray.nodes() if n["Alive"]]
     with open(args.ready + ".tmp", "w") as handle:
         handle.write(f"{len(nodes)}\n")

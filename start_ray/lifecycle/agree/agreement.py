@@ -269,13 +269,15 @@ def make_plan(options: Options, size: int, check: Callable[[], None],
 
 
 def grace_within_kill_wait(options: Options) -> Tuple[float, str]:
-    """The driver's grace, and why it is shorter than asked if it is. Slurm
-    SIGKILLs every process KillWait seconds after its SIGTERM (scancel): the
-    driver's grace and the teardown must fit in it."""
-    kill_wait = launch_env.slurm_kill_wait()
+    """The driver's grace, and why it is shorter than asked if it is. The
+    scheduler SIGKILLs every process some time after its SIGTERM (a cancel,
+    the walltime: Slurm's KillWait, PBS's kill_delay): the driver's grace
+    and the teardown must fit in it."""
+    found = launch_env.kill_wait()
     grace = options.grace
-    if kill_wait is None or grace + options.stop_timeout + 5 <= kill_wait:
+    if found is None or grace + options.stop_timeout + 5 <= found[0]:
         return grace, ""
+    kill_wait, name = found
     grace = max(0.0, kill_wait - options.stop_timeout - 5)
     return grace, (f"the driver's grace is {grace:g}s, not {options.grace:g}s: "
-                   f"Slurm kills the job {kill_wait:g}s (KillWait) after SIGTERM")
+                   f"the scheduler kills the job {kill_wait:g}s ({name}) after SIGTERM")
