@@ -11,7 +11,7 @@ A host with several networks is where this fails without start_ray's help:
 gloo binds to the address the host name resolves to, and NCCL picks an
 interface by name, whatever network the Ray nodes use. start_ray exports
 GLOO_SOCKET_IFNAME and NCCL_SOCKET_IFNAME for the interface of each node's
-address (README: Networks).
+address (docs/networking.md).
 """
 
 import argparse

@@ -27,7 +27,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import leftovers as found_by
 import psutil
-import pytest
+from requirements import requires
 
 from start_ray.node import compat
 
@@ -77,16 +77,16 @@ class Mpi:
         """Skip (or, where CI requires this MPI, fail) when it is missing."""
         missing = self.missing()
         if missing:
-            from conftest import skip_or_fail
+            from requirements import skip_or_fail
             skip_or_fail(self.name, missing)
 
 
 # Tests that lose a worker node while the driver (on the head's host, among
 # the other ranks' nodes) goes on: before Ray 2.54 the driver may have attached
 # to that very node (rank 0 then warns; tests/test_compat.py pins the difference).
-driver_on_the_head = pytest.mark.skipif(
-    not compat.driver_prefers_head(),
-    reason=f"Ray {compat.ray_version()} may attach the driver to the lost node")
+driver_on_the_head = requires(
+    "ray-2.54", None if compat.driver_prefers_head() else
+    f"Ray {compat.ray_version()} may attach the driver to the lost node")
 
 
 OPENMPI = Mpi("openmpi", PYTHON, MPIRUN, ("--oversubscribe",), "OMPI_COMM_WORLD_RANK")
@@ -110,8 +110,9 @@ def python_has(python: str, module: str) -> bool:
 
 
 # Tests of Ray's dashboard: the jobs' Python needs ray[default].
-needs_dashboard = pytest.mark.skipif(
-    not DEFAULT_MPI.has("aiohttp"), reason="needs ray[default] (the `dashboard` extra)")
+needs_dashboard = requires(
+    "dashboard", None if DEFAULT_MPI.has("aiohttp") else
+    f"{DEFAULT_MPI.python} has no ray[default] (the `dashboard` extra)")
 
 
 def ray_version(python: str) -> str:
@@ -269,7 +270,7 @@ class Jobs:
                     **({} if compat.has_token_auth() else {"START_RAY_NO_AUTH": "1"}),
                     # Open MPI from PyPI spends ~1 s of every MPI_Init probing
                     # libfabric's networks; one machine (or emulated hosts on
-                    # TCP) has none: skip the probe (README: Installing).
+                    # TCP) has none: skip the probe (docs/getting-started.md: On a laptop).
                     "OMPI_MCA_btl": os.environ.get("OMPI_MCA_btl", "^ofi"),
                     "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")})
         env.update(extra or {})

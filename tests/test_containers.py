@@ -31,7 +31,7 @@ import sys
 import uuid
 
 import pytest
-from conftest import skip_or_fail
+from requirements import skip_or_fail
 from test_job_scripts import ARGS, launched, ran_the_users_driver, run_script, site
 
 import local_images

@@ -216,6 +216,25 @@ def test_cluster_programs_at_least_compile():
             compile(code, path, "exec")
 
 
+# What a row that says "real" names, and the fixture of its test that runs
+# the real thing (tests/local_slurm.py, local_flux.py, pbs_complex.py,
+# local_images.py).
+REAL_FIXTURES = [(r"Slurm|srun", "slurm"), (r"Flux|flux run", "flux"),
+                 (r"PBS|pbs_tmrsh", "pbs"), (r"podman 4", "podman"),
+                 (r"Charliecloud", "charliecloud"), (r"Containerfile", "podman")]
+
+
+def fixtures_of(test_file: str, name: str):
+    """The fixtures (arguments) of tests/TEST_FILE::NAME, or None if it is gone."""
+    import ast
+    with open(os.path.join(ROOT, "tests", test_file)) as handle:
+        tree = ast.parse(handle.read())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return [arg.arg for arg in node.args.args]
+    return None
+
+
 @pytest.mark.fast
 def test_every_scheduler_launcher_and_runtime_says_how_it_is_tested():
     """docs/compatibility.md's table: a row for each scheduler, launcher and
@@ -234,11 +253,22 @@ def test_every_scheduler_launcher_and_runtime_says_how_it_is_tested():
                   "apptainer.def"):
         assert thing in named, f"no row for {thing}"
     for row in rows:
-        assert row[1].split(":")[0] in ("real", "stand-in", "recipe") or \
-            row[1].startswith("built and run"), row
+        label = row[1].split(":")[0]
+        assert label in ("real", "stand-in", "recipe") or row[1].startswith("built and run"), row
         for test_file, name in re.findall(r"`(test_\w+\.py)::(test_\w+)`", row[2]):
-            with open(os.path.join(ROOT, "tests", test_file)) as handle:
-                assert f"def {name}(" in handle.read(), f"{test_file}::{name} is gone"
+            fixtures = fixtures_of(test_file, name)
+            assert fixtures is not None, f"{test_file}::{name} is gone"
+            # The label is what the test runs: a stand-in row's test uses the
+            # stand-ins (the `site` fixture of test_job_scripts.py); a real
+            # row's test none of them, and the real thing's own fixture.
+            if label == "stand-in":
+                assert "site" in fixtures, (row[0], name, fixtures)
+            if label == "real":
+                assert "site" not in fixtures, (row[0], name, fixtures)
+                needed = [fixture for word, fixture in REAL_FIXTURES
+                          if re.search(word, row[0])]
+                assert all(any(f.startswith(n) or n in f for f in fixtures) for n in needed), \
+                    (row[0], name, fixtures, needed)
         if row[1] == "real":
             assert "::" in row[2] or "make test-mpich" in row[2], row
     with open(os.path.join(ROOT, "README.md")) as handle:

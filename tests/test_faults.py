@@ -10,6 +10,7 @@ import time
 
 import psutil
 import pytest
+from requirements import requires
 import step_signals
 from leftovers import cmdline as found_by_cmdline
 
@@ -166,7 +167,7 @@ def test_lost_worker_node_is_logged_and_the_job_goes_on(jobs):
 
 
 @driver_on_the_head
-@pytest.mark.skipif(DEFAULT_MPI.name != "openmpi", reason=(
+@requires("openmpi-jobs", None if DEFAULT_MPI.name == "openmpi" else (
     "Open MPI's --enable-recovery: under MPICH's mpiexec -disable-auto-cleanup the other "
     "ranks still end (and with the SIGUSR1 warning start_ray refuses it: "
     "test_hydra_without_auto_cleanup_and_a_usr1_warning_are_refused_naming_usr2)"))

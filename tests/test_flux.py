@@ -18,7 +18,7 @@ import shutil
 from typing import Dict, List
 
 import pytest
-from conftest import skip_or_fail
+from requirements import skip_or_fail
 
 import local_flux
 from jobs import MPIS, ROOT, assert_nothing_left
@@ -61,10 +61,12 @@ def in_flux(jobs, flux, folder, batch_args: List[str], env: Dict[str, str],
     brokers, from `folder`; waits until the queue is empty (every link of a
     chain), then prints what Flux says of each job and each job's output."""
     batch = " ".join(shlex.quote(arg) for arg in [*batch_args, SCRIPT])
+    # The instance's exit status is whether the batch job was submitted and
+    # every job drained in time (not the output listing's).
     inside = (f"flux batch {batch} >/dev/null && flux queue drain --timeout={timeout - 60:.0f}; "
-              "flux jobs -a --no-header -o 'JOB {t_submit:.3f} {id.f58} {status} "
+              "drained=$?; flux jobs -a --no-header -o 'JOB {t_submit:.3f} {id.f58} {status} "
               "{returncode} {name} {nnodes} {duration:.0f}' | sort -n -k2; "
-              "for f in flux-*.out; do echo \"=== $f\"; cat \"$f\"; done")
+              "for f in flux-*.out; do echo \"=== $f\"; cat \"$f\"; done; exit $drained")
     path = os.path.dirname(flux) + os.pathsep + os.environ["PATH"]
     return jobs.launch([flux, "start", "--test-size=2", "bash", "-c", inside],
                        {"PATH": path, **env}, cwd=str(folder)).wait(timeout)

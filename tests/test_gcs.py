@@ -10,7 +10,7 @@ import json
 import os
 import time
 
-import pytest
+from requirements import requires
 
 from jobs import (
     ROOT,
@@ -22,21 +22,42 @@ from jobs import (
 from start_ray.node import compat
 
 ACTOR_COUNT = os.path.join(ROOT, "tests", "drivers", "actor_count.py")
-# A pause the driver survives: below the raylets' and the driver's wait for
-# the GCS (RAY_gcs_rpc_server_reconnect_timeout_s, 60 s). The goal (at most
-# 10 s) is measured in benchmarks/gcs_store.py, not timed here.
-PAUSE_BOUND = 60.0
+# The driver's longest pause over a GCS kill: benchmarks/results/gcs-store.md
+# measured 1.17 to 1.32 s; ten times that, for a loaded test machine, is
+# well under Ray's own wait for the GCS (60 s), so a pause that only Ray's
+# reconnect timeout would end fails here.
+PAUSE_BOUND = 15.0
 
-pytestmark = pytest.mark.skipif(not compat.gcs_store(), reason=(
-    f"Ray {compat.ray_version()} has no GCS store (2.57+)"))
+pytestmark = requires("gcs-store", None if compat.gcs_store() else
+                      f"Ray {compat.ray_version()} has no GCS store (2.57+)")
 
 
 def start_counting(jobs, tmp_path, *args, np=2):
     ready, until, out = tmp_path / "ready", tmp_path / "until", tmp_path / "out.json"
     running = jobs.start(np, ["--num-cpus", "1", "--node-per-rank", *args, ACTOR_COUNT,
-                              "--ready", str(ready), "--until", str(until), "--out", str(out)])
+                              "--ready", str(ready), "--until", str(until), "--out", str(out),
+                              "--progress", str(tmp_path / "count")])
     assert int(running.wait_for_file(str(ready), timeout=180)) == np
     return running, until, out
+
+
+def counted(tmp_path) -> int:
+    """The driver's own count so far."""
+    try:
+        return int((tmp_path / "count").read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def counts_on(running, tmp_path, more: int = 5, timeout: float = 30) -> int:
+    """Wait until the driver has counted `more` rounds beyond its count now
+    (on the GCS started again); its count then."""
+    start, deadline = counted(tmp_path), time.monotonic() + timeout
+    while counted(tmp_path) < start + more:
+        assert time.monotonic() < deadline, f"the driver stopped counting at {start}"
+        assert running.proc.poll() is None, "the job ended"
+        time.sleep(0.1)
+    return counted(tmp_path)
 
 
 def kill_the_gcs(running):
@@ -51,16 +72,16 @@ def test_a_drivers_actor_survives_two_gcs_kills_and_the_job_ends_well(jobs, tmp_
     first = kill_the_gcs(running)
     log = wait_for_rank0_log(running, "is back in place", 30)
     assert "restart 1 of at most 3" in log, log[-2000:]
-    time.sleep(2)  # the driver goes on counting on the GCS started again
+    after_first = counts_on(running, tmp_path)  # counting on the GCS started again
     second = kill_the_gcs(running)
     assert second != first, "a gcs_server started again, with the job's variable"
     wait_for_rank0_log(running, "restart 2 of at most 3", 30)
-    time.sleep(2)
+    after_second = counts_on(running, tmp_path)
     until.touch()
     result = running.wait(120)
     assert result.returncode == 0, result.output
     seen = json.loads(out.read_text())
-    assert seen["errors"] == [] and seen["count"] > 10, seen
+    assert seen["errors"] == [] and seen["count"] >= after_second > after_first, seen
     assert seen["alive"] == seen["nodes"] == 2, "both nodes reconnected"
     assert seen["worst_pause"] < PAUSE_BOUND, seen
     print(f"the driver's longest pause: {seen['worst_pause']} s over two GCS kills")

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import skip_or_fail
+from requirements import skip_or_fail
 
 from jobs import PYTHON, ROOT, assert_nothing_left
 
@@ -56,7 +56,9 @@ def installed(tmp_path_factory):
     done = run([str(venv / "bin" / "pip"), "install", "-q",
                 f"{where / 'dist' / wheel}[mpi]"], timeout=900)
     if done.returncode != 0:
-        if "No matching distribution" in done.stderr or "connection" in done.stderr.lower():
+        unreachable = ("Could not fetch URL", "Failed to establish a new connection",
+                       "Temporary failure in name resolution", "Max retries exceeded")
+        if any(sign in done.stderr for sign in unreachable):
             skip_or_fail("pypi", f"pip could not reach the package index: {done.stderr[-500:]}")
         raise AssertionError(done.stdout + done.stderr)
     return venv

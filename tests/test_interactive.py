@@ -16,7 +16,7 @@ import tempfile
 import time
 
 import pytest
-from conftest import skip_or_fail
+from requirements import skip_or_fail
 
 from jobs import (
     MPICH,
@@ -300,7 +300,7 @@ def test_the_dashboard_needs_ray_default_or_is_refused_up_front(jobs):
     """In the MPICH venv, which has no ray[default]."""
     MPICH.skip_unless_here()
     if MPICH.has("aiohttp"):
-        pytest.skip("the MPICH venv has ray[default]")
+        skip_or_fail("mpich-without-dashboard", "the MPICH venv has ray[default]")
     result = jobs.start(None, ["--dashboard", "--serve"], mpi=MPICH).wait(60)
     assert result.returncode == 2, result.output
     assert "--dashboard needs Ray's dashboard" in result.stderr

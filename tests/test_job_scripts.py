@@ -122,7 +122,8 @@ def site(tmp_path):
     bin_dir.mkdir(parents=True)
     for name, text in (("aprun", APRUN), ("mpiexec", MPIEXEC), ("srun", SRUN),
                        ("jsrun", JSRUN), ("bsub", BSUB), ("bjobs", BJOBS), ("bkill", BKILL),
-                       ("apptainer", CONTAINER_RUNTIME), ("podman-hpc", CONTAINER_RUNTIME),
+                       ("apptainer", CONTAINER_RUNTIME), ("singularity", CONTAINER_RUNTIME),
+                       ("podman-hpc", CONTAINER_RUNTIME),
                        ("shifter", CONTAINER_RUNTIME)):
         path = bin_dir / name
         path.write_text(text.format(mpirun=MPIRUN))
@@ -230,6 +231,7 @@ def test_slurm_scripts_on_a_stub_srun(jobs, site, script):
 
 @pytest.mark.parametrize("container,image,launch", [
     ("apptainer", "start_ray.sif", "apptainer exec --bind {s} --pwd {s} start_ray.sif"),
+    ("singularity", "start_ray.sif", "singularity exec --bind {s} --pwd {s} start_ray.sif"),
     ("podman-hpc", "start_ray:1",
      "podman-hpc run --rm --net host --shm-size 16g -v {s}:{s} -w {s} --mpi start_ray:1"),
     ("pyxis", "./start_ray.sqsh", "--container-image=./start_ray.sqsh "
@@ -240,7 +242,9 @@ def test_container_script_on_stand_in_runtimes(jobs, site, container, image, lau
     """jobs/slurm_container.sbatch: srun starts one container per task, on the
     host's network, the submit folder mounted where it is; start_ray and the
     driver run in it. The runtimes are stand-ins here (they run the command
-    on the host); Charliecloud and podman run for real in test_containers.py."""
+    on the host); Charliecloud and podman run for real in test_containers.py.
+    pyxis is srun's own option, which the srun stand-in drops: for it only
+    the launch line is checked (a recipe)."""
     options = "--mpi" if container == "podman-hpc" else ""
     # No venv on the host: the image has start_ray (here the stand-ins find
     # the venv's python on PATH, as the image's would be).
@@ -367,4 +371,28 @@ def test_lsf_jsrun_script_chains_on_a_stub_lsf(jobs, site, tmp_path):
     assert f"CPUs 2 (LSB_MCPU_HOSTS: 2 slots on {host.split('.')[0]})" in result.rank0_log
     assert result.run_dir.endswith("-5001")
     assert "chain 5001: not done; job 5002 continues it" in result.stdout
+    assert_nothing_left(result)
+
+
+def test_an_lsf_link_that_reaches_the_target_ends_the_chain_and_bkills_the_queued(
+        jobs, site, tmp_path):
+    """Link 2 of an LSF chain: it queues link 3 (bsub -w "ended(5002)"),
+    the counter reaches its target unwarned, so the chain is done and the
+    queued link is killed (bkill 5003)."""
+    state = tmp_path / "count"
+    state.write_text("5")
+    host = socket.gethostname()
+    running = jobs.launch(["bash", os.path.join(JOBS, "lsf_jsrun.sh")], {
+        **site["env"], "LSB_JOBID": "5002", "LS_SUBCWD": site["submit"],
+        "LSB_MCPU_HOSTS": f"{host} 2", "NODES": "1", "PER_NODE": "2", "CORES": "2",
+        "START_RAY_CHAIN_LINK": "2", "START_RAY_CHAIN_ID": "5001",
+        "CHAIN_SCRIPT": os.path.join(JOBS, "lsf_jsrun.sh"), "DRIVER": COUNTER,
+        "DRIVER_ARGS": f"--state {state} --target 7"}, cwd=site["home"])
+    result = running.wait(240)
+    assert result.returncode == 0, result.output
+    assert "COUNTER link=2 chain=5001 from=5 to=7 warned=0" in result.stdout, result.stdout
+    log = launched(site)
+    assert 'bsub -w ended(5002)' in log and re.search(r"^\S*bkill 5003$", log, re.M), log
+    assert "chain 5001: cancelled the queued link (job 5003): link 2 done" in result.stdout
+    assert "chain 5001: done after 2 link(s)" in result.stdout
     assert_nothing_left(result)

@@ -23,7 +23,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import pytest
 import step_signals
-from conftest import skip_or_fail
+from requirements import skip_or_fail
 from emulated_hosts import EmulatedHosts, unavailable
 
 from jobs import (

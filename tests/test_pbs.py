@@ -22,7 +22,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import pytest
-from conftest import skip_or_fail
+from requirements import skip_or_fail
 
 import emulated_hosts
 import leftovers as found_by
@@ -138,7 +138,7 @@ def test_a_job_runs_the_users_driver_with_one_ray_node_per_host(pbs, submit):
     assert fields["exec_host"] == "h0/0*2+h1/0*2", fields
     assert re.search(r"^WHOAMI .*\"argv\": \[\"--epochs\", \"5\"\], \"cwd\": "
                      rf"\"{re.escape(submit)}\"", output, re.M), output
-    assert f"started by Hydra mpiexec (MPICH " in output and "in PBS job " in output
+    assert "started by Hydra mpiexec (MPICH " in output and "in PBS job " in output
     assert "4 rank(s) on 2 host(s)" in output, output
     assert "READY: 2 node(s), CPU 4, GPU 0" in output, output
     result = job.result(output, 0)

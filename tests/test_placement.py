@@ -7,7 +7,7 @@ the behaviour matrix (test_matrix.py)."""
 import os
 
 import pytest
-from conftest import skip_or_fail
+from requirements import requires, skip_or_fail
 from emulated_hosts import EmulatedHosts, unavailable
 
 from jobs import DRIVER, MPIRUN, PYTHON, ROOT, assert_nothing_left
@@ -41,7 +41,7 @@ def test_ranks_of_one_host_share_one_ray_node(jobs):
     assert os.listdir(result.temp_root) == []
 
 
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs")
+@requires("2-cpus", None if len(os.sched_getaffinity(0)) >= 2 else "needs 2 CPUs")
 def test_a_node_runs_on_the_cpus_of_all_the_ranks_it_stands_for(jobs):
     """Open MPI binds each rank of a 2-rank job to a core of its own: the
     host's node offers both cores, and its processes (and the driver) run on

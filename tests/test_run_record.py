@@ -3,6 +3,7 @@
 node's ports in the log, and summary.txt naming the cause first.
 Real mpirun, real Ray."""
 
+import glob
 import os
 import re
 import signal
@@ -133,10 +134,16 @@ def test_a_failing_drivers_traceback_is_kept_and_named_in_the_summary(jobs, tmp_
 
 def test_ray_logs_survive_a_job_killed_with_sigkill(jobs):
     """Every process of the job SIGKILLed at once (the scheduler after its
-    KillWait, a node crash) after two sync periods: no teardown runs, yet the
+    KillWait, a node crash) once the sync copied the logs: no teardown runs, yet the
     run folder holds each node's raylet log and the head's GCS log."""
     running, _, _ = jobs.hold(2, "--sync-logs", "1")
-    time.sleep(2.5)
+    synced = os.path.join(running.log_root, "*", "ray", "rank-*", "session_*")
+    deadline = time.monotonic() + 60  # the sync's first copies: each node's raylet log
+    while not (len(glob.glob(os.path.join(synced, "raylet.out"))) == 2 and all(
+            os.path.getsize(path) > 0 for path in glob.glob(os.path.join(synced, "raylet.out")))
+            and glob.glob(os.path.join(synced, "gcs_server.out"))):
+        assert time.monotonic() < deadline, "the logs were never synced"
+        time.sleep(0.2)
     for proc in running.processes():  # the launcher, the ranks, Ray, the watchdogs
         try:
             proc.kill()

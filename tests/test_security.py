@@ -12,15 +12,16 @@ import subprocess
 
 import leftovers as found_by
 import pytest
+from requirements import requires
 
 from jobs import DEFAULT_MPI, PYTHON, finish_all_held, finish_held, needs_dashboard
 from start_ray.node import compat
 
 # Ray before 2.52 has no token auth: jobs there run with --no-auth, and what
 # start_ray does instead (refuse to start without it) is in test_compat.py.
-needs_token_auth = pytest.mark.skipif(
-    not compat.has_token_auth(),
-    reason=f"Ray {compat.ray_version()} has no token authentication")
+needs_token_auth = requires(
+    "token-auth", None if compat.has_token_auth() else
+    f"Ray {compat.ray_version()} has no token authentication")
 
 PROBE = """
 import sys, ray
@@ -200,8 +201,8 @@ except Exception as err:
 
 @pytest.mark.every_ray
 @needs_token_auth
-@pytest.mark.skipif(not DEFAULT_MPI.has("grpc"),
-                    reason="needs ray[client] (grpcio): without it no client server runs")
+@requires("grpc", None if DEFAULT_MPI.has("grpc") else
+          "needs ray[client] (grpcio): without it no client server runs")
 def test_ray_client_server_refuses_outsiders(jobs):
     running, address, release = jobs.hold(None)
     port = option_of(running, "--port", "ray.util.client.server")

@@ -16,7 +16,7 @@ import time
 
 import leftovers as found_by
 import pytest
-from conftest import skip_or_fail
+from requirements import skip_or_fail
 from local_slurm import LocalSlurm, unavailable
 
 from jobs import DRIVER, PYTHON, ROOT, assert_nothing_left, leftovers

@@ -102,8 +102,8 @@ class cluster:
                 self._serve(self.job)
                 self._no_ray = NoRayHere().__enter__()
                 return None
-            if self.info is None:
-                self._not_done(self.job.status)
+            if self.info is None:  # on a worker rank: rank 0's Stop says why
+                self._not_done(self.job.stop_status or self.job.status)
                 raise ClusterError(self.job.cause or "the cluster did not come up")
             self._attach(self.job, self.info)
         except BaseException:

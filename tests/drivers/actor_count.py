@@ -1,6 +1,7 @@
 """Test driver: an actor counts, and a task runs on every node, in turn, until
 the file --until exists; each call's pause is timed. Writes --ready after the
-first round, then at the end one JSON line to --out: the count (an actor
+first round, its count after each round to --progress (if given), then at
+the end one JSON line to --out: the count (an actor
 that lost its state would count from 1 again: the driver checks every
 answer is the one before plus one), the longest pause, the errors, and the
 nodes alive. Exits 1 if any call failed or the count went back."""
@@ -35,6 +36,7 @@ def main() -> int:
     parser.add_argument("--ready", required=True)
     parser.add_argument("--until", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--progress", default=None)
     parser.add_argument("--max-seconds", type=float, default=180)
     args = parser.parse_args()
     ray.init(log_to_driver=False)
@@ -58,6 +60,10 @@ def main() -> int:
             errors.append(f"the count went from {count} to {answer}")
             break
         count, rounds = answer, rounds + 1
+        if args.progress:
+            with open(args.progress + ".tmp", "w") as handle:
+                handle.write(f"{count}\n")
+            os.replace(args.progress + ".tmp", args.progress)
         if rounds == 1:
             with open(args.ready + ".tmp", "w") as handle:
                 handle.write(f"{len(nodes)}\n")

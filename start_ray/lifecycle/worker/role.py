@@ -191,7 +191,12 @@ class WorkerRank:
 
     def leave_by(self, latest: float) -> Optional[float]:
         """After rank 0's Stop (unless a rank is lost): until rank 0 too has
-        stopped its processes, which it does after hearing from everyone."""
+        stopped its processes, which it does after hearing from everyone. A
+        rank that never served (the head did not start) has Stop now, after
+        the flush: it must leave together too, or rank 0's parting barrier
+        meets whatever collective this rank's program calls next (the API:
+        MPI_ERR_TRUNCATE on rank 0)."""
+        self.read_stop()
         if self.stop_message is None or not self.stop_message.together:
             return None
         return latest
