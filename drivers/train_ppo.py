@@ -59,6 +59,7 @@ from typing import Any, Dict, List, Optional, Tuple  # noqa: E402
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import rl_chain  # noqa: E402
 import rl_envs  # noqa: E402
+import rl_state  # noqa: E402
 import rl_versions  # noqa: E402
 from rl_metrics import RETURN_KEYS, STEP_KEYS  # noqa: E402
 
@@ -122,8 +123,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     add("--name", default=None, help="experiment name (default: <algo>_<env>_<framework>)")
     defaults_from_environment(parser)
     args = parser.parse_args(argv)
-    if not any((args.stop_iters, args.stop_timesteps, args.stop_reward)):
-        default_stop(args)
+    if all(criterion is None for criterion in (args.stop_iters, args.stop_timesteps,
+                                                 args.stop_reward)):
+        default_stop(args)  # a given 0 is a criterion too (--stop-reward 0)
     chain_id = os.environ.get("START_RAY_CHAIN_ID")
     if chain_id and not args.experiment_dir and not args.restore:  # a link of a chain
         args.experiment_dir = os.path.join("chains", f"ppo-{chain_id}")
@@ -218,6 +220,46 @@ def catch_early_signals() -> None:
         signal.signal(signum, lambda signum, frame: STOP_REQUESTS.append(signum))
 
 
+def raylet_alive() -> bool:
+    """Whether this driver's Ray node (its raylet's socket) still answers."""
+    import socket as sockets
+
+    from ray._private import worker
+    path = getattr(getattr(worker, "_global_node", None), "raylet_socket_name", None)
+    if not path:
+        return True  # cannot tell: as if it were
+    probe = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def give_up_if_the_cluster_is_gone(checks: int = 6, interval: float = 0.5) -> None:
+    """A stop that comes because the cluster went away (start_ray stops the
+    job when its head is lost, and starts it again under --restarts): the
+    iteration under way can never finish, so waiting for it costs the stop
+    timeout. Watch this driver's own Ray node for a few seconds; once it is
+    gone, exit at once, "not done" (75): the last checkpoint is the resume
+    point (--experiment-dir finds it)."""
+    import threading
+
+    def watch() -> None:
+        for _ in range(checks):
+            if not raylet_alive():
+                print("train_ppo.py: this driver's Ray node is gone: the iteration cannot "
+                      "finish; exiting now, not done (the last checkpoint is the resume "
+                      "point)", flush=True)
+                sys.stdout.flush()
+                os._exit(NOT_DONE)
+            time.sleep(interval)
+    threading.Thread(target=watch, daemon=True).start()
+
+
 def make_stopper(iters: Optional[int], timesteps: Optional[int], reward: Optional[float]):
     """A Tune stopper for the stop criteria, which also stops the trial
     (checkpointed at the end) once SIGTERM, SIGINT or SIGUSR1 arrived, and the
@@ -253,6 +295,8 @@ def make_stopper(iters: Optional[int], timesteps: Optional[int], reward: Optiona
             if self.signal is None:
                 print(f"train_ppo.py: got {signal.Signals(signum).name}: saving a checkpoint "
                       "after this iteration, then exiting", flush=True)
+                if signum == signal.SIGTERM:
+                    give_up_if_the_cluster_is_gone()
             STOP_REQUESTS.append(signum)
 
     stopper = Stopper()
@@ -399,6 +443,32 @@ def build_config(args: argparse.Namespace, runners: int, placement_file: str):
     return config
 
 
+STATE_DIR = "START_RAY_STATE_DIR"  # where a restored trial records its state
+
+
+def carrying_everything(run: str) -> type:
+    """The algorithm, saving beside each checkpoint what RLlib does not save
+    itself (PPO's KL coefficient on the new API stack, the schedules' current
+    values, the tf2 optimizer's moments, the random generators), and putting
+    it back after RLlib's own restore: a chain trains as one run
+    (drivers/rl_state.py; `python drivers/rl_state.py EXPERIMENT` checks it)."""
+    from ray.tune.registry import get_trainable_cls
+    base = get_trainable_cls(run)
+
+    def save_checkpoint(self, checkpoint_dir: str):
+        result = base.save_checkpoint(self, checkpoint_dir)
+        rl_state.save(self, checkpoint_dir)
+        return result
+
+    def load_checkpoint(self, checkpoint_dir: str):
+        result = base.load_checkpoint(self, checkpoint_dir)
+        rl_state.restore(self, checkpoint_dir, os.environ.get(STATE_DIR))
+        return result
+
+    return type(base.__name__, (base,), {"save_checkpoint": save_checkpoint,
+                                         "load_checkpoint": load_checkpoint})
+
+
 def results_dir(args: argparse.Namespace) -> str:
     if args.results_dir:
         return os.path.abspath(args.results_dir)
@@ -440,23 +510,25 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not args.verbose:
         warnings.filterwarnings("ignore", category=UserWarning, module=r"gymnasium\b.*")
         logging.getLogger("ray.tune").setLevel(logging.WARNING)
+    if chain:
+        where = os.path.join(chain, "links")
+        name = rl_chain.start_link(chain, launch_env.job_id(), restore, resumed_at)
+    else:
+        where = results_dir(args)
+        name = args.name or f"{args.run}_{args.env}_{args.framework}"
     ray.init(address=args.ray_address, log_to_driver=args.verbose,
              logging_level=logging.INFO if args.verbose else logging.WARNING, runtime_env={
         "py_modules": [rl_envs],
-        "env_vars": {"TF_USE_LEGACY_KERAS": "1", **quiet},
+        "env_vars": {"TF_USE_LEGACY_KERAS": "1", STATE_DIR: os.path.join(where, name),
+                     **quiet},
     })
     rl_envs.register_all()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     runners = args.num_env_runners if args.num_env_runners is not None else max(0, cpus - 1)
     if chain:
-        where = os.path.join(chain, "links")
-        name = rl_chain.start_link(chain, launch_env.job_id(), restore, resumed_at)
         print(f"train_ppo.py: experiment {chain}: link {name}, "
               + (f"resuming after iteration {resumed_at} from {restore}" if restore
                  else "starting fresh"), flush=True)
-    else:
-        where = results_dir(args)
-        name = args.name or f"{args.run}_{args.env}_{args.framework}"
     os.makedirs(where, exist_ok=True)
     placement_file = os.path.join(where, f"{name}.placement.txt")
     print(f"train_ppo.py: {args.run} on {args.env} with {args.framework}, "
@@ -466,7 +538,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     stopper, catch_signals = make_stopper(args.stop_iters, args.stop_timesteps,
                                           args.stop_reward)
     analysis = tune.run(
-        args.run, config=build_config(args, runners, placement_file), stop=stopper,
+        carrying_everything(args.run), config=build_config(args, runners, placement_file),
+        stop=stopper,
         callbacks=[catch_signals, progress_callback(args, chain, name, resumed_at + 1)],
         storage_path=where, name=name, restore=restore, verbose=1 if args.verbose else 0,
         checkpoint_config=rl_versions.checkpoint_config()(

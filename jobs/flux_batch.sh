@@ -22,7 +22,10 @@
 # warning itself, from the job's expiration, rather than `flux batch
 # --signal=SIGUSR1@T`: with a time limit shorter than T, Flux 0.88 sends its
 # signal as the job starts and kills the batch job's broker (exit 138) before
-# this script runs. `--signal` works too, with a time limit longer than T.
+# this script runs; and with more than one node it sends it to every broker
+# of the batch job, and the brokers after the first shut down on it (the step
+# fails, status 1: start_ray says so as the link starts). Use `--signal` only
+# on one node, with a time limit longer than T.
 #
 # MPI: Flux's PMI serves MPICH-family MPIs (MPICH, Cray MPICH, Intel MPI,
 # MVAPICH) as they are. Open MPI needs PMIx: flux-pmix (`flux run -o pmi=pmix`,

@@ -192,6 +192,8 @@ def test_fluxs_own_signal_ends_a_batch_job_of_two_brokers(jobs, flux, submit):
     rows = flux_jobs(result)
     assert rows[0][1] == "FAILED", (rows, result.output)
     assert "dead to Flux" in result.stdout, result.stdout
+    assert "warning: this job has `flux batch --signal` and 2 nodes: Flux sends the signal " \
+           "to every broker" in result.stdout, result.stdout
     assert_nothing_left(result)
 
 

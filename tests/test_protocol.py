@@ -18,7 +18,7 @@ from start_ray.errors import ClusterError, UsageError
 from start_ray.lifecycle import job as lifecycle
 from start_ray.lifecycle.head import teardown as head_teardown
 from start_ray.lifecycle.head import watch
-from start_ray.lifecycle.job import NEXT, Outcome, Phase
+from start_ray.lifecycle.phases import NEXT, Outcome, Phase
 from start_ray.procs.signals import SignalInbox
 from start_ray.record import events
 

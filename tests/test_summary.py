@@ -13,7 +13,7 @@ from start_ray.lifecycle.head.ledger import Ledger
 from start_ray.mpi.messages import HostDone
 from start_ray.mpi.ranks import RankSet
 from start_ray.options import make_options
-from start_ray.record import events, logs, summary
+from start_ray.record import events, summary
 
 pytestmark = pytest.mark.fast  # in-process: `make test-fast`
 
@@ -97,12 +97,6 @@ def test_the_rank_s_own_word_on_its_join_replaces_the_gcs_s(tmp_path):
     assert ledger.events == [events.NodeJoined(1, 3.5, 2)]
     assert summary.lines(facts_of(tmp_path, layout, ledger))[1].endswith(
         "joined (attempt 2) at 3.5s")
-
-
-def test_compact_rank_lists():
-    assert logs.compact([0, 1, 2, 3, 8]) == "0-3,8"
-    assert logs.compact(list(range(4, 1000, 4))) == "4-996 every 4"
-    assert logs.compact([5]) == "5"
 
 
 def test_hosts_of_one_name_each_report_their_own_nodes():

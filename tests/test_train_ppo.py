@@ -167,4 +167,8 @@ def test_a_head_raylet_killed_mid_training_with_restarts_1_ends_in_one_job(jobs,
     assert links[1]["first_iteration"] >= 2, links
     assert "restart 1 of at most 1 (--restarts)" in result.rank_logs()["rank-0.log"]
     assert result.output.count("READY:") == 2, "two attempts, each announced"
+    # The first driver gave up its iteration at once: it cannot finish
+    # without its Ray node, and waiting cost the stop timeout.
+    assert "this driver's Ray node is gone: the iteration cannot finish" in result.output, \
+        result.output
     assert_nothing_left(result)

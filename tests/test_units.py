@@ -303,6 +303,8 @@ def test_flux_reads_a_real_jobspec_and_queues_it_again(monkeypatch):
         "--nodes=2", "--nslots=2", "--cores-per-slot=1", "--time-limit=300s",
         "--job-name=start_ray", "--output=link-{{id}}.out", "--signal=10@60s"]
     assert flux.script() == flux.THIS_SCRIPT
+    (caution,) = flux.cautions()  # recorded with -N2 --signal: the brokers after the first die
+    assert "`flux batch --signal` and 2 nodes" in caution, caution
     expiration = json.loads(flux._fields["R"])["execution"]["expiration"]
     monkeypatch.setattr(scheduler.time, "time", lambda: expiration - 100)
     assert flux.time_limit() == 100 and not flux.warning_sent()

@@ -63,6 +63,8 @@ def link(cmd: Sequence[str], max_links: int, warn_before: float = 0.0,
     chain = env.get(CHAIN_ID) or (batch.job_id.split(".")[0] if batch else "local")
     os.environ.update({LINK: str(number), CHAIN_ID: chain})  # the step and the driver see them
     say(f"chain {chain}: link {number} of at most {max_links}")
+    for caution in _cautions(batch):
+        say(f"warning: {caution}")
     queued = queue_next(batch, number, max_links, chain, script)
     step = step or Step(cmd)
     cancelled: List[str] = []  # the queued link, once deleted
@@ -106,6 +108,15 @@ def link(cmd: Sequence[str], max_links: int, warn_before: float = 0.0,
     say(f"chain {chain}: link {number} failed (status {status}): the chain ends here; "
         f"resubmit with {LINK}={number + 1} {CHAIN_ID}={chain} to go on once it is fixed")
     return status
+
+
+def _cautions(batch: Optional[scheduler.Scheduler]) -> List[str]:
+    if batch is None:
+        return []
+    try:
+        return batch.cautions()
+    except (UsageError, ValueError, KeyError):
+        return []
 
 
 def sent_to_the_tasks(batch: Optional[scheduler.Scheduler]) -> bool:

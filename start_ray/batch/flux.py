@@ -107,6 +107,22 @@ class Flux(Scheduler):
         lead = seconds_of(lead) if isinstance(lead, str) else float(lead)
         return time.time() >= expiration - lead - self.EARLY
 
+    def cautions(self) -> List[str]:
+        """Flux 0.88 sends `flux batch --signal` to every broker of the batch
+        job, and the brokers after the first shut down on it: a job of
+        several nodes then loses them all at the warning (tests/test_flux.py)."""
+        signal_option = self.system().get("shell", {}).get("options", {}).get("signal")
+        resources = self.jobspec().get("resources", [{}])
+        nodes = resources[0].get("count", 1) if resources and \
+            resources[0].get("type") == "node" else 1
+        if not isinstance(signal_option, dict) or nodes < 2:
+            return []
+        return [f"this job has `flux batch --signal` and {nodes} nodes: Flux sends the signal "
+                "to every broker of the batch job, and those after the first shut down on it, "
+                "so the step loses its other nodes at the warning (status 1, the chain ends). "
+                "Submit without --signal: WARNING=SECONDS has start_ray send the warning to "
+                "your program instead"]
+
     def submit_after(self, script: str, options: List[str], env: Dict[str, str]) -> str:
         spec = self.jobspec()
         system = spec.setdefault("attributes", {}).setdefault("system", {})

@@ -94,6 +94,10 @@ class Scheduler:
         and not to the batch script (which then never saw it)."""
         return False
 
+    def cautions(self) -> List[str]:
+        """What in this job's own options will go wrong (said at the start)."""
+        return []
+
     def step_env(self) -> Dict[str, str]:
         """What the job step's ranks should know that only the scheduler
         says (asked once, here, rather than by every rank)."""

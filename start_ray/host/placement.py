@@ -261,8 +261,3 @@ def _check_addresses(nodes: List[NodePlan], multi_host: bool) -> None:
         if other != node.host:
             raise UsageError(f"hosts {other} and {node.host} both chose address {node.ip} "
                              f"({node.ip_source}); name the interface with --interface")
-
-
-def node_of(rank: int, nodes: List[NodePlan]) -> Optional[NodePlan]:
-    """The node this rank starts, if it starts one."""
-    return next((node for node in nodes if node.rank == rank), None)

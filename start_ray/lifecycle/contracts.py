@@ -65,7 +65,7 @@ class Popen(Protocol):
 
 
 class Node(Protocol):
-    """A `ray start --block` this rank runs (raynode.RayNode)."""
+    """A `ray start` this rank runs, --block but for a head with a GCS store (raynode.RayNode)."""
 
     command: List[str]
     block: bool  # `ray start --block` (a head with a GCS store: not)
@@ -96,7 +96,7 @@ class Node(Protocol):
 
 class Launcher(Protocol):
     """This rank's Ray node from the environment to `ray start`
-    (node_launcher.NodeLauncher)."""
+    (node/starter.NodeLauncher)."""
 
     @property
     def node(self) -> Optional[Node]: ...
@@ -139,7 +139,7 @@ class Running:
     info: ClusterInfo
     inbox: SignalInbox  # the signals the job received, to forward
     tick: Callable[[], None]  # the watch: call it between polls; raises when the job must end
-    spawn: Spawn  # start a child that this rank owns (owned.ProcessOwner.popen)
+    spawn: Spawn  # start a child that this rank owns (procs/owner.ProcessOwner.popen)
     explain: Callable[[str], None]  # why the payload's status is not 0, in words
 
 

@@ -27,7 +27,7 @@ command line (`run`) and the Python API (entry/api.py) alike.
     Plan (run id, token, head IP) -- share -> Plan
     host reports <-- gather (leaders) ------ probes (gathered by each leader)
     Seats (each host's part) -- scatter ---> Seat (shared by each leader)
-    ray start --head --block
+    ray start --head [--block]
     HeadRecord (address | error) -- share -> HeadRecord
     wait until every node alive <---------- ray start --address --block
                                             (Joined | Failed)
@@ -64,8 +64,7 @@ from start_ray.lifecycle.contracts import (
     Teardown,
 )
 from start_ray.lifecycle.head.role import HeadRank
-from start_ray.lifecycle.phases import (  # noqa: F401 (NEXT: the tests read it here)
-    NEXT,
+from start_ray.lifecycle.phases import (
     TRANSITIONS,
     Outcome,
     Phase,

@@ -194,19 +194,21 @@ class RayNode:
         """A head's GCS address as soon as workers can join: when the GCS
         publishes its port (compat.gcs_port; `ip` is the head's
         --node-ip-address), else when `ray start` prints the address."""
-        found: List[str] = []
+        found: Optional[str] = None
 
         def look_for_it() -> None:
+            nonlocal found
             look()
             port = compat.gcs_port(self.temp_dir) if ip else None
             if port is not None:
-                found.append(join_address(ip or "", port))
+                found = join_address(ip or "", port)
             elif self._address is not None:
-                found.append(self._address)
+                found = self._address
 
-        self._wait(lambda: bool(found), deadline, min(interval, PORT_FILE_INTERVAL),
+        self._wait(lambda: found is not None, deadline, min(interval, PORT_FILE_INTERVAL),
                    look_for_it)
-        return found[0]
+        assert found is not None
+        return found
 
     def _wait(self, ready: Callable[[], bool], deadline: float, interval: float,
               look: Callable[[], None]) -> None:

@@ -287,7 +287,7 @@ def owned(variable: str, value: str,
 
 
 # Starts a child the way a rank starts everything: `popen`, or the process
-# owner's (owned.ProcessOwner.popen), which books it.
+# owner's (procs/owner.ProcessOwner.popen), which books it.
 Spawn = Callable[..., subprocess.Popen]
 
 
@@ -296,7 +296,7 @@ def popen(cmd: Sequence[str], ignored_signals: Sequence[int] = (),
     """Start a child the way a rank starts everything: in a session of its
     own (so the session ID finds all it starts, even after the rank is gone)
     and dying with the rank (PR_SET_PDEATHSIG). The rank's process owner
-    books the session (owned.ProcessOwner.popen).
+    books the session (procs/owner.ProcessOwner.popen).
 
     From a thread other than the main one (the Python API's watch) the child
     only ignores the signals: PR_SET_PDEATHSIG fires when the parent

@@ -7,7 +7,7 @@ OOM-killed, and so on. `ray start` and the driver then get SIGKILL
 live on for ~60 s. So each rank that starts anything first starts this small
 process. It holds the read end of a pipe whose write end only the rank holds:
 the rank writes the session of every child it starts down it (`Watchdog.
-watch`, called by owned.ProcessOwner.adopt), and when the rank dies the pipe reaches
+watch`, called by procs/owner.ProcessOwner.adopt), and when the rank dies the pipe reaches
 end of file. Then the watchdog kills everything the rank started (the
 processes in those sessions, or carrying the rank's marker; see proctree),
 writes what it did into the rank's log, and exits. When the rank ends
@@ -129,10 +129,10 @@ def _wait_for_rank(rank_pid: int, sessions: List[Tuple[int, int]]) -> None:
     raises only while we wait, and is caught around the whole wait.
     scancel's SIGTERM, which every process of a Slurm job gets, is not taken
     for the rank's death (the rank is still our parent then)."""
-    waiting = [True]
+    waiting = True
 
     def on_term(signum: int, frame: object) -> None:
-        if waiting[0] and os.getppid() != rank_pid:
+        if waiting and os.getppid() != rank_pid:
             raise RankGone()
 
     signal.signal(signal.SIGTERM, on_term)
@@ -146,7 +146,7 @@ def _wait_for_rank(rank_pid: int, sessions: List[Tuple[int, int]]) -> None:
                 leader, began = line.split()
                 sessions.append((int(leader), int(began)))
         finally:
-            waiting[0] = False
+            waiting = False
     except RankGone:
         pass
     finally:

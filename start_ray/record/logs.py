@@ -77,20 +77,6 @@ def hostlist(hosts: Sequence[str]) -> str:
     return ",".join(parts + plain)
 
 
-def compact(ranks: Sequence[int], width: int = 60) -> str:
-    """`0-3,8`; `4-996 every 4` (one node per host); or a shortened list
-    with the count, so that a line stays a line at any job size."""
-    steps = {b - a for a, b in zip(ranks, ranks[1:])}
-    if len(ranks) > 2 and len(steps) == 1 and steps != {1}:
-        return f"{ranks[0]}-{ranks[-1]} every {steps.pop()}"
-    text = ranges(ranks)
-    if len(text) <= width:
-        return text
-    parts = text.split(",")
-    return f"{','.join(parts[:3])},...,{parts[-1]} ({len(ranks)} ranks)"
-
-
-
 def label(rank: int, size: int) -> str:
     """`rank 03 | host`: what every line of a rank's file names."""
     return f"rank {_rank(rank, size)} | {socket.gethostname()}"

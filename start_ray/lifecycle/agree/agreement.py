@@ -26,13 +26,14 @@ from __future__ import annotations
 import dataclasses
 import functools
 import secrets
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from start_ray.errors import AddressError, UsageError
 from start_ray.host import network, placement
 from start_ray.host.placement import NodePlan
 from start_ray.identity import Identity
 from start_ray.lifecycle.agree import software
+from start_ray.lifecycle.contracts import Channel
 from start_ray.mpi import launch_env
 from start_ray.mpi.ranks import RankSet
 from start_ray.node import auth
@@ -151,7 +152,7 @@ class Agreement:
         return self.layout
 
 
-def agree(channel: Any, options: Options, check: Callable[[], None],
+def agree(channel: Channel, options: Options, check: Callable[[], None],
           gpu_reads: placement.GpuReads, run_id: Optional[str] = None) -> Agreement:
     """The collective calls every rank makes, in this order, before anything
     starts: the plan (world); the probes (host, then leaders); the seats

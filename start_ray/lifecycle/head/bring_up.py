@@ -1,6 +1,6 @@
 """Rank 0's bring-up: the Ray head, then the wait until every node is alive.
 
-    start the head (ray start --head --block) and its node-table helper
+    start the head (ray start --head; --block only without the GCS store) and its node-table helper
     HeadRecord (address | error)  -- share -->  every rank
     wait until every planned node is alive in the GCS, at its planned address,
         reading Joined / Failed from the ranks (watch.Watch.read_news); a
@@ -234,11 +234,12 @@ class BringUp:
             readiness.fail(rank)
         progress = Progress(len(planned), ledger.started, self.log)
         need = nodes_needed(self.options.min_nodes, len(planned))
-        asked: List[bool] = []
+        asked = False  # the table asked to look at once (every rank said it joined)
 
         def look() -> None:
             """The round's one reading of the world: the ranks' news (which
             the readiness follows), signals, helpers, the head, the table."""
+            nonlocal asked
             news = self.watch.read_news()
             for rank in news.joined:
                 readiness.joined(rank)
@@ -252,7 +253,7 @@ class BringUp:
                                f"could not start, and {need} are needed (--min-nodes): "
                                + layout.name_ranks(sorted(readiness.failed)))
             if not asked and readiness.all_said_joined():
-                asked.append(True)
+                asked = True
                 table.look_now()
             readiness.look_at(table)
             progress.show(len(readiness.seen))

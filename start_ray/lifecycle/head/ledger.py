@@ -81,9 +81,6 @@ class Ledger:
     def _this_attempt(self, rank: int) -> List[int]:
         return [i for i in self._of.get(rank, ()) if i >= self.attempt_first]
 
-    def ranks_with_events(self) -> List[int]:
-        return sorted(self._of)
-
     def joined(self, rank: int, attempt: Optional[int] = None,
                at: Optional[float] = None) -> None:
         """A worker node joined: seen alive in the GCS (no attempt), or said

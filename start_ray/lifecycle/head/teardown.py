@@ -77,9 +77,10 @@ class HeadTeardown:
         hosts = set(ledger.other_leaders()) - ledger.reports.keys()
         home = home - set(ledger.reports[0].reported if 0 in ledger.reports else ())
         lost_by = time.monotonic() + LOST_RANK_PATIENCE
-        excused = [False]
+        excused = False  # the lost ranks' hosts no longer awaited
 
         def look() -> None:
+            nonlocal excused
             while True:
                 news = self.channel.receive(REPORT)
                 if news is None:
@@ -90,8 +91,8 @@ class HeadTeardown:
                     hosts.discard(source)
                 else:
                     home.discard(source)
-            if not excused[0] and time.monotonic() >= lost_by:
-                excused[0] = True
+            if not excused and time.monotonic() >= lost_by:
+                excused = True
                 hosts.difference_update(ledger.hosts_with_lost_nodes())
                 home.difference_update(ledger.lost)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import List, Optional
+from typing import Optional
 
 from start_ray.errors import EXIT_FAILURE, NodeError
 from start_ray.lifecycle.agree.agreement import Agreement
@@ -160,32 +160,33 @@ class WorkerRank:
         A signal here (scancel hits every rank) does not stop us early: rank
         0 forwards it to the driver and needs the cluster until the driver is
         done; we wait at most for the driver's grace and the teardown after it."""
-        stop_by: List[float] = []  # set by a stopping signal
-        broken: List[bool] = []  # a helper is gone (rank 0 was told)
-        gave_up: List[bool] = []  # no word from rank 0 after the signal
+        stop_by: Optional[float] = None  # set by a stopping signal
+        broken = False  # a helper is gone (rank 0 was told)
+        gave_up = False  # no word from rank 0 after the signal
 
         def look() -> None:
+            nonlocal stop_by, broken, gave_up
             if not broken:
                 try:
                     self.owner.check_helpers("this rank waited for the end of the job")
                 except HelperLost as err:  # rank 0 ends the job and says why
-                    broken.append(True)
+                    broken = True
                     self.channel.send(0, Failed(str(err), starting=False))
                     self.log.error("%s", err)
             signum = self.inbox.pop()
-            if signum is not None and is_stopping(signum) and not stop_by:
-                stop_by.append(time.monotonic() + self.agreed.plan.grace +
-                               self.options.stop_timeout + STOP_SLACK)
+            if signum is not None and is_stopping(signum) and stop_by is None:
+                stop_by = (time.monotonic() + self.agreed.plan.grace +
+                           self.options.stop_timeout + STOP_SLACK)
                 self.log.info("received a signal: waiting for rank 0 to stop the job")
             self.read_stop()
-            if stop_by and not self.stopped() and time.monotonic() >= stop_by[0]:
+            if stop_by is not None and not self.stopped() and time.monotonic() >= stop_by:
                 self.log.error("no word from rank 0 after the signal: stopping on my own")
-                gave_up.append(True)
+                gave_up = True
 
         def ended() -> bool:  # the node died while the job goes on
-            return node is not None and not stop_by and not node.alive()
+            return node is not None and stop_by is None and not node.alive()
 
-        wait_until(lambda: self.stopped() or bool(gave_up) or ended(),
+        wait_until(lambda: self.stopped() or gave_up or ended(),
                    self.options.poll_interval, look=look)
         return not ended() or self.stopped()
 
