@@ -73,7 +73,7 @@ from start_ray.mpi.messages import (  # noqa: E402
     Message,
     Stop,
 )
-from start_ray.mpi.ranks import RankSet  # noqa: E402
+from start_ray.mpi.ranks import HostRanks, RankSet  # noqa: E402
 from start_ray.node import gcs_table  # noqa: E402
 from start_ray.node.gcs_table import NodeInfo, parse_look  # noqa: E402
 from start_ray.options import Options, make_options  # noqa: E402
@@ -201,7 +201,7 @@ class World:
             name, leader = shape.host_name(host), shape.leader(host)
             ranks = RankSet.span(leader, leader + shape.ranks_per_host)
             report = agreement.HostReport(
-                hosts=(agreement.HostRanks(name, leader, ranks),),
+                hosts=(HostRanks(name, leader, ranks),),
                 nodes=(dataclasses.replace(node, rank=leader, host=name, ip=shape.ip(host),
                                            ranks=ranks),),
                 runs=((runs[0], ranks, name),))

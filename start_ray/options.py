@@ -21,32 +21,25 @@ RESERVED_RAY_ARGS = (
 )
 
 
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise ValueError("must be greater than 0")
-    return value
+def _bounded(kind: Callable[[str], Any], least: float, inclusive: bool) -> Callable[[str], Any]:
+    """A parser of `kind` numbers of at least `least` (or above it)."""
+    if kind is int:
+        said = f"must be {int(least) + (0 if inclusive else 1)} or more"
+    else:
+        said = f"must be {least:g} or more" if inclusive else f"must be greater than {least:g}"
+
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value < least or (value == least and not inclusive):
+            raise ValueError(said)
+        return value
+    return parse
 
 
-def _non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError("must be 1 or more")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise ValueError("must be 0 or more")
-    return value
+_positive_float = _bounded(float, 0, inclusive=False)
+_non_negative_float = _bounded(float, 0, inclusive=True)
+_positive_int = _bounded(int, 0, inclusive=False)
+_non_negative_int = _bounded(int, 0, inclusive=True)
 
 
 def _flag(text: str) -> bool:
@@ -263,38 +256,43 @@ SPECS: List[Spec] = [
 SPECS_BY_NAME: Dict[str, Spec] = {spec.name: spec for spec in SPECS}
 
 
+def _default(name: str) -> Any:
+    return SPECS_BY_NAME[name].default
+
+
 @dataclasses.dataclass(frozen=True)
 class Options:
-    """Everything a job needs to know; identical on every rank."""
+    """Everything a job needs to know; identical on every rank. The
+    defaults are the option table's (SPECS), said once."""
 
-    num_cpus: Optional[int] = None
-    head_num_cpus: Optional[int] = None
-    num_gpus: Optional[int] = None
-    node_per_rank: bool = False
-    interface: Optional[str] = None
-    join_timeout: float = 300.0
-    min_nodes: Optional[float] = None
-    rejoins: int = 3
-    gcs_restarts: int = 3
-    restarts: int = 0
-    join_slots: Optional[int] = None
-    stop_timeout: float = 10.0
-    grace: float = 30.0
-    walltime_signal: int = signal.SIGUSR1.value
-    fail_fast: bool = False
-    log_dir: str = "logs"
-    temp_dir: Optional[str] = None
-    collect_logs: str = "on-failure"
-    sync_logs: float = 30.0
+    num_cpus: Optional[int] = _default("num_cpus")
+    head_num_cpus: Optional[int] = _default("head_num_cpus")
+    num_gpus: Optional[int] = _default("num_gpus")
+    node_per_rank: bool = _default("node_per_rank")
+    interface: Optional[str] = _default("interface")
+    join_timeout: float = _default("join_timeout")
+    min_nodes: Optional[float] = _default("min_nodes")
+    rejoins: int = _default("rejoins")
+    gcs_restarts: int = _default("gcs_restarts")
+    restarts: int = _default("restarts")
+    join_slots: Optional[int] = _default("join_slots")
+    stop_timeout: float = _default("stop_timeout")
+    grace: float = _default("grace")
+    walltime_signal: int = _default("walltime_signal")
+    fail_fast: bool = _default("fail_fast")
+    log_dir: str = _default("log_dir")
+    temp_dir: Optional[str] = _default("temp_dir")
+    collect_logs: str = _default("collect_logs")
+    sync_logs: float = _default("sync_logs")
     ray_args: List[str] = dataclasses.field(default_factory=list)
-    ray_command: Optional[List[str]] = None
-    no_auth: bool = False
-    dry_run: bool = False
-    serve: bool = False
-    serve_timeout: Optional[float] = None
-    dashboard: bool = False
-    keep_temp_dir: bool = False
-    poll_interval: float = 0.2
+    ray_command: Optional[List[str]] = _default("ray_command")
+    no_auth: bool = _default("no_auth")
+    dry_run: bool = _default("dry_run")
+    serve: bool = _default("serve")
+    serve_timeout: Optional[float] = _default("serve_timeout")
+    dashboard: bool = _default("dashboard")
+    keep_temp_dir: bool = _default("keep_temp_dir")
+    poll_interval: float = _default("poll_interval")
 
 
 def parse_value(spec: Spec, text: str, source: str) -> Any:

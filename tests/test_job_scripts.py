@@ -381,6 +381,8 @@ def test_an_lsf_link_that_reaches_the_target_ends_the_chain_and_bkills_the_queue
     queued link is killed (bkill 5003)."""
     state = tmp_path / "count"
     state.write_text("5")
+    with open(site["env"]["STUB_LOG"] + ".jobs", "w") as handle:
+        handle.write("5002")  # LSF's job ids so far: this link's is the last
     host = socket.gethostname()
     running = jobs.launch(["bash", os.path.join(JOBS, "lsf_jsrun.sh")], {
         **site["env"], "LSB_JOBID": "5002", "LS_SUBCWD": site["submit"],

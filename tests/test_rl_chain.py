@@ -122,6 +122,7 @@ def link(jobs, folder, framework, *stop):
     return result.stdout
 
 
+@pytest.mark.every_ray  # train_ppo.py on every supported Ray, both stacks (make compat)
 @pytest.mark.parametrize("framework", ["torch", "tf2"])
 def test_a_chain_carries_the_whole_algorithm_and_stops_at_the_chains_totals(
         jobs, tmp_path, framework):

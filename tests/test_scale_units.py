@@ -11,7 +11,8 @@ from fake_world import Script, World, options, tick_until
 from test_placement_units import probe
 
 from start_ray.host import placement, resources
-from start_ray.lifecycle.agree.agreement import HostRanks, Layout
+from start_ray.lifecycle.agree.agreement import Layout
+from start_ray.mpi.ranks import HostRanks
 from start_ray.lifecycle.head import bring_up, join_slots
 from start_ray.options import make_options
 from start_ray.record import logs

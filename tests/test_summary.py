@@ -7,7 +7,8 @@ import time
 import pytest
 
 from start_ray.host.placement import Probe, place
-from start_ray.lifecycle.agree.agreement import HostRanks, Layout
+from start_ray.lifecycle.agree.agreement import Layout
+from start_ray.mpi.ranks import HostRanks
 from start_ray.lifecycle.head import ledger as ledger_module
 from start_ray.lifecycle.head.ledger import Ledger
 from start_ray.mpi.messages import HostDone
@@ -35,7 +36,7 @@ def facts_of(tmp_path, layout, ledger):
     return summary.Facts(
         run_id="20261121-000000-1", run_dir=str(tmp_path),
         size=sum(len(host.ranks) for host in layout.hosts),
-        hosts=[summary.Host(h.name, h.leader, h.ranks) for h in layout.hosts],
+        hosts=layout.hosts,
         nodes=[summary.Node(n.rank, n.host, n.ip, n.ranks) for n in layout.nodes],
         events=ledger.events)
 

@@ -171,4 +171,6 @@ def test_a_head_raylet_killed_mid_training_with_restarts_1_ends_in_one_job(jobs,
     # without its Ray node, and waiting cost the stop timeout.
     assert "this driver's Ray node is gone: the iteration cannot finish" in result.output, \
         result.output
+    # The dead raylet's state dump that Ray publishes to the driver: in driver.log only.
+    assert "[state-dump]" not in result.output, result.output
     assert_nothing_left(result)

@@ -558,3 +558,23 @@ def test_a_link_whose_scheduler_query_fails_still_runs_its_program(monkeypatch, 
                      r"this link runs alone and the chain stops after it", said), said
     assert "could not read the time limit from PBS" in said, said
     assert "chain 4242: done after 1 link(s)" in said
+
+
+def test_a_dead_raylets_state_dump_goes_to_driver_log_not_the_console():
+    """Ray's agents publish a dead raylet's last log lines to the driver
+    (dozens of `[state-dump]` lines under --restarts): the console gets one
+    line saying where they are; other output, a progress bar without its
+    newline included, passes as it comes."""
+    from start_ray.procs.driver_output import Console
+    read_end, write_end = os.pipe()
+    console = Console(write_end, "driver.log")
+    console.write(b"iteration 1\nRaylet is terminated. Last 3 lines:\n    [state-dump] Node")
+    console.write(b"Manager:\n    [state-dump] Node ID: ab\n    [state-dump] done\n")
+    console.write(b"iteration 2\nprogress 50%")
+    console.close()
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as handle:
+        shown = handle.read().decode()
+    assert shown == ("iteration 1\nRaylet is terminated. Last 3 lines:\n"
+                     "start_ray: Ray's state dump of a dead raylet (3 lines) is in driver.log "
+                     "only\niteration 2\nprogress 50%"), shown

@@ -102,3 +102,12 @@ class RankSet:
         if len(text) <= width:
             return text
         return f"{','.join(parts[:3])},...,{parts[-1]} ({len(self)} ranks)"
+
+
+@dataclasses.dataclass(frozen=True)
+class HostRanks:
+    """One host of the job: its name, its leader (its lowest rank) and its ranks."""
+
+    name: str
+    leader: int
+    ranks: RankSet

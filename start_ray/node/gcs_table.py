@@ -27,7 +27,7 @@ from typing import Any, Callable, Dict, FrozenSet, List, Optional, Protocol, Tex
 from start_ray.node import compat
 from start_ray.node.raynode import RANK_LABEL
 from start_ray.procs import proctree
-from start_ray.procs.helpers import Helper
+from start_ray.procs.helpers import Helper, HelperProcess
 
 # The helper's niceness (added to what rank 0 has).
 NICENESS = 10
@@ -80,7 +80,7 @@ class Table(Helper, Protocol):
     def close(self) -> None: ...
 
 
-class NodeTable:
+class NodeTable(HelperProcess):
     """Rank 0's view of the GCS node table, kept fresh by the helper."""
 
     what = "the node-table helper start_ray.node.gcs_table"
@@ -107,18 +107,9 @@ class NodeTable:
                          name="node-table").start()
         return process
 
-    # helpers.Helper: rank 0 watches the helper while it relies on it.
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def returncode(self) -> Optional[int]:
-        return self.process.poll()
-
-    def restart(self) -> None:
-        """A new helper, told what the old one watched (its whole state)."""
-        self.process.wait()
-        self.process = self._spawn()
+    def _retell(self) -> None:
+        """A new helper is told what the old one watched (its whole state);
+        rank 0 watches the helper while it relies on it (HelperProcess)."""
         if self._watching:
             self._say(self._watching)
 

@@ -23,6 +23,9 @@ ESCAPES = re.compile(logs.ESCAPES.encode())  # as in the rank logs
 CHUNK = 64 * 1024
 # How many of stderr's last lines are searched for the last traceback.
 TAIL_LINES = 2000
+# What Ray's raylet prints of its state, which its agents publish to every
+# driver when it dies (Console).
+STATE_DUMP = b"[state-dump]"
 # A reader whose pipe a leftover child of the driver keeps open is let go after this.
 CLOSE_WAIT = 2.0
 
@@ -50,6 +53,7 @@ class Tee:
     def _copy(self, stream: IO[bytes], console_fd: int, errors: bool) -> None:
         pending = b""
         fd = stream.fileno()
+        console = Console(console_fd, os.path.basename(self.path))
         while True:
             try:
                 chunk = os.read(fd, CHUNK)
@@ -57,13 +61,14 @@ class Tee:
                 chunk = b""
             if not chunk:
                 break
-            _write_all(console_fd, chunk)
+            console.write(chunk)
             pending += chunk
             lines, _, pending = pending.rpartition(b"\n")
             if lines:
                 self._keep(lines + b"\n", errors)
         if pending:
             self._keep(pending + b"\n", errors)
+        console.close()
         stream.close()
 
     def _keep(self, data: bytes, errors: bool) -> None:
@@ -87,6 +92,44 @@ class Tee:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+class Console:
+    """The driver's output as the console gets it: as it comes (a progress
+    bar without a newline shows at once), but for the state dump of a dead
+    raylet that Ray's agents publish to every driver (its log's last lines,
+    `[state-dump] ...`, dozens of them under --restarts): those lines go to
+    the file only, and the console gets one line that says so."""
+
+    def __init__(self, fd: int, file_name: str) -> None:
+        self.fd, self.file_name = fd, file_name
+        self.held = b""  # an unfinished line of the dump
+        self.dropped = 0
+
+    def write(self, chunk: bytes) -> None:
+        data, self.held = self.held + chunk, b""
+        out = []
+        for line in data.splitlines(keepends=True):
+            if STATE_DUMP in line and not line.endswith(b"\n"):
+                self.held = line  # the rest of it comes next
+            elif STATE_DUMP in line:
+                self.dropped += 1
+            else:
+                if self.dropped and line.endswith(b"\n"):
+                    out.append(self._notice())
+                out.append(line)
+        _write_all(self.fd, b"".join(out))
+
+    def _notice(self) -> bytes:
+        dropped, self.dropped = self.dropped, 0
+        return (f"start_ray: Ray's state dump of a dead raylet ({dropped} lines) is in "
+                f"{self.file_name} only\n").encode()
+
+    def close(self) -> None:
+        if self.held:
+            self.dropped += 1
+        if self.dropped:
+            _write_all(self.fd, self._notice())
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -22,12 +22,39 @@ from __future__ import annotations
 
 import logging
 import signal
+import subprocess
 from typing import List, Optional, Protocol
 
 from start_ray.errors import JobError
 
 # How often a helper may be restarted before its end ends the job.
 RESTARTS = 1
+
+
+class HelperProcess:
+    """A Helper that is one child process of the rank: its pid, its end, and
+    a restart that starts it again (`_spawn`) and tells the new one the old
+    one's whole state (`_retell`)."""
+
+    process: "subprocess.Popen[str]"
+
+    def _spawn(self) -> "subprocess.Popen[str]":
+        raise NotImplementedError
+
+    def _retell(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def returncode(self) -> Optional[int]:
+        return self.process.poll()
+
+    def restart(self) -> None:
+        self.process.wait()
+        self.process = self._spawn()
+        self._retell()
 
 
 class HelperLost(JobError):

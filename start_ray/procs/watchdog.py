@@ -24,16 +24,17 @@ import signal
 import subprocess
 import sys
 import time
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 from start_ray.procs import proctree
+from start_ray.procs.helpers import HelperProcess
 
 
 class RankGone(Exception):
     """The rank died: its pipe closed, or the kernel reparented us."""
 
 
-class Watchdog:
+class Watchdog(HelperProcess):
     """The rank's handle on its watchdog process (a helpers.Helper: its whole
     state is the sessions it was told of, which the handle keeps too, so a
     watchdog that was killed is restarted with all of them)."""
@@ -54,17 +55,8 @@ class Watchdog:
         return subprocess.Popen(self._args, env=self._env, stdin=subprocess.PIPE, text=True,
                                 start_new_session=True, preexec_fn=_ignore_at_exec)
 
-    @property
-    def pid(self) -> int:
-        return self.process.pid
-
-    def returncode(self) -> Optional[int]:
-        return self.process.poll()
-
-    def restart(self) -> None:
-        """A new watchdog, told every session the old one was told."""
-        self.process.wait()
-        self.process = self._spawn()
+    def _retell(self) -> None:
+        """A new watchdog is told every session the old one was told."""
         for leader, began in self._told:
             self._say(leader, began)
 

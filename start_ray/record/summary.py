@@ -23,20 +23,13 @@ import json
 import os
 from typing import Any, Dict, List, Optional, Sequence, Set, Tuple
 
-from start_ray.mpi.ranks import RankSet
+from start_ray.mpi.ranks import HostRanks, RankSet
 from start_ray.record import collect, events, logs
 
 JSON = "summary.json"
 # The logs whose error lines the summary quotes, most telling first.
 TELLING_LOGS = ("raylet.err", "raylet.out", "gcs_server.err", "gcs_server.out",
                 "ray-start-*.out")
-
-
-@dataclasses.dataclass(frozen=True)
-class Host:
-    name: str
-    leader: int
-    ranks: RankSet
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +47,7 @@ class Facts:
     run_id: str
     run_dir: str
     size: int
-    hosts: Sequence[Host]
+    hosts: Sequence[HostRanks]
     nodes: Sequence[Node]
     events: Sequence[events.Event]
 

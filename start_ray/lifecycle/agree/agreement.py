@@ -35,7 +35,7 @@ from start_ray.identity import Identity
 from start_ray.lifecycle.agree import software
 from start_ray.lifecycle.contracts import Channel
 from start_ray.mpi import launch_env
-from start_ray.mpi.ranks import RankSet
+from start_ray.mpi.ranks import HostRanks, RankSet
 from start_ray.node import auth
 from start_ray.options import Options
 from start_ray.record import logs
@@ -56,15 +56,6 @@ class Plan:
 
 # Up to this many ranks are named one by one in a log line; more are grouped.
 NAMED_ONE_BY_ONE = 8
-
-
-@dataclasses.dataclass(frozen=True)
-class HostRanks:
-    """One host of the job: its name, its leader (its lowest rank) and its ranks."""
-
-    name: str
-    leader: int
-    ranks: RankSet
 
 
 @dataclasses.dataclass(frozen=True)

@@ -155,6 +155,6 @@ def facts(agreed: Agreement, state: HeadState) -> summary.Facts:
     layout = state.layout
     return summary.Facts(
         run_id=agreed.plan.run_id, run_dir=agreed.run_dir, size=agreed.size,
-        hosts=[summary.Host(host.name, host.leader, host.ranks) for host in layout.hosts],
+        hosts=layout.hosts,
         nodes=[summary.Node(node.rank, node.host, node.ip, node.ranks) for node in layout.nodes],
         events=state.ledger.events)
