@@ -64,6 +64,7 @@ class FakeNode:
         self.returncode: Optional[int] = None
         self.gcs_store = False  # the head's GCS keeps its state (start_node)
         self.gcs_dead = False
+        self.gcs_dies_after_this_look = False
         self.gcs_restarts = 0
 
     # the part of subprocess.Popen the roles use
@@ -143,6 +144,9 @@ class FakeNode:
         self.world.event(self.rank, "gcs killed")
 
     def gcs_ended(self) -> Optional[str]:
+        if self.gcs_dies_after_this_look:  # it dies between this look and the next
+            self.gcs_dies_after_this_look, self.gcs_dead = False, True
+            return None
         return "gcs_server was killed by SIGKILL" if self.gcs_dead and self.gcs_store else None
 
     def restart_gcs(self, deadline: float) -> float:

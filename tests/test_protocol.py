@@ -616,6 +616,21 @@ def test_a_gcs_that_cannot_come_back_ends_the_job_naming_why(tmp_path):
         "status 1 at once: (fake))" in world.jobs[0].cause
 
 
+def test_a_gcs_that_dies_between_the_watchs_two_looks_is_still_brought_back(tmp_path):
+    """The watch looks at the GCS, then at the node's processes: a GCS that
+    died in between was seen dead by the second look only, and the job
+    ended as 'its gcs_server ended' (1 run in 16 of test_gcs.py's)."""
+    world = World(2)
+
+    def payload(running):
+        world.latest_nodes()[0].gcs_dies_after_this_look = True
+        running.tick()
+        return 0
+    statuses = world.run(options(tmp_path), payload)
+    assert statuses == {0: 0, 1: 0}, world.jobs[0].cause
+    assert world.latest_nodes()[0].gcs_restarts == 1
+
+
 def test_a_gcs_that_died_with_the_heads_raylet_is_not_started_again(tmp_path):
     """The raylet is the head: a GCS brought back beside a dead raylet would
     leave the workers waiting on a head that is gone."""

@@ -168,6 +168,12 @@ class Watch:
             return
         how = head.gcs_ended()
         why = head.gone(but_gcs=how is not None)
+        if why is not None and how is None:
+            # Two looks at one process: a GCS that died between them is seen
+            # dead by the second alone; look at it again (1 job in 16 was
+            # ended as "its gcs_server ended" instead of bringing it back).
+            how = head.gcs_ended()
+            why = head.gone(but_gcs=True) if how is not None else why
         if why is not None:
             raise HeadLost(f"the Ray head on {self.state.layout.nodes[0].host} (rank 0) ended "
                            f"({why}): the cluster is gone, so {consequence}")
