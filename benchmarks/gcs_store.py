@@ -35,6 +35,7 @@ import psutil
 
 import baselines
 import compare
+import runs
 import evidence
 
 ACTOR_COUNT = os.path.join(baselines.ROOT, "tests", "drivers", "actor_count.py")
@@ -47,10 +48,10 @@ def kill_run(np: int) -> dict:
     work = tempfile.mkdtemp(prefix="srgs-")
     ready, until, out = (os.path.join(work, name) for name in ("ready", "until", "out.json"))
     log_dir = os.path.join(work, "logs")
-    cmd = compare.start_ray_command(np, ACTOR_COUNT, "--ready", ready, "--until", until,
+    cmd = runs.start_ray_command(np, ACTOR_COUNT, "--ready", ready, "--until", until,
                                     "--out", out)
     mark = uuid.uuid4().hex
-    proc = subprocess.Popen(cmd, env=compare._env(BENCH_MARK=mark, START_RAY_LOG_DIR=log_dir),
+    proc = subprocess.Popen(cmd, env=runs._env(BENCH_MARK=mark, START_RAY_LOG_DIR=log_dir),
                             cwd=baselines.ROOT, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
     deadline = time.time() + 300
@@ -90,7 +91,7 @@ def measure(args: argparse.Namespace) -> dict:
         data["floor"].append(baselines.floor())
         for np in args.ranks:
             for kind, env in (("store", {}), ("memory", {"START_RAY_GCS_RESTARTS": "0"})):
-                run = compare.start_ray_run(np, 0, sigterm=False, **env)
+                run = runs.start_ray_run(np, 0, sigterm=False, **env)
                 rows[np][kind].append(run["to_driver"])
                 rows[np][f"exit_{kind}"].append(run["to_end"])
         compare.progress(f"floor {data['floor'][-1]}; {json.dumps(rows)}")
