@@ -159,19 +159,38 @@ def _set(holder: Any, value: float) -> None:
         raise TypeError(type(holder).__name__)
 
 
+def _optimizer_piece(name: str, value: Any) -> Dict[str, Any]:
+    """An optimizer's moments as a digest; its hyperparameters (torch's
+    param_groups: lr, betas, eps...) as numbers, compared within float32's
+    precision (Ray 2.52's restore rounds them to float32)."""
+    if isinstance(value, list) and value and all(isinstance(g, dict) for g in value):
+        found: Dict[str, Any] = {}
+        for index, group in enumerate(value):
+            for key, item in group.items():
+                items = item if isinstance(item, (list, tuple)) else [item]
+                if key != "params" and items and all(
+                        isinstance(i, (int, float)) and not isinstance(i, bool) for i in items):
+                    for place, number_ in enumerate(items):
+                        found[f"{name}/{index}/{key}/{place}"] = float(number_)
+                else:
+                    found[f"{name}/{index}/{key}"] = digest(item)
+        return found
+    return {name: digest(value)}
+
+
 def _learner_pieces(learner: Any) -> Dict[str, Any]:
     """One Learner's live state (run inside its process)."""
     pieces: Dict[str, Any] = {}
     for name, value in flat(learner.module.get_state()).items():
         pieces[f"learner/module/{name}"] = digest(value)
     for name, value in flat(learner._get_optimizer_state()).items():
-        pieces[f"learner/optimizer/{name}"] = digest(value)
+        pieces.update(_optimizer_piece(f"learner/optimizer/{name}", value))
     for name, value in _coefficients(learner).items():
         pieces[f"learner/{name}"] = number(value)
     for name, scheduler in _schedulers(learner).items():
         pieces[f"learner/{name}"] = number(scheduler.get_current_value())
     pieces["learner/weights_seq_no"] = int(getattr(learner, "_weights_seq_no", 0))
-    for name, value in flat(learner.metrics.peek() or {}).items():
+    for name, value in flat(learner.metrics.peek(()) or {}).items():
         if name.endswith("_lifetime"):
             pieces[f"learner/metrics/{name}"] = number(value)
     if learner.config.seed is not None:
@@ -209,11 +228,10 @@ def _new_stack(algorithm: Any) -> Dict[str, Any]:
         result = learner
         pieces.update({key.replace("learner/", f"learner{index}/", 1): value
                        for key, value in result.items()})
-    for name, value in flat(algorithm.metrics.peek() or {}).items():
+    for name, value in flat(algorithm.metrics.peek(()) or {}).items():
         if name.endswith("_lifetime"):
             pieces[f"metrics/{name}"] = number(value)
-    runners = algorithm.env_runner_group.foreach_env_runner(
-        _env_runner_pieces, local_env_runner=True)
+    runners = _each_runner(algorithm, _env_runner_pieces)
     for index, runner in enumerate(runners):
         pieces.update({f"env_runner{index}/{k}": v for k, v in runner.items()})
     pieces["training_iteration"] = int(algorithm.training_iteration)
@@ -245,13 +263,11 @@ def _old_worker_pieces(worker: Any) -> Dict[str, Any]:
 
 def _old_stack(algorithm: Any) -> Dict[str, Any]:
     pieces: Dict[str, Any] = {}
-    workers = getattr(algorithm, "env_runner_group", None) or algorithm.workers
     for policy_id, policy in _local_policies(algorithm).items():
         pieces.update({f"policy/{policy_id}/{k}": v for k, v in _policy_pieces(policy).items()})
     for name, value in dict(getattr(algorithm, "_counters", {})).items():
         pieces[f"counters/{name}"] = number(value)
-    runners = workers.foreach_env_runner(_old_worker_pieces, local_env_runner=True) \
-        if hasattr(workers, "foreach_env_runner") else workers.foreach_worker(_old_worker_pieces)
+    runners = _each_runner(algorithm, _old_worker_pieces)
     for index, runner in enumerate(runners):
         pieces.update({f"env_runner{index}/{k}": v for k, v in runner.items()})
     pieces["training_iteration"] = int(algorithm.training_iteration)
@@ -343,6 +359,18 @@ def _runners(algorithm: Any) -> Any:
     return getattr(algorithm, "env_runner_group", None) or algorithm.workers
 
 
+def _each_runner(algorithm: Any, function: Callable[[Any], Any]) -> List[Any]:
+    """`function` run on every env runner, the local one first, in its
+    process: foreach_env_runner since Ray 2.41, foreach_worker before."""
+    group = _runners(algorithm)
+    if hasattr(group, "foreach_env_runner"):
+        return list(group.foreach_env_runner(function, local_env_runner=True))
+    try:
+        return list(group.foreach_worker(function, local_env_runner=True))
+    except TypeError:  # a WorkerSet
+        return list(group.foreach_worker(function, local_worker=True))
+
+
 def _local_policies(algorithm: Any) -> Dict[str, Any]:
     workers = _runners(algorithm)
     local = workers.local_env_runner if hasattr(workers, "local_env_runner") \
@@ -394,12 +422,10 @@ def extra(algorithm: Any) -> Dict[str, Any]:
             if algorithm.config.framework_str == "tf2"}}
         if algorithm.config.seed is not None:
             found["rng"] = _rng_save()
-            found["env_runners"] = list(_runners(algorithm).foreach_env_runner(
-                _runner_extra, local_env_runner=True))
+            found["env_runners"] = _each_runner(algorithm, _runner_extra)
         return found
     learners = _each_learner(algorithm, _learner_extra)
-    runners = algorithm.env_runner_group.foreach_env_runner(_runner_extra,
-                                                            local_env_runner=True)
+    runners = _each_runner(algorithm, _runner_extra)
     return {"learners": learners, "env_runners": list(runners)}
 
 
@@ -434,16 +460,14 @@ def put_back(algorithm: Any, saved: Optional[Dict[str, Any]], checkpoint: str) -
         if "rng" in saved:
             _rng_load(saved["rng"])
         if saved.get("env_runners"):
-            _runners(algorithm).foreach_env_runner(_runner_put_back(saved["env_runners"]),
-                                                   local_env_runner=True)
+            _each_runner(algorithm, _runner_put_back(saved["env_runners"]))
         return
     learners = saved.get("learners", [])
     _each_learner(algorithm,
                   lambda learner: _learner_put_back(learner, learners[0] if learners else {}))
     runners = saved.get("env_runners", [])
     if runners:
-        algorithm.env_runner_group.foreach_env_runner(_runner_put_back(runners),
-                                                      local_env_runner=True)
+        _each_runner(algorithm, _runner_put_back(runners))
 
 
 def _has(saved: Dict[str, Any], piece: str) -> bool:
@@ -467,7 +491,7 @@ def compare(before: Dict[str, Any], after: Dict[str, Any]) -> Tuple[List[str], L
             continue
         old, new = before.get(name, "(absent)"), after.get(name, "(absent)")
         if old == new or (isinstance(old, float) and isinstance(new, float)
-                          and abs(old - new) <= 1e-6 * max(1.0, abs(old))):
+                          and abs(old - new) <= 1e-6 * max(1.0, abs(old))):  # float32's
             continue
         line = f"{name}: {old} at the save, {new} after the restore"
         why = next((why for prefix, why in EXPECTED.items() if prefix in name), None)
