@@ -8,8 +8,9 @@ metrics, and not PPO's adaptive KL coefficient: ray#22444 of old). So
 `snapshot()` reads the live objects instead, in every process that holds a
 piece: the learners (their module's weights, optimizer moments, the KL
 coefficient, the entropy and learning-rate schedules), the algorithm's
-lifetime counters, the env runners' connectors and filters, and the random
-number generators where a seed is set. Each piece is a number, or a digest
+lifetime counters, the old stack's window of episodes its mean return is
+taken over, the env runners' connectors and filters, and the random number
+generators where a seed is set. Each piece is a number, or a digest
 of its arrays.
 
 `extra()` is what RLlib does not save itself, for the driver to save beside
@@ -267,6 +268,8 @@ def _old_stack(algorithm: Any) -> Dict[str, Any]:
         pieces.update({f"policy/{policy_id}/{k}": v for k, v in _policy_pieces(policy).items()})
     for name, value in dict(getattr(algorithm, "_counters", {})).items():
         pieces[f"counters/{name}"] = number(value)
+    history = list(getattr(algorithm, "_episode_history", []))
+    pieces["episodes/for_the_mean"] = f"{len(history)} episodes, {digest(repr(history))}"
     runners = _each_runner(algorithm, _old_worker_pieces)
     for index, runner in enumerate(runners):
         pieces.update({f"env_runner{index}/{k}": v for k, v in runner.items()})
@@ -419,7 +422,11 @@ def extra(algorithm: Any) -> Dict[str, Any]:
         found: Dict[str, Any] = {"optimizers": {
             str(policy_id): [_numpy(v) for v in _optimizer_variables(policy)]
             for policy_id, policy in _local_policies(algorithm).items()
-            if algorithm.config.framework_str == "tf2"}}
+            if algorithm.config.framework_str == "tf2"},
+            # the last episodes the reported mean return is taken over (RLlib
+            # keeps metrics_num_episodes_for_smoothing of them, unsaved: a
+            # restored run's mean was over its new episodes alone)
+            "episode_history": list(getattr(algorithm, "_episode_history", []))}
         if algorithm.config.seed is not None:
             found["rng"] = _rng_save()
             found["env_runners"] = _each_runner(algorithm, _runner_extra)
@@ -436,6 +443,7 @@ def needed(algorithm: Any) -> List[str]:
     for index, learner in enumerate(wanted.get("learners", [])):
         names += [f"learner{index}/{piece}" for piece in learner]
     names += [f"optimizers/{policy_id}" for policy_id in wanted.get("optimizers", {})]
+    names += ["episode_history"] if "episode_history" in wanted else []
     if "rng" in wanted:
         names.append("rng")
     return names
@@ -457,6 +465,8 @@ def put_back(algorithm: Any, saved: Optional[Dict[str, Any]], checkpoint: str) -
         policies = _local_policies(algorithm)
         for policy_id, values in saved.get("optimizers", {}).items():
             _put_back_optimizer(policies[policy_id], values, checkpoint)
+        if "episode_history" in saved:
+            algorithm._episode_history = list(saved["episode_history"])
         if "rng" in saved:
             _rng_load(saved["rng"])
         if saved.get("env_runners"):
@@ -475,6 +485,8 @@ def _has(saved: Dict[str, Any], piece: str) -> bool:
         return "rng" in saved
     if piece.startswith("optimizers/"):
         return piece.split("/", 1)[1] in saved.get("optimizers", {})
+    if piece == "episode_history":
+        return "episode_history" in saved
     head, _, name = piece.partition("/")
     index = int(head[len("learner"):])
     learners = saved.get("learners", [])

@@ -156,8 +156,11 @@ def test_a_chain_carries_the_whole_algorithm_and_stops_at_the_chains_totals(
                "metrics/env_runners/num_env_steps_sampled_lifetime", "rng/learner0/numpy"}
               if framework == "torch" else
               {"policy/default_policy/kl_coeff", "policy/default_policy/optimizer",
-               "counters/num_env_steps_sampled", "env_runner1/rng/numpy"})
+               "counters/num_env_steps_sampled", "env_runner1/rng/numpy",
+               "episodes/for_the_mean"})
     assert wanted <= set(pieces), sorted(pieces)
+    if framework == "tf2":  # the mean return's window came back whole, not empty
+        assert not pieces["episodes/for_the_mean"].startswith("0 episodes"), pieces
     if framework == "torch":  # the reward criterion too counts from where the chain is
         third = link(jobs, folder, framework, "--stop-reward", "0")
         assert re.search(r"iteration 5, 2000 env steps", third), third
