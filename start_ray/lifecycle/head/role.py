@@ -21,12 +21,13 @@ from start_ray.lifecycle.contracts import (
 )
 from start_ray.lifecycle.head import join_slots
 from start_ray.lifecycle.head.bring_up import BringUp
+from start_ray.lifecycle.head.gcs_keeper import GcsKeeper
 from start_ray.lifecycle.head.join_slots import JoinSlots
 from start_ray.lifecycle.head.ledger import Ledger
 from start_ray.lifecycle.head.state import HeadState
 from start_ray.lifecycle.head.teardown import HeadTeardown
 from start_ray.lifecycle.head.watch import Watch
-from start_ray.node import gcs_server, raynode
+from start_ray.node import raynode
 from start_ray.options import Options
 from start_ray.procs.signals import SignalInbox
 from start_ray.record import announce
@@ -45,7 +46,7 @@ class HeadRank:
         self.state = HeadState(
             layout=layout, ledger=Ledger(layout, started),
             slots=JoinSlots(workers, join_slots.slots_for(len(workers), options.join_slots)),
-            gcs_in_place=gcs_server.in_place(options, agreed.runs.ray)[0])
+            gcs=GcsKeeper(agreed.gcs, layout.nodes[0].host, log))
         self.watch = Watch(options, channel, owner, self.state, log)
         self.bring_up = BringUp(agreed, options, channel, owner, launcher, inbox, self.state,
                                 self.watch, log)
