@@ -17,6 +17,8 @@ from start_ray.lifecycle.contracts import (
     ClusterInfo,
     Launcher,
     Owner,
+    Parted,
+    Started,
     Teardown,
 )
 from start_ray.lifecycle.head import join_slots
@@ -56,8 +58,15 @@ class HeadRank:
     def ledger(self) -> Ledger:
         return self.state.ledger
 
-    def start(self) -> ClusterInfo:
-        """The cluster, then its card and the READY block."""
+    def start(self) -> Started:
+        """The cluster, then its card and the READY block; the watch the
+        payload runs under."""
+        return Started(info=self._bring_up(), tick=self.watch.tick)
+
+    def serve(self) -> None:
+        raise RuntimeError("rank 0 runs the payload; the other ranks serve")
+
+    def _bring_up(self) -> ClusterInfo:
         info = self.bring_up.run()
         node = self.launcher.node
         port = (raynode.option_value(node.command, "--dashboard-port")
@@ -84,9 +93,18 @@ class HeadRank:
         self.ledger.attempt_started = time.monotonic()
         self.ledger.note(Restarted(0, self.ledger.since_start(), attempt, after))
 
-    def stop_others(self, status: int, deadline: float, restart: int = 0) -> bool:
-        """Whether the restart asked for (if any) goes ahead."""
+    def stop_others(self, status: int, deadline: float, restart: int = 0) -> Parted:
         return self.teardown.stop_others(status, deadline, restart)
+
+    def restart_said(self) -> Optional[int]:
+        return None  # rank 0 decides (lifecycle/restarts.py)
+
+    def timeline(self) -> Sequence[Event]:
+        return self.ledger.events
+
+    @property
+    def stop_status(self) -> Optional[int]:
+        return None
 
     def report(self, teardown: Teardown) -> None:
         self.teardown.report(teardown)
