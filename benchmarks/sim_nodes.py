@@ -82,7 +82,7 @@ class SimNode:
     def gcs_ended(self) -> Optional[str]:
         return None
 
-    def restart_gcs(self, deadline: float) -> float:
+    def restart_gcs(self, deadline: float, number: int) -> float:
         raise AssertionError("the simulated GCS never dies")
 
     def store_failed(self) -> bool:
@@ -201,6 +201,9 @@ class SimLauncher:
 
     def prepare(self) -> None:
         pass
+
+    def start_head(self, role_args: List[str], gcs_store: bool) -> SimNode:
+        return self.start_node(role_args)
 
     def start_node(self, role_args: List[str], gcs_store: bool = False) -> SimNode:
         self.node = SimNode(self.world)

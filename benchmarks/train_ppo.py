@@ -212,6 +212,9 @@ def main() -> int:
     parser.add_argument("--budget", type=int, default=200_000)
     parser.add_argument("--no-chains", dest="chains", action="store_false",
                         help="the uninterrupted runs only")
+    parser.add_argument("--name", default="train_ppo",
+                        help="the results file's name in benchmarks/results (a partial run, "
+                        "e.g. one framework, beside the whole one)")
     args = parser.parse_args()
     os.makedirs(OUT, exist_ok=True)
     rows: List[dict] = []
@@ -246,19 +249,19 @@ def main() -> int:
         secs = f"{row['seconds_to_target']:.0f}" if row["seconds_to_target"] else "-"
         lines.append(f"| {row['framework']} | {row['seed']} | {steps} | {secs} "
                      f"| {row['iterations']} | {row['final_return']:.1f} | {row['wall']:.0f} |")
-    lines += ["", "![returns against env steps](train_ppo.png)"]
+    lines += ["", f"![returns against env steps]({args.name}.png)"]
     if chains:
         lines += chain_table(rows, chains, args.frameworks)
-        lines += ["", "![chains over uninterrupted runs](train_ppo_chain.png)"]
+        lines += ["", f"![chains over uninterrupted runs]({args.name}_chain.png)"]
         plot_chains(rows, chains, args.frameworks,
-                    os.path.join(evidence.RESULTS, "train_ppo_chain.png"))
+                    os.path.join(evidence.RESULTS, f"{args.name}_chain.png"))
     table = "\n".join(lines)
     print(table)
-    evidence.publish("train_ppo", "PPO quality bar: CartPole-v1 to 450, in one run and as "
+    evidence.publish(args.name, "PPO quality bar: CartPole-v1 to 450, in one run and as "
                      "a chain", table, {"runs": rows, "chains": chains}, "bench-ppo")
     subprocess.run([sys.executable, os.path.join(ROOT, "drivers", "plot_rewards.py"),
                     *[row["results"] for row in rows],
-                    "-o", os.path.join(evidence.RESULTS, "train_ppo.png"),
+                    "-o", os.path.join(evidence.RESULTS, f"{args.name}.png"),
                     *sum([["--label", f"{row['framework']} seed {row['seed']}"] for row in rows],
                          []),
                     "--title", "PPO CartPole-v1 (default hyperparameters)"], check=True,

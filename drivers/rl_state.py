@@ -9,8 +9,8 @@ metrics, and not PPO's adaptive KL coefficient: ray#22444 of old). So
 piece: the learners (their module's weights, optimizer moments, the KL
 coefficient, the entropy and learning-rate schedules), the algorithm's
 lifetime counters, the old stack's window of episodes its mean return is
-taken over, the env runners' connectors and filters, and the random number
-generators where a seed is set. Each piece is a number, or a digest
+taken over, the env runners' weights, connectors and filters, and the random
+number generators where a seed is set. Each piece is a number, or a digest
 of its arrays.
 
 `extra()` is what RLlib does not save itself, for the driver to save beside
@@ -206,6 +206,9 @@ def _env_runner_pieces(runner: Any) -> Dict[str, Any]:
         connector = getattr(runner, name, None)
         if connector is not None and hasattr(connector, "get_state"):
             pieces[f"connector/{name.strip('_')}"] = digest(connector.get_state())
+    module = getattr(runner, "module", None)
+    if module is not None and hasattr(module, "get_state"):
+        pieces["module"] = digest(module.get_state())
     if runner.config.seed is not None:
         pieces.update({f"rng/{k}": v for k, v in rng_state().items()})
         vector = getattr(getattr(runner, "env", None), "unwrapped", None)
@@ -253,7 +256,7 @@ def _policy_pieces(policy: Any) -> Dict[str, Any]:
 
 
 def _old_worker_pieces(worker: Any) -> Dict[str, Any]:
-    pieces: Dict[str, Any] = {}
+    pieces: Dict[str, Any] = {"weights": digest(worker.get_weights())}
     for policy_id, filt in (worker.filters or {}).items():
         pieces[f"filter/{policy_id}"] = digest(repr(filt.as_serializable().__dict__)
                                                if hasattr(filt, "as_serializable") else repr(filt))
@@ -449,6 +452,10 @@ def needed(algorithm: Any) -> List[str]:
     return names
 
 
+# How long the env runners may take to get the learner's weights at a restore.
+SYNC_TIMEOUT = 60.0
+
+
 def put_back(algorithm: Any, saved: Optional[Dict[str, Any]], checkpoint: str) -> None:
     """Restore what RLlib did not; a checkpoint without a piece this
     algorithm needs is refused, naming the piece."""
@@ -478,6 +485,13 @@ def put_back(algorithm: Any, saved: Optional[Dict[str, Any]], checkpoint: str) -
     runners = saved.get("env_runners", [])
     if runners:
         _each_runner(algorithm, _runner_put_back(runners))
+    # RLlib's restore leaves the remote env runners acting with other weights
+    # than the learner's until the first update (Ray 2.60: a link's first
+    # iteration sampled with them); give them the learner's now
+    group = getattr(algorithm, "env_runner_group", None)
+    if group is not None:
+        group.sync_weights(from_worker_or_learner_group=algorithm.learner_group,
+                           inference_only=True, timeout_seconds=SYNC_TIMEOUT)
 
 
 def _has(saved: Dict[str, Any], piece: str) -> bool:

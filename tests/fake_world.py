@@ -108,6 +108,10 @@ class FakeNode:
         script = self.world.scripts.get(self.rank, Script())
         if script.failed_starts >= self.attempt or script.hangs:
             self.wait_started(deadline, interval, look)
+        if self.gcs_store and script.store_fails:  # `ray start` ends before the GCS serves
+            self.returncode = 1
+            self.world.event(self.rank, "start with the store failed")
+            raise NodeError("`ray start` exited with status 1: (fake) the GCS store failed")
         self.world.event(self.rank, "address known")
         return self.address()
 
@@ -149,12 +153,13 @@ class FakeNode:
             return None
         return "gcs_server was killed by SIGKILL" if self.gcs_dead and self.gcs_store else None
 
-    def restart_gcs(self, deadline: float) -> float:
+    def restart_gcs(self, deadline: float, number: int) -> float:
         script = self.world.scripts.get(self.rank, Script())
         if script.gcs_fails_again:
             raise NodeError("gcs_server started again exited with status 1 at once: (fake)")
         self.gcs_dead = False
         self.gcs_restarts += 1
+        assert number == self.gcs_restarts, "the keeper counts as the node does"
         self.world.event(self.rank, "gcs restarted")
         return 0.5
 
@@ -295,14 +300,11 @@ class FakeLauncher:
     def prepare(self) -> None:
         self.world.event(self.rank, "prepared")
 
+    def start_head(self, role_args: List[str], gcs_store: bool) -> FakeNode:
+        return self.start_node(role_args, gcs_store)
+
     def start_node(self, role_args: List[str], gcs_store: bool = False) -> FakeNode:
         node = FakeNode(self.world, self.rank, len(self.nodes) + 1, "--head" in role_args)
-        script = self.world.scripts.get(self.rank, Script())
-        if gcs_store and script.store_fails:
-            node.returncode = 1
-            self.nodes.append(node)
-            self.world.event(self.rank, "start with the store failed")
-            raise NodeError("`ray start` exited with status 1: (fake) the GCS store failed")
         node.gcs_store = gcs_store
         self.nodes.append(node)
         self.world.event(self.rank, f"start attempt {node.attempt}")

@@ -245,12 +245,12 @@ def test_a_ray_without_token_auth_is_refused_unless_no_auth(jobs):
 ])
 def test_the_gcs_comes_back_in_place_on_ray_2_57_and_newer_only(version, restarts, ray_command,
                                                                  on, words):
-    from start_ray.node import gcs_server
+    from start_ray.lifecycle.agree.gcs_policy import GcsPolicy
     from start_ray.options import Options
-    options = Options(gcs_restarts=restarts, ray_command=ray_command)
-    found, said = gcs_server.in_place(options, version)
-    assert found is on and words in said
-    assert ("a GCS death ends the job" in said) is not on
+    policy = GcsPolicy.of(Options(gcs_restarts=restarts, ray_command=ray_command), version)
+    assert policy.in_place is on and words in policy.why
+    assert ("a GCS death ends the job" in policy.why) is not on
+    assert policy.limit == (restarts if on else 0)
 
 
 def test_a_gcs_started_again_gets_the_port_it_took_not_port_0():

@@ -215,7 +215,9 @@ def test_a_checkpoint_without_the_pieces_rllib_leaves_out_is_refused_naming_them
     import types
     learner = _Learner()
     group = types.SimpleNamespace(foreach_learner=lambda fn: [fn(learner)])
-    runners = types.SimpleNamespace(foreach_env_runner=lambda fn, local_env_runner: [])
+    synced = []
+    runners = types.SimpleNamespace(foreach_env_runner=lambda fn, local_env_runner: [],
+                                    sync_weights=lambda **given: synced.append(given))
     algorithm = types.SimpleNamespace(
         config=types.SimpleNamespace(enable_rl_module_and_learner=True, seed=None),
         learner_group=group, env_runner_group=runners)
@@ -227,6 +229,8 @@ def test_a_checkpoint_without_the_pieces_rllib_leaves_out_is_refused_naming_them
     learner.curr_kl_coeffs_per_module = {"default_policy": _Variable(0.2)}
     rl_state.put_back(algorithm, extra, "/c")
     assert learner.curr_kl_coeffs_per_module["default_policy"].value == 0.3
+    # the env runners act with the learner's weights from the first sample on
+    assert [call["from_worker_or_learner_group"] for call in synced] == [group]
     # An RLlib that saves the KL coefficient itself: not written twice.
     learner.get_state = lambda components=None: {"curr_kl_coeffs_per_module": {}}
     assert "coefficients" not in rl_state.extra(algorithm)["learners"][0]

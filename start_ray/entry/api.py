@@ -51,7 +51,8 @@ from start_ray.errors import EXIT_FAILURE, EXIT_NOT_DONE, ClusterError
 from start_ray.lifecycle.contracts import ClusterInfo
 from start_ray.lifecycle.head.role import HeadRank
 from start_ray.lifecycle.head.watch import WatchThread
-from start_ray.lifecycle.job import Job, Phase, opened
+from start_ray.lifecycle.job import Job, Phase
+from start_ray.lifecycle.opening import opened
 from start_ray.node import auth
 from start_ray.options import make_options
 from start_ray.procs.signals import is_stopping
@@ -90,7 +91,7 @@ class cluster:
         self._no_ray: Optional[NoRayHere] = None  # a worker rank's body
 
     def _open(self) -> ContextManager[Job]:
-        """The Job, made the one way every Job is (lifecycle.job.opened)."""
+        """The Job, made the one way every Job is (lifecycle.opening.opened)."""
         return opened(self.options, self.comm)
 
     def __enter__(self) -> Optional[ClusterInfo]:

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 from start_ray import __version__, errors
 from start_ray.entry import attach, driver_payload, serve
 from start_ray.errors import UsageError
-from start_ray.lifecycle.job import run as run_job
+from start_ray.lifecycle.opening import run as run_job
 from start_ray.mpi import launch_env
 from start_ray.options import SPECS, Options, make_options
 from start_ray.procs import driver

@@ -85,13 +85,18 @@ class Node(Protocol):
     def last_words(self, lines: int = 4) -> str: ...
     def session_dir(self) -> str: ...
     def gone(self, but_gcs: bool = False) -> Optional[str]: ...
-    # a head whose GCS keeps its state in a store (node/gcs_server.py)
+    def kill(self) -> None: ...
+    def stop_in_order(self, timeout: float) -> None: ...
+
+
+class HeadNode(Node, Protocol):
+    """The head's node, whose GCS may keep its state in a store and come back
+    in place (node/gcs_server.py; lifecycle/head/gcs_keeper.py decides)."""
+
     def keep_gcs(self, port: int) -> bool: ...
     def gcs_ended(self) -> Optional[str]: ...
-    def restart_gcs(self, deadline: float) -> float: ...
-    def kill(self) -> None: ...
+    def restart_gcs(self, deadline: float, number: int) -> float: ...
     def store_failed(self) -> bool: ...
-    def stop_in_order(self, timeout: float) -> None: ...
 
 
 class Launcher(Protocol):
@@ -104,7 +109,8 @@ class Launcher(Protocol):
     def ray_env(self) -> Dict[str, str]: ...
     def adopt(self, ready: Any) -> None: ...
     def prepare(self) -> None: ...
-    def start_node(self, role_args: List[str], gcs_store: bool = False) -> Node: ...
+    def start_node(self, role_args: List[str]) -> Node: ...
+    def start_head(self, role_args: List[str], gcs_store: bool) -> HeadNode: ...
     def node_table(self) -> Table: ...
     def close_node_table(self, table: Table) -> None: ...
 
@@ -158,17 +164,49 @@ class Teardown:
     began: float  # time.monotonic() when the teardown began
 
 
+@dataclasses.dataclass(frozen=True)
+class Started:
+    """What a rank's START came to: rank 0's cluster (`info`) and the watch
+    its payload runs under (`tick`); another rank's: whether it serves now
+    (False: the head never came up) and its status so far."""
+
+    info: Optional[ClusterInfo] = None
+    tick: Optional[Callable[[], None]] = None
+    serves: bool = False
+    status: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Parted:
+    """What the first half of the teardown came to (Role.stop_others): the
+    restart every rank begins next, 0 for none (one needs every rank: a
+    rank lost since cancels it; another rank learns it from rank 0's Stop)."""
+
+    restart: int
+    cancelled: bool = False  # a restart was asked for and cannot go ahead
+
+
 class Role(Protocol):
-    """What the lifecycle asks of a rank's part in the teardown."""
+    """What the lifecycle asks of a rank's part (lifecycle/head/role.HeadRank,
+    lifecycle/worker/role.WorkerRank): each phase's step, with a typed result."""
+
+    def restarted(self, attempt: int, after: str, earlier: Sequence[Any]) -> None:
+        """This attempt follows the head's loss (--restarts)."""
+
+    def start(self) -> Started:
+        """START: the cluster (rank 0), or this rank's node joined."""
+
+    def serve(self) -> None:
+        """SERVE (not rank 0): until rank 0's Stop."""
 
     def logs_wanted(self) -> bool:
         """Whether this node's Ray logs explain something (--collect-logs
         on-failure): the whole job is known to have failed (beyond this
         rank), or this rank's node died during it."""
 
-    def stop_others(self, status: int, deadline: float, restart: int = 0) -> bool:
-        """Teardown, before this rank stops its own processes; whether the
-        restart asked for (rank 0, --restarts) goes ahead."""
+    def stop_others(self, status: int, deadline: float, restart: int = 0) -> Parted:
+        """Teardown, before this rank stops its own processes; `restart`:
+        the attempt rank 0 decided on (--restarts)."""
 
     def report(self, teardown: Teardown) -> None:
         """Teardown, once this rank's own processes are stopped."""
@@ -176,3 +214,14 @@ class Role(Protocol):
     def leave_by(self, latest: float) -> Optional[float]:
         """Until when (at most `latest`) to wait for the others at the very
         end (Channel.part); None when not every rank is known to come."""
+
+    def restart_said(self) -> Optional[int]:
+        """Another rank: the attempt rank 0's Stop said follows (None: no
+        Stop came); rank 0: None, it decides itself (lifecycle/restarts.py)."""
+
+    def timeline(self) -> Sequence[Any]:
+        """Rank 0's events so far (a restart's ledger keeps them); none elsewhere."""
+
+    @property
+    def stop_status(self) -> Optional[int]:
+        """Rank 0's Stop status, as another rank received it."""

@@ -42,17 +42,17 @@ goes around the user's body (`start`, then `finish`).
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import sys
 import time
-from typing import Any, Callable, Iterator, List, Optional, Union
+from typing import Callable, List, Optional, Union
 
 from start_ray.errors import EXIT_FAILURE, EXIT_USAGE, Interrupted, UsageError
 from start_ray.errors import exit_status as status_of
 from start_ray.host import resources
 from start_ray.lifecycle.agree import preflight
 from start_ray.lifecycle.agree.agreement import Agreement, agree
+from start_ray.lifecycle.attempt import Attempt
 from start_ray.lifecycle.contracts import (
     Channel,
     ClusterInfo,
@@ -72,8 +72,6 @@ from start_ray.lifecycle.phases import (
 from start_ray.lifecycle.restarts import Restarts
 from start_ray.lifecycle.worker.role import WorkerRank
 from start_ray.mpi import launch_env
-from start_ray.mpi.channel import Channel as MpiChannel
-from start_ray.mpi.channel import world
 from start_ray.node import compat
 from start_ray.node.ready_ray import ReadyRay
 from start_ray.node.starter import NodeLauncher
@@ -87,44 +85,11 @@ from start_ray.record.log_sync import NodeLogs
 REPORT_SLACK = 15.0
 
 
-@contextlib.contextmanager
-def opened(options: Options, comm: Any = None, inbox: Optional[SignalInbox] = None,
-           payload: Optional[Payload] = None, check: Callable[[], None] = lambda: None,
-           ray_ahead: bool = False) -> Iterator["Job"]:
-    """The one way a Job is made (the command line's `run`, the API): the
-    signals caught, the channel over `comm` (COMM_WORLD), and with
-    `ray_ahead` Ray's imports done while MPI starts (after the open-files
-    limit, which that child inherits). On the way out, an unused `ray`
-    imported ahead goes, and the signal handlers are restored."""
-    ready: Optional[ReadyRay] = None
-    open_files: Optional[str] = None
-    if ray_ahead:
-        open_files = resources.raise_open_files_limit()
-        ready = ReadyRay.early(options.ray_command, options.node_per_rank,
-                                       [options.walltime_signal])
-    try:
-        with contextlib.nullcontext(inbox) if inbox else SignalInbox() as caught:
-            caught.also(options.walltime_signal)
-            channel = MpiChannel(comm if comm is not None else world(), options.poll_interval)
-            yield Job(options, channel, caught, payload=payload, check=check, ready=ready,
-                      open_files=open_files)
-    finally:
-        if ready is not None and ready.process.poll() is None and not ready.used:
-            ready.discard()
-
-
-def run(options: Options, payload: Payload, comm: object = None,
-        check: Callable[[], None] = lambda: None,
-        inbox: Optional[SignalInbox] = None) -> int:
-    """The command line's job on this rank: every phase; its exit status.
-    `check` (rank 0's, before anything starts) raises UsageError for bad
-    input, which every rank then exits 2 on; `inbox`: the signals so far."""
-    with opened(options, comm, inbox, payload, check, ray_ahead=True) as job:
-        return job.advance(Phase.DONE)
-
-
 class Job:
-    """One rank's part of the job: its phase, its outcome, what it started.
+    """One rank's part of the job: its phases, the restarts' budget, its exit;
+    what the current attempt found and started is `attempt` (a restart is a
+    new one). The roles answer for the phases with typed results (Started,
+    Parted); the loop dispatches on those, not on the role's class.
 
     `channel`, `own` and `launch` (factories of the process owner and the
     node launcher) and `log_name` are the seams the protocol tests replace:
@@ -150,25 +115,24 @@ class Job:
         self.outcomes: List[Outcome] = []  # what each step returned
         self.restarts = Restarts(options.restarts)  # the attempts (--restarts)
         self.run_id: Optional[str] = None  # the run's, kept by every attempt
-        self._new_attempt(ready)
+        self.attempt = Attempt(ready)  # what this attempt found and started
 
-    def _new_attempt(self, ready: Optional[ReadyRay] = None) -> None:
-        """What one attempt finds and starts (a restart begins it anew: the
-        last one's processes are stopped); the job's count of them stays."""
-        self.ready = ready  # a `ray` started before MPI, for this rank's node
-        self.status = EXIT_FAILURE  # this rank's exit status, final once DONE
-        self.cause: Optional[str] = None  # why the job failed, when it did
-        self.crash: Optional[BaseException] = None  # re-raised once DONE
-        self.info: Optional[ClusterInfo] = None  # rank 0's cluster, from START
-        self.agreed: Optional[Agreement] = None
-        self.owner: Optional[Owner] = None
-        self.launcher: Optional[Launcher] = None
-        self.role: Optional[Union[HeadRank, WorkerRank]] = None
-        self.teardown_began = 0.0
-        self.stopped = 0  # processes this rank's teardown stopped
-        self.left: List[str] = []  # `pid name` of those it could not stop
-        self.logs_safe = True  # the job succeeded, or its Ray logs are copied
-        self.node_logs: Optional[NodeLogs] = None  # this rank's node's Ray logs
+    # what the entry points and the tests read of the attempt
+    @property
+    def status(self) -> int:
+        return self.attempt.status
+
+    @property
+    def cause(self) -> Optional[str]:
+        return self.attempt.cause
+
+    @property
+    def agreed(self) -> Optional[Agreement]:
+        return self.attempt.agreed
+
+    @property
+    def role(self) -> Optional[Union[HeadRank, WorkerRank]]:
+        return self.attempt.role
 
     # ------------------------------------------------------------ the loop
     def advance(self, until: Phase) -> int:
@@ -180,10 +144,10 @@ class Job:
                  Phase.REPORT: self._report}
         while self.phase not in (until, Phase.DONE):
             self.go(self.step(steps[self.phase]))
-        if self.phase is Phase.DONE and self.crash is not None:
+        if self.phase is Phase.DONE and self.attempt.crash is not None:
             self.abort()
-            raise self.crash
-        return self.status
+            raise self.attempt.crash
+        return self.attempt.status
 
     def go(self, outcome: Outcome) -> None:
         after = TRANSITIONS.get((self.phase, outcome))
@@ -204,26 +168,21 @@ class Job:
             if outcome is Outcome.BAD_INPUT:
                 assert isinstance(err, UsageError)
                 self.say_usage_error(err)
-                self.status = EXIT_USAGE
+                self.attempt.status = EXIT_USAGE
             elif outcome is Outcome.FAILED:
                 if isinstance(err, Interrupted):
                     self.log.error("%s during start-up: stopping the job%s", err,
                                    " (exit status 75: not done yet)" if err.walltime else "")
                 else:
                     self.log.error("%s", err)
-                self.fail(status_of(err), str(err))
-                if self.phase is Phase.RUN and self.info is not None:
-                    self.restarts.decide(err, self.info.walltime_warning.is_set(), self.log)
+                self.attempt.fail(status_of(err), str(err))
+                if self.phase is Phase.RUN and self.attempt.info is not None:
+                    self.restarts.decide(err, self.attempt.info.walltime_warning.is_set(), self.log)
             else:
                 self.log.exception("start_ray failed on this rank; stopping its Ray processes")
-                self.fail(EXIT_FAILURE, "start_ray failed on this rank")
-                self.crash = self.crash or err
+                self.attempt.fail(EXIT_FAILURE, "start_ray failed on this rank")
+                self.attempt.crash = self.attempt.crash or err
             return outcome
-
-    def fail(self, status: int, cause: Optional[str]) -> None:
-        """The outcome, if not known yet (the first failure is the cause)."""
-        self.status = status
-        self.cause = self.cause or cause
 
     # ---------------------------------------------------------- the phases
     def _agree(self) -> Outcome:
@@ -241,123 +200,122 @@ class Job:
         def check() -> None:  # rank 0's, before anything starts
             self.check()
             preflight.check(self.options, self.channel.size)
+        now = self.attempt
         agreed = agree(self.channel, self.options, check, compat.gpu_variables(), self.run_id)
         self.log = logs.setup(agreed.run_dir, agreed.rank, agreed.size, self.log_name)
-        self.agreed, self.run_id = agreed, agreed.plan.run_id
-        self.owner = self.make_owner(agreed.identity, self.options, self.log)
-        self.launcher = self.make_launcher(agreed.identity, agreed.my_node,
-                                           agreed.plan.auth_token, self.options, self.log,
-                                           self.owner)
-        parts = (agreed, self.options, self.channel, self.owner, self.launcher, self.inbox,
+        now.agreed, self.run_id = agreed, agreed.plan.run_id
+        now.owner = self.make_owner(agreed.identity, self.options, self.log)
+        now.launcher = self.make_launcher(agreed.identity, agreed.my_node, agreed.plan.auth_token,
+                                          self.options, self.log, now.owner)
+        parts = (agreed, self.options, self.channel, now.owner, now.launcher, self.inbox,
                  self.log, self.started)
-        self.role = HeadRank(*parts) if agreed.rank == 0 else WorkerRank(*parts)
-        if isinstance(self.role, HeadRank) and self.restarts.attempt:
-            self.role.restarted(self.restarts.attempt, self.restarts.causes[-1],
-                                self.restarts.earlier)
+        now.role = HeadRank(*parts) if agreed.rank == 0 else WorkerRank(*parts)
+        if self.restarts.attempt:
+            now.role.restarted(self.restarts.attempt, self.restarts.causes[-1],
+                               self.restarts.earlier)
         elif agreed.rank == 0:
             preflight.log_plan(agreed, self.options, self.log, self.channel.mpi_library())
         if self.options.dry_run:  # every rank probed; nothing starts
             if agreed.rank == 0:
                 self.log.info("dry run: nothing was started (without --dry-run, this would)")
-            self.status = 0
+            now.status = 0
             return Outcome.DRY_RUN
         return Outcome.AGREED
 
     def _own(self) -> Outcome:
         """Nothing this rank starts may escape unseen; rank 0's Stop finds
         every other rank at any moment from now on."""
-        assert self.agreed and self.owner and self.launcher
+        now = self.attempt
+        assert now.agreed and now.owner and now.launcher
         self.channel.expect_stop()
-        if self.agreed.my_node is not None:
+        if now.agreed.my_node is not None:
             # before the first child (unless done before the `ray` imported ahead)
             self.log.debug("%s", self.open_files or resources.raise_open_files_limit())
-            self.owner.set_up()
-            if self.ready is not None:
-                self.launcher.adopt(self.ready)
-            if self.owner.temp_dir is not None:
+            now.owner.set_up()
+            if now.ready is not None:
+                now.launcher.adopt(now.ready)
+            if now.owner.temp_dir is not None:
                 period = self.options.sync_logs if self.options.collect_logs != "never" else 0
-                me = self.agreed.identity
+                me = now.agreed.identity
                 dest = logs.ray_logs_dir(me.run_dir, me.rank, me.size, me.host,
                                          self.restarts.attempt)
-                self.node_logs = NodeLogs(dest, self.owner.temp_dir, period, self.log)
-        elif self.ready is not None:
-            self.ready.discard()
+                now.node_logs = NodeLogs(dest, now.owner.temp_dir, period, self.log)
+        elif now.ready is not None:
+            now.ready.discard()
         return Outcome.OWNED
 
     def _start(self) -> Outcome:
-        if isinstance(self.role, HeadRank):
-            self.info = self.role.start()
-            self.restarts.driver_env(self.info.env, self.run_id or "")
-            self.status = 0
+        """The role's START; the outcome says what came of it (rank 0's
+        cluster, another rank serving, or no cluster to serve)."""
+        now = self.attempt
+        assert now.role is not None
+        started = now.role.start()
+        now.status, now.info, now.tick = started.status, started.info, started.tick
+        if now.info is not None:
+            self.restarts.driver_env(now.info.env, self.run_id or "")
             return Outcome.CLUSTER_UP
-        assert isinstance(self.role, WorkerRank)
-        serve = self.role.start()
-        self.status = self.role.status
-        return Outcome.SERVING if serve else Outcome.NO_CLUSTER
+        return Outcome.SERVING if started.serves else Outcome.NO_CLUSTER
 
     def _run(self) -> Outcome:
-        assert self.payload is not None and self.info is not None
-        assert isinstance(self.role, HeadRank)
-        assert self.owner is not None
-        status = self.payload(Running(self.info, self.inbox, self.role.watch.tick,
-                                      self.owner.popen, self._explain))
-        self.status = status
-        if status:
-            self.cause = self.cause or f"the driver exited with status {status}"
+        now = self.attempt
+        assert self.payload is not None and now.info is not None
+        assert now.tick is not None and now.owner is not None
+        now.status = self.payload(Running(now.info, self.inbox, now.tick, now.owner.popen,
+                                          now.explain))
+        if now.status:
+            now.explain(f"the driver exited with status {now.status}")
         return Outcome.PAYLOAD_ENDED
 
-    def _explain(self, cause: str) -> None:
-        self.cause = self.cause or cause
-
     def _serve(self) -> Outcome:
-        assert isinstance(self.role, WorkerRank)
-        self.role.serve()
+        assert self.attempt.role is not None
+        self.attempt.role.serve()
         return Outcome.STOP_CAME
 
     def _stop(self) -> Outcome:
         """Rank 0 stops the others first (and hears their hosts), then every
         rank its own processes; a failed job's Ray logs are copied."""
-        assert self.agreed and self.owner and self.launcher and self.role
-        self.teardown_began = time.monotonic()
-        report_by = self.teardown_began + self.options.stop_timeout + REPORT_SLACK
-        if not self.role.stop_others(self.status, report_by, self.restarts.pending):
-            self.restarts.cancel("a rank was lost, so not every rank can start again", self.log)
-        self.stopped, self.left = self.owner.stop(self.launcher.node)
-        if self.left:
-            self.log.error("%d process(es) would not stop: %s", len(self.left),
-                           ", ".join(self.left))
+        now = self.attempt
+        assert now.agreed and now.owner and now.launcher and now.role
+        now.teardown_began = time.monotonic()
+        report_by = now.teardown_began + self.options.stop_timeout + REPORT_SLACK
+        parted = now.role.stop_others(now.status, report_by, self.restarts.pending)
+        self.restarts.parted(parted, self.log)
+        now.stopped, now.left = now.owner.stop(now.launcher.node)
+        if now.left:
+            self.log.error("%d process(es) would not stop: %s", len(now.left),
+                           ", ".join(now.left))
         else:
-            self.log.debug("stopped %d process(es); none left", self.stopped)
-        failed = bool(self.status) or self.role.logs_wanted()
+            self.log.debug("stopped %d process(es); none left", now.stopped)
+        failed = bool(now.status) or now.role.logs_wanted()
         collect = self.options.collect_logs
         wanted = collect == "always" or (collect == "on-failure" and failed)
         # before Done: rank 0's summary reads them
-        copied = self.node_logs is not None and self.node_logs.finish(wanted)
-        self.logs_safe = not failed or copied
+        copied = now.node_logs is not None and now.node_logs.finish(wanted)
+        now.logs_safe = not failed or copied
         return Outcome.STOPPED
 
     def _report(self) -> Outcome:
         """Done to the leader (a leader: its host's, to rank 0), or rank 0's
-        summary; then tidy up and leave together."""
-        assert self.role and self.owner
-        report_by = self.teardown_began + self.options.stop_timeout + REPORT_SLACK
-        self.role.report(Teardown(self.status, self.cause, self.stopped, self.left,
-                                  self.teardown_began))
+        summary; then tidy up and leave together; then the next attempt, if
+        the restarts say so."""
+        now = self.attempt
+        assert now.role and now.owner
+        report_by = now.teardown_began + self.options.stop_timeout + REPORT_SLACK
+        now.role.report(Teardown(now.status, now.cause, now.stopped, now.left,
+                                 now.teardown_began))
         self.channel.flush(report_by)
-        self.owner.finish(clean=self.logs_safe and not self.left)
+        now.owner.finish(clean=now.logs_safe and not now.left)
         # Leave together: rank 0 may still be stopping its head when the others are done.
-        leave_by = self.role.leave_by(report_by + self.options.stop_timeout + REPORT_SLACK)
+        leave_by = now.role.leave_by(report_by + self.options.stop_timeout + REPORT_SLACK)
         if leave_by is not None and not self.channel.part(leave_by):
             self.log.debug("not every rank came to the end of the job; exiting anyway")
             self.restarts.cancel("not every rank came to the end of the attempt", self.log)
-        stop = self.role.stop_message if isinstance(self.role, WorkerRank) else None
-        timeline = self.role.ledger.events if isinstance(self.role, HeadRank) else []
-        if not self.restarts.begin_next(self.cause, stop, timeline,
+        if not self.restarts.begin_next(now.cause, now.role.restart_said(), now.role.timeline(),
                                         self.log if self.channel.rank == 0 else None):
             if self.channel.rank == 0:
-                self.log.info("exit status %d", self.status)
+                self.log.info("exit status %d", self.attempt.status)
             return Outcome.REPORTED
-        self._new_attempt()
+        self.attempt = Attempt()
         return Outcome.RESTARTING
 
     # ------------------------------------------------- for the Python API
@@ -365,7 +323,7 @@ class Job:
         """AGREE to START: rank 0's cluster (None elsewhere, and None on
         rank 0 when the start failed: `phase` is DONE then)."""
         self.advance(Phase.RUN if self.channel.rank == 0 else Phase.SERVE)
-        return self.info if self.phase is Phase.RUN else None
+        return self.attempt.info if self.phase is Phase.RUN else None
 
     def serve(self) -> int:
         """A worker rank, after `start`: SERVE to DONE."""
@@ -375,9 +333,9 @@ class Job:
         """Rank 0 after its body (the payload of the API): STOP to DONE; any
         rank after a failure: what is left of the loop."""
         if status is not None:
-            self.status = status
+            self.attempt.status = status
             if status:
-                self.cause = self.cause or cause
+                self.attempt.explain(cause)
         if self.phase is Phase.RUN:
             self.go(Outcome.PAYLOAD_ENDED)
         return self.advance(Phase.DONE)
@@ -385,9 +343,7 @@ class Job:
     @property
     def stop_status(self) -> Optional[int]:
         """Rank 0's Stop status, as a worker rank received it."""
-        if isinstance(self.role, WorkerRank) and self.role.stop_message is not None:
-            return self.role.stop_message.status
-        return None
+        return self.attempt.role.stop_status if self.attempt.role is not None else None
 
     def say_usage_error(self, err: UsageError) -> None:
         """Once per job: by rank 0 (of the launcher's tasks, if MPI saw singletons)."""

@@ -25,7 +25,7 @@ import logging
 from typing import Dict, List, Optional, Sequence
 
 from start_ray.errors import HeadLost
-from start_ray.mpi.messages import Stop
+from start_ray.lifecycle.contracts import Parted
 from start_ray.record.events import Event
 
 RESTART_VARIABLE = "START_RAY_RESTART"
@@ -57,20 +57,26 @@ class Restarts:
         self.pending = self.attempt + 1
         return True
 
+    def parted(self, parted: Parted, log: logging.Logger) -> None:
+        """What the teardown's first half came to: a rank lost since the
+        decision cancels the restart (it needs every rank)."""
+        if parted.cancelled:
+            self.cancel("a rank was lost, so not every rank can start again", log)
+
     def cancel(self, why: str, log: logging.Logger) -> None:
         if self.pending:
             log.error("not restarted (--restarts): %s", why)
         self.pending = 0
 
-    def begin_next(self, cause: Optional[str], stop: Optional[Stop], timeline: Sequence[Event],
+    def begin_next(self, cause: Optional[str], said: Optional[int], timeline: Sequence[Event],
                    log: Optional[logging.Logger]) -> bool:
         """At the end of an attempt: whether another begins (it does now).
-        `stop`: rank 0's Stop, as another rank received it (it says which
-        attempt follows); `timeline`: rank 0's events so far, which the next
+        `said`: the attempt rank 0's Stop said follows, as another rank
+        received it; `timeline`: rank 0's events so far, which the next
         attempt's keeps (`earlier`); `log`: rank 0's, which says so on the
         console."""
-        if stop is not None:
-            self.pending = stop.restart
+        if said is not None:
+            self.pending = said
         if not self.pending:
             return False
         self.causes.append(cause or "the head was lost")

@@ -16,8 +16,8 @@ themselves (they wait `RAY_gcs_rpc_server_reconnect_timeout_s`, 60 s).
 
 The store lives in the head rank's node-local temp dir: one GCS per store,
 never on a shared file system. How often it may come back is the watch's
-policy (lifecycle/head/watch.py, --gcs-restarts); whether it may at all,
-`in_place` below.
+business (lifecycle/head/gcs_keeper.py, --gcs-restarts); whether it may at
+all, the plan's (lifecycle/agree/gcs_policy.py).
 """
 
 from __future__ import annotations
@@ -27,13 +27,11 @@ import shutil
 import socket
 import subprocess
 import time
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional
 
 import psutil
 
 from start_ray.errors import NodeError
-from start_ray.node import compat
-from start_ray.options import Options
 from start_ray.procs import helpers, proctree
 from start_ray.procs.proctree import Spawn
 
@@ -46,24 +44,6 @@ _ADDRESS_FLAG = "--node-ip-address="
 _LOG_FLAGS = ("--stdout_filepath=", "--stderr_filepath=")
 # How often a GCS started again is asked whether it serves.
 SERVE_POLL = 0.05
-
-
-def in_place(options: Options, ray_version: Optional[str]) -> Tuple[bool, str]:
-    """Whether the head's GCS keeps its state in the store and is started
-    again when it dies, and the plan's words for it."""
-    later = (f"a GCS death re-forms the cluster (--restarts {options.restarts})"
-             if options.restarts else "a GCS death ends the job")
-    if not options.gcs_restarts:
-        return False, f"the GCS keeps its state in memory (--gcs-restarts 0): {later}"
-    if options.ray_command:
-        return False, ("the GCS keeps its state in memory (Ray runs through --ray-command, "
-                       f"where start_ray cannot start the GCS again): {later}")
-    if not compat.gcs_store(ray_version):
-        return False, (f"the GCS keeps its state in memory (Ray {ray_version} has no GCS "
-                       f"store; Ray {compat.show(compat.GCS_STORE_SINCE)}+ does): {later}")
-    return True, ("the GCS keeps its state in RocksDB in the head's temp dir and is started "
-                  f"again in place if it dies, at most {options.gcs_restarts} time(s) "
-                  "(--gcs-restarts; 0: off)")
 
 
 def store_path(temp_dir: str) -> str:
@@ -103,7 +83,6 @@ class GcsServer:
         self.env = env
         self.port = port
         self.host = flag(command, _ADDRESS_FLAG) or "127.0.0.1"
-        self.restarts = 0  # how often it was started again
         self._child: Optional["subprocess.Popen[bytes]"] = None  # the last one we started
 
     @classmethod
@@ -132,13 +111,13 @@ class GcsServer:
             return "ended"
         return helpers.how_it_ended(os.waitstatus_to_exitcode(status)) if pid else "ended"
 
-    def start_again(self, spawn: Spawn, deadline: float) -> float:
-        """Run its command again, on the same store and port; the seconds
-        until it serves. Its last logs are kept beside (`.1`, `.2`...).
-        NodeError if it ends first or does not serve by the deadline."""
+    def start_again(self, spawn: Spawn, deadline: float, number: int) -> float:
+        """Run its command again, on the same store and port, for the
+        `number`th time; the seconds until it serves. Its last logs are kept
+        beside (`.1`, `.2`...). NodeError if it ends first or does not serve
+        by the deadline."""
         began = time.monotonic()
-        self.restarts += 1
-        self._set_logs_aside()
+        self._set_logs_aside(number)
         try:
             self._child = spawn(self.command, env=self.env, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -166,11 +145,11 @@ class GcsServer:
     def _log_files(self) -> List[str]:
         return [path for path in (flag(self.command, name) for name in _LOG_FLAGS) if path]
 
-    def _set_logs_aside(self) -> None:
+    def _set_logs_aside(self, number: int) -> None:
         for path in self._log_files():
             if os.path.exists(path):
                 try:
-                    shutil.copyfile(path, f"{path}.{self.restarts}")
+                    shutil.copyfile(path, f"{path}.{number}")
                 except OSError:
                     pass
 

@@ -309,13 +309,13 @@ class RayNode:
         how = self.gcs.ended() if self.gcs is not None else None
         return f"{gcs_server.NAME} {how}" if how else None
 
-    def restart_gcs(self, deadline: float) -> float:
+    def restart_gcs(self, deadline: float, number: int) -> float:
         """The GCS again, in place (gcs_server.GcsServer.start_again); the
         seconds until it serves. The new GCS takes the old one's place among
         the node's core processes; the others are still watched (a raylet
         that died with the GCS is not forgotten)."""
         assert self.gcs is not None
-        took = self.gcs.start_again(self.spawn, deadline)
+        took = self.gcs.start_again(self.spawn, deadline, number)
         if self._core is not None:
             self._core = [(proc, name) for proc, name in self._core if name != gcs_server.NAME]
             self._core.append((self.gcs.process, gcs_server.NAME))

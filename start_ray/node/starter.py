@@ -76,11 +76,14 @@ class NodeLauncher:
             self.ready = ReadyRay(self.ray_env(), [self.options.walltime_signal],
                                   spawn=self.owner.popen)
 
+    def start_head(self, role_args: List[str], gcs_store: bool) -> RayNode:
+        """The head's node; `gcs_store`: its GCS keeps its state in the temp
+        dir, and `ray start` runs without --block (gcs_server.py)."""
+        return self.start_node(role_args, gcs_store)
+
     def start_node(self, role_args: List[str], gcs_store: bool = False) -> RayNode:
         """`ray start ROLE_ARGS --block` with this rank's node plan (in the
-        `ray` prepared ahead, if it is still there). `gcs_store`: a head
-        whose GCS keeps its state in the temp dir, without --block
-        (gcs_server.py)."""
+        `ray` prepared ahead, if it is still there)."""
         temp_dir = self.owner.temp_dir
         assert temp_dir is not None and self.plan is not None
         extra = ["--plasma-directory", temp_dir] if self.plan.store_on_disk else []

@@ -33,6 +33,7 @@ from start_ray.host import network, placement
 from start_ray.host.placement import NodePlan
 from start_ray.identity import Identity
 from start_ray.lifecycle.agree import software
+from start_ray.lifecycle.agree.gcs_policy import GcsPolicy
 from start_ray.lifecycle.contracts import Channel
 from start_ray.mpi import launch_env
 from start_ray.mpi.ranks import HostRanks, RankSet
@@ -125,6 +126,7 @@ class Agreement:
     node_index: Optional[int]  # my_node's place among the job's nodes (0: the head)
     served_by: int  # the rank whose node serves this rank
     host_ranks: RankSet  # the ranks of this rank's host (its leader hears their Done)
+    gcs: GcsPolicy  # whether the head's GCS comes back in place
     layout: Optional[Layout] = None  # rank 0's
 
     @property
@@ -180,7 +182,8 @@ def agree(channel: Channel, options: Options, check: Callable[[], None],
                      head_host=seat.head_host, node_count=seat.node_count,
                      my_node=seat.nodes[mine_in[0]] if mine_in else None,
                      node_index=seat.indexes[mine_in[0]] if mine_in else None,
-                     served_by=served, host_ranks=seat.host_ranks, layout=layout)
+                     served_by=served, host_ranks=seat.host_ranks,
+                     gcs=GcsPolicy.of(options, runs.ray), layout=layout)
 
 
 @dataclasses.dataclass(frozen=True)

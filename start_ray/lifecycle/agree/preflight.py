@@ -27,7 +27,7 @@ from start_ray.host.placement import NodePlan
 from start_ray.lifecycle.agree.agreement import Agreement
 from start_ray.lifecycle.head import join_slots
 from start_ray.mpi import launch_env
-from start_ray.node import auth, compat, gcs_server
+from start_ray.node import auth, compat
 from start_ray.node.ready_ray import ray_beside_python
 from start_ray.options import Options
 from start_ray.record import logs
@@ -138,7 +138,7 @@ def log_plan(agreed: Agreement, options: Options, log: logging.Logger,
         log.warning("Ray %s is newer than the newest Ray start_ray was tested with (%s); "
                     "if something fails, try %s", runs.ray, compat.show(compat.NEWEST),
                     compat.show(compat.NEWEST))
-    log.info("%s", gcs_server.in_place(options, runs.ray)[1])
+    log.info("%s", agreed.gcs.why)
     how = "one per rank (--node-per-rank)" if options.node_per_rank else "one per host"
     log.info("placement: %d Ray node(s), %s", len(agreed.whole.nodes), how)
     # Every number and where it came from: the rank's log, the console on a dry run.

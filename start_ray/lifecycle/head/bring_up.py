@@ -26,7 +26,7 @@ from start_ray.lifecycle.contracts import Channel, ClusterInfo, Launcher, Owner,
 from start_ray.lifecycle.head.state import HeadState
 from start_ray.lifecycle.head.watch import NODE_WATCH_INTERVAL, Watch
 from start_ray.mpi.messages import HeadRecord
-from start_ray.node import gcs_server, raynode
+from start_ray.node import raynode
 from start_ray.node.gcs_table import NodeInfo, summarize, total_resources
 from start_ray.options import Options, nodes_needed
 from start_ray.polling import wait_until
@@ -163,38 +163,22 @@ class BringUp:
         ip = my_node.ip if my_node and my_node.ip_given else None
 
         def start() -> str:
-            state.head = self.launcher.start_node(raynode.head_args(self.options.dashboard),
-                                                  gcs_store=state.gcs_in_place)
+            state.head = None
+            state.head = self.launcher.start_head(raynode.head_args(self.options.dashboard),
+                                                  gcs_store=state.gcs.on)
             if state.table is None:
                 state.table = self.launcher.node_table()
             address = state.head.wait_address(self.deadline, self.options.poll_interval,
                                               self._look, ip=ip)
-            self.keep_gcs(address)  # as soon as it serves: it may die while the rest starts
+            # as soon as it serves: it may die while the rest starts
+            state.gcs.keep(state.head, address, self.owner.temp_dir)
             return address
         try:
             return start()
         except NodeError as err:
-            failed = self.launcher.node
-            if not state.gcs_in_place or failed is None or not failed.store_failed():
+            if not state.gcs.without_store(state.head, err):
                 raise
-            failed.kill()
-            state.gcs_in_place = False
-            self.log.warning("the Ray head did not start with its GCS store (%s): starting it "
-                             "without the store; a GCS death will end the job", err)
             return start()
-
-    def keep_gcs(self, address: str) -> None:
-        """Once the head's GCS serves: it, to start again if it dies."""
-        state = self.state
-        if not state.gcs_in_place or state.head is None:
-            return
-        if not state.head.keep_gcs(int(address.rpartition(":")[2])):
-            state.gcs_in_place = False
-            self.log.warning("found no gcs_server of the head's to keep: a GCS death will end "
-                             "the job")
-            return
-        self.log.debug("the head's GCS keeps its state in %s",
-                       gcs_server.store_path(self.owner.temp_dir or "TEMP_DIR"))
 
     def _look(self) -> None:
         """During start-up a stopping signal, or a walltime warning, ends the

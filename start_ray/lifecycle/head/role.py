@@ -17,16 +17,19 @@ from start_ray.lifecycle.contracts import (
     ClusterInfo,
     Launcher,
     Owner,
+    Parted,
+    Started,
     Teardown,
 )
 from start_ray.lifecycle.head import join_slots
 from start_ray.lifecycle.head.bring_up import BringUp
+from start_ray.lifecycle.head.gcs_keeper import GcsKeeper
 from start_ray.lifecycle.head.join_slots import JoinSlots
 from start_ray.lifecycle.head.ledger import Ledger
 from start_ray.lifecycle.head.state import HeadState
 from start_ray.lifecycle.head.teardown import HeadTeardown
 from start_ray.lifecycle.head.watch import Watch
-from start_ray.node import gcs_server, raynode
+from start_ray.node import raynode
 from start_ray.options import Options
 from start_ray.procs.signals import SignalInbox
 from start_ray.record import announce
@@ -45,7 +48,7 @@ class HeadRank:
         self.state = HeadState(
             layout=layout, ledger=Ledger(layout, started),
             slots=JoinSlots(workers, join_slots.slots_for(len(workers), options.join_slots)),
-            gcs_in_place=gcs_server.in_place(options, agreed.runs.ray)[0])
+            gcs=GcsKeeper(agreed.gcs, layout.nodes[0].host, log))
         self.watch = Watch(options, channel, owner, self.state, log)
         self.bring_up = BringUp(agreed, options, channel, owner, launcher, inbox, self.state,
                                 self.watch, log)
@@ -55,8 +58,15 @@ class HeadRank:
     def ledger(self) -> Ledger:
         return self.state.ledger
 
-    def start(self) -> ClusterInfo:
-        """The cluster, then its card and the READY block."""
+    def start(self) -> Started:
+        """The cluster, then its card and the READY block; the watch the
+        payload runs under."""
+        return Started(info=self._bring_up(), tick=self.watch.tick)
+
+    def serve(self) -> None:
+        raise RuntimeError("rank 0 runs the payload; the other ranks serve")
+
+    def _bring_up(self) -> ClusterInfo:
         info = self.bring_up.run()
         node = self.launcher.node
         port = (raynode.option_value(node.command, "--dashboard-port")
@@ -83,9 +93,18 @@ class HeadRank:
         self.ledger.attempt_started = time.monotonic()
         self.ledger.note(Restarted(0, self.ledger.since_start(), attempt, after))
 
-    def stop_others(self, status: int, deadline: float, restart: int = 0) -> bool:
-        """Whether the restart asked for (if any) goes ahead."""
+    def stop_others(self, status: int, deadline: float, restart: int = 0) -> Parted:
         return self.teardown.stop_others(status, deadline, restart)
+
+    def restart_said(self) -> Optional[int]:
+        return None  # rank 0 decides (lifecycle/restarts.py)
+
+    def timeline(self) -> Sequence[Event]:
+        return self.ledger.events
+
+    @property
+    def stop_status(self) -> Optional[int]:
+        return None
 
     def report(self, teardown: Teardown) -> None:
         self.teardown.report(teardown)

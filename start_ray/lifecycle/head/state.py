@@ -9,7 +9,8 @@ import dataclasses
 from typing import Optional
 
 from start_ray.lifecycle.agree.agreement import Layout
-from start_ray.lifecycle.contracts import Node, Table
+from start_ray.lifecycle.contracts import HeadNode, Table
+from start_ray.lifecycle.head.gcs_keeper import GcsKeeper
 from start_ray.lifecycle.head.join_slots import JoinSlots
 from start_ray.lifecycle.head.ledger import Ledger
 
@@ -19,13 +20,10 @@ class HeadState:
     layout: Layout  # every host and every node
     ledger: Ledger  # what rank 0 knows of every rank, and when
     slots: JoinSlots  # who may join now
-    head: Optional[Node] = None  # the head's `ray start`, once rank 0 started it
+    gcs: GcsKeeper  # the head's GCS back in place: whether, how often
+    head: Optional[HeadNode] = None  # the head's `ray start`, once rank 0 started it
     table: Optional[Table] = None  # the GCS's node table, while rank 0 relies on it
     address: str = ""  # the head's GCS, once it serves
-    # the head's GCS keeps its state in a store and comes back in place
-    # (node/gcs_server.in_place; off again if the store fails at start-up)
-    gcs_in_place: bool = False
-    gcs_restarts: int = 0  # how often it came back
     card_published: bool = False  # the cluster was ready: its card says so
     # Stop said the ranks leave together (none was lost then): they will
     # wait for rank 0 at the end, so rank 0 must come, whatever is lost since

@@ -22,7 +22,7 @@ import time
 from typing import Optional, Set
 
 from start_ray.lifecycle.agree.agreement import Agreement
-from start_ray.lifecycle.contracts import Channel, Launcher, Teardown
+from start_ray.lifecycle.contracts import Channel, Launcher, Parted, Teardown
 from start_ray.lifecycle.head.state import HeadState
 from start_ray.mpi.messages import REPORT, HostDone, Stop
 from start_ray.mpi.ranks import RankSet
@@ -45,28 +45,30 @@ class HeadTeardown:
         self.home = next(host.ranks for host in state.layout.hosts if host.leader == 0)
         self.restarting = False  # the teardown is a restart's (--restarts)
 
-    def stop_others(self, status: int, deadline: float, restart: int = 0) -> bool:
+    def stop_others(self, status: int, deadline: float, restart: int = 0) -> Parted:
         """Every other rank stops first, while the head is still up; then
         hear from every host that its nodes are gone (rank 0's own host's
         ranks without a node are heard while the head stops: `report`).
         `restart`: the attempt every rank starts next (--restarts), which
-        needs every rank: whether it goes ahead."""
+        needs every rank: whether it goes ahead (Parted)."""
         state, ledger = self.state, self.state.ledger
         state.report_by = deadline
         if state.table is not None:
             self.launcher.close_node_table(state.table)
             state.table = None
         state.together = not ledger.lost
-        restart = restart if state.together else 0
+        parted = Parted(restart if state.together else 0,
+                        cancelled=bool(restart) and not state.together)
+        restart = parted.restart
         self.restarting = bool(restart)
         if self.agreed.size == 1:
-            return bool(restart)
+            return parted
         self.log.info("stopping Ray on all %d ranks%s", self.agreed.size,
                       " (to start the cluster again)" if restart else "")
         self.channel.stop_all(Stop(status, together=state.together, restart=restart),
                               direct_to=() if state.together else ledger.other_leaders())
         self.collect(deadline, set(ledger.node_ranks_of.get(0, ())) - {0})
-        return bool(restart)
+        return parted
 
     def collect(self, deadline: float, home: Set[int]) -> None:
         """Until every other host's report and the Done of `home` (ranks of

@@ -14,7 +14,8 @@ the body with that error.
                     Lost   -> the node is lost (policy below); rejoining: a
                               join slot for it (--rejoins)
     every tick      helpers restarted once, else the job ends
-                    the head's `ray start`, gcs_server and raylet still run,
+                    the head's `ray start`, gcs_server and raylet still run
+                              (a GCS that died alone: to its keeper, gcs_keeper.py),
                     else it ends (bring-up asks the same while nodes join)
     every NODE_WATCH_INTERVAL   the GCS's node table: a node missing is lost
     a lost node     logged once; with --fail-fast the job ends
@@ -29,18 +30,15 @@ import threading
 import time
 from typing import List, Optional
 
-from start_ray.errors import HeadLost, JobError, NodeError
-from start_ray.lifecycle.contracts import Channel, Node, Owner
+from start_ray.errors import HeadLost, JobError
+from start_ray.lifecycle.contracts import Channel, Owner
 from start_ray.lifecycle.head.state import HeadState
 from start_ray.mpi.messages import REPORT, Failed, Go, Joined, Lost
 from start_ray.options import Options
-from start_ray.record.events import GcsRestarted, GivenUp
+from start_ray.record.events import GivenUp
 
 # How often rank 0 asks the GCS about the nodes while the driver runs (~30 ms).
 NODE_WATCH_INTERVAL = 2.0
-# A GCS started again in place must serve within this (the raylets wait for
-# it 60 s: RAY_gcs_rpc_server_reconnect_timeout_s).
-GCS_BACK_WITHIN = 30.0
 
 
 @dataclasses.dataclass
@@ -161,8 +159,8 @@ class Watch:
     def check_head(self, consequence: str) -> None:
         """In every phase: the head's `ray start`, GCS server and raylet still
         run, else JobError at once (waiting on would blame other nodes). A
-        GCS that keeps its state in a store is started again in place
-        (gcs_back), unless the head's raylet or `ray start` ended too."""
+        GCS that keeps its state in a store is started again in place (its
+        keeper's), unless the head's raylet or `ray start` ended too."""
         head = self.state.head
         if head is None:
             return
@@ -178,29 +176,7 @@ class Watch:
             raise HeadLost(f"the Ray head on {self.state.layout.nodes[0].host} (rank 0) ended "
                            f"({why}): the cluster is gone, so {consequence}")
         if how is not None:
-            self.gcs_back(head, how, consequence)
-
-    def gcs_back(self, head: Node, how: str, consequence: str) -> None:
-        """The head's GCS died: started again in place, on its store and
-        port (the raylets and the driver reconnect by themselves), at most
-        --gcs-restarts times; else JobError naming why."""
-        state, ledger = self.state, self.state.ledger
-        where = f"the Ray head's GCS on {state.layout.nodes[0].host} (rank 0)"
-        limit = self.options.gcs_restarts
-        if state.gcs_restarts >= limit:
-            raise HeadLost(f"{where} died again ({how}) after {state.gcs_restarts} restart(s) "
-                           f"in place (--gcs-restarts {limit}): the cluster is gone, so "
-                           f"{consequence}")
-        try:
-            took = head.restart_gcs(time.monotonic() + GCS_BACK_WITHIN)
-        except NodeError as err:
-            raise HeadLost(f"{where} died ({how}) and could not be started again in place "
-                           f"({err}): the cluster is gone, so {consequence}") from None
-        state.gcs_restarts += 1
-        ledger.note(GcsRestarted(0, ledger.since_start(), how, state.gcs_restarts, took))
-        self.log.warning("%s died (%s) and is back in place after %.1fs, with its state "
-                         "(restart %d of at most %d, --gcs-restarts): the nodes and the "
-                         "driver reconnect", where, how, took, state.gcs_restarts, limit)
+            self.state.gcs.bring_back(head, how, self.state.ledger, consequence)
 
     def node_lost(self, rank: int, why: str) -> None:
         """Log a lost node once; stop the job if --fail-fast says so."""

@@ -19,11 +19,19 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Optional
+from typing import Any, Optional, Sequence
 
 from start_ray.errors import EXIT_FAILURE, NodeError
 from start_ray.lifecycle.agree.agreement import Agreement
-from start_ray.lifecycle.contracts import Channel, Launcher, Node, Owner, Teardown
+from start_ray.lifecycle.contracts import (
+    Channel,
+    Launcher,
+    Node,
+    Owner,
+    Parted,
+    Started,
+    Teardown,
+)
 from start_ray.lifecycle.worker.joining import Joiner
 from start_ray.mpi.messages import (
     REPORT,
@@ -69,9 +77,16 @@ class WorkerRank:
                              self.look, self.stopped)
         self.launcher = launcher
 
-    def start(self) -> bool:
+    def restarted(self, attempt: int, after: str, earlier: Sequence[Any]) -> None:
+        """Rank 0 keeps the job's account of its attempts."""
+
+    def start(self) -> Started:
         """Join the head (if this rank starts a node); whether to serve next
-        (False: the head never came up, there is nothing to serve)."""
+        (not when the head never came up: there is nothing to serve)."""
+        serves = self._join()
+        return Started(serves=serves, status=self.status)
+
+    def _join(self) -> bool:
         if self.agreed.my_node is not None:
             self.launcher.prepare()  # Ray's imports while the head starts
         record: HeadRecord = self.channel.share(None)
@@ -137,9 +152,22 @@ class WorkerRank:
         return self.losses > 0 or (self.stop_message is not None and
                                    self.stop_message.status != 0)
 
-    def stop_others(self, status: int, deadline: float, restart: int = 0) -> bool:
-        """Nothing: rank 0 stops the others (and says whether all restart)."""
-        return False
+    def stop_others(self, status: int, deadline: float, restart: int = 0) -> Parted:
+        """Nothing: rank 0 stops the others (and its Stop says whether all
+        restart: `restart_said`)."""
+        return Parted(restart=0)
+
+    def restart_said(self) -> Optional[int]:
+        """The attempt rank 0's Stop said every rank begins next (0: none),
+        None when no Stop came."""
+        return self.stop_message.restart if self.stop_message is not None else None
+
+    def timeline(self) -> Sequence[Any]:
+        return []
+
+    @property
+    def stop_status(self) -> Optional[int]:
+        return self.stop_message.status if self.stop_message is not None else None
 
     def look(self) -> None:
         """While joining: rank 0's Stop, if it came, and the helpers (raises
