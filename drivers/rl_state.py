@@ -9,8 +9,10 @@ metrics, and not PPO's adaptive KL coefficient: ray#22444 of old). So
 piece: the learners (their module's weights, optimizer moments, the KL
 coefficient, the entropy and learning-rate schedules), the algorithm's
 lifetime counters, the old stack's window of episodes its mean return is
-taken over, the env runners' weights, connectors and filters, and the random
-number generators where a seed is set. Each piece is a number, or a digest
+taken over, the env runners' connectors and filters, and the random number
+generators where a seed is set. (Not the env runners' weights: Ray 2.40 gives
+them the learner's at the next iteration's start, so at a save they are one
+update behind by design; put_back gives them the learner's at once.) Each piece is a number, or a digest
 of its arrays.
 
 `extra()` is what RLlib does not save itself, for the driver to save beside
@@ -206,9 +208,6 @@ def _env_runner_pieces(runner: Any) -> Dict[str, Any]:
         connector = getattr(runner, name, None)
         if connector is not None and hasattr(connector, "get_state"):
             pieces[f"connector/{name.strip('_')}"] = digest(connector.get_state())
-    module = getattr(runner, "module", None)
-    if module is not None and hasattr(module, "get_state"):
-        pieces["module"] = digest(module.get_state())
     if runner.config.seed is not None:
         pieces.update({f"rng/{k}": v for k, v in rng_state().items()})
         vector = getattr(getattr(runner, "env", None), "unwrapped", None)
@@ -256,7 +255,7 @@ def _policy_pieces(policy: Any) -> Dict[str, Any]:
 
 
 def _old_worker_pieces(worker: Any) -> Dict[str, Any]:
-    pieces: Dict[str, Any] = {"weights": digest(worker.get_weights())}
+    pieces: Dict[str, Any] = {}
     for policy_id, filt in (worker.filters or {}).items():
         pieces[f"filter/{policy_id}"] = digest(repr(filt.as_serializable().__dict__)
                                                if hasattr(filt, "as_serializable") else repr(filt))
