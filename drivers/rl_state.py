@@ -10,10 +10,10 @@ piece: the learners (their module's weights, optimizer moments, the KL
 coefficient, the entropy and learning-rate schedules), the algorithm's
 lifetime counters, the old stack's window of episodes its mean return is
 taken over, the env runners' connectors and filters, and the random number
-generators where a seed is set. (Not the env runners' weights: Ray 2.40 gives
-them the learner's at the next iteration's start, so at a save they are one
-update behind by design; put_back gives them the learner's at once.) Each piece is a number, or a digest
-of its arrays.
+generators where a seed is set. Each piece is a number, or a digest of its
+arrays. (Not the env runners' weights: Ray 2.40 gives them the learner's at
+the next iteration's start, so at a save they are one update behind by
+design; put_back gives them the learner's at once.)
 
 `extra()` is what RLlib does not save itself, for the driver to save beside
 each checkpoint; `put_back()` restores it after RLlib's own restore.
@@ -445,12 +445,12 @@ def needed(algorithm: Any) -> List[str]:
     for index, learner in enumerate(wanted.get("learners", [])):
         names += [f"learner{index}/{piece}" for piece in learner]
     names += [f"optimizers/{policy_id}" for policy_id in wanted.get("optimizers", {})]
-    names += ["episode_history"] if "episode_history" in wanted else []
-    if "rng" in wanted:
-        names.append("rng")
+    names += [piece for piece in WHOLE_PIECES if piece in wanted]
     return names
 
 
+# Pieces of the extra state saved whole, not per learner or policy.
+WHOLE_PIECES = ("episode_history", "rng")
 # How long the env runners may take to get the learner's weights at a restore.
 SYNC_TIMEOUT = 60.0
 
@@ -494,12 +494,10 @@ def put_back(algorithm: Any, saved: Optional[Dict[str, Any]], checkpoint: str) -
 
 
 def _has(saved: Dict[str, Any], piece: str) -> bool:
-    if piece == "rng":
-        return "rng" in saved
+    if piece in WHOLE_PIECES:
+        return piece in saved
     if piece.startswith("optimizers/"):
         return piece.split("/", 1)[1] in saved.get("optimizers", {})
-    if piece == "episode_history":
-        return "episode_history" in saved
     head, _, name = piece.partition("/")
     index = int(head[len("learner"):])
     learners = saved.get("learners", [])

@@ -183,7 +183,6 @@ class Parted:
     rank lost since cancels it; another rank learns it from rank 0's Stop)."""
 
     restart: int
-    cancelled: bool = False  # a restart was asked for and cannot go ahead
 
 
 class Role(Protocol):

@@ -58,9 +58,10 @@ class Restarts:
         return True
 
     def parted(self, parted: Parted, log: logging.Logger) -> None:
-        """What the teardown's first half came to: a rank lost since the
-        decision cancels the restart (it needs every rank)."""
-        if parted.cancelled:
+        """What the teardown's first half came to: a restart decided on and
+        not going ahead was cancelled by a rank lost since (it needs every
+        rank)."""
+        if self.pending and not parted.restart:
             self.cancel("a rank was lost, so not every rank can start again", log)
 
     def cancel(self, why: str, log: logging.Logger) -> None:

@@ -57,9 +57,8 @@ class HeadTeardown:
             self.launcher.close_node_table(state.table)
             state.table = None
         state.together = not ledger.lost
-        parted = Parted(restart if state.together else 0,
-                        cancelled=bool(restart) and not state.together)
-        restart = parted.restart
+        restart = restart if state.together else 0
+        parted = Parted(restart)
         self.restarting = bool(restart)
         if self.agreed.size == 1:
             return parted
